@@ -1,0 +1,282 @@
+//! `POST /backend`: the app backend's API, request and response shapes after mesibo's.
+//!
+//! Order of checks: transport (method, size, content type) → JSON → `op` → app token → the op's
+//! fields → the store. Every refusal is `result:false` with a stable `error` code and a
+//! `message`, HTTP 200 (as mesibo answers); 4xx only for transport errors. A refused op writes
+//! nothing: each op is one store transaction.
+
+mod devices;
+mod tokens;
+mod users;
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::auth::TokenHash;
+use crate::protocol::{
+    BACKEND_OPS, BackendResponse, DecodeError, ErrorBody, ErrorCode, UserSelector, malformed,
+};
+use crate::state::ServerState;
+use crate::store::{StoreError, UserKey};
+
+/// A refused backend request.
+#[derive(Debug, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct ApiError {
+    /// The stable code.
+    pub code: ErrorCode,
+    /// What to fix.
+    pub message: String,
+}
+
+impl ApiError {
+    fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<DecodeError> for ApiError {
+    fn from(err: DecodeError) -> ApiError {
+        ApiError::new(err.code, err.message)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> ApiError {
+        let code = match &err {
+            StoreError::NoSuchUser(_) => ErrorCode::NoSuchUser,
+            StoreError::DeviceLimit { .. } => ErrorCode::DeviceLimit,
+            StoreError::BadLink(_) => ErrorCode::BadLink,
+            StoreError::UnknownRecipient(_) => ErrorCode::UnknownRecipient,
+            StoreError::DuplicateId(_) => ErrorCode::DuplicateId,
+            StoreError::AuthFailed(_) => ErrorCode::AuthFailed,
+            StoreError::Sqlite(_) | StoreError::Commit(_) | StoreError::Closed => {
+                tracing::error!(error = %err, "backend op failed in the store");
+                return ApiError::new(ErrorCode::Internal, "internal error; retry the request");
+            }
+        };
+        let message = match &err {
+            StoreError::DeviceLimit { .. } => format!(
+                "{err}; remove one with userdel before adding another device"
+            ),
+            _ => err.to_string(),
+        };
+        ApiError::new(code, message)
+    }
+}
+
+/// The answer to one backend request: the op's body or a refusal.
+type OpResult = Result<Response, ApiError>;
+
+/// `POST /backend`.
+pub async fn backend(
+    State(state): State<Arc<ServerState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    if let Some(refusal) = check_content_type(&headers) {
+        return refusal;
+    }
+    let limit = state.config.max_body_bytes;
+    let bytes = match axum::body::to_bytes(body, limit).await {
+        Ok(bytes) => bytes,
+        Err(_) => {
+            return transport_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                ErrorCode::BodyTooLarge,
+                format!("the request body is larger than {limit} bytes"),
+            );
+        }
+    };
+    let value: Value = match serde_json::from_slice(&bytes) {
+        Ok(value) => value,
+        Err(err) => return refusal("", None, malformed(&err).into()),
+    };
+    let Value::Object(map) = &value else {
+        let err = ApiError::new(ErrorCode::BadRequest, "the body must be a JSON object");
+        return refusal("", None, err);
+    };
+    let id = map.get("id").cloned();
+    let op = match map.get("op") {
+        Some(Value::String(op)) => op.clone(),
+        Some(_) => {
+            let err = ApiError::new(ErrorCode::WrongType, ".op: expected a string");
+            return refusal("", id, err);
+        }
+        None => {
+            let err = ApiError::new(
+                ErrorCode::MissingField,
+                format!("missing field `op`; known ops: {}", BACKEND_OPS.join(", ")),
+            );
+            return refusal("", id, err);
+        }
+    };
+    let result = dispatch(&state, &op, id.clone(), &value).await;
+    tracing::debug!(op = %op, ok = result.is_ok(), "backend op");
+    match result {
+        Ok(response) => response,
+        Err(err) => refusal(&op, id, err),
+    }
+}
+
+async fn dispatch(state: &ServerState, op: &str, id: Option<Value>, value: &Value) -> OpResult {
+    if !BACKEND_OPS.contains(&op) {
+        return Err(ApiError::new(
+            ErrorCode::UnknownOp,
+            format!("unknown op `{op}`; known ops: {}", BACKEND_OPS.join(", ")),
+        ));
+    }
+    check_app_token(state, value)?;
+    let reply = Reply { op, id };
+    match op {
+        "useradd" => users::useradd(state, reply, value).await,
+        "userdel" => users::userdel(state, reply, value).await,
+        "tokendel" => tokens::tokendel(state, reply, value).await,
+        "devices" => devices::devices(state, reply, value).await,
+        _ => unreachable!("BACKEND_OPS lists every op dispatched here"),
+    }
+}
+
+/// Builds the success response of one request.
+struct Reply<'a> {
+    op: &'a str,
+    id: Option<Value>,
+}
+
+impl Reply<'_> {
+    fn ok<T: Serialize>(self, body: T) -> OpResult {
+        Ok(axum::Json(BackendResponse {
+            op: self.op.to_string(),
+            result: true,
+            id: self.id,
+            body,
+        })
+        .into_response())
+    }
+}
+
+/// The same check and the same answer whether or not any user exists, in constant time.
+fn check_app_token(state: &ServerState, value: &Value) -> Result<(), ApiError> {
+    let given = value.get("token").and_then(Value::as_str).unwrap_or("");
+    if given.is_empty() || !TokenHash::of(given).matches(&state.app_token) {
+        return Err(ApiError::new(
+            ErrorCode::BadAppToken,
+            "the app token in `token` is missing or wrong; use the token octet printed at first start or set with --app-token",
+        ));
+    }
+    Ok(())
+}
+
+/// Turns a `uid` (top level or in `user`) or `user.address` into a [`UserKey`].
+fn user_key(value: &Value) -> Result<UserKey, ApiError> {
+    let sel: UserSelector = crate::protocol::decode_value(value)?;
+    let inner = sel.user.as_ref();
+    if let Some(uid) = sel.uid.or(inner.and_then(|u| u.uid)) {
+        return Ok(UserKey::Uid(uid));
+    }
+    match inner.and_then(|u| u.address.clone()) {
+        Some(address) => {
+            check_address("user.address", &address)?;
+            Ok(UserKey::Address(address))
+        }
+        None => Err(ApiError::new(
+            ErrorCode::MissingField,
+            "missing field `uid` (or `user.address`): name the user",
+        )),
+    }
+}
+
+/// Longest address octet accepts.
+pub const MAX_ADDRESS: usize = 255;
+
+/// An address: 1 to 255 characters, no spaces or control characters.
+fn check_address(field: &str, address: &str) -> Result<(), ApiError> {
+    check_text(field, address, MAX_ADDRESS)
+}
+
+/// A short identifier or name: not empty, at most `max` characters, no spaces or control
+/// characters.
+fn check_text(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
+    if value.is_empty() {
+        return Err(ApiError::new(ErrorCode::BadValue, format!("`{field}` is empty")));
+    }
+    if value.chars().count() > max {
+        return Err(ApiError::new(
+            ErrorCode::BadValue,
+            format!("`{field}` is longer than {max} characters"),
+        ));
+    }
+    if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(ApiError::new(
+            ErrorCode::BadValue,
+            format!("`{field}` contains spaces or control characters"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_content_type(headers: &HeaderMap) -> Option<Response> {
+    let ct = headers.get(header::CONTENT_TYPE)?.to_str().unwrap_or("");
+    let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    // curl -d sends form-urlencoded and a browser's no-cors fetch sends text/plain; the body is
+    // still JSON, as mesibo's examples show, so both are read as JSON.
+    let json_like = essence == "application/json"
+        || essence.ends_with("+json")
+        || essence == "text/plain"
+        || essence == "application/x-www-form-urlencoded";
+    (!json_like).then(|| {
+        transport_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode::UnsupportedMediaType,
+            format!("Content-Type `{essence}` is not JSON; send application/json"),
+        )
+    })
+}
+
+fn refusal(op: &str, id: Option<Value>, err: ApiError) -> Response {
+    axum::Json(BackendResponse {
+        op: op.to_string(),
+        result: false,
+        id,
+        body: ErrorBody {
+            error: err.code,
+            message: err.message,
+        },
+    })
+    .into_response()
+}
+
+fn transport_error(status: StatusCode, code: ErrorCode, message: String) -> Response {
+    (status, refusal("", None, ApiError::new(code, message))).into_response()
+}
+
+/// Any method but POST on `/backend`.
+pub async fn method_not_allowed() -> Response {
+    let mut response = transport_error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        ErrorCode::MethodNotAllowed,
+        "use POST with a JSON body".into(),
+    );
+    response
+        .headers_mut()
+        .insert(header::ALLOW, header::HeaderValue::from_static("POST"));
+    response
+}
+
+/// Any unknown path.
+pub async fn not_found() -> Response {
+    transport_error(
+        StatusCode::NOT_FOUND,
+        ErrorCode::NotFound,
+        "no such path; the backend API is POST /backend and devices connect to GET /ws".into(),
+    )
+}

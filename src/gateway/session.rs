@@ -1,0 +1,401 @@
+//! One device connection from upgrade to cleanup: login deadline, authentication, registration
+//! with the router, the reader loop that dispatches frames, and cleanup.
+//!
+//! The session never writes to the socket itself: everything goes through its own bounded queue
+//! to the writer task, so its replies and the router's deliveries keep one order.
+
+use std::sync::Arc;
+
+use axum::extract::ws::{Message, WebSocket};
+use futures::StreamExt;
+use futures::stream::SplitStream;
+use tokio::sync::{mpsc, watch};
+use tracing::{Instrument, field};
+
+use super::writer;
+use crate::auth::TokenHash;
+use crate::protocol::{
+    CallAction, CallRequest, ClientFrame, CloseCode, DecodeError, ErrorCode, ErrorFrame, Login,
+    Message as MessageFrame, Send, Sent, ServerFrame, UserRef, Welcome,
+};
+use crate::router::{CallError, ConnHandle, Frame, KickReason, Outbound, Party};
+use crate::state::{ServerState, now_millis};
+use crate::store::{Identity, NewMessage, StoreError};
+
+/// Longest client id accepted in `send`.
+const MAX_CLIENT_ID: usize = 128;
+
+/// Runs one connection to its end.
+pub async fn run(state: Arc<ServerState>, socket: WebSocket) {
+    let conn_id = state.router.conn_id();
+    let span = tracing::info_span!(
+        "conn",
+        conn.id = conn_id,
+        user.uid = field::Empty,
+        person.id = field::Empty
+    );
+    run_inner(state, socket, conn_id).instrument(span).await
+}
+
+async fn run_inner(state: Arc<ServerState>, socket: WebSocket, conn_id: u64) {
+    let (sink, mut stream) = socket.split();
+    let (queue_tx, queue_rx) = mpsc::channel(state.config.queue_frames);
+    let (kick_tx, kick_rx) = watch::channel(None);
+    let writer = tokio::spawn(writer::run(sink, queue_rx, kick_rx.clone()));
+    let mut session = Session {
+        state: state.clone(),
+        queue: queue_tx,
+        kick: kick_rx,
+        conn_id,
+        identity: None,
+    };
+
+    let login = tokio::time::timeout(state.config.login_timeout, stream.next()).await;
+    let ended = match login {
+        Err(_) => {
+            session
+                .refuse(
+                    ErrorCode::LoginTimeout,
+                    format!(
+                        "no login frame within {} s",
+                        state.config.login_timeout.as_secs()
+                    ),
+                    CloseCode::LoginTimeout,
+                )
+                .await;
+            "login timeout"
+        }
+        Ok(first) => match session.login(first).await {
+            Ok(identity) => {
+                let handle = ConnHandle::new(identity.uid, conn_id, session.queue.clone(), kick_tx);
+                state.router.register(identity.person, handle);
+                session.identity = Some(identity);
+                session.read_loop(&mut stream).await
+            }
+            Err(reason) => reason,
+        },
+    };
+
+    if let Some(identity) = &session.identity {
+        state.router.unregister(identity.person, conn_id);
+        if let Err(err) = state.store.touch(identity.uid, now_millis()).await {
+            tracing::warn!(error = %err, "could not record last seen");
+        }
+    }
+    tracing::info!(reason = ended, "connection closed");
+    // Dropping the session drops its queue sender; with the router's handle gone the writer
+    // drains what is queued, writes the close frame and ends.
+    drop(session);
+    let _ = writer.await;
+}
+
+struct Session {
+    state: Arc<ServerState>,
+    queue: mpsc::Sender<Outbound>,
+    kick: watch::Receiver<Option<KickReason>>,
+    conn_id: u64,
+    identity: Option<Identity>,
+}
+
+impl Session {
+    /// Handles the first frame. On failure the connection is already told why and closing.
+    async fn login(
+        &mut self,
+        first: Option<Result<Message, axum::Error>>,
+    ) -> Result<Identity, &'static str> {
+        let text = match first {
+            Some(Ok(Message::Text(text))) => text,
+            Some(Ok(Message::Binary(_))) => {
+                self.refuse_binary().await;
+                return Err("binary frame");
+            }
+            Some(Ok(_)) | None => return Err("closed before login"),
+            Some(Err(err)) => {
+                self.refuse_read_error(err).await;
+                return Err("read error before login");
+            }
+        };
+        let login: Login = match ClientFrame::decode(&text) {
+            Ok(ClientFrame::Login(login)) => login,
+            Ok(_) => {
+                let message = "the first frame must be {\"op\":\"login\",\"token\":..,\"appid\":..}";
+                self.refuse(ErrorCode::LoginRequired, message.into(), CloseCode::AuthFailed)
+                    .await;
+                return Err("first frame not login");
+            }
+            Err(err) => {
+                self.refuse(err.code, err.message, CloseCode::AuthFailed).await;
+                return Err("bad login frame");
+            }
+        };
+        let hash = TokenHash::of(&login.token);
+        match self.state.store.authenticate(hash, &login.appid, now_millis()).await {
+            Ok(identity) => {
+                let span = tracing::Span::current();
+                span.record("user.uid", identity.uid);
+                span.record("person.id", identity.person);
+                tracing::info!("logged in uid {} (person {})", identity.uid, identity.person);
+                let welcome = ServerFrame::Welcome(Welcome {
+                    uid: identity.uid,
+                    address: identity.address.clone(),
+                    primary: UserRef {
+                        uid: identity.person,
+                        address: identity.primary_address.clone(),
+                    },
+                });
+                // Queued before the router can hand this connection anything: welcome is first.
+                self.push(welcome.to_text().into()).await;
+                if let Err(err) = self.state.store.touch(identity.uid, now_millis()).await {
+                    tracing::warn!(error = %err, "could not record last seen");
+                }
+                Ok(identity)
+            }
+            Err(StoreError::AuthFailed(why)) => {
+                tracing::info!(reason = %why, "login refused");
+                let message = match why {
+                    crate::store::AuthFailure::WrongAppid => format!(
+                        "the token was not issued for appid `{}`; log in with the appid the token was issued for",
+                        login.appid
+                    ),
+                    _ => "the token is unknown, expired or revoked; ask your backend for a new one".into(),
+                };
+                self.refuse(ErrorCode::AuthFailed, message, CloseCode::AuthFailed).await;
+                Err("auth failed")
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "login failed in the store");
+                self.refuse(ErrorCode::Internal, "internal error; reconnect".into(), CloseCode::GoingAway)
+                    .await;
+                Err("store error at login")
+            }
+        }
+    }
+
+    /// Reads frames until the device leaves, breaks the protocol, or is kicked.
+    async fn read_loop(&mut self, stream: &mut SplitStream<WebSocket>) -> &'static str {
+        let mut kick = self.kick.clone();
+        loop {
+            let next = tokio::select! {
+                // Kicked (replaced, revoked, slow, shutdown): the writer sends the close frame.
+                _ = kick.wait_for(Option::is_some) => return "kicked",
+                next = stream.next() => next,
+            };
+            match next {
+                Some(Ok(Message::Text(text))) => self.dispatch(&text).await,
+                Some(Ok(Message::Binary(_))) => {
+                    self.refuse_binary().await;
+                    return "binary frame";
+                }
+                Some(Ok(Message::Close(_))) | None => return "closed by device",
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                Some(Err(err)) => {
+                    self.refuse_read_error(err).await;
+                    return "read error";
+                }
+            }
+        }
+    }
+
+    async fn dispatch(&mut self, text: &str) {
+        match ClientFrame::decode(text) {
+            Ok(ClientFrame::Send(send)) => self.send(send).await,
+            Ok(ClientFrame::Call(call)) => self.call(call).await,
+            Ok(ClientFrame::Login(_)) => {
+                let err = DecodeError::new(
+                    ErrorCode::BadRequest,
+                    "already logged in; login is only the first frame of a connection",
+                );
+                self.error(err, None, None).await;
+            }
+            Err(err) => {
+                let id = ClientFrame::id_of(text);
+                self.error(err, id, None).await;
+            }
+        }
+    }
+
+    async fn send(&mut self, send: Send) {
+        let identity = self.identity.clone().expect("send runs after login");
+        if send.id.is_empty() || send.id.chars().count() > MAX_CLIENT_ID {
+            let err = DecodeError::new(
+                ErrorCode::BadValue,
+                format!("`id` must be 1 to {MAX_CLIENT_ID} characters"),
+            );
+            return self.error(err, Some(send.id), None).await;
+        }
+        let client_id = send.id.clone();
+        let msg = NewMessage {
+            from: identity.clone(),
+            client_id: send.id,
+            to: send.to,
+            body: send.body,
+            ts: now_millis(),
+        };
+        let body = msg.body.clone();
+        let appended = match self.state.store.append_message(msg).await {
+            Ok(appended) => appended,
+            Err(err) => {
+                let err = match err {
+                    StoreError::UnknownRecipient(to) => DecodeError::new(
+                        ErrorCode::UnknownRecipient,
+                        format!("no user has the address {to}"),
+                    ),
+                    StoreError::DuplicateId(id) => DecodeError::new(
+                        ErrorCode::DuplicateId,
+                        format!("client id {id} was already used for a different message; use a new id"),
+                    ),
+                    other => {
+                        tracing::error!(error = %other, "send failed in the store");
+                        DecodeError::new(ErrorCode::Internal, "internal error; retry with the same id")
+                    }
+                };
+                return self.error(err, Some(client_id), None).await;
+            }
+        };
+        let sent = ServerFrame::Sent(Sent {
+            id: client_id,
+            mid: appended.mid,
+            seq: appended.sender_seq,
+            ts: appended.ts,
+        });
+        self.push(sent.to_text().into()).await;
+        if appended.duplicate {
+            return; // already delivered when first stored
+        }
+        let frame = |seq, out, body| -> Frame {
+            ServerFrame::Message(MessageFrame {
+                mid: appended.mid,
+                seq,
+                from: appended.from.clone(),
+                to: appended.to.clone(),
+                ts: appended.ts,
+                out,
+                body,
+            })
+            .to_text()
+            .into()
+        };
+        let router = &self.state.router;
+        let own = frame(appended.sender_seq, true, body.clone());
+        if appended.recipient != identity.person {
+            router.deliver(appended.recipient, &frame(appended.recipient_seq, false, body), None);
+        }
+        router.deliver(identity.person, &own, Some(identity.uid));
+    }
+
+    async fn call(&mut self, req: CallRequest) {
+        let identity = self.identity.clone().expect("call runs after login");
+        let call_id = req.call.clone();
+        if call_id.is_empty() || call_id.chars().count() > MAX_CLIENT_ID {
+            let err = DecodeError::new(
+                ErrorCode::BadValue,
+                format!("`call` must be 1 to {MAX_CLIENT_ID} characters"),
+            );
+            return self.error(err, None, Some(call_id)).await;
+        }
+        let party = Party {
+            person: identity.person,
+            uid: identity.uid,
+            conn_id: self.conn_id,
+        };
+        let router = &self.state.router;
+        let result = if req.action == CallAction::Ring {
+            let Some(to) = req.to.as_deref() else {
+                let err = DecodeError::new(ErrorCode::MissingField, "missing field `to` (ring needs the callee's address)");
+                return self.error(err, None, Some(call_id)).await;
+            };
+            let (callee, callee_address) = match self.state.store.resolve(to).await {
+                Ok(found) => found,
+                Err(StoreError::UnknownRecipient(to)) => {
+                    let err = DecodeError::new(ErrorCode::UnknownRecipient, format!("no user has the address {to}"));
+                    return self.error(err, None, Some(call_id)).await;
+                }
+                Err(other) => {
+                    tracing::error!(error = %other, "ring failed in the store");
+                    let err = DecodeError::new(ErrorCode::Internal, "internal error; ring again");
+                    return self.error(err, None, Some(call_id)).await;
+                }
+            };
+            router
+                .call_ring(party, callee, &identity.primary_address, &callee_address, &call_id, req.data.as_deref())
+                .map(|serial| {
+                    let state = self.state.clone();
+                    let call_id = call_id.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(state.config.ring_timeout).await;
+                        state.router.call_timeout(&call_id, serial);
+                    });
+                })
+        } else {
+            router.call_act(party, &call_id, req.action, req.data.as_deref())
+        };
+        if let Err(err) = result {
+            let err = call_error(err);
+            self.error(err, None, Some(call_id)).await;
+        }
+    }
+
+    /// Queues a frame for this connection; waiting here slows only this device's reader.
+    async fn push(&self, frame: Frame) {
+        let _ = self.queue.send(Outbound::Frame(frame)).await;
+    }
+
+    async fn error(&self, err: DecodeError, id: Option<String>, call: Option<String>) {
+        let frame = ServerFrame::Error(ErrorFrame {
+            code: err.code,
+            message: err.message,
+            id,
+            call,
+        });
+        self.push(frame.to_text().into()).await;
+    }
+
+    /// Sends an error frame, then closes with `close`.
+    async fn refuse(&self, code: ErrorCode, message: String, close: CloseCode) {
+        self.error(DecodeError::new(code, message.clone()), None, None).await;
+        let reason = truncate_reason(&message);
+        let _ = self.queue.send(Outbound::Close(close, reason)).await;
+    }
+
+    async fn refuse_binary(&self) {
+        self.refuse(
+            ErrorCode::BinaryFrame,
+            "binary frames are not part of the protocol; send JSON text frames".into(),
+            CloseCode::UnsupportedData,
+        )
+        .await;
+    }
+
+    async fn refuse_read_error(&self, err: axum::Error) {
+        let text = err.to_string();
+        // tungstenite reports an oversized frame before reading (or allocating) its payload.
+        if text.contains("Space limit exceeded") || text.contains("too long") || text.contains("too big") {
+            let max = self.state.config.max_frame_bytes;
+            self.refuse(
+                ErrorCode::FrameTooLarge,
+                format!("frames are limited to {max} bytes"),
+                CloseCode::MessageTooBig,
+            )
+            .await;
+        } else {
+            tracing::debug!(error = %text, "websocket read error");
+            let _ = self
+                .queue
+                .send(Outbound::Close(CloseCode::ProtocolError, "protocol error".into()))
+                .await;
+        }
+    }
+}
+
+fn call_error(err: CallError) -> DecodeError {
+    DecodeError::new(err.code(), err.to_string())
+}
+
+/// WebSocket close reasons are limited to 123 bytes.
+fn truncate_reason(message: &str) -> String {
+    let mut end = message.len().min(123);
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    message[..end].to_string()
+}

@@ -1,0 +1,24 @@
+//! octet: a real-time message broker for people signed in on up to eight devices at once.
+//!
+//! Module map (ARCHITECTURE.md tells the whole story):
+//! - [`protocol`]: every wire type, the error codes and close codes.
+//! - [`config`]: flags, environment and the validated [`config::Config`].
+//! - [`auth`]: token formats and hashing.
+//! - [`store`]: durable state behind the [`store::Store`] trait (SQLite by default).
+//! - [`router`]: the live table person → connections, fan-out and call state.
+//! - [`gateway`]: WebSocket connections (`GET /ws`).
+//! - [`api`]: the backend HTTP API (`POST /backend`).
+//! - [`state`]: the shared server state.
+//! - [`server`]: wiring, startup and shutdown.
+//! - [`client`]: octet's own client, for tests, the load generator and examples.
+
+pub mod api;
+pub mod auth;
+pub mod client;
+pub mod config;
+pub mod gateway;
+pub mod protocol;
+pub mod router;
+pub mod server;
+pub mod state;
+pub mod store;

@@ -1,0 +1,800 @@
+//! Every type that crosses the wire: WebSocket frames in both directions, the backend API's
+//! requests and responses, the error-code table and the WebSocket close codes.
+//!
+//! This is the only module whose types derive `Serialize`/`Deserialize` for the wire, and it
+//! depends on nothing else inside octet. `proto/` documents the same types for humans.
+//!
+//! Frames are tagged by `op`. Message bodies stay raw JSON text end to end (`Box<RawValue>`),
+//! and because serde cannot buffer a `RawValue` inside an internally tagged enum, decoding reads
+//! the `op` first and then that op's own struct ([`decode_tagged`]).
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+/// A user id, as mesibo numbers them.
+pub type Uid = u64;
+/// Milliseconds since the Unix epoch.
+pub type Millis = i64;
+
+// ---------------------------------------------------------------------------------------------
+// Error codes and close codes
+// ---------------------------------------------------------------------------------------------
+
+/// The complete list of error codes a client can see, on HTTP (`error`) and WebSocket (`code`).
+/// `proto/errors.md` documents each one; never rename a variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The body or frame is not valid JSON.
+    BadJson,
+    /// The body or frame is JSON but not an object.
+    BadRequest,
+    /// `op` names no operation this endpoint knows.
+    UnknownOp,
+    /// A required field is absent.
+    MissingField,
+    /// A field has the wrong JSON type.
+    WrongType,
+    /// A field has the right type but a value out of range (empty, too long, bad characters).
+    BadValue,
+    /// The app token is missing or wrong.
+    BadAppToken,
+    /// The named user does not exist.
+    NoSuchUser,
+    /// The person already has eight devices.
+    DeviceLimit,
+    /// The requested link is not allowed (a primary with linked users of its own, another person's user).
+    BadLink,
+    /// `expiry` is outside 1..=5256000 minutes.
+    BadExpiry,
+    /// The login token is unknown, expired, revoked, or for another appid.
+    AuthFailed,
+    /// The first frame was not `login`, or `login` came twice.
+    LoginRequired,
+    /// The recipient address names no user.
+    UnknownRecipient,
+    /// A `send` reused a client id with a different body.
+    DuplicateId,
+    /// The frame exceeds the size limit.
+    FrameTooLarge,
+    /// Binary frames are not part of the protocol.
+    BinaryFrame,
+    /// No `login` arrived within the login deadline.
+    LoginTimeout,
+    /// The call id names no live call of this connection's person.
+    NoSuchCall,
+    /// A call with this id is already live.
+    CallExists,
+    /// The action does not fit the call's state or this device's part in it.
+    CallState,
+    /// HTTP: the method is not POST.
+    MethodNotAllowed,
+    /// HTTP: the body is larger than the limit.
+    BodyTooLarge,
+    /// HTTP: the Content-Type is not JSON.
+    UnsupportedMediaType,
+    /// HTTP: no such path.
+    NotFound,
+    /// The server failed; the request may be retried.
+    Internal,
+}
+
+impl ErrorCode {
+    /// Every code, in the order `proto/errors.md` lists them.
+    pub const ALL: &'static [ErrorCode] = &[
+        ErrorCode::BadJson,
+        ErrorCode::BadRequest,
+        ErrorCode::UnknownOp,
+        ErrorCode::MissingField,
+        ErrorCode::WrongType,
+        ErrorCode::BadValue,
+        ErrorCode::BadAppToken,
+        ErrorCode::NoSuchUser,
+        ErrorCode::DeviceLimit,
+        ErrorCode::BadLink,
+        ErrorCode::BadExpiry,
+        ErrorCode::AuthFailed,
+        ErrorCode::LoginRequired,
+        ErrorCode::UnknownRecipient,
+        ErrorCode::DuplicateId,
+        ErrorCode::FrameTooLarge,
+        ErrorCode::BinaryFrame,
+        ErrorCode::LoginTimeout,
+        ErrorCode::NoSuchCall,
+        ErrorCode::CallExists,
+        ErrorCode::CallState,
+        ErrorCode::MethodNotAllowed,
+        ErrorCode::BodyTooLarge,
+        ErrorCode::UnsupportedMediaType,
+        ErrorCode::NotFound,
+        ErrorCode::Internal,
+    ];
+
+    /// The stable wire name, e.g. `device_limit`.
+    pub fn as_str(self) -> &'static str {
+        // Mirrors serde's snake_case names; a unit test keeps the two equal.
+        match self {
+            ErrorCode::BadJson => "bad_json",
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::UnknownOp => "unknown_op",
+            ErrorCode::MissingField => "missing_field",
+            ErrorCode::WrongType => "wrong_type",
+            ErrorCode::BadValue => "bad_value",
+            ErrorCode::BadAppToken => "bad_app_token",
+            ErrorCode::NoSuchUser => "no_such_user",
+            ErrorCode::DeviceLimit => "device_limit",
+            ErrorCode::BadLink => "bad_link",
+            ErrorCode::BadExpiry => "bad_expiry",
+            ErrorCode::AuthFailed => "auth_failed",
+            ErrorCode::LoginRequired => "login_required",
+            ErrorCode::UnknownRecipient => "unknown_recipient",
+            ErrorCode::DuplicateId => "duplicate_id",
+            ErrorCode::FrameTooLarge => "frame_too_large",
+            ErrorCode::BinaryFrame => "binary_frame",
+            ErrorCode::LoginTimeout => "login_timeout",
+            ErrorCode::NoSuchCall => "no_such_call",
+            ErrorCode::CallExists => "call_exists",
+            ErrorCode::CallState => "call_state",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::BodyTooLarge => "body_too_large",
+            ErrorCode::UnsupportedMediaType => "unsupported_media_type",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// WebSocket close codes the broker sends. `proto/close-codes.md` documents each one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u16)]
+pub enum CloseCode {
+    /// The connection ended normally.
+    Normal = 1000,
+    /// The broker is shutting down; reconnect (elsewhere).
+    GoingAway = 1001,
+    /// The peer broke the WebSocket protocol.
+    ProtocolError = 1002,
+    /// A binary frame arrived; the protocol is JSON text only.
+    UnsupportedData = 1003,
+    /// A frame exceeded the size limit.
+    MessageTooBig = 1009,
+    /// Login failed; get a fresh token before reconnecting.
+    AuthFailed = 4001,
+    /// No login within the login deadline.
+    LoginTimeout = 4002,
+    /// A newer login for the same uid replaced this connection; do not reconnect automatically.
+    Replaced = 4003,
+    /// The token was revoked or the user deleted; get a fresh token before reconnecting.
+    Revoked = 4004,
+    /// The connection did not read fast enough; reconnect and resync.
+    SlowConsumer = 4008,
+}
+
+impl CloseCode {
+    /// The numeric code sent in the close frame.
+    pub fn code(self) -> u16 {
+        self as u16
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decoding
+// ---------------------------------------------------------------------------------------------
+
+/// A frame or body that could not be decoded, with the code and a message that says what to fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct DecodeError {
+    /// The stable error code.
+    pub code: ErrorCode,
+    /// What is wrong and where.
+    pub message: String,
+}
+
+impl DecodeError {
+    /// Builds an error from a code and message.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        DecodeError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct OpOnly<'a> {
+    #[serde(borrow)]
+    op: Option<Cow<'a, str>>,
+}
+
+/// Reads the `op` of a JSON object, with line and column for malformed JSON.
+pub fn read_op(text: &str) -> Result<Cow<'_, str>, DecodeError> {
+    let peek: OpOnly<'_> = match serde_json::from_str(text) {
+        Ok(peek) => peek,
+        Err(err) if err.is_syntax() || err.is_eof() => return Err(malformed(&err)),
+        Err(_) => {
+            // Either not an object, or `op` is not a string: tell which.
+            let value: Value = serde_json::from_str(text).map_err(|err| malformed(&err))?;
+            return Err(match value {
+                Value::Object(map) => DecodeError::new(
+                    ErrorCode::WrongType,
+                    format!(".op: expected a string, found {}", json_kind(&map["op"])),
+                ),
+                other => DecodeError::new(
+                    ErrorCode::BadRequest,
+                    format!("expected a JSON object, found {}", json_kind(&other)),
+                ),
+            });
+        }
+    };
+    peek.op
+        .ok_or_else(|| DecodeError::new(ErrorCode::MissingField, "missing field `op`"))
+}
+
+/// Decodes one op's own struct, naming the field path of a missing or mistyped field.
+pub fn decode_fields<T: DeserializeOwned>(text: &str) -> Result<T, DecodeError> {
+    let de = &mut serde_json::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            return malformed(&inner);
+        }
+        field_error(&path, &inner.to_string())
+    })
+}
+
+/// Decodes one op's struct from an already parsed JSON value (the backend API's path).
+pub fn decode_value<T: DeserializeOwned>(value: &Value) -> Result<T, DecodeError> {
+    serde_path_to_error::deserialize(value)
+        .map_err(|err| field_error(&err.path().to_string(), &err.into_inner().to_string()))
+}
+
+fn field_error(path: &str, detail: &str) -> DecodeError {
+    // serde_json's messages end in " at line L column C"; the path already says where.
+    let detail = detail.split(" at line ").next().unwrap_or(detail);
+    if let Some(rest) = detail.strip_prefix("missing field ") {
+        let field = rest.trim_matches('`');
+        let full = if path == "." || path.is_empty() {
+            field.to_string()
+        } else {
+            format!("{path}.{field}")
+        };
+        return DecodeError::new(
+            ErrorCode::MissingField,
+            format!("missing field `{}`", full.trim_start_matches('.')),
+        );
+    }
+    let path = if path.is_empty() || path == "." {
+        String::new()
+    } else {
+        format!(".{}", path.trim_start_matches('.'))
+    };
+    DecodeError::new(ErrorCode::WrongType, format!("{path}: {detail}"))
+}
+
+/// A malformed-JSON error that says the line and column, and what usually causes it.
+pub fn malformed(err: &serde_json::Error) -> DecodeError {
+    let detail = err.to_string();
+    let detail = detail.split(" at line ").next().unwrap_or(&detail);
+    let hint = if detail.contains("expected `,` or `}`") || detail.contains("expected `,` or `]`")
+    {
+        " (a comma is probably missing before this point)"
+    } else if detail.contains("trailing comma") {
+        " (remove the comma before the closing bracket)"
+    } else {
+        ""
+    };
+    DecodeError::new(
+        ErrorCode::BadJson,
+        format!(
+            "malformed JSON at line {}, column {}: {detail}{hint}",
+            err.line(),
+            err.column()
+        ),
+    )
+}
+
+fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Decodes an internally tagged frame: `op` first, then that op's struct.
+fn decode_tagged<T>(
+    text: &str,
+    known: &[&str],
+    by_op: impl FnOnce(&str, &str) -> Option<Result<T, DecodeError>>,
+) -> Result<T, DecodeError> {
+    let op = read_op(text)?;
+    by_op(&op, text).unwrap_or_else(|| {
+        Err(DecodeError::new(
+            ErrorCode::UnknownOp,
+            format!("unknown op `{op}`; known ops: {}", known.join(", ")),
+        ))
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// WebSocket frames: client → broker
+// ---------------------------------------------------------------------------------------------
+
+/// A frame a device sends.
+#[derive(Debug, Serialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum ClientFrame {
+    /// The first frame of every connection.
+    Login(Login),
+    /// A message to another person (or to one's own other devices).
+    Send(Send),
+    /// A call action.
+    Call(CallRequest),
+}
+
+impl ClientFrame {
+    /// The ops a device may send.
+    pub const OPS: &'static [&'static str] = &["login", "send", "call"];
+
+    /// Decodes a frame from a device.
+    pub fn decode(text: &str) -> Result<ClientFrame, DecodeError> {
+        decode_tagged(text, Self::OPS, |op, text| {
+            Some(match op {
+                "login" => decode_fields(text).map(ClientFrame::Login),
+                "send" => decode_fields(text).map(ClientFrame::Send),
+                "call" => decode_fields(text).map(ClientFrame::Call),
+                _ => return None,
+            })
+        })
+    }
+
+    /// The client id the frame carries, for error frames.
+    pub fn id_of(text: &str) -> Option<String> {
+        #[derive(Deserialize)]
+        struct IdOnly {
+            id: Option<Value>,
+        }
+        match serde_json::from_str::<IdOnly>(text).ok()?.id? {
+            Value::String(id) => Some(id),
+            _ => None,
+        }
+    }
+}
+
+/// `login`: authenticates the connection.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Login {
+    /// The user token the app backend got from `useradd`.
+    pub token: String,
+    /// The app id the token was issued for.
+    pub appid: String,
+}
+
+/// `send`: a message to the person at `to`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Send {
+    /// The client's own id for this message; a retry with the same id is not delivered twice.
+    pub id: String,
+    /// Any address of the recipient person.
+    pub to: String,
+    /// Any JSON; opaque to the broker.
+    pub body: Box<RawValue>,
+}
+
+/// What a device does to a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallAction {
+    /// Start ringing every device of the callee.
+    Ring,
+    /// Accept the call on this device.
+    Answer,
+    /// Decline the call.
+    Reject,
+    /// End the call (or cancel it while ringing).
+    Hangup,
+    /// SDP or ICE payload for the other device in the call.
+    Signal,
+}
+
+/// `call`: one action on the call `call`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CallRequest {
+    /// The call id, chosen by the caller.
+    pub call: String,
+    /// What to do.
+    pub action: CallAction,
+    /// The callee's address; required for `ring`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    /// Opaque payload (an SDP offer or answer, an ICE candidate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<Box<RawValue>>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// WebSocket frames: broker → client
+// ---------------------------------------------------------------------------------------------
+
+/// A frame the broker sends.
+#[derive(Debug, Serialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum ServerFrame {
+    /// Login succeeded.
+    Welcome(Welcome),
+    /// A `send` was stored.
+    Sent(Sent),
+    /// A message for this device's person.
+    Message(Message),
+    /// A call event.
+    Call(CallEvent),
+    /// Something this device sent was refused.
+    Error(ErrorFrame),
+}
+
+impl ServerFrame {
+    /// The ops the broker sends.
+    pub const OPS: &'static [&'static str] = &["welcome", "sent", "message", "call", "error"];
+
+    /// Decodes a frame from the broker (used by [`crate::client`]).
+    pub fn decode(text: &str) -> Result<ServerFrame, DecodeError> {
+        decode_tagged(text, Self::OPS, |op, text| {
+            Some(match op {
+                "welcome" => decode_fields(text).map(ServerFrame::Welcome),
+                "sent" => decode_fields(text).map(ServerFrame::Sent),
+                "message" => decode_fields(text).map(ServerFrame::Message),
+                "call" => decode_fields(text).map(ServerFrame::Call),
+                "error" => decode_fields(text).map(ServerFrame::Error),
+                _ => return None,
+            })
+        })
+    }
+
+    /// Serializes the frame once; the text is then shared by every target.
+    pub fn to_text(&self) -> String {
+        serde_json::to_string(self).expect("server frames always serialize")
+    }
+}
+
+/// A user as others see it: uid and address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRef {
+    /// The user's uid.
+    pub uid: Uid,
+    /// The user's address.
+    pub address: String,
+}
+
+/// `welcome`: the answer to a good `login`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Welcome {
+    /// This device's own uid (a linked user's uid on a linked device).
+    pub uid: Uid,
+    /// This device's own address.
+    pub address: String,
+    /// The person's primary user: the identity others see.
+    pub primary: UserRef,
+}
+
+/// `sent`: the broker stored the message.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Sent {
+    /// The client id from `send`.
+    pub id: String,
+    /// The broker's message id.
+    pub mid: u64,
+    /// The message's place in the sender person's event log.
+    pub seq: u64,
+    /// When the broker accepted the message.
+    pub ts: Millis,
+}
+
+/// `message`: delivered to every live device of the recipient and the sender's other devices.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Message {
+    /// The broker's message id, the same on every device.
+    pub mid: u64,
+    /// The message's place in this device's person's event log.
+    pub seq: u64,
+    /// The sender person's primary address.
+    pub from: String,
+    /// The recipient person's primary address.
+    pub to: String,
+    /// When the broker accepted the message.
+    pub ts: Millis,
+    /// True on the sender person's own devices: this is their outgoing message.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub out: bool,
+    /// The body exactly as sent.
+    pub body: Box<RawValue>,
+}
+
+/// What a device learns about a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallEventKind {
+    /// The call rings (or, with `out`, is ringing from another of this person's devices).
+    Ring,
+    /// The callee answered (sent to the caller device).
+    Answer,
+    /// The callee rejected (sent to the caller device).
+    Reject,
+    /// The call ended.
+    Hangup,
+    /// SDP or ICE from the other device in the call.
+    Signal,
+    /// Another device answered: stop ringing here.
+    AnsweredElsewhere,
+    /// Another device rejected: stop ringing here.
+    RejectedElsewhere,
+    /// Nobody answered in time.
+    Missed,
+}
+
+/// `call`: a call event.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CallEvent {
+    /// The call id.
+    pub call: String,
+    /// What happened.
+    pub action: CallEventKind,
+    /// The caller person's primary address.
+    pub from: String,
+    /// The callee person's primary address.
+    pub to: String,
+    /// True on the caller person's devices.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub out: bool,
+    /// Opaque payload from the device that acted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<Box<RawValue>>,
+}
+
+/// `error`: a refusal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorFrame {
+    /// The stable error code.
+    pub code: ErrorCode,
+    /// What is wrong and what to do.
+    pub message: String,
+    /// The client id of the frame that was refused, when it had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The call id, when the refused frame was a call action.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call: Option<String>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backend API: POST /backend
+// ---------------------------------------------------------------------------------------------
+
+/// The backend ops, in the order `unknown_op` lists them.
+pub const BACKEND_OPS: &[&str] = &["useradd", "userdel", "tokendel", "devices"];
+
+/// The fields every backend request shares.
+#[derive(Debug, Deserialize)]
+pub struct BackendEnvelope {
+    /// The op.
+    pub op: String,
+    /// The app token.
+    #[serde(default)]
+    pub token: Option<String>,
+}
+
+/// `useradd`: creates a user and optionally issues a token.
+#[derive(Debug, Deserialize)]
+pub struct UserAddRequest {
+    /// The user to create or update.
+    pub user: UserAddSpec,
+}
+
+/// The `user` object of `useradd`.
+#[derive(Debug, Deserialize)]
+pub struct UserAddSpec {
+    /// The user's address (e.g. an email or phone number).
+    pub address: String,
+    /// A display name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Token request; without it only the user is created.
+    #[serde(default)]
+    pub token: Option<TokenSpec>,
+}
+
+/// The `user.token` object of `useradd`.
+#[derive(Debug, Deserialize)]
+pub struct TokenSpec {
+    /// The app id the token is bound to.
+    pub appid: String,
+    /// Validity in minutes (default 525600, one year).
+    #[serde(default)]
+    pub expiry: Option<i64>,
+    /// The installation id of the device this token is for.
+    #[serde(default)]
+    pub device: Option<String>,
+    /// Address of the user (or any user of the person) to link this user to; wins over `device`.
+    #[serde(default)]
+    pub linkto: Option<String>,
+}
+
+/// Names a user by `uid` (top level, as mesibo takes it) or by `user.uid` / `user.address`.
+#[derive(Debug, Deserialize)]
+pub struct UserSelector {
+    /// The user's uid.
+    #[serde(default)]
+    pub uid: Option<Uid>,
+    /// Or the user object.
+    #[serde(default)]
+    pub user: Option<UserSelectorInner>,
+}
+
+/// The `user` object of a selector.
+#[derive(Debug, Deserialize)]
+pub struct UserSelectorInner {
+    /// The user's uid.
+    #[serde(default)]
+    pub uid: Option<Uid>,
+    /// The user's address.
+    #[serde(default)]
+    pub address: Option<String>,
+}
+
+/// The envelope of every backend response: `op`, `result`, the echoed `id`, and the op's body.
+#[derive(Debug, Serialize)]
+pub struct BackendResponse<T: Serialize> {
+    /// The op of the request (empty when the request had none).
+    pub op: String,
+    /// True when the op succeeded.
+    pub result: bool,
+    /// The request's `id`, echoed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<Value>,
+    /// The op's own fields.
+    #[serde(flatten)]
+    pub body: T,
+}
+
+/// The body of a refusal.
+#[derive(Debug, Serialize)]
+pub struct ErrorBody {
+    /// The stable error code.
+    pub error: ErrorCode,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+/// The body of a `useradd` answer.
+#[derive(Debug, Serialize)]
+pub struct UserAddBody {
+    /// The user and its token.
+    pub user: UserAddOut,
+    /// `"true"` (a string, as mesibo sends it) when the user is a linked user.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub linked: Option<&'static str>,
+    /// The primary's uid when the user is a linked user.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub linkto: Option<Uid>,
+}
+
+/// The `user` of a `useradd` answer.
+#[derive(Debug, Serialize)]
+pub struct UserAddOut {
+    /// The user's uid.
+    pub uid: Uid,
+    /// The user's address (`<primary>-linked-<n>` for an automatically linked device).
+    pub address: String,
+    /// The user token, shown only here.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+/// The body of a `userdel` answer.
+#[derive(Debug, Serialize)]
+pub struct UserDelBody {
+    /// Every uid removed (a primary takes its linked users with it).
+    pub removed: Vec<Uid>,
+}
+
+/// The body of a `tokendel` answer.
+#[derive(Debug, Serialize)]
+pub struct TokenDelBody {
+    /// The user whose tokens were revoked.
+    pub uid: Uid,
+    /// How many tokens were revoked.
+    pub revoked: u64,
+}
+
+/// The body of a `devices` answer.
+#[derive(Debug, Serialize)]
+pub struct DevicesBody {
+    /// The person's primary user.
+    pub primary: UserRef,
+    /// Every user of the person, primary first.
+    pub devices: Vec<DeviceOut>,
+}
+
+/// One device of a person.
+#[derive(Debug, Serialize)]
+pub struct DeviceOut {
+    /// The device's user.
+    pub uid: Uid,
+    /// That user's address.
+    pub address: String,
+    /// The installation id, when the user was issued a token for one.
+    pub device: Option<String>,
+    /// The app id of the device's latest token.
+    pub appid: Option<String>,
+    /// When the device last logged in or disconnected (ms since the epoch).
+    pub last_seen: Option<Millis>,
+    /// Whether the device holds a live connection on this broker.
+    pub online: bool,
+    /// True for the primary user.
+    pub primary: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_code_names_itself_as_serde_does() {
+        for &code in ErrorCode::ALL {
+            assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
+        }
+    }
+
+    #[test]
+    fn missing_comma_says_line_and_column() {
+        let err = ClientFrame::decode("{\n\"op\":\"send\"\n\"to\":1}").unwrap_err();
+        assert_eq!(err.code, ErrorCode::BadJson);
+        assert!(err.message.contains("line 3, column 1"), "{}", err.message);
+        assert!(err.message.contains("comma"), "{}", err.message);
+    }
+
+    #[test]
+    fn field_errors_name_the_field() {
+        let err = ClientFrame::decode(r#"{"op":"send","id":"a","body":1}"#).unwrap_err();
+        assert_eq!(err.code, ErrorCode::MissingField);
+        assert_eq!(err.message, "missing field `to`");
+        let err = ClientFrame::decode(r#"{"op":"send","id":"a","to":5,"body":1}"#).unwrap_err();
+        assert_eq!(err.code, ErrorCode::WrongType);
+        assert!(err.message.starts_with(".to: invalid type"), "{}", err.message);
+        let err = ClientFrame::decode(r#"{"op":"nope"}"#).unwrap_err();
+        assert_eq!(err.code, ErrorCode::UnknownOp);
+        let err = ClientFrame::decode(r#"[1]"#).unwrap_err();
+        assert_eq!(err.code, ErrorCode::BadRequest);
+        let err = ClientFrame::decode(r#"{"op":3}"#).unwrap_err();
+        assert_eq!(err.code, ErrorCode::WrongType);
+    }
+
+    #[test]
+    fn message_body_stays_raw() {
+        let text = r#"{"op":"message","mid":1,"seq":2,"from":"a","to":"b","ts":3,"body":{"x": [1, 2]}}"#;
+        let ServerFrame::Message(m) = ServerFrame::decode(text).unwrap() else {
+            panic!("not a message")
+        };
+        assert_eq!(m.body.get(), r#"{"x": [1, 2]}"#);
+        assert!(ServerFrame::Message(m).to_text().contains(r#""body":{"x": [1, 2]}"#));
+    }
+}

@@ -1,0 +1,198 @@
+//! The live routing table: person → its live connections (at most one per uid, at most eight),
+//! and fan-out of pre-serialized frames to them. Call state lives beside it in [`calls`].
+//!
+//! The router never awaits and never touches the store. A frame is handed to each target's
+//! bounded queue with `try_send`; a full queue means the device is a slow consumer and is
+//! kicked with [`CloseCode::SlowConsumer`], never silently skipped.
+
+pub mod calls;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::extract::ws::Utf8Bytes;
+use dashmap::DashMap;
+use smallvec::SmallVec;
+use tokio::sync::{mpsc, watch};
+
+use crate::protocol::{CloseCode, Uid};
+use crate::store::PersonId;
+
+pub use calls::{CallError, Party};
+
+/// A serialized text frame; cloning shares the same bytes.
+pub type Frame = Utf8Bytes;
+
+/// What a connection's writer task takes from its queue.
+#[derive(Debug, Clone)]
+pub enum Outbound {
+    /// A text frame to write.
+    Frame(Frame),
+    /// Write this close frame after everything queued before it, then end.
+    Close(CloseCode, String),
+}
+
+/// Why a connection is being closed from outside its own session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KickReason {
+    /// The close code.
+    pub code: CloseCode,
+    /// The close reason text (≤ 123 bytes, as WebSocket allows).
+    pub reason: String,
+}
+
+/// The router's handle to one live connection.
+#[derive(Debug, Clone)]
+pub struct ConnHandle {
+    /// The connection's user.
+    pub uid: Uid,
+    /// Unique per connection, so a late cleanup never removes a newer connection of the same uid.
+    pub conn_id: u64,
+    queue: mpsc::Sender<Outbound>,
+    kick: watch::Sender<Option<KickReason>>,
+}
+
+impl ConnHandle {
+    /// Builds a handle; the session keeps the receivers (queue, kick).
+    pub fn new(
+        uid: Uid,
+        conn_id: u64,
+        queue: mpsc::Sender<Outbound>,
+        kick: watch::Sender<Option<KickReason>>,
+    ) -> ConnHandle {
+        ConnHandle {
+            uid,
+            conn_id,
+            queue,
+            kick,
+        }
+    }
+
+    /// Closes the connection from outside: urgent, so it bypasses the (maybe full) queue.
+    /// The first reason wins.
+    pub fn kick(&self, code: CloseCode, reason: impl Into<String>) {
+        let reason = reason.into();
+        self.kick.send_if_modified(|current| {
+            if current.is_some() {
+                return false;
+            }
+            *current = Some(KickReason { code, reason });
+            true
+        });
+    }
+
+    /// Hands a frame to the connection's queue without waiting. Returns false if it was kicked.
+    fn offer(&self, frame: &Frame) -> bool {
+        match self.queue.try_send(Outbound::Frame(frame.clone())) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!(user.uid = self.uid, conn.id = self.conn_id, "kicked uid {}: slow consumer", self.uid);
+                self.kick(
+                    CloseCode::SlowConsumer,
+                    "slow consumer: reconnect and resync",
+                );
+                false
+            }
+            // The session is ending; its cleanup removes the handle.
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+}
+
+type Entry = SmallVec<[ConnHandle; 8]>;
+
+/// The live routing table. Sharded by person (DashMap), so sends for different persons do not
+/// queue on one lock; one shard entry holds a person's whole fan-out set.
+#[derive(Debug, Default)]
+pub struct Router {
+    persons: DashMap<PersonId, Entry>,
+    calls: calls::Calls,
+    next_conn_id: AtomicU64,
+}
+
+impl Router {
+    /// An empty table.
+    pub fn new() -> Router {
+        Router::default()
+    }
+
+    /// A fresh connection id.
+    pub fn conn_id(&self) -> u64 {
+        self.next_conn_id.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Registers a connection under its person. An older connection of the same uid is removed
+    /// and kicked with [`CloseCode::Replaced`] (one live connection per uid).
+    pub fn register(&self, person: PersonId, handle: ConnHandle) {
+        let mut entry = self.persons.entry(person).or_default();
+        if let Some(idx) = entry.iter().position(|h| h.uid == handle.uid) {
+            let old = entry.remove(idx);
+            tracing::info!(user.uid = old.uid, conn.id = old.conn_id, "kicked uid {}: replaced by a newer login", old.uid);
+            old.kick(
+                CloseCode::Replaced,
+                "replaced: this user logged in on a newer connection",
+            );
+        }
+        entry.push(handle);
+    }
+
+    /// Removes a connection, if it is still the registered one for its uid.
+    pub fn unregister(&self, person: PersonId, conn_id: u64) {
+        self.persons.remove_if_mut(&person, |_, entry| {
+            entry.retain(|h| h.conn_id != conn_id);
+            entry.is_empty()
+        });
+        self.calls_end_for_conn(conn_id);
+    }
+
+    /// Hands `frame` to every live device of `person` except `skip`. Returns how many took it.
+    pub fn deliver(&self, person: PersonId, frame: &Frame, skip: Option<Uid>) -> usize {
+        let Some(entry) = self.persons.get(&person) else {
+            return 0;
+        };
+        entry
+            .iter()
+            .filter(|h| Some(h.uid) != skip)
+            .filter(|h| h.offer(frame))
+            .count()
+    }
+
+    /// Hands `frame` to one device (`uid`) of `person`. Returns whether it took it.
+    pub fn deliver_to(&self, person: PersonId, uid: Uid, frame: &Frame) -> bool {
+        self.persons
+            .get(&person)
+            .and_then(|entry| entry.iter().find(|h| h.uid == uid).map(|h| h.offer(frame)))
+            .unwrap_or(false)
+    }
+
+    /// Closes the live connection of `uid`, if any.
+    pub fn kick(&self, person: PersonId, uid: Uid, code: CloseCode, reason: &str) {
+        if let Some(entry) = self.persons.get(&person) {
+            for handle in entry.iter().filter(|h| h.uid == uid) {
+                tracing::info!(user.uid = uid, conn.id = handle.conn_id, "kicked uid {uid}: {reason}");
+                handle.kick(code, reason);
+            }
+        }
+    }
+
+    /// Closes every live connection (shutdown).
+    pub fn kick_all(&self, code: CloseCode, reason: &str) {
+        for entry in self.persons.iter() {
+            for handle in entry.iter() {
+                handle.kick(code, reason);
+            }
+        }
+    }
+
+    /// The uids of `person` that hold a live connection.
+    pub fn online(&self, person: PersonId) -> SmallVec<[Uid; 8]> {
+        self.persons
+            .get(&person)
+            .map(|entry| entry.iter().map(|h| h.uid).collect())
+            .unwrap_or_default()
+    }
+
+    /// Live connections in the table.
+    pub fn connection_count(&self) -> usize {
+        self.persons.iter().map(|e| e.len()).sum()
+    }
+}

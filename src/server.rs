@@ -1,0 +1,155 @@
+//! Wires store, router and the HTTP routes together, and owns startup and shutdown.
+//!
+//! One port serves `POST /backend` (the app backend's API), `GET /ws` (devices),
+//! `GET /healthz` and `GET /readyz`.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router as Routes;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use tokio::net::{TcpListener, TcpSocket};
+
+use crate::api;
+use crate::auth::PlainToken;
+use crate::config::Config;
+use crate::gateway;
+use crate::protocol::CloseCode;
+use crate::router::Router;
+use crate::state::ServerState;
+use crate::store::{SqliteStore, Store, StoreError};
+
+/// Pending connections the listen socket queues. tokio's default (128) makes a burst of logins
+/// wait for TCP's one-second retry.
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The data dir could not be created.
+    #[error("creating data dir {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The store failed to open.
+    #[error("opening the store: {0}")]
+    Store(#[from] StoreError),
+    /// The listen address could not be bound.
+    #[error("listening on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// A server that is ready to run: the store is open and the app token settled.
+pub struct Prepared {
+    /// The shared state.
+    pub state: Arc<ServerState>,
+    /// The app token generated on this start (first start without `--app-token`): print it once.
+    pub generated_app_token: Option<PlainToken>,
+}
+
+/// Opens the store in the data dir and settles the app token: the operator's, else the stored
+/// one, else a new one (returned so the caller can show it once).
+pub async fn prepare(config: Config) -> Result<Prepared, StartError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
+        path: config.data_dir.display().to_string(),
+        source,
+    })?;
+    let store = SqliteStore::open(&config.data_dir)?;
+    let mut generated_app_token = None;
+    let app_token = match (&config.app_token, store.app_token().await?) {
+        (Some(given), _) => {
+            let hash = PlainToken::from_given(given.clone()).hash();
+            store.set_app_token(hash).await?;
+            hash
+        }
+        (None, Some(stored)) => stored,
+        (None, None) => {
+            let token = PlainToken::app();
+            let hash = token.hash();
+            store.set_app_token(hash).await?;
+            generated_app_token = Some(token);
+            hash
+        }
+    };
+    let state = Arc::new(ServerState {
+        config,
+        store: Box::new(store),
+        router: Router::new(),
+        app_token,
+    });
+    Ok(Prepared {
+        state,
+        generated_app_token,
+    })
+}
+
+/// Binds the listen address with a deep accept backlog.
+pub fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    let bind = || -> std::io::Result<TcpListener> {
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.set_nodelay(true)?;
+        socket.bind(addr)?;
+        socket.listen(LISTEN_BACKLOG)
+    };
+    bind().map_err(|source| StartError::Bind { addr, source })
+}
+
+/// The HTTP routes.
+pub fn routes(state: Arc<ServerState>) -> Routes {
+    Routes::new()
+        .route(
+            "/backend",
+            post(api::backend).fallback(api::method_not_allowed),
+        )
+        .route("/ws", get(gateway::upgrade))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .fallback(api::not_found)
+        .with_state(state)
+}
+
+/// Serves until `shutdown` resolves, then closes every WebSocket with "going away".
+pub async fn run(
+    listener: TcpListener,
+    state: Arc<ServerState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = routes(state.clone());
+    let closing = state.clone();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down: closing every connection with going-away");
+            closing
+                .router
+                .kick_all(CloseCode::GoingAway, "server shutting down; reconnect");
+        })
+        .await
+}
+
+async fn readyz(
+    axum::extract::State(state): axum::extract::State<Arc<ServerState>>,
+) -> (StatusCode, &'static str) {
+    match state.store.app_token().await {
+        Ok(_) => (StatusCode::OK, "ready"),
+        Err(err) => {
+            tracing::error!(error = %err, "readiness check: store unreachable");
+            (StatusCode::SERVICE_UNAVAILABLE, "store unreachable")
+        }
+    }
+}

@@ -1,0 +1,269 @@
+//! Durable state: the app, users, persons, devices, tokens, messages and each person's event log.
+//!
+//! [`Store`] is the seam where PostgreSQL arrives for cluster mode; [`sqlite::SqliteStore`] is
+//! the embedded default. Every method is one transaction: a refusal writes nothing. The store
+//! knows nothing of axum, WebSockets or the router.
+
+pub mod sqlite;
+
+use async_trait::async_trait;
+use serde_json::value::RawValue;
+
+use crate::auth::{PlainToken, TokenHash};
+use crate::protocol::{Millis, Uid};
+
+pub use sqlite::SqliteStore;
+
+/// The most devices (users) one person may have: the primary and seven linked users.
+pub const MAX_DEVICES: usize = 8;
+
+/// A person's id: the uid of its primary user.
+pub type PersonId = Uid;
+
+/// Errors a caller branches on. `Display` always carries the cause.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The named user does not exist.
+    #[error("no user {0}")]
+    NoSuchUser(String),
+    /// The person already has [`MAX_DEVICES`] users.
+    #[error("{address} already has {MAX_DEVICES} devices (the primary and 7 linked users)")]
+    DeviceLimit {
+        /// The primary's address.
+        address: String,
+    },
+    /// The requested link is not allowed; the message says why.
+    #[error("{0}")]
+    BadLink(String),
+    /// The message recipient names no user.
+    #[error("no user has the address {0}")]
+    UnknownRecipient(String),
+    /// A client id was reused with another body.
+    #[error("client id {0} was already used for a different message")]
+    DuplicateId(String),
+    /// The token is unknown, expired or revoked, or bound to another appid.
+    #[error("authentication failed: {0}")]
+    AuthFailed(AuthFailure),
+    /// The database failed.
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The group commit failed; every job in the batch was rolled back.
+    #[error("sqlite commit: {0}")]
+    Commit(String),
+    /// The store's writer thread is gone (shutting down).
+    #[error("the store is closed")]
+    Closed,
+}
+
+/// Why a login token was refused (for logs and the client's message).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthFailure {
+    /// No such token (never issued, revoked, or its user deleted).
+    Unknown,
+    /// The token's expiry has passed.
+    Expired,
+    /// The token was issued for another appid.
+    WrongAppid,
+}
+
+impl std::fmt::Display for AuthFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            AuthFailure::Unknown => "unknown or revoked token",
+            AuthFailure::Expired => "expired token",
+            AuthFailure::WrongAppid => "token issued for another appid",
+        })
+    }
+}
+
+/// How `useradd` should issue a token.
+#[derive(Debug, Clone)]
+pub enum TokenRequest {
+    /// Create or update the user only.
+    None,
+    /// A token for the user itself.
+    Plain(TokenTerms),
+    /// A token for the device `device` of the person at the address (`token.device`).
+    Device(TokenTerms, String),
+    /// Link the user to the person of this address, then issue its token (`token.linkto`).
+    LinkTo(TokenTerms, String),
+}
+
+/// What every issued token carries.
+#[derive(Debug, Clone)]
+pub struct TokenTerms {
+    /// The app id the token is bound to.
+    pub appid: String,
+    /// Validity in minutes.
+    pub expiry_minutes: i64,
+}
+
+/// A validated `useradd`.
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    /// The address at `user.address`.
+    pub address: String,
+    /// The display name, if given.
+    pub name: Option<String>,
+    /// The token to issue.
+    pub token: TokenRequest,
+}
+
+/// What `useradd` did.
+#[derive(Debug)]
+pub struct IssuedUser {
+    /// The user the token belongs to (a linked user for a new device).
+    pub uid: Uid,
+    /// That user's address.
+    pub address: String,
+    /// The token, when one was requested.
+    pub token: Option<PlainToken>,
+    /// The primary's uid when the user is a linked user.
+    pub linked_to: Option<PersonId>,
+    /// Users whose older tokens this call revoked (their live connections must close).
+    pub revoked: Vec<Uid>,
+}
+
+/// Names one user.
+#[derive(Debug, Clone)]
+pub enum UserKey {
+    /// By uid.
+    Uid(Uid),
+    /// By address.
+    Address(String),
+}
+
+impl std::fmt::Display for UserKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UserKey::Uid(uid) => write!(f, "with uid {uid}"),
+            UserKey::Address(address) => write!(f, "at address {address}"),
+        }
+    }
+}
+
+/// Users removed by `userdel`.
+#[derive(Debug)]
+pub struct Removed {
+    /// The person they belonged to.
+    pub person: PersonId,
+    /// Every uid removed.
+    pub uids: Vec<Uid>,
+}
+
+/// Tokens revoked by `tokendel`.
+#[derive(Debug)]
+pub struct Revoked {
+    /// The person of the user.
+    pub person: PersonId,
+    /// The user.
+    pub uid: Uid,
+    /// How many tokens were revoked.
+    pub count: u64,
+}
+
+/// One user of a person, as `devices` lists it.
+#[derive(Debug, Clone)]
+pub struct DeviceRecord {
+    /// The device's user.
+    pub uid: Uid,
+    /// The user's address.
+    pub address: String,
+    /// The installation id, if the user was issued a device token.
+    pub device: Option<String>,
+    /// The app id of the device.
+    pub appid: Option<String>,
+    /// Last login or disconnect.
+    pub last_seen: Option<Millis>,
+}
+
+/// A person and its users, primary first.
+#[derive(Debug, Clone)]
+pub struct PersonDevices {
+    /// The person.
+    pub person: PersonId,
+    /// The primary's address.
+    pub primary_address: String,
+    /// Every user of the person.
+    pub devices: Vec<DeviceRecord>,
+}
+
+/// Who a login token belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The connection's user.
+    pub uid: Uid,
+    /// That user's address.
+    pub address: String,
+    /// The person.
+    pub person: PersonId,
+    /// The primary's address: what others see.
+    pub primary_address: String,
+}
+
+/// A validated `send`.
+#[derive(Debug)]
+pub struct NewMessage {
+    /// The sending device's identity.
+    pub from: Identity,
+    /// The client's id for the message.
+    pub client_id: String,
+    /// Any address of the recipient person.
+    pub to: String,
+    /// The body, raw.
+    pub body: Box<RawValue>,
+    /// When the broker accepted it.
+    pub ts: Millis,
+}
+
+/// Where a stored message landed.
+#[derive(Debug, Clone)]
+pub struct Appended {
+    /// The message id.
+    pub mid: u64,
+    /// Accept time (the first one, for a retried send).
+    pub ts: Millis,
+    /// The sender person's primary address.
+    pub from: String,
+    /// The recipient person's primary address.
+    pub to: String,
+    /// The recipient person.
+    pub recipient: PersonId,
+    /// The event's seq in the sender's log.
+    pub sender_seq: u64,
+    /// The event's seq in the recipient's log (equal to `sender_seq` for a note to self).
+    pub recipient_seq: u64,
+    /// True when this was a retry of a stored message: nothing new to deliver.
+    pub duplicate: bool,
+}
+
+/// Durable state. Every method is one transaction.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// The hash of the app token, if one was ever set.
+    async fn app_token(&self) -> Result<Option<TokenHash>, StoreError>;
+    /// Sets (or replaces) the app token.
+    async fn set_app_token(&self, hash: TokenHash) -> Result<(), StoreError>;
+
+    /// Creates or updates a user and issues a token as asked (`useradd`).
+    async fn useradd(&self, req: NewUser, now: Millis) -> Result<IssuedUser, StoreError>;
+    /// A person and all of its users, found from any of its users.
+    async fn devices(&self, who: UserKey) -> Result<PersonDevices, StoreError>;
+    /// Who holds this token, if it is live and bound to `appid`.
+    async fn authenticate(
+        &self,
+        hash: TokenHash,
+        appid: &str,
+        now: Millis,
+    ) -> Result<Identity, StoreError>;
+    /// The person an address belongs to, and that person's primary address.
+    async fn resolve(&self, address: &str) -> Result<(PersonId, String), StoreError>;
+    /// Records that the device was seen (login, disconnect).
+    async fn touch(&self, uid: Uid, now: Millis) -> Result<(), StoreError>;
+    /// Stores a message in the logs of both persons, or finds the stored one for a retry.
+    async fn append_message(&self, msg: NewMessage) -> Result<Appended, StoreError>;
+    /// Revokes every token of a user (`tokendel`).
+    async fn tokendel(&self, who: UserKey) -> Result<Revoked, StoreError>;
+    /// Removes a user; a primary takes its whole person with it (`userdel`).
+    async fn userdel(&self, who: UserKey) -> Result<Removed, StoreError>;
+}

@@ -1,0 +1,703 @@
+//! The embedded store: SQLite in WAL mode, one writer thread with group commit, and a few read
+//! connections used through `spawn_blocking`.
+//!
+//! Group commit: the writer takes every job waiting in its queue (up to [`MAX_BATCH`]), runs
+//! each inside its own SAVEPOINT (so one refusal rolls back only itself), commits once, and only
+//! then answers every job. A `sent` therefore never precedes durability.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{
+    Appended, AuthFailure, DeviceRecord, Identity, IssuedUser, MAX_DEVICES, NewMessage, NewUser,
+    PersonDevices, PersonId, Removed, Revoked, Store, StoreError, TokenRequest, TokenTerms,
+    UserKey,
+};
+use crate::auth::{PlainToken, TokenHash};
+use crate::protocol::{Millis, Uid};
+
+/// The most jobs one transaction takes.
+const MAX_BATCH: usize = 512;
+/// Jobs waiting for the writer; senders wait (back-pressure) when it is full.
+const QUEUE: usize = 4096;
+/// Read connections.
+const READERS: usize = 4;
+
+const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+
+type Reply = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+type Job = Box<dyn FnOnce(&Connection) -> Reply + Send>;
+
+/// The SQLite store. Cheap to share behind an `Arc`.
+pub struct SqliteStore {
+    jobs: mpsc::Sender<Job>,
+    readers: Arc<Vec<Mutex<Connection>>>,
+    next_reader: AtomicUsize,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) `octet.db` in `dir`, runs migrations and starts the writer.
+    pub fn open(dir: &Path) -> Result<SqliteStore, StoreError> {
+        let path = dir.join("octet.db");
+        let mut writer = Connection::open(&path)?;
+        writer.pragma_update(None, "journal_mode", "WAL")?;
+        configure(&writer)?;
+        migrate(&mut writer)?;
+        let readers = (0..READERS)
+            .map(|_| {
+                let conn = Connection::open(&path)?;
+                configure(&conn)?;
+                Ok(Mutex::new(conn))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let (jobs, rx) = mpsc::channel(QUEUE);
+        thread::Builder::new()
+            .name("octet-store-writer".into())
+            .spawn(move || run_writer(writer, rx))
+            .map_err(|_| StoreError::Closed)?;
+        Ok(SqliteStore {
+            jobs,
+            readers: Arc::new(readers),
+            next_reader: AtomicUsize::new(0),
+        })
+    }
+
+    /// Runs `f` in the writer's next transaction, in its own savepoint; answers after commit.
+    async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |conn| {
+            let result = in_savepoint(conn, f);
+            Box::new(move |commit: Result<(), StoreError>| {
+                let _ = tx.send(commit.and(result));
+            })
+        });
+        self.jobs.send(job).await.map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Runs `f` on a read connection off the async workers.
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let readers = self.readers.clone();
+        let idx = self.next_reader.fetch_add(1, Ordering::Relaxed) % readers.len();
+        tokio::task::spawn_blocking(move || {
+            let conn = readers[idx].lock().unwrap_or_else(|p| p.into_inner());
+            f(&conn)
+        })
+        .await
+        .map_err(|_| StoreError::Closed)?
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn app_token(&self) -> Result<Option<TokenHash>, StoreError> {
+        self.read(|conn| {
+            let hash: Option<Vec<u8>> = conn
+                .query_row("SELECT token_hash FROM app WHERE id = 1", [], |r| r.get(0))
+                .optional()?;
+            Ok(hash.and_then(|h| h.try_into().ok()).map(TokenHash))
+        })
+        .await
+    }
+
+    async fn set_app_token(&self, hash: TokenHash) -> Result<(), StoreError> {
+        self.write(move |conn| {
+            conn.execute(
+                "INSERT INTO app (id, token_hash) VALUES (1, ?1)
+                 ON CONFLICT (id) DO UPDATE SET token_hash = excluded.token_hash",
+                [&hash.0[..]],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn useradd(&self, req: NewUser, now: Millis) -> Result<IssuedUser, StoreError> {
+        self.write(move |conn| useradd(conn, req, now)).await
+    }
+
+    async fn devices(&self, who: UserKey) -> Result<PersonDevices, StoreError> {
+        self.read(move |conn| {
+            let user = find_user(conn, &who)?.ok_or_else(|| StoreError::NoSuchUser(who.to_string()))?;
+            person_devices(conn, user.person())
+        })
+        .await
+    }
+
+    async fn authenticate(
+        &self,
+        hash: TokenHash,
+        appid: &str,
+        now: Millis,
+    ) -> Result<Identity, StoreError> {
+        let appid = appid.to_string();
+        self.read(move |conn| {
+            let row = conn
+                .prepare_cached(
+                    "SELECT t.appid, t.expires_at, u.uid, u.address, p.uid, p.address
+                     FROM tokens t
+                     JOIN users u ON u.uid = t.uid
+                     JOIN users p ON p.uid = coalesce(u.primary_uid, u.uid)
+                     WHERE t.hash = ?1",
+                )?
+                .query_row([&hash.0[..]], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, i64>(1)?,
+                        Identity {
+                            uid: r.get(2)?,
+                            address: r.get(3)?,
+                            person: r.get(4)?,
+                            primary_address: r.get(5)?,
+                        },
+                    ))
+                })
+                .optional()?;
+            let (token_appid, expires_at, identity) =
+                row.ok_or(StoreError::AuthFailed(AuthFailure::Unknown))?;
+            if expires_at <= now {
+                return Err(StoreError::AuthFailed(AuthFailure::Expired));
+            }
+            if token_appid != appid {
+                return Err(StoreError::AuthFailed(AuthFailure::WrongAppid));
+            }
+            Ok(identity)
+        })
+        .await
+    }
+
+    async fn resolve(&self, address: &str) -> Result<(PersonId, String), StoreError> {
+        let address = address.to_string();
+        self.read(move |conn| {
+            let user = find_user(conn, &UserKey::Address(address.clone()))?
+                .ok_or(StoreError::UnknownRecipient(address))?;
+            let person = user.person();
+            let primary_address = match user.primary_uid {
+                Some(primary) => user_address(conn, primary)?,
+                None => user.address,
+            };
+            Ok((person, primary_address))
+        })
+        .await
+    }
+
+    async fn touch(&self, uid: Uid, now: Millis) -> Result<(), StoreError> {
+        self.write(move |conn| {
+            conn.prepare_cached("UPDATE users SET last_seen = ?2 WHERE uid = ?1")?
+                .execute(params![uid, now])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn append_message(&self, msg: NewMessage) -> Result<Appended, StoreError> {
+        self.write(move |conn| append_message(conn, msg)).await
+    }
+
+    async fn tokendel(&self, who: UserKey) -> Result<Revoked, StoreError> {
+        self.write(move |conn| {
+            let user = find_user(conn, &who)?.ok_or_else(|| StoreError::NoSuchUser(who.to_string()))?;
+            let count = conn.execute("DELETE FROM tokens WHERE uid = ?1", [user.uid])?;
+            Ok(Revoked {
+                person: user.person(),
+                uid: user.uid,
+                count: count as u64,
+            })
+        })
+        .await
+    }
+
+    async fn userdel(&self, who: UserKey) -> Result<Removed, StoreError> {
+        self.write(move |conn| {
+            let user = find_user(conn, &who)?.ok_or_else(|| StoreError::NoSuchUser(who.to_string()))?;
+            let person = user.person();
+            let uids = if user.primary_uid.is_none() {
+                person_uids(conn, person)?
+            } else {
+                vec![user.uid]
+            };
+            // Foreign keys cascade: linked users, tokens, the person row and its event log.
+            conn.execute("DELETE FROM users WHERE uid = ?1", [user.uid])?;
+            Ok(Removed { person, uids })
+        })
+        .await
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The writer thread
+// ---------------------------------------------------------------------------------------------
+
+fn run_writer(conn: Connection, mut rx: mpsc::Receiver<Job>) {
+    let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+    // blocking_recv returns None once every SqliteStore handle is dropped: the thread ends.
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        if let Err(err) = conn.execute_batch("BEGIN IMMEDIATE") {
+            // Dropping the jobs drops their reply channels: each caller sees StoreError::Closed.
+            tracing::error!(error = %err, "store could not begin a transaction");
+            batch.clear();
+            continue;
+        }
+        let replies: Vec<Reply> = batch.drain(..).map(|job| job(&conn)).collect();
+        let commit = conn.execute_batch("COMMIT").map_err(|err| {
+            tracing::error!(error = %err, "store commit failed");
+            let _ = conn.execute_batch("ROLLBACK");
+            err
+        });
+        for reply in replies {
+            reply(match &commit {
+                Ok(()) => Ok(()),
+                Err(err) => Err(StoreError::Commit(err.to_string())),
+            });
+        }
+    }
+}
+
+fn in_savepoint<T>(
+    conn: &Connection,
+    f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    conn.execute_batch("SAVEPOINT job")?;
+    match f(conn) {
+        Ok(value) => {
+            conn.execute_batch("RELEASE job")?;
+            Ok(value)
+        }
+        Err(err) => {
+            conn.execute_batch("ROLLBACK TO job; RELEASE job")?;
+            Err(err)
+        }
+    }
+}
+
+fn configure(conn: &Connection) -> Result<(), StoreError> {
+    // NORMAL in WAL mode survives a process crash (kill -9); only power loss can lose the last
+    // transactions. A --sync option arrives with the operations issue.
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(())
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let version: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    for (idx, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", idx + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Operations (each runs inside one savepoint of the writer's transaction, or on a reader)
+// ---------------------------------------------------------------------------------------------
+
+struct UserRow {
+    uid: Uid,
+    address: String,
+    primary_uid: Option<Uid>,
+    device_id: Option<String>,
+}
+
+impl UserRow {
+    fn person(&self) -> PersonId {
+        self.primary_uid.unwrap_or(self.uid)
+    }
+}
+
+fn find_user(conn: &Connection, key: &UserKey) -> Result<Option<UserRow>, StoreError> {
+    let map = |r: &rusqlite::Row<'_>| {
+        Ok(UserRow {
+            uid: r.get(0)?,
+            address: r.get(1)?,
+            primary_uid: r.get(2)?,
+            device_id: r.get(3)?,
+        })
+    };
+    let row = match key {
+        UserKey::Uid(uid) => conn
+            .prepare_cached(
+                "SELECT uid, address, primary_uid, device_id FROM users WHERE uid = ?1",
+            )?
+            .query_row([uid], map)
+            .optional()?,
+        UserKey::Address(address) => conn
+            .prepare_cached(
+                "SELECT uid, address, primary_uid, device_id FROM users WHERE address = ?1",
+            )?
+            .query_row([address], map)
+            .optional()?,
+    };
+    Ok(row)
+}
+
+fn user_address(conn: &Connection, uid: Uid) -> Result<String, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT address FROM users WHERE uid = ?1")?
+        .query_row([uid], |r| r.get(0))?)
+}
+
+fn person_uids(conn: &Connection, person: PersonId) -> Result<Vec<Uid>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT uid FROM users WHERE uid = ?1 OR primary_uid = ?1 ORDER BY primary_uid IS NOT NULL, uid",
+    )?;
+    let uids = stmt
+        .query_map([person], |r| r.get(0))?
+        .collect::<Result<Vec<Uid>, _>>()?;
+    Ok(uids)
+}
+
+fn person_devices(conn: &Connection, person: PersonId) -> Result<PersonDevices, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT uid, address, device_id, appid, last_seen FROM users
+         WHERE uid = ?1 OR primary_uid = ?1 ORDER BY primary_uid IS NOT NULL, uid",
+    )?;
+    let devices = stmt
+        .query_map([person], |r| {
+            Ok(DeviceRecord {
+                uid: r.get(0)?,
+                address: r.get(1)?,
+                device: r.get(2)?,
+                appid: r.get(3)?,
+                last_seen: r.get(4)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(PersonDevices {
+        person,
+        primary_address: user_address(conn, person)?,
+        devices,
+    })
+}
+
+/// Finds the user at `address`, or creates it as a new primary (with its person row).
+fn find_or_create(
+    conn: &Connection,
+    address: &str,
+    name: Option<&str>,
+    now: Millis,
+) -> Result<UserRow, StoreError> {
+    if let Some(user) = find_user(conn, &UserKey::Address(address.to_string()))? {
+        if let Some(name) = name {
+            conn.prepare_cached("UPDATE users SET name = ?2 WHERE uid = ?1")?
+                .execute(params![user.uid, name])?;
+        }
+        return Ok(user);
+    }
+    conn.prepare_cached("INSERT INTO users (address, name, created_at) VALUES (?1, ?2, ?3)")?
+        .execute(params![address, name, now])?;
+    let uid = conn.last_insert_rowid() as Uid;
+    create_person(conn, uid)?;
+    Ok(UserRow {
+        uid,
+        address: address.to_string(),
+        primary_uid: None,
+        device_id: None,
+    })
+}
+
+fn create_person(conn: &Connection, uid: Uid) -> Result<(), StoreError> {
+    conn.prepare_cached("INSERT OR IGNORE INTO persons (person) VALUES (?1)")?
+        .execute([uid])?;
+    Ok(())
+}
+
+fn issue_token(
+    conn: &Connection,
+    uid: Uid,
+    terms: &TokenTerms,
+    now: Millis,
+) -> Result<PlainToken, StoreError> {
+    let token = PlainToken::user();
+    let expires_at = now.saturating_add(terms.expiry_minutes.saturating_mul(60_000));
+    conn.prepare_cached(
+        "INSERT INTO tokens (hash, uid, appid, expires_at, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![&token.hash().0[..], uid, terms.appid, expires_at, now])?;
+    Ok(token)
+}
+
+fn count_users(conn: &Connection, person: PersonId) -> Result<usize, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT count(*) FROM users WHERE uid = ?1 OR primary_uid = ?1")?
+        .query_row([person], |r| r.get::<_, i64>(0))? as usize)
+}
+
+fn useradd(conn: &Connection, req: NewUser, now: Millis) -> Result<IssuedUser, StoreError> {
+    match req.token {
+        TokenRequest::None | TokenRequest::Plain(_) => {
+            let user = find_or_create(conn, &req.address, req.name.as_deref(), now)?;
+            let token = match &req.token {
+                TokenRequest::Plain(terms) => Some(issue_token(conn, user.uid, terms, now)?),
+                _ => None,
+            };
+            Ok(IssuedUser {
+                uid: user.uid,
+                address: user.address,
+                token,
+                linked_to: user.primary_uid,
+                revoked: Vec::new(),
+            })
+        }
+        TokenRequest::Device(terms, device) => {
+            token_device(conn, &req.address, req.name.as_deref(), &terms, &device, now)
+        }
+        TokenRequest::LinkTo(terms, linkto) => {
+            token_linkto(conn, &req.address, req.name.as_deref(), &terms, &linkto, now)
+        }
+    }
+}
+
+/// `token.device`: a known device keeps its user and gets a fresh token (older ones revoked);
+/// a new device gets the primary if it has no device yet, else a new linked user.
+fn token_device(
+    conn: &Connection,
+    address: &str,
+    name: Option<&str>,
+    terms: &TokenTerms,
+    device: &str,
+    now: Millis,
+) -> Result<IssuedUser, StoreError> {
+    let named = find_or_create(conn, address, name, now)?;
+    let person = named.person();
+    let known: Option<(Uid, String, Option<Uid>)> = conn
+        .prepare_cached(
+            "SELECT uid, address, primary_uid FROM users
+             WHERE coalesce(primary_uid, uid) = ?1 AND device_id = ?2",
+        )?
+        .query_row(params![person, device], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?;
+
+    let (uid, address, primary_uid, revoked) = match known {
+        Some((uid, address, primary_uid)) => {
+            let n = conn
+                .prepare_cached("DELETE FROM tokens WHERE uid = ?1")?
+                .execute([uid])?;
+            let revoked = if n > 0 { vec![uid] } else { Vec::new() };
+            (uid, address, primary_uid, revoked)
+        }
+        None => {
+            let primary_has_device: bool = conn
+                .prepare_cached("SELECT device_id IS NOT NULL FROM users WHERE uid = ?1")?
+                .query_row([person], |r| r.get(0))?;
+            if !primary_has_device {
+                conn.prepare_cached("UPDATE users SET device_id = ?2 WHERE uid = ?1")?
+                    .execute(params![person, device])?;
+                (person, user_address(conn, person)?, None, Vec::new())
+            } else {
+                let primary_address = user_address(conn, person)?;
+                if count_users(conn, person)? >= MAX_DEVICES {
+                    return Err(StoreError::DeviceLimit {
+                        address: primary_address,
+                    });
+                }
+                let address = free_linked_address(conn, &primary_address)?;
+                conn.prepare_cached(
+                    "INSERT INTO users (address, primary_uid, device_id, created_at)
+                     VALUES (?1, ?2, ?3, ?4)",
+                )?
+                .execute(params![address, person, device, now])?;
+                (conn.last_insert_rowid() as Uid, address, Some(person), Vec::new())
+            }
+        }
+    };
+    conn.prepare_cached("UPDATE users SET appid = ?2 WHERE uid = ?1")?
+        .execute(params![uid, terms.appid])?;
+    let token = issue_token(conn, uid, terms, now)?;
+    Ok(IssuedUser {
+        uid,
+        address,
+        token: Some(token),
+        linked_to: primary_uid,
+        revoked,
+    })
+}
+
+/// The lowest `<primary>-linked-<n>` (n ≥ 1) that no user has. Numbers of deleted linked users
+/// are reused only once nobody holds that address any more.
+fn free_linked_address(conn: &Connection, primary_address: &str) -> Result<String, StoreError> {
+    let mut stmt = conn.prepare_cached("SELECT 1 FROM users WHERE address = ?1")?;
+    for n in 1.. {
+        let candidate = format!("{primary_address}-linked-{n}");
+        if !stmt.exists([&candidate])? {
+            return Ok(candidate);
+        }
+    }
+    unreachable!("some linked number is free")
+}
+
+/// `token.linkto`: the user at `address` joins the person of `linkto`, then gets a token.
+fn token_linkto(
+    conn: &Connection,
+    address: &str,
+    name: Option<&str>,
+    terms: &TokenTerms,
+    linkto: &str,
+    now: Millis,
+) -> Result<IssuedUser, StoreError> {
+    let target = find_user(conn, &UserKey::Address(linkto.to_string()))?
+        .ok_or_else(|| StoreError::NoSuchUser(format!("at address {linkto} (named by linkto)")))?;
+    let person = target.person();
+    let user = find_or_create(conn, address, name, now)?;
+    if user.uid == person {
+        return Err(StoreError::BadLink(format!(
+            "{address} is the primary of the person {linkto} belongs to; a user cannot link to itself"
+        )));
+    }
+    match user.primary_uid {
+        Some(primary) if primary == person => {} // already linked here: just a fresh token
+        Some(_) => {
+            return Err(StoreError::BadLink(format!(
+                "{address} is already linked to another person; userdel it first"
+            )));
+        }
+        None => {
+            if count_users(conn, user.uid)? > 1 {
+                return Err(StoreError::BadLink(format!(
+                    "{address} is a primary with linked users of its own; only a user without linked users can be linked"
+                )));
+            }
+            if count_users(conn, person)? >= MAX_DEVICES {
+                return Err(StoreError::DeviceLimit {
+                    address: user_address(conn, person)?,
+                });
+            }
+            if let Some(device) = &user.device_id {
+                let clash: bool = conn
+                    .prepare_cached(
+                        "SELECT 1 FROM users WHERE coalesce(primary_uid, uid) = ?1 AND device_id = ?2",
+                    )?
+                    .exists(params![person, device])?;
+                if clash {
+                    return Err(StoreError::BadLink(format!(
+                        "{address} is on device {device}, which {linkto}'s person already has"
+                    )));
+                }
+            }
+            // The user's own (empty or abandoned) person log goes; it now shares the person's.
+            conn.prepare_cached("DELETE FROM persons WHERE person = ?1")?
+                .execute([user.uid])?;
+            conn.prepare_cached("UPDATE users SET primary_uid = ?2 WHERE uid = ?1")?
+                .execute(params![user.uid, person])?;
+        }
+    }
+    let token = issue_token(conn, user.uid, terms, now)?;
+    Ok(IssuedUser {
+        uid: user.uid,
+        address: user.address,
+        token: Some(token),
+        linked_to: Some(person),
+        revoked: Vec::new(),
+    })
+}
+
+fn next_seq(conn: &Connection, person: PersonId) -> Result<u64, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "UPDATE persons SET last_seq = last_seq + 1 WHERE person = ?1 RETURNING last_seq",
+        )?
+        .query_row([person], |r| r.get(0))?)
+}
+
+fn append_message(conn: &Connection, msg: NewMessage) -> Result<Appended, StoreError> {
+    let sender = msg.from.person;
+    let stored = conn
+        .prepare_cached(
+            "SELECT mid, ts, from_address, to_address, recipient_person, sender_seq, recipient_seq, body
+             FROM messages WHERE sender_person = ?1 AND client_id = ?2",
+        )?
+        .query_row(params![sender, msg.client_id], |r| {
+            Ok((
+                Appended {
+                    mid: r.get(0)?,
+                    ts: r.get(1)?,
+                    from: r.get(2)?,
+                    to: r.get(3)?,
+                    recipient: r.get(4)?,
+                    sender_seq: r.get(5)?,
+                    recipient_seq: r.get(6)?,
+                    duplicate: true,
+                },
+                r.get::<_, String>(7)?,
+            ))
+        })
+        .optional()?;
+    if let Some((appended, body)) = stored {
+        if body != msg.body.get() {
+            return Err(StoreError::DuplicateId(msg.client_id));
+        }
+        return Ok(appended);
+    }
+
+    let recipient = find_user(conn, &UserKey::Address(msg.to.clone()))?
+        .ok_or_else(|| StoreError::UnknownRecipient(msg.to.clone()))?;
+    let recipient_person = recipient.person();
+    let to = if recipient.primary_uid.is_some() {
+        user_address(conn, recipient_person)?
+    } else {
+        recipient.address
+    };
+    let sender_seq = next_seq(conn, sender)?;
+    let recipient_seq = if recipient_person == sender {
+        sender_seq
+    } else {
+        next_seq(conn, recipient_person)?
+    };
+    conn.prepare_cached(
+        "INSERT INTO messages (sender_person, client_id, from_address, to_address, recipient_person,
+                               sender_seq, recipient_seq, ts, body)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?
+    .execute(params![
+        sender,
+        msg.client_id,
+        msg.from.primary_address,
+        to,
+        recipient_person,
+        sender_seq,
+        recipient_seq,
+        msg.ts,
+        msg.body.get()
+    ])?;
+    let mid = conn.last_insert_rowid() as u64;
+    let mut event = conn.prepare_cached(
+        "INSERT INTO events (person, seq, kind, mid, out, ts) VALUES (?1, ?2, 'message', ?3, ?4, ?5)",
+    )?;
+    event.execute(params![sender, sender_seq, mid, true, msg.ts])?;
+    if recipient_person != sender {
+        event.execute(params![recipient_person, recipient_seq, mid, false, msg.ts])?;
+    }
+    Ok(Appended {
+        mid,
+        ts: msg.ts,
+        from: msg.from.primary_address,
+        to,
+        recipient: recipient_person,
+        sender_seq,
+        recipient_seq,
+        duplicate: false,
+    })
+}
