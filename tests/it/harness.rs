@@ -159,6 +159,25 @@ impl TestServer {
         }
     }
 
+    /// Every row of every table, read straight from the database file: compare two snapshots
+    /// to prove a refused request changed nothing.
+    pub fn snapshot(&self) -> Vec<String> {
+        let conn = rusqlite::Connection::open(self.state.config.data_dir.join("octet.db")).unwrap();
+        let mut rows = Vec::new();
+        for table in ["app", "users", "tokens", "persons", "messages", "events"] {
+            let mut stmt = conn.prepare(&format!("SELECT * FROM {table} ORDER BY 1")).unwrap();
+            let n = stmt.column_count();
+            let mut q = stmt.query([]).unwrap();
+            while let Some(row) = q.next().unwrap() {
+                let cols: Vec<String> = (0..n)
+                    .map(|i| format!("{:?}", row.get_ref(i).unwrap()))
+                    .collect();
+                rows.push(format!("{table}: {}", cols.join(" | ")));
+            }
+        }
+        rows
+    }
+
     /// The `devices` answer for a person, by any address.
     pub async fn devices(&self, address: &str) -> Value {
         self.backend(json!({"op":"devices","user":{"address":address}}))

@@ -6,3 +6,5 @@ mod backend_ops;
 mod calls;
 mod fanout;
 mod login;
+mod backend_errors;
+mod proto_examples;
