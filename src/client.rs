@@ -135,8 +135,7 @@ impl Connection {
     /// Opens a WebSocket to `url` (e.g. `ws://127.0.0.1:8080/ws`) without logging in.
     pub async fn connect(url: &str) -> Result<Connection, ClientError> {
         let config = WebSocketConfig::default().max_message_size(Some(16 << 20));
-        let (ws, _) =
-            tokio_tungstenite::connect_async_with_config(url, Some(config), true).await?;
+        let (ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true).await?;
         Ok(Connection { ws })
     }
 

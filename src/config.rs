@@ -103,22 +103,28 @@ impl Config {
         if serve.ring_timeout == 0 || serve.ring_timeout > 3600 {
             return Err(ConfigError::Invalid {
                 flag: "ring-timeout",
-                message: format!("{} is out of range; use 1 to 3600 seconds", serve.ring_timeout),
+                message: format!(
+                    "{} is out of range; use 1 to 3600 seconds",
+                    serve.ring_timeout
+                ),
             });
         }
         if serve.login_timeout == 0 || serve.login_timeout > 300 {
             return Err(ConfigError::Invalid {
                 flag: "login-timeout",
-                message: format!("{} is out of range; use 1 to 300 seconds", serve.login_timeout),
+                message: format!(
+                    "{} is out of range; use 1 to 300 seconds",
+                    serve.login_timeout
+                ),
             });
         }
-        if let Some(token) = &serve.app_token {
-            if token.len() < 16 || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                return Err(ConfigError::Invalid {
-                    flag: "app-token",
-                    message: "use at least 16 characters without spaces".into(),
-                });
-            }
+        if let Some(token) = &serve.app_token
+            && (token.len() < 16 || token.chars().any(|c| c.is_whitespace() || c.is_control()))
+        {
+            return Err(ConfigError::Invalid {
+                flag: "app-token",
+                message: "use at least 16 characters without spaces".into(),
+            });
         }
         Ok(Config {
             listen: serve.listen,

@@ -288,8 +288,7 @@ fn field_error(path: &str, detail: &str) -> DecodeError {
 pub fn malformed(err: &serde_json::Error) -> DecodeError {
     let detail = err.to_string();
     let detail = detail.split(" at line ").next().unwrap_or(&detail);
-    let hint = if detail.contains("expected `,` or `}`") || detail.contains("expected `,` or `]`")
-    {
+    let hint = if detail.contains("expected `,` or `}`") || detail.contains("expected `,` or `]`") {
         " (a comma is probably missing before this point)"
     } else if detail.contains("trailing comma") {
         " (remove the comma before the closing bracket)"
@@ -779,7 +778,11 @@ mod tests {
         assert_eq!(err.message, "missing field `to`");
         let err = ClientFrame::decode(r#"{"op":"send","id":"a","to":5,"body":1}"#).unwrap_err();
         assert_eq!(err.code, ErrorCode::WrongType);
-        assert!(err.message.starts_with(".to: invalid type"), "{}", err.message);
+        assert!(
+            err.message.starts_with(".to: invalid type"),
+            "{}",
+            err.message
+        );
         let err = ClientFrame::decode(r#"{"op":"nope"}"#).unwrap_err();
         assert_eq!(err.code, ErrorCode::UnknownOp);
         let err = ClientFrame::decode(r#"[1]"#).unwrap_err();
@@ -790,11 +793,16 @@ mod tests {
 
     #[test]
     fn message_body_stays_raw() {
-        let text = r#"{"op":"message","mid":1,"seq":2,"from":"a","to":"b","ts":3,"body":{"x": [1, 2]}}"#;
+        let text =
+            r#"{"op":"message","mid":1,"seq":2,"from":"a","to":"b","ts":3,"body":{"x": [1, 2]}}"#;
         let ServerFrame::Message(m) = ServerFrame::decode(text).unwrap() else {
             panic!("not a message")
         };
         assert_eq!(m.body.get(), r#"{"x": [1, 2]}"#);
-        assert!(ServerFrame::Message(m).to_text().contains(r#""body":{"x": [1, 2]}"#));
+        assert!(
+            ServerFrame::Message(m)
+                .to_text()
+                .contains(r#""body":{"x": [1, 2]}"#)
+        );
     }
 }

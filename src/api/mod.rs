@@ -65,9 +65,9 @@ impl From<StoreError> for ApiError {
             }
         };
         let message = match &err {
-            StoreError::DeviceLimit { .. } => format!(
-                "{err}; remove one with userdel before adding another device"
-            ),
+            StoreError::DeviceLimit { .. } => {
+                format!("{err}; remove one with userdel before adding another device")
+            }
             _ => err.to_string(),
         };
         ApiError::new(code, message)
@@ -207,7 +207,10 @@ fn check_address(field: &str, address: &str) -> Result<(), ApiError> {
 /// characters.
 fn check_text(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
     if value.is_empty() {
-        return Err(ApiError::new(ErrorCode::BadValue, format!("`{field}` is empty")));
+        return Err(ApiError::new(
+            ErrorCode::BadValue,
+            format!("`{field}` is empty"),
+        ));
     }
     if value.chars().count() > max {
         return Err(ApiError::new(
@@ -226,7 +229,12 @@ fn check_text(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
 
 fn check_content_type(headers: &HeaderMap) -> Option<Response> {
     let ct = headers.get(header::CONTENT_TYPE)?.to_str().unwrap_or("");
-    let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     // curl -d sends form-urlencoded and a browser's no-cors fetch sends text/plain; the body is
     // still JSON, as mesibo's examples show, so both are read as JSON.
     let json_like = essence == "application/json"

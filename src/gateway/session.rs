@@ -118,23 +118,38 @@ impl Session {
         let login: Login = match ClientFrame::decode(&text) {
             Ok(ClientFrame::Login(login)) => login,
             Ok(_) => {
-                let message = "the first frame must be {\"op\":\"login\",\"token\":..,\"appid\":..}";
-                self.refuse(ErrorCode::LoginRequired, message.into(), CloseCode::AuthFailed)
-                    .await;
+                let message =
+                    "the first frame must be {\"op\":\"login\",\"token\":..,\"appid\":..}";
+                self.refuse(
+                    ErrorCode::LoginRequired,
+                    message.into(),
+                    CloseCode::AuthFailed,
+                )
+                .await;
                 return Err("first frame not login");
             }
             Err(err) => {
-                self.refuse(err.code, err.message, CloseCode::AuthFailed).await;
+                self.refuse(err.code, err.message, CloseCode::AuthFailed)
+                    .await;
                 return Err("bad login frame");
             }
         };
         let hash = TokenHash::of(&login.token);
-        match self.state.store.authenticate(hash, &login.appid, now_millis()).await {
+        match self
+            .state
+            .store
+            .authenticate(hash, &login.appid, now_millis())
+            .await
+        {
             Ok(identity) => {
                 let span = tracing::Span::current();
                 span.record("user.uid", identity.uid);
                 span.record("person.id", identity.person);
-                tracing::info!("logged in uid {} (person {})", identity.uid, identity.person);
+                tracing::info!(
+                    "logged in uid {} (person {})",
+                    identity.uid,
+                    identity.person
+                );
                 let welcome = ServerFrame::Welcome(Welcome {
                     uid: identity.uid,
                     address: identity.address.clone(),
@@ -157,15 +172,21 @@ impl Session {
                         "the token was not issued for appid `{}`; log in with the appid the token was issued for",
                         login.appid
                     ),
-                    _ => "the token is unknown, expired or revoked; ask your backend for a new one".into(),
+                    _ => "the token is unknown, expired or revoked; ask your backend for a new one"
+                        .into(),
                 };
-                self.refuse(ErrorCode::AuthFailed, message, CloseCode::AuthFailed).await;
+                self.refuse(ErrorCode::AuthFailed, message, CloseCode::AuthFailed)
+                    .await;
                 Err("auth failed")
             }
             Err(err) => {
                 tracing::error!(error = %err, "login failed in the store");
-                self.refuse(ErrorCode::Internal, "internal error; reconnect".into(), CloseCode::GoingAway)
-                    .await;
+                self.refuse(
+                    ErrorCode::Internal,
+                    "internal error; reconnect".into(),
+                    CloseCode::GoingAway,
+                )
+                .await;
                 Err("store error at login")
             }
         }
@@ -242,11 +263,16 @@ impl Session {
                     ),
                     StoreError::DuplicateId(id) => DecodeError::new(
                         ErrorCode::DuplicateId,
-                        format!("client id {id} was already used for a different message; use a new id"),
+                        format!(
+                            "client id {id} was already used for a different message; use a new id"
+                        ),
                     ),
                     other => {
                         tracing::error!(error = %other, "send failed in the store");
-                        DecodeError::new(ErrorCode::Internal, "internal error; retry with the same id")
+                        DecodeError::new(
+                            ErrorCode::Internal,
+                            "internal error; retry with the same id",
+                        )
                     }
                 };
                 return self.error(err, Some(client_id), None).await;
@@ -278,7 +304,11 @@ impl Session {
         let router = &self.state.router;
         let own = frame(appended.sender_seq, true, body.clone());
         if appended.recipient != identity.person {
-            router.deliver(appended.recipient, &frame(appended.recipient_seq, false, body), None);
+            router.deliver(
+                appended.recipient,
+                &frame(appended.recipient_seq, false, body),
+                None,
+            );
         }
         router.deliver(identity.person, &own, Some(identity.uid));
     }
@@ -301,13 +331,19 @@ impl Session {
         let router = &self.state.router;
         let result = if req.action == CallAction::Ring {
             let Some(to) = req.to.as_deref() else {
-                let err = DecodeError::new(ErrorCode::MissingField, "missing field `to` (ring needs the callee's address)");
+                let err = DecodeError::new(
+                    ErrorCode::MissingField,
+                    "missing field `to` (ring needs the callee's address)",
+                );
                 return self.error(err, None, Some(call_id)).await;
             };
             let (callee, callee_address) = match self.state.store.resolve(to).await {
                 Ok(found) => found,
                 Err(StoreError::UnknownRecipient(to)) => {
-                    let err = DecodeError::new(ErrorCode::UnknownRecipient, format!("no user has the address {to}"));
+                    let err = DecodeError::new(
+                        ErrorCode::UnknownRecipient,
+                        format!("no user has the address {to}"),
+                    );
                     return self.error(err, None, Some(call_id)).await;
                 }
                 Err(other) => {
@@ -317,7 +353,14 @@ impl Session {
                 }
             };
             router
-                .call_ring(party, callee, &identity.primary_address, &callee_address, &call_id, req.data.as_deref())
+                .call_ring(
+                    party,
+                    callee,
+                    &identity.primary_address,
+                    &callee_address,
+                    &call_id,
+                    req.data.as_deref(),
+                )
                 .map(|serial| {
                     let state = self.state.clone();
                     let call_id = call_id.clone();
@@ -352,7 +395,8 @@ impl Session {
 
     /// Sends an error frame, then closes with `close`.
     async fn refuse(&self, code: ErrorCode, message: String, close: CloseCode) {
-        self.error(DecodeError::new(code, message.clone()), None, None).await;
+        self.error(DecodeError::new(code, message.clone()), None, None)
+            .await;
         let reason = truncate_reason(&message);
         let _ = self.queue.send(Outbound::Close(close, reason)).await;
     }
@@ -369,7 +413,10 @@ impl Session {
     async fn refuse_read_error(&self, err: axum::Error) {
         let text = err.to_string();
         // tungstenite reports an oversized frame before reading (or allocating) its payload.
-        if text.contains("Space limit exceeded") || text.contains("too long") || text.contains("too big") {
+        if text.contains("Space limit exceeded")
+            || text.contains("too long")
+            || text.contains("too big")
+        {
             let max = self.state.config.max_frame_bytes;
             self.refuse(
                 ErrorCode::FrameTooLarge,
@@ -381,7 +428,10 @@ impl Session {
             tracing::debug!(error = %text, "websocket read error");
             let _ = self
                 .queue
-                .send(Outbound::Close(CloseCode::ProtocolError, "protocol error".into()))
+                .send(Outbound::Close(
+                    CloseCode::ProtocolError,
+                    "protocol error".into(),
+                ))
                 .await;
         }
     }

@@ -118,7 +118,12 @@ impl Router {
             to,
             out,
         };
-        self.send_call(Target::Person(callee_person, None), event(false), CallEventKind::Ring, data);
+        self.send_call(
+            Target::Person(callee_person, None),
+            event(false),
+            CallEventKind::Ring,
+            data,
+        );
         self.send_call(
             Target::Person(caller.person, Some(caller.uid)),
             event(true),
@@ -157,7 +162,8 @@ impl Router {
             CallAction::Answer | CallAction::Reject => {
                 if !on_callee_side {
                     return Err(CallError::State(
-                        "only the callee's devices can answer or reject; the caller hangs up".into(),
+                        "only the callee's devices can answer or reject; the caller hangs up"
+                            .into(),
                     ));
                 }
                 if !ringing {
@@ -172,9 +178,24 @@ impl Router {
                     live.remove(call_id);
                     (CallEventKind::Reject, CallEventKind::RejectedElsewhere)
                 };
-                sends.push((Target::Device(caller.person, caller.uid), true, direct, true));
-                sends.push((Target::Person(callee_person, Some(actor.uid)), false, elsewhere, false));
-                sends.push((Target::Person(caller.person, Some(caller.uid)), true, elsewhere, false));
+                sends.push((
+                    Target::Device(caller.person, caller.uid),
+                    true,
+                    direct,
+                    true,
+                ));
+                sends.push((
+                    Target::Person(callee_person, Some(actor.uid)),
+                    false,
+                    elsewhere,
+                    false,
+                ));
+                sends.push((
+                    Target::Person(caller.person, Some(caller.uid)),
+                    true,
+                    elsewhere,
+                    false,
+                ));
             }
             CallAction::Hangup => {
                 if !is_caller && !is_callee {
@@ -185,8 +206,18 @@ impl Router {
                     }));
                 }
                 live.remove(call_id);
-                sends.push((Target::Person(caller.person, Some(actor.uid)), true, CallEventKind::Hangup, false));
-                sends.push((Target::Person(callee_person, Some(actor.uid)), false, CallEventKind::Hangup, false));
+                sends.push((
+                    Target::Person(caller.person, Some(actor.uid)),
+                    true,
+                    CallEventKind::Hangup,
+                    false,
+                ));
+                sends.push((
+                    Target::Person(callee_person, Some(actor.uid)),
+                    false,
+                    CallEventKind::Hangup,
+                    false,
+                ));
             }
             CallAction::Signal => {
                 let Some(callee) = call.callee else {
@@ -236,8 +267,18 @@ impl Router {
                 to: &call.to,
                 out,
             };
-            self.send_call(Target::Person(call.caller.person, None), view(true), CallEventKind::Missed, None);
-            self.send_call(Target::Person(call.callee_person, None), view(false), CallEventKind::Missed, None);
+            self.send_call(
+                Target::Person(call.caller.person, None),
+                view(true),
+                CallEventKind::Missed,
+                None,
+            );
+            self.send_call(
+                Target::Person(call.callee_person, None),
+                view(false),
+                CallEventKind::Missed,
+                None,
+            );
         }
     }
 
@@ -268,12 +309,28 @@ impl Router {
                 to: &call.to,
                 out,
             };
-            self.send_call(Target::Person(call.caller.person, Some(gone)), view(true), CallEventKind::Hangup, None);
-            self.send_call(Target::Person(call.callee_person, Some(gone)), view(false), CallEventKind::Hangup, None);
+            self.send_call(
+                Target::Person(call.caller.person, Some(gone)),
+                view(true),
+                CallEventKind::Hangup,
+                None,
+            );
+            self.send_call(
+                Target::Person(call.callee_person, Some(gone)),
+                view(false),
+                CallEventKind::Hangup,
+                None,
+            );
         }
     }
 
-    fn send_call(&self, target: Target, view: CallView<'_>, kind: CallEventKind, data: Option<&RawValue>) {
+    fn send_call(
+        &self,
+        target: Target,
+        view: CallView<'_>,
+        kind: CallEventKind,
+        data: Option<&RawValue>,
+    ) {
         let frame = ServerFrame::Call(CallEvent {
             call: view.call.to_string(),
             action: kind,

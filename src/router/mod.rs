@@ -85,7 +85,12 @@ impl ConnHandle {
         match self.queue.try_send(Outbound::Frame(frame.clone())) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
-                tracing::warn!(user.uid = self.uid, conn.id = self.conn_id, "kicked uid {}: slow consumer", self.uid);
+                tracing::warn!(
+                    user.uid = self.uid,
+                    conn.id = self.conn_id,
+                    "kicked uid {}: slow consumer",
+                    self.uid
+                );
                 self.kick(
                     CloseCode::SlowConsumer,
                     "slow consumer: reconnect and resync",
@@ -126,7 +131,12 @@ impl Router {
         let mut entry = self.persons.entry(person).or_default();
         if let Some(idx) = entry.iter().position(|h| h.uid == handle.uid) {
             let old = entry.remove(idx);
-            tracing::info!(user.uid = old.uid, conn.id = old.conn_id, "kicked uid {}: replaced by a newer login", old.uid);
+            tracing::info!(
+                user.uid = old.uid,
+                conn.id = old.conn_id,
+                "kicked uid {}: replaced by a newer login",
+                old.uid
+            );
             old.kick(
                 CloseCode::Replaced,
                 "replaced: this user logged in on a newer connection",
@@ -168,7 +178,11 @@ impl Router {
     pub fn kick(&self, person: PersonId, uid: Uid, code: CloseCode, reason: &str) {
         if let Some(entry) = self.persons.get(&person) {
             for handle in entry.iter().filter(|h| h.uid == uid) {
-                tracing::info!(user.uid = uid, conn.id = handle.conn_id, "kicked uid {uid}: {reason}");
+                tracing::info!(
+                    user.uid = uid,
+                    conn.id = handle.conn_id,
+                    "kicked uid {uid}: {reason}"
+                );
                 handle.kick(code, reason);
             }
         }

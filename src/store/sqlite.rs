@@ -132,7 +132,8 @@ impl Store for SqliteStore {
 
     async fn devices(&self, who: UserKey) -> Result<PersonDevices, StoreError> {
         self.read(move |conn| {
-            let user = find_user(conn, &who)?.ok_or_else(|| StoreError::NoSuchUser(who.to_string()))?;
+            let user =
+                find_user(conn, &who)?.ok_or_else(|| StoreError::NoSuchUser(who.to_string()))?;
             person_devices(conn, user.person())
         })
         .await
@@ -210,7 +211,8 @@ impl Store for SqliteStore {
 
     async fn tokendel(&self, who: UserKey) -> Result<Revoked, StoreError> {
         self.write(move |conn| {
-            let user = find_user(conn, &who)?.ok_or_else(|| StoreError::NoSuchUser(who.to_string()))?;
+            let user =
+                find_user(conn, &who)?.ok_or_else(|| StoreError::NoSuchUser(who.to_string()))?;
             let count = conn.execute("DELETE FROM tokens WHERE uid = ?1", [user.uid])?;
             Ok(Revoked {
                 person: user.person(),
@@ -223,7 +225,8 @@ impl Store for SqliteStore {
 
     async fn userdel(&self, who: UserKey) -> Result<Removed, StoreError> {
         self.write(move |conn| {
-            let user = find_user(conn, &who)?.ok_or_else(|| StoreError::NoSuchUser(who.to_string()))?;
+            let user =
+                find_user(conn, &who)?.ok_or_else(|| StoreError::NoSuchUser(who.to_string()))?;
             let person = user.person();
             let uids = if user.primary_uid.is_none() {
                 person_uids(conn, person)?
@@ -436,7 +439,13 @@ fn issue_token(
     conn.prepare_cached(
         "INSERT INTO tokens (hash, uid, appid, expires_at, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?
-    .execute(params![&token.hash().0[..], uid, terms.appid, expires_at, now])?;
+    .execute(params![
+        &token.hash().0[..],
+        uid,
+        terms.appid,
+        expires_at,
+        now
+    ])?;
     Ok(token)
 }
 
@@ -462,12 +471,22 @@ fn useradd(conn: &Connection, req: NewUser, now: Millis) -> Result<IssuedUser, S
                 revoked: Vec::new(),
             })
         }
-        TokenRequest::Device(terms, device) => {
-            token_device(conn, &req.address, req.name.as_deref(), &terms, &device, now)
-        }
-        TokenRequest::LinkTo(terms, linkto) => {
-            token_linkto(conn, &req.address, req.name.as_deref(), &terms, &linkto, now)
-        }
+        TokenRequest::Device(terms, device) => token_device(
+            conn,
+            &req.address,
+            req.name.as_deref(),
+            &terms,
+            &device,
+            now,
+        ),
+        TokenRequest::LinkTo(terms, linkto) => token_linkto(
+            conn,
+            &req.address,
+            req.name.as_deref(),
+            &terms,
+            &linkto,
+            now,
+        ),
     }
 }
 
@@ -488,7 +507,9 @@ fn token_device(
             "SELECT uid, address, primary_uid FROM users
              WHERE coalesce(primary_uid, uid) = ?1 AND device_id = ?2",
         )?
-        .query_row(params![person, device], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .query_row(params![person, device], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
         .optional()?;
 
     let (uid, address, primary_uid, revoked) = match known {
@@ -520,7 +541,12 @@ fn token_device(
                      VALUES (?1, ?2, ?3, ?4)",
                 )?
                 .execute(params![address, person, device, now])?;
-                (conn.last_insert_rowid() as Uid, address, Some(person), Vec::new())
+                (
+                    conn.last_insert_rowid() as Uid,
+                    address,
+                    Some(person),
+                    Vec::new(),
+                )
             }
         }
     };

@@ -5,7 +5,10 @@ use serde_json::json;
 use crate::harness::{APPID, TestServer};
 
 fn token_of(answer: &serde_json::Value) -> String {
-    answer["user"]["token"].as_str().expect("a token").to_string()
+    answer["user"]["token"]
+        .as_str()
+        .expect("a token")
+        .to_string()
 }
 
 #[tokio::test]
@@ -13,8 +16,10 @@ async fn device_on_a_fresh_user_gets_the_primary() {
     let server = TestServer::start().await;
     // mesibo's first example, with its missing comma fixed.
     let answer = server
-        .backend(json!({"op":"useradd","user":{"address":"xyz@example.com","name":"User Name",
-            "token":{"appid":"com.example.mesiboapp","expiry":525600,"device":"myphone-123"}}}))
+        .backend(
+            json!({"op":"useradd","user":{"address":"xyz@example.com","name":"User Name",
+            "token":{"appid":"com.example.mesiboapp","expiry":525600,"device":"myphone-123"}}}),
+        )
         .await;
     let token = token_of(&answer);
     assert!(token.starts_with("octu_"));
@@ -67,8 +72,16 @@ async fn linkto_links_a_new_user_to_the_primary() {
     assert_eq!(answer["linkto"], 1);
     assert_eq!(answer["linked"], "true");
     let devices = server.devices("def@example.com").await;
-    assert_eq!(devices["primary"], json!({"uid":1,"address":"xyz@example.com"}));
-    let uids: Vec<u64> = devices["devices"].as_array().unwrap().iter().map(|d| d["uid"].as_u64().unwrap()).collect();
+    assert_eq!(
+        devices["primary"],
+        json!({"uid":1,"address":"xyz@example.com"})
+    );
+    let uids: Vec<u64> = devices["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["uid"].as_u64().unwrap())
+        .collect();
     assert_eq!(uids, vec![1, 2, 3]);
     assert_eq!(devices["devices"][2]["device"], json!(null));
 }
@@ -91,7 +104,13 @@ async fn same_device_twice_keeps_the_uid_and_kills_the_old_token() {
     let mut new = server.login(&token_of(&second)).await;
     let welcome = new.expect("welcome").await;
     assert_eq!(welcome["uid"], second["user"]["uid"]);
-    assert_eq!(server.devices("xyz@example.com").await["devices"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        server.devices("xyz@example.com").await["devices"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
 }
 
 #[tokio::test]
@@ -99,7 +118,9 @@ async fn eight_devices_and_no_more() {
     let server = TestServer::start().await;
     let mut tokens = Vec::new();
     for n in 0..8 {
-        let answer = server.device_token("xyz@example.com", &format!("dev-{n}")).await;
+        let answer = server
+            .device_token("xyz@example.com", &format!("dev-{n}"))
+            .await;
         tokens.push(token_of(&answer));
     }
     let before = server.devices("xyz@example.com").await;
@@ -108,7 +129,10 @@ async fn eight_devices_and_no_more() {
         .await;
     assert_eq!(ninth["result"], false);
     assert_eq!(ninth["error"], "device_limit");
-    assert!(ninth["message"].as_str().unwrap().contains("8 devices"), "{ninth}");
+    assert!(
+        ninth["message"].as_str().unwrap().contains("8 devices"),
+        "{ninth}"
+    );
     assert_eq!(server.devices("xyz@example.com").await, before);
     // linkto past the cap is refused the same way, and creates no user.
     let link = server
@@ -137,14 +161,22 @@ async fn linking_a_primary_with_linked_users_is_refused() {
     assert_eq!(answer["result"], false);
     assert_eq!(answer["error"], "bad_link");
     assert_eq!(server.devices("b@example.com").await, before);
-    assert_eq!(server.devices("a@example.com").await["devices"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        server.devices("a@example.com").await["devices"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 #[tokio::test]
 async fn userdel_of_a_linked_user_frees_its_slot_and_closes_it() {
     let server = TestServer::start().await;
     for n in 0..8 {
-        server.device_token("xyz@example.com", &format!("dev-{n}")).await;
+        server
+            .device_token("xyz@example.com", &format!("dev-{n}"))
+            .await;
     }
     let answer = server.device_token("xyz@example.com", "dev-7").await;
     let uid = answer["user"]["uid"].as_u64().unwrap();
@@ -156,7 +188,13 @@ async fn userdel_of_a_linked_user_frees_its_slot_and_closes_it() {
     assert_eq!(code, 4004, "{reason}");
     let ninth = server.device_token("xyz@example.com", "dev-new").await;
     assert_eq!(ninth["linked"], "true");
-    assert_eq!(server.devices("xyz@example.com").await["devices"].as_array().unwrap().len(), 8);
+    assert_eq!(
+        server.devices("xyz@example.com").await["devices"]
+            .as_array()
+            .unwrap()
+            .len(),
+        8
+    );
 }
 
 #[tokio::test]
@@ -168,7 +206,10 @@ async fn userdel_of_a_primary_removes_the_person() {
         .backend(json!({"op":"userdel","user":{"address":"xyz@example.com"}}))
         .await;
     assert_eq!(del["removed"], json!([1, 2]));
-    assert_eq!(server.devices("xyz@example.com-linked-1").await["error"], "no_such_user");
+    assert_eq!(
+        server.devices("xyz@example.com-linked-1").await["error"],
+        "no_such_user"
+    );
     let again = server.backend(json!({"op":"userdel","uid":1})).await;
     assert_eq!(again["error"], "no_such_user");
 }
@@ -183,7 +224,10 @@ async fn devices_lists_every_device_with_online_state() {
         .await;
     assert_eq!(answer["op"], "devices");
     assert_eq!(answer["id"], "req-7");
-    assert_eq!(answer["primary"], json!({"uid":1,"address":"xyz@example.com"}));
+    assert_eq!(
+        answer["primary"],
+        json!({"uid":1,"address":"xyz@example.com"})
+    );
     let devices = answer["devices"].as_array().unwrap();
     assert_eq!(devices.len(), 2);
     assert_eq!(devices[0]["device"], "phone");
@@ -200,8 +244,13 @@ async fn devices_lists_every_device_with_online_state() {
 async fn tokendel_closes_the_live_connection_at_once() {
     let server = TestServer::start().await;
     let mut phone = server.device("xyz@example.com", "phone").await;
-    let answer = server.backend(json!({"op":"tokendel","uid":phone.uid})).await;
-    assert_eq!(answer, json!({"op":"tokendel","result":true,"uid":1,"revoked":1}));
+    let answer = server
+        .backend(json!({"op":"tokendel","uid":phone.uid}))
+        .await;
+    assert_eq!(
+        answer,
+        json!({"op":"tokendel","result":true,"uid":1,"revoked":1})
+    );
     let (code, reason) = phone.expect_closed().await;
     assert_eq!(code, 4004);
     assert!(reason.contains("revoked"), "{reason}");
@@ -220,7 +269,9 @@ async fn useradd_without_token_only_creates_the_user_and_echoes_id() {
         json!({"op":"useradd","result":true,"id":42,"user":{"uid":1,"address":"plain@example.com"}})
     );
     let with_token = server
-        .backend(json!({"op":"useradd","user":{"address":"plain@example.com","token":{"appid":APPID}}}))
+        .backend(
+            json!({"op":"useradd","user":{"address":"plain@example.com","token":{"appid":APPID}}}),
+        )
         .await;
     assert_eq!(with_token["user"]["uid"], 1);
     let mut dev = server.login(&token_of(&with_token)).await;

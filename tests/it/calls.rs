@@ -27,7 +27,8 @@ async fn a_call_answered_on_one_device() {
     assert_eq!(shown["action"], "ring");
     assert_eq!(shown["out"], true);
 
-    b2.send_json(json!({"op":"call","call":"c1","action":"answer","data":{"sdp":"answer"}})).await;
+    b2.send_json(json!({"op":"call","call":"c1","action":"answer","data":{"sdp":"answer"}}))
+        .await;
     let answer = a1.expect("call").await;
     assert_eq!(answer["action"], "answer");
     assert_eq!(answer["data"], json!({"sdp":"answer"}));
@@ -37,30 +38,39 @@ async fn a_call_answered_on_one_device() {
         assert!(frame.get("data").is_none());
     }
     // A late answer loses.
-    b3.send_json(json!({"op":"call","call":"c1","action":"answer"})).await;
+    b3.send_json(json!({"op":"call","call":"c1","action":"answer"}))
+        .await;
     let err = b3.expect("error").await;
     assert_eq!(err["code"], "call_state");
     assert_eq!(err["call"], "c1");
 
     // Signals pass only between a1 and b2.
-    a1.send_json(json!({"op":"call","call":"c1","action":"signal","data":{"ice":1}})).await;
+    a1.send_json(json!({"op":"call","call":"c1","action":"signal","data":{"ice":1}}))
+        .await;
     let sig = b2.expect("call").await;
-    assert_eq!((sig["action"].clone(), sig["data"].clone()), (json!("signal"), json!({"ice":1})));
-    b2.send_json(json!({"op":"call","call":"c1","action":"signal","data":{"ice":2}})).await;
+    assert_eq!(
+        (sig["action"].clone(), sig["data"].clone()),
+        (json!("signal"), json!({"ice":1}))
+    );
+    b2.send_json(json!({"op":"call","call":"c1","action":"signal","data":{"ice":2}}))
+        .await;
     assert_eq!(a1.expect("call").await["data"], json!({"ice":2}));
-    b1.send_json(json!({"op":"call","call":"c1","action":"signal","data":{}})).await;
+    b1.send_json(json!({"op":"call","call":"c1","action":"signal","data":{}}))
+        .await;
     assert_eq!(b1.expect("error").await["code"], "call_state");
     for quiet in [&mut a2, &mut b1, &mut b3] {
         quiet.expect_silence().await;
     }
 
     // Hangup ends it everywhere.
-    b2.send_json(json!({"op":"call","call":"c1","action":"hangup"})).await;
+    b2.send_json(json!({"op":"call","call":"c1","action":"hangup"}))
+        .await;
     for other in [&mut a1, &mut a2, &mut b1, &mut b3] {
         assert_eq!(other.expect("call").await["action"], "hangup");
     }
     b2.expect_silence().await;
-    a1.send_json(json!({"op":"call","call":"c1","action":"hangup"})).await;
+    a1.send_json(json!({"op":"call","call":"c1","action":"hangup"}))
+        .await;
     assert_eq!(a1.expect("error").await["code"], "no_such_call");
 }
 
@@ -70,10 +80,12 @@ async fn a_rejected_call_stops_ringing_everywhere() {
     let mut a1 = server.device("alice@example.com", "a1").await;
     let mut b1 = server.device("bob@example.com", "b1").await;
     let mut b2 = server.device("bob@example.com", "b2").await;
-    a1.send_json(json!({"op":"call","to":"bob@example.com","call":"c2","action":"ring"})).await;
+    a1.send_json(json!({"op":"call","to":"bob@example.com","call":"c2","action":"ring"}))
+        .await;
     b1.expect("call").await;
     b2.expect("call").await;
-    b1.send_json(json!({"op":"call","call":"c2","action":"reject"})).await;
+    b1.send_json(json!({"op":"call","call":"c2","action":"reject"}))
+        .await;
     assert_eq!(a1.expect("call").await["action"], "reject");
     assert_eq!(b2.expect("call").await["action"], "rejected_elsewhere");
 }
@@ -84,7 +96,8 @@ async fn an_unanswered_call_ends_as_missed_on_every_device() {
     let mut a1 = server.device("alice@example.com", "a1").await;
     let mut b1 = server.device("bob@example.com", "b1").await;
     let mut b2 = server.device("bob@example.com", "b2").await;
-    a1.send_json(json!({"op":"call","to":"bob@example.com","call":"c3","action":"ring"})).await;
+    a1.send_json(json!({"op":"call","to":"bob@example.com","call":"c3","action":"ring"}))
+        .await;
     b1.expect("call").await;
     b2.expect("call").await;
     for dev in [&mut a1, &mut b1, &mut b2] {
@@ -98,7 +111,8 @@ async fn a_caller_that_disconnects_hangs_up() {
     let a1 = server.device("alice@example.com", "a1").await;
     let mut b1 = server.device("bob@example.com", "b1").await;
     let mut a1 = a1;
-    a1.send_json(json!({"op":"call","to":"bob@example.com","call":"c4","action":"ring"})).await;
+    a1.send_json(json!({"op":"call","to":"bob@example.com","call":"c4","action":"ring"}))
+        .await;
     b1.expect("call").await;
     a1.conn.close().await.unwrap();
     assert_eq!(b1.expect("call").await["action"], "hangup");
@@ -110,25 +124,33 @@ async fn call_refusals() {
     let mut a1 = server.device("alice@example.com", "a1").await;
     let mut a2 = server.device("alice@example.com", "a2").await;
     let mut b1 = server.device("bob@example.com", "b1").await;
-    a1.send_json(json!({"op":"call","to":"nobody@example.com","call":"x","action":"ring"})).await;
+    a1.send_json(json!({"op":"call","to":"nobody@example.com","call":"x","action":"ring"}))
+        .await;
     assert_eq!(a1.expect("error").await["code"], "unknown_recipient");
-    a1.send_json(json!({"op":"call","to":"alice@example.com","call":"x","action":"ring"})).await;
+    a1.send_json(json!({"op":"call","to":"alice@example.com","call":"x","action":"ring"}))
+        .await;
     assert_eq!(a1.expect("error").await["code"], "call_state");
-    a1.send_json(json!({"op":"call","call":"none","action":"answer"})).await;
+    a1.send_json(json!({"op":"call","call":"none","action":"answer"}))
+        .await;
     assert_eq!(a1.expect("error").await["code"], "no_such_call");
-    a1.send_json(json!({"op":"call","to":"bob@example.com","call":"y","action":"ring"})).await;
+    a1.send_json(json!({"op":"call","to":"bob@example.com","call":"y","action":"ring"}))
+        .await;
     b1.expect("call").await;
     a2.expect("call").await;
-    a1.send_json(json!({"op":"call","to":"bob@example.com","call":"y","action":"ring"})).await;
+    a1.send_json(json!({"op":"call","to":"bob@example.com","call":"y","action":"ring"}))
+        .await;
     assert_eq!(a1.expect("error").await["code"], "call_exists");
     // The caller's side cannot answer its own call; signal needs an answered call.
-    a2.send_json(json!({"op":"call","call":"y","action":"answer"})).await;
+    a2.send_json(json!({"op":"call","call":"y","action":"answer"}))
+        .await;
     assert_eq!(a2.expect("error").await["code"], "call_state");
-    a1.send_json(json!({"op":"call","call":"y","action":"signal","data":1})).await;
+    a1.send_json(json!({"op":"call","call":"y","action":"signal","data":1}))
+        .await;
     assert_eq!(a1.expect("error").await["code"], "call_state");
     // A third person cannot touch it.
     let mut c1 = server.device("carol@example.com", "c1").await;
-    c1.send_json(json!({"op":"call","call":"y","action":"hangup"})).await;
+    c1.send_json(json!({"op":"call","call":"y","action":"hangup"}))
+        .await;
     assert_eq!(c1.expect("error").await["code"], "no_such_call");
     b1.expect_silence().await;
 }

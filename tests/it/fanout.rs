@@ -14,7 +14,9 @@ async fn linked_device_sends_as_the_primary_to_every_device() {
     let mut b2 = server.device("bob@example.com", "b-laptop").await;
     assert_eq!(a2.address, "alice@example.com-linked-1");
 
-    let sent = a2.send_msg("c-1", "bob@example.com", json!({"text":"hi","n":[1,2]})).await;
+    let sent = a2
+        .send_msg("c-1", "bob@example.com", json!({"text":"hi","n":[1,2]}))
+        .await;
     let mid = sent["mid"].as_u64().unwrap();
     assert!(sent["ts"].as_i64().unwrap() > 0);
     assert_eq!(sent["seq"], 1);
@@ -43,7 +45,8 @@ async fn a_message_to_a_linked_address_reaches_the_whole_person() {
     let mut b1 = server.device("bob@example.com", "b-phone").await;
     let mut b2 = server.device("bob@example.com", "b-laptop").await;
     let mut a1 = server.device("alice@example.com", "a-phone").await;
-    a1.send_msg("x", "bob@example.com-linked-1", json!("hello")).await;
+    a1.send_msg("x", "bob@example.com-linked-1", json!("hello"))
+        .await;
     for bob in [&mut b1, &mut b2] {
         let msg = bob.expect("message").await;
         assert_eq!(msg["to"], "bob@example.com");
@@ -57,7 +60,8 @@ async fn a_note_to_self_reaches_the_other_devices_once() {
     let mut a1 = server.device("alice@example.com", "a1").await;
     let mut a2 = server.device("alice@example.com", "a2").await;
     let mut a3 = server.device("alice@example.com", "a3").await;
-    a1.send_msg("n", "alice@example.com-linked-2", json!({"note":1})).await;
+    a1.send_msg("n", "alice@example.com-linked-2", json!({"note":1}))
+        .await;
     for other in [&mut a2, &mut a3] {
         let msg = other.expect("message").await;
         assert_eq!(msg["out"], true);
@@ -77,7 +81,8 @@ async fn a_retried_send_returns_the_same_mid_and_delivers_once() {
     let again = a.send_msg("same", "bob@example.com", json!({"t":1})).await;
     assert_eq!(first, again);
     b.expect_silence().await;
-    a.send_json(json!({"op":"send","id":"same","to":"bob@example.com","body":{"t":2}})).await;
+    a.send_json(json!({"op":"send","id":"same","to":"bob@example.com","body":{"t":2}}))
+        .await;
     let err = a.expect("error").await;
     assert_eq!(err["code"], "duplicate_id");
     assert_eq!(err["id"], "same");
@@ -88,7 +93,8 @@ async fn a_retried_send_returns_the_same_mid_and_delivers_once() {
 async fn unknown_recipient_names_the_client_id() {
     let server = TestServer::start().await;
     let mut a = server.device("alice@example.com", "a").await;
-    a.send_json(json!({"op":"send","id":"m-9","to":"nobody@example.com","body":1})).await;
+    a.send_json(json!({"op":"send","id":"m-9","to":"nobody@example.com","body":1}))
+        .await;
     let err = a.expect("error").await;
     assert_eq!(err["code"], "unknown_recipient");
     assert_eq!(err["id"], "m-9");
@@ -106,26 +112,61 @@ async fn bad_frames_after_login_get_errors_and_keep_the_connection() {
         ("[1,2]", "bad_request", None),
         (r#"{"op":"fly","id":"k1"}"#, "unknown_op", Some("k1")),
         (r#"{"id":"k2"}"#, "missing_field", Some("k2")),
-        (r#"{"op":"send","id":"k3","to":"bob"}"#, "missing_field", Some("k3")),
-        (r#"{"op":"send","id":"k4","to":7,"body":1}"#, "wrong_type", Some("k4")),
-        (r#"{"op":"send","id":"","to":"x","body":1}"#, "bad_value", Some("")),
-        (r#"{"op":"login","token":"t","appid":"a"}"#, "bad_request", None),
-        (r#"{"op":"call","call":"c","action":"dance"}"#, "wrong_type", None),
-        (r#"{"op":"call","call":"c","action":"ring"}"#, "missing_field", None),
+        (
+            r#"{"op":"send","id":"k3","to":"bob"}"#,
+            "missing_field",
+            Some("k3"),
+        ),
+        (
+            r#"{"op":"send","id":"k4","to":7,"body":1}"#,
+            "wrong_type",
+            Some("k4"),
+        ),
+        (
+            r#"{"op":"send","id":"","to":"x","body":1}"#,
+            "bad_value",
+            Some(""),
+        ),
+        (
+            r#"{"op":"login","token":"t","appid":"a"}"#,
+            "bad_request",
+            None,
+        ),
+        (
+            r#"{"op":"call","call":"c","action":"dance"}"#,
+            "wrong_type",
+            None,
+        ),
+        (
+            r#"{"op":"call","call":"c","action":"ring"}"#,
+            "missing_field",
+            None,
+        ),
     ];
     for (text, code, id) in cases {
         a.send_text(text).await;
         let err = a.expect("error").await;
         assert_eq!(err["code"], code, "for {text}: {err}");
         assert!(!err["message"].as_str().unwrap().is_empty());
-        assert_eq!(err.get("id").and_then(|v| v.as_str()), id, "for {text}: {err}");
+        assert_eq!(
+            err.get("id").and_then(|v| v.as_str()),
+            id,
+            "for {text}: {err}"
+        );
     }
     let unknown = {
         a.send_text(r#"{"op":"fly"}"#).await;
         a.expect("error").await
     };
-    assert!(unknown["message"].as_str().unwrap().contains("login, send, call"), "{unknown}");
-    a.send_msg("still-open", "alice@example.com", json!(true)).await;
+    assert!(
+        unknown["message"]
+            .as_str()
+            .unwrap()
+            .contains("login, send, call"),
+        "{unknown}"
+    );
+    a.send_msg("still-open", "alice@example.com", json!(true))
+        .await;
 }
 
 #[tokio::test]
@@ -138,7 +179,9 @@ async fn a_device_that_stops_reading_is_closed_as_a_slow_consumer() {
     let mut read = 0;
     // The stalled device never reads; its socket buffers and queue fill up, and it is kicked.
     for n in 0..200 {
-        sender.send_msg(&format!("m{n}"), "bob@example.com", json!(big)).await;
+        sender
+            .send_msg(&format!("m{n}"), "bob@example.com", json!(big))
+            .await;
         while let Ok(Ok(_)) =
             tokio::time::timeout(std::time::Duration::from_millis(1), reader.conn.recv()).await
         {
@@ -148,7 +191,11 @@ async fn a_device_that_stops_reading_is_closed_as_a_slow_consumer() {
             break;
         }
     }
-    assert_eq!(server.state.router.online(2).len(), 1, "the stalled device was not kicked");
+    assert_eq!(
+        server.state.router.online(2).len(),
+        1,
+        "the stalled device was not kicked"
+    );
     assert!(read > 0);
     // The stalled device finds the close (or a reset) once it reads again.
     let closed = loop {

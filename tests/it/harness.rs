@@ -49,7 +49,9 @@ impl TestServer {
     }
 
     async fn launch(data_dir: TempDir, config: Config) -> TestServer {
-        let prepared = server::prepare(config.clone()).await.expect("server prepares");
+        let prepared = server::prepare(config.clone())
+            .await
+            .expect("server prepares");
         let listener = server::bind("127.0.0.1:0".parse().unwrap()).expect("bind");
         let addr = listener.local_addr().unwrap();
         let state = prepared.state;
@@ -117,7 +119,11 @@ impl TestServer {
         let answer = self
             .backend(json!({"op":"useradd","user":{"address":address,"token":{"appid":APPID,"expiry":525600,"device":device}}}))
             .await;
-        assert_eq!(answer["result"], json!(true), "device token refused: {answer}");
+        assert_eq!(
+            answer["result"],
+            json!(true),
+            "device token refused: {answer}"
+        );
         answer
     }
 
@@ -165,7 +171,9 @@ impl TestServer {
         let conn = rusqlite::Connection::open(self.state.config.data_dir.join("octet.db")).unwrap();
         let mut rows = Vec::new();
         for table in ["app", "users", "tokens", "persons", "messages", "events"] {
-            let mut stmt = conn.prepare(&format!("SELECT * FROM {table} ORDER BY 1")).unwrap();
+            let mut stmt = conn
+                .prepare(&format!("SELECT * FROM {table} ORDER BY 1"))
+                .unwrap();
             let n = stmt.column_count();
             let mut q = stmt.query([]).unwrap();
             while let Some(row) = q.next().unwrap() {
@@ -248,7 +256,12 @@ impl Device {
     /// Waits for the next frame and asserts its op.
     pub async fn expect(&mut self, op: &str) -> Value {
         let frame = self.next().await;
-        assert_eq!(frame["op"], json!(op), "expected `{op}`, got {frame}; seen: {:?}", self.seen);
+        assert_eq!(
+            frame["op"],
+            json!(op),
+            "expected `{op}`, got {frame}; seen: {:?}",
+            self.seen
+        );
         frame
     }
 

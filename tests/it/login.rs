@@ -12,7 +12,9 @@ async fn welcome_names_the_device_and_its_primary() {
     let server = TestServer::start().await;
     server.device_token("xyz@example.com", "phone").await;
     let laptop = server.device_token("xyz@example.com", "laptop").await;
-    let mut dev = server.login(laptop["user"]["token"].as_str().unwrap()).await;
+    let mut dev = server
+        .login(laptop["user"]["token"].as_str().unwrap())
+        .await;
     assert_eq!(
         dev.expect("welcome").await,
         json!({"op":"welcome","uid":2,"address":"xyz@example.com-linked-1",
@@ -50,7 +52,8 @@ async fn expired_tokens_are_refused() {
     dev.expect("welcome").await;
     let db = rusqlite_path(&server);
     let conn = rusqlite::Connection::open(db).unwrap();
-    conn.execute("UPDATE tokens SET expires_at = 1", []).unwrap();
+    conn.execute("UPDATE tokens SET expires_at = 1", [])
+        .unwrap();
     let mut late = server.login(&token).await;
     assert_eq!(late.expect("error").await["code"], "auth_failed");
 }
@@ -63,7 +66,8 @@ fn rusqlite_path(server: &TestServer) -> std::path::PathBuf {
 async fn first_frame_must_be_login() {
     let server = TestServer::start().await;
     let mut dev = server.connect().await;
-    dev.send_json(json!({"op":"send","id":"1","to":"x","body":1})).await;
+    dev.send_json(json!({"op":"send","id":"1","to":"x","body":1}))
+        .await;
     assert_eq!(dev.expect("error").await["code"], "login_required");
     assert_eq!(dev.expect_closed().await.0, 4001);
 
@@ -105,7 +109,8 @@ async fn frames_over_64_kib_are_refused_with_a_close() {
     let server = TestServer::start().await;
     let mut dev = server.device("xyz@example.com", "phone").await;
     let body = "y".repeat(70 * 1024);
-    dev.send_json(json!({"op":"send","id":"big","to":"xyz@example.com","body":body})).await;
+    dev.send_json(json!({"op":"send","id":"big","to":"xyz@example.com","body":body}))
+        .await;
     let err = dev.expect("error").await;
     assert_eq!(err["code"], "frame_too_large");
     assert_eq!(dev.expect_closed().await.0, 1009);
