@@ -78,6 +78,15 @@ pub(super) async fn useradd(state: &ServerState, reply: Reply<'_>, value: &Value
             "token replaced: this device was issued a new token",
         );
     }
+    if issued.moved {
+        // Its live connection is registered under its old person (its own uid).
+        state.router.kick(
+            issued.uid,
+            issued.uid,
+            CloseCode::Revoked,
+            "linked to another person: log in again",
+        );
+    }
     reply.ok(UserAddBody {
         user: UserAddOut {
             uid: issued.uid,

@@ -48,9 +48,11 @@ async fn run_inner(state: Arc<ServerState>, socket: WebSocket, conn_id: u64) {
         kick: kick_rx,
         conn_id,
         identity: None,
+        appid: String::new(),
     };
 
-    let login = tokio::time::timeout(state.config.login_timeout, stream.next()).await;
+    let login =
+        tokio::time::timeout(state.config.login_timeout, first_data_frame(&mut stream)).await;
     let ended = match login {
         Err(_) => {
             session
@@ -66,11 +68,17 @@ async fn run_inner(state: Arc<ServerState>, socket: WebSocket, conn_id: u64) {
             "login timeout"
         }
         Ok(first) => match session.login(first).await {
-            Ok(identity) => {
+            Ok((identity, hash)) => {
                 let handle = ConnHandle::new(identity.uid, conn_id, session.queue.clone(), kick_tx);
                 state.router.register(identity.person, handle);
                 session.identity = Some(identity);
-                session.read_loop(&mut stream).await
+                // A tokendel or userdel that committed between our token check and the
+                // registration kicked nobody; checking again after registering closes that gap.
+                if session.still_valid(hash).await {
+                    session.read_loop(&mut stream).await
+                } else {
+                    "token revoked during login"
+                }
             }
             Err(reason) => reason,
         },
@@ -95,6 +103,8 @@ struct Session {
     kick: watch::Receiver<Option<KickReason>>,
     conn_id: u64,
     identity: Option<Identity>,
+    /// The appid the device logged in with.
+    appid: String,
 }
 
 impl Session {
@@ -102,7 +112,7 @@ impl Session {
     async fn login(
         &mut self,
         first: Option<Result<Message, axum::Error>>,
-    ) -> Result<Identity, &'static str> {
+    ) -> Result<(Identity, TokenHash), &'static str> {
         let text = match first {
             Some(Ok(Message::Text(text))) => text,
             Some(Ok(Message::Binary(_))) => {
@@ -135,6 +145,7 @@ impl Session {
             }
         };
         let hash = TokenHash::of(&login.token);
+        self.appid = login.appid.clone();
         match self
             .state
             .store
@@ -163,7 +174,7 @@ impl Session {
                 if let Err(err) = self.state.store.touch(identity.uid, now_millis()).await {
                     tracing::warn!(error = %err, "could not record last seen");
                 }
-                Ok(identity)
+                Ok((identity, hash))
             }
             Err(StoreError::AuthFailed(why)) => {
                 tracing::info!(reason = %why, "login refused");
@@ -189,6 +200,31 @@ impl Session {
                 .await;
                 Err("store error at login")
             }
+        }
+    }
+
+    /// Re-checks the login token; on failure the connection is told and closing.
+    async fn still_valid(&self, hash: TokenHash) -> bool {
+        let identity = self.identity.as_ref().expect("checked after login");
+        let appid = self.appid.clone();
+        match self
+            .state
+            .store
+            .authenticate(hash, &appid, now_millis())
+            .await
+        {
+            Ok(again) if again == *identity => true,
+            Ok(_) | Err(StoreError::AuthFailed(_)) => {
+                self.refuse(
+                    ErrorCode::AuthFailed,
+                    "the token was revoked while logging in; ask your backend for a new one".into(),
+                    CloseCode::Revoked,
+                )
+                .await;
+                false
+            }
+            // A store hiccup is not a revocation: keep the connection.
+            Err(_) => true,
         }
     }
 
@@ -433,6 +469,18 @@ impl Session {
                     "protocol error".into(),
                 ))
                 .await;
+        }
+    }
+}
+
+/// The first text, binary or close frame; pings and pongs before login are skipped.
+async fn first_data_frame(
+    stream: &mut SplitStream<WebSocket>,
+) -> Option<Result<Message, axum::Error>> {
+    loop {
+        match stream.next().await {
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            other => return other,
         }
     }
 }

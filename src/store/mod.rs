@@ -122,6 +122,9 @@ pub struct IssuedUser {
     pub linked_to: Option<PersonId>,
     /// Users whose older tokens this call revoked (their live connections must close).
     pub revoked: Vec<Uid>,
+    /// True when an existing primary was linked into another person: its live connection,
+    /// registered under its old person, must close and log in again.
+    pub moved: bool,
 }
 
 /// Names one user.

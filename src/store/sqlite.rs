@@ -469,6 +469,7 @@ fn useradd(conn: &Connection, req: NewUser, now: Millis) -> Result<IssuedUser, S
                 token,
                 linked_to: user.primary_uid,
                 revoked: Vec::new(),
+                moved: false,
             })
         }
         TokenRequest::Device(terms, device) => token_device(
@@ -559,6 +560,7 @@ fn token_device(
         token: Some(token),
         linked_to: primary_uid,
         revoked,
+        moved: false,
     })
 }
 
@@ -593,6 +595,7 @@ fn token_linkto(
             "{address} is the primary of the person {linkto} belongs to; a user cannot link to itself"
         )));
     }
+    let mut moved = false;
     match user.primary_uid {
         Some(primary) if primary == person => {} // already linked here: just a fresh token
         Some(_) => {
@@ -628,6 +631,7 @@ fn token_linkto(
                 .execute([user.uid])?;
             conn.prepare_cached("UPDATE users SET primary_uid = ?2 WHERE uid = ?1")?
                 .execute(params![user.uid, person])?;
+            moved = true;
         }
     }
     let token = issue_token(conn, user.uid, terms, now)?;
@@ -637,6 +641,7 @@ fn token_linkto(
         token: Some(token),
         linked_to: Some(person),
         revoked: Vec::new(),
+        moved,
     })
 }
 

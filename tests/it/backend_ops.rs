@@ -304,3 +304,25 @@ async fn health_endpoints_answer() {
         assert_eq!(response.status(), 200, "{path}");
     }
 }
+
+#[tokio::test]
+async fn linking_a_live_primary_moves_it_into_the_other_person() {
+    let server = TestServer::start().await;
+    let mut a = server.device("a@example.com", "a-phone").await;
+    let mut b = server.device("b@example.com", "b-phone").await;
+    let answer = server
+        .backend(json!({"op":"useradd","user":{"address":"b@example.com","token":{"appid":APPID,"linkto":"a@example.com"}}}))
+        .await;
+    assert_eq!(answer["linkto"], 1);
+    let (code, reason) = b.expect_closed().await;
+    assert_eq!(code, 4004, "{reason}");
+    // Logged in again, b is a device of a's person: a's messages mirror to it as outgoing.
+    let mut b = server.login(&token_of(&answer)).await;
+    let welcome = b.expect("welcome").await;
+    assert_eq!(welcome["primary"]["address"], "a@example.com");
+    server.device_token("c@example.com", "c-phone").await;
+    a.send_msg("1", "c@example.com", json!("hi")).await;
+    let mirrored = b.expect("message").await;
+    assert_eq!(mirrored["out"], true);
+    assert_eq!(mirrored["from"], "a@example.com");
+}
