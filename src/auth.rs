@@ -35,11 +35,6 @@ impl PlainToken {
         PlainToken(format!("{prefix}{}", hex::encode(bytes)))
     }
 
-    /// Wraps a token given by an operator (e.g. `--app-token`).
-    pub fn from_given(token: String) -> PlainToken {
-        PlainToken(token)
-    }
-
     /// The hash the store keeps.
     pub fn hash(&self) -> TokenHash {
         TokenHash::of(&self.0)
@@ -59,6 +54,35 @@ impl PlainToken {
 impl fmt::Debug for PlainToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("PlainToken(..)")
+    }
+}
+
+/// A secret given by the operator (the app token): `Debug` never prints it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret text, for hashing.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for Secret {
+    fn from(s: String) -> Secret {
+        Secret(s)
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(s: &str) -> Secret {
+        Secret(s.to_string())
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(..)")
     }
 }
 

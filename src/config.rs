@@ -8,8 +8,11 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+use crate::auth::Secret;
+
 /// octet: a real-time message broker for people signed in on up to eight devices at once.
-#[derive(Debug, Parser)]
+// No Debug derives on the flag types: they hold the app token in clear.
+#[derive(Parser)]
 #[command(name = "octet", version, about, long_about = None)]
 pub struct Cli {
     /// What to do.
@@ -18,14 +21,14 @@ pub struct Cli {
 }
 
 /// The subcommands.
-#[derive(Debug, Subcommand)]
+#[derive(Subcommand)]
 pub enum Command {
     /// Run the broker: backend API (POST /backend), WebSocket gateway (GET /ws) and health on one port.
     Serve(Serve),
 }
 
 /// Flags of `octet serve`. Each can also come from the environment variable shown.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Clone, clap::Args)]
 pub struct Serve {
     /// Address for the backend API, the WebSocket gateway and health checks.
     #[arg(long, env = "OCTET_LISTEN", default_value = "127.0.0.1:8080")]
@@ -57,7 +60,7 @@ pub struct Config {
     /// Where the database lives.
     pub data_dir: PathBuf,
     /// An app token given by the operator, replacing the stored one.
-    pub app_token: Option<String>,
+    pub app_token: Option<Secret>,
     /// How long a call rings.
     pub ring_timeout: Duration,
     /// How long a connection has to log in.
@@ -128,7 +131,7 @@ impl Config {
         }
         Ok(Config {
             listen: serve.listen,
-            app_token: serve.app_token,
+            app_token: serve.app_token.map(Secret::from),
             ring_timeout: Duration::from_secs(serve.ring_timeout),
             login_timeout: Duration::from_secs(serve.login_timeout),
             ..Config::new(serve.data_dir)

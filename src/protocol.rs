@@ -238,6 +238,13 @@ pub fn read_op(text: &str) -> Result<Cow<'_, str>, DecodeError> {
             });
         }
     };
+    // serde fills a struct from an array by position; a frame must be an object.
+    if !text.trim_start().starts_with('{') {
+        return Err(DecodeError::new(
+            ErrorCode::BadRequest,
+            "expected a JSON object, found an array",
+        ));
+    }
     peek.op
         .ok_or_else(|| DecodeError::new(ErrorCode::MissingField, "missing field `op`"))
 }
@@ -281,7 +288,22 @@ fn field_error(path: &str, detail: &str) -> DecodeError {
     } else {
         format!(".{}", path.trim_start_matches('.'))
     };
-    DecodeError::new(ErrorCode::WrongType, format!("{path}: {detail}"))
+    DecodeError::new(
+        ErrorCode::WrongType,
+        format!("{path}: {}", plain_types(detail)),
+    )
+}
+
+/// Replaces Rust type names in serde's messages with JSON words.
+fn plain_types(detail: &str) -> String {
+    let detail = match detail.find("expected struct ") {
+        Some(at) => format!("{}expected an object", &detail[..at]),
+        None => detail.to_string(),
+    };
+    detail
+        .replace("expected i64", "expected an integer")
+        .replace("expected u64", "expected a non-negative integer")
+        .replace("expected u32", "expected a non-negative integer")
 }
 
 /// A malformed-JSON error that says the line and column, and what usually causes it.
@@ -377,12 +399,21 @@ impl ClientFrame {
 }
 
 /// `login`: authenticates the connection.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct Login {
     /// The user token the app backend got from `useradd`.
     pub token: String,
     /// The app id the token was issued for.
     pub appid: String,
+}
+
+impl fmt::Debug for Login {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never print the token.
+        f.debug_struct("Login")
+            .field("appid", &self.appid)
+            .finish_non_exhaustive()
+    }
 }
 
 /// `send`: a message to the person at `to`.

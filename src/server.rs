@@ -13,7 +13,7 @@ use axum::routing::{get, post};
 use tokio::net::{TcpListener, TcpSocket};
 
 use crate::api;
-use crate::auth::PlainToken;
+use crate::auth::{PlainToken, TokenHash};
 use crate::config::Config;
 use crate::gateway;
 use crate::protocol::CloseCode;
@@ -68,7 +68,7 @@ pub async fn prepare(config: Config) -> Result<Prepared, StartError> {
     let mut generated_app_token = None;
     let app_token = match (&config.app_token, store.app_token().await?) {
         (Some(given), _) => {
-            let hash = PlainToken::from_given(given.clone()).hash();
+            let hash = TokenHash::of(given.expose());
             store.set_app_token(hash).await?;
             hash
         }

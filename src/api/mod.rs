@@ -97,6 +97,13 @@ pub async fn backend(
             );
         }
     };
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        let err = ApiError::new(
+            ErrorCode::BadJson,
+            "malformed JSON at line 1, column 0: the body is empty; send a JSON object with `op` and `token`",
+        );
+        return refusal("", None, err);
+    }
     let value: Value = match serde_json::from_slice(&bytes) {
         Ok(value) => value,
         Err(err) => return refusal("", None, malformed(&err).into()),
@@ -178,6 +185,7 @@ fn check_app_token(state: &ServerState, value: &Value) -> Result<(), ApiError> {
 
 /// Turns a `uid` (top level or in `user`) or `user.address` into a [`UserKey`].
 fn user_key(value: &Value) -> Result<UserKey, ApiError> {
+    require_objects(value, &["user"])?;
     let sel: UserSelector = crate::protocol::decode_value(value)?;
     let inner = sel.user.as_ref();
     if let Some(uid) = sel.uid.or(inner.and_then(|u| u.uid)) {
@@ -195,12 +203,55 @@ fn user_key(value: &Value) -> Result<UserKey, ApiError> {
     }
 }
 
-/// Longest address octet accepts.
-pub const MAX_ADDRESS: usize = 255;
+/// serde fills a struct from an array by position, so the object-typed fields at these paths
+/// (dot-separated) are checked to be objects, when present, before decoding.
+fn require_objects(value: &Value, paths: &[&str]) -> Result<(), ApiError> {
+    for path in paths {
+        let found = path.split('.').try_fold(value, |v, key| v.get(key));
+        if let Some(found) = found
+            && !found.is_object()
+            && !found.is_null()
+        {
+            let kind = match found {
+                Value::Array(_) => "an array",
+                Value::String(_) => "a string",
+                Value::Number(_) => "a number",
+                _ => "a boolean",
+            };
+            return Err(ApiError::new(
+                ErrorCode::WrongType,
+                format!(".{path}: invalid type: {kind}, expected an object"),
+            ));
+        }
+    }
+    Ok(())
+}
 
-/// An address: 1 to 255 characters, no spaces or control characters.
+/// Longest address a user can be created with.
+pub const MAX_ADDRESS: usize = 255;
+/// Longest address accepted where it names a linked user octet created: the primary's address
+/// (up to [`MAX_ADDRESS`]) plus `-linked-<n>`.
+pub const MAX_LINKED_ADDRESS: usize = MAX_ADDRESS + "-linked-".len() + 8;
+
+/// An address: 1 to 255 characters (more for a `<primary>-linked-<n>` address octet made), no
+/// spaces or control characters.
 fn check_address(field: &str, address: &str) -> Result<(), ApiError> {
-    check_text(field, address, MAX_ADDRESS)
+    let max = if is_linked_form(address) {
+        MAX_LINKED_ADDRESS
+    } else {
+        MAX_ADDRESS
+    };
+    check_text(field, address, max)
+}
+
+/// Whether the address has the `-linked-<n>` suffix octet gives linked users.
+fn is_linked_form(address: &str) -> bool {
+    address.rsplit_once("-linked-").is_some_and(|(primary, n)| {
+        !primary.is_empty()
+            && !n.is_empty()
+            && n.len() <= 8
+            && n.bytes().all(|b| b.is_ascii_digit())
+    })
 }
 
 /// A short identifier or name: not empty, at most `max` characters, no spaces or control

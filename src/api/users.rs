@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use super::{ApiError, OpResult, Reply, check_address, check_text, user_key};
+use super::{ApiError, OpResult, Reply, check_address, check_text, require_objects, user_key};
 use crate::protocol::{
     CloseCode, ErrorCode, UserAddBody, UserAddOut, UserAddRequest, UserDelBody, decode_value,
 };
@@ -21,6 +21,7 @@ pub const MAX_EXPIRY_MINUTES: i64 = 5_256_000;
 /// gets the primary or a new linked user), or for the user linked to `token.linkto`'s person.
 /// Errors: missing_field, wrong_type, bad_value, bad_expiry, no_such_user, device_limit, bad_link.
 pub(super) async fn useradd(state: &ServerState, reply: Reply<'_>, value: &Value) -> OpResult {
+    require_objects(value, &["user", "user.token"])?;
     let req: UserAddRequest = decode_value(value)?;
     let user = req.user;
     check_address("user.address", &user.address)?;

@@ -41,7 +41,9 @@ async fn run_inner(state: Arc<ServerState>, socket: WebSocket, conn_id: u64) {
     let (sink, mut stream) = socket.split();
     let (queue_tx, queue_rx) = mpsc::channel(state.config.queue_frames);
     let (kick_tx, kick_rx) = watch::channel(None);
-    let writer = tokio::spawn(writer::run(sink, queue_rx, kick_rx.clone()));
+    let writer = tokio::spawn(
+        writer::run(sink, queue_rx, kick_rx.clone()).instrument(tracing::Span::current()),
+    );
     let mut session = Session {
         state: state.clone(),
         queue: queue_tx,
@@ -400,10 +402,13 @@ impl Session {
                 .map(|serial| {
                     let state = self.state.clone();
                     let call_id = call_id.clone();
-                    tokio::spawn(async move {
-                        tokio::time::sleep(state.config.ring_timeout).await;
-                        state.router.call_timeout(&call_id, serial);
-                    });
+                    tokio::spawn(
+                        async move {
+                            tokio::time::sleep(state.config.ring_timeout).await;
+                            state.router.call_timeout(&call_id, serial);
+                        }
+                        .instrument(tracing::Span::current()),
+                    );
                 })
         } else {
             router.call_act(party, &call_id, req.action, req.data.as_deref())

@@ -11,6 +11,8 @@ use crate::router::{KickReason, Outbound};
 
 /// Frames written before one flush.
 const BATCH: usize = 64;
+/// How long the close frame and the socket shutdown may take.
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Runs until the queue closes, a close is queued, or the connection is kicked.
 pub async fn run(
@@ -67,9 +69,10 @@ pub async fn run(
             code: code.code(),
             reason: reason.into(),
         };
-        let _ = sink.send(Message::Close(Some(frame))).await;
+        let _ = tokio::time::timeout(CLOSE_WAIT, sink.send(Message::Close(Some(frame)))).await;
     }
-    let _ = sink.close().await;
+    // A peer that stopped reading must not hold the task (and its socket) forever.
+    let _ = tokio::time::timeout(CLOSE_WAIT, sink.close()).await;
 }
 
 async fn kicked(kick: &mut watch::Receiver<Option<KickReason>>) -> (CloseCode, String) {

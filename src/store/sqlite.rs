@@ -32,7 +32,9 @@ const READERS: usize = 4;
 const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
 
 type Reply = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
-type Job = Box<dyn FnOnce(&Connection) -> Reply + Send>;
+/// A write: run inside the batch's transaction (`Some`), or refused unrun (`None`) when that
+/// transaction is already gone.
+type Job = Box<dyn FnOnce(Option<&Connection>) -> Reply + Send>;
 
 /// The SQLite store. Cheap to share behind an `Arc`.
 pub struct SqliteStore {
@@ -76,7 +78,12 @@ impl SqliteStore {
     {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |conn| {
-            let result = in_savepoint(conn, f);
+            let result = match conn {
+                Some(conn) => in_savepoint(conn, f),
+                None => Err(StoreError::Commit(
+                    "the batch's transaction was rolled back".into(),
+                )),
+            };
             Box::new(move |commit: Result<(), StoreError>| {
                 let _ = tx.send(commit.and(result));
             })
@@ -95,7 +102,11 @@ impl SqliteStore {
         let idx = self.next_reader.fetch_add(1, Ordering::Relaxed) % readers.len();
         tokio::task::spawn_blocking(move || {
             let conn = readers[idx].lock().unwrap_or_else(|p| p.into_inner());
-            f(&conn)
+            // One read transaction: every statement of `f` sees the same snapshot.
+            let tx = conn.unchecked_transaction()?;
+            let result = f(&tx);
+            tx.finish()?;
+            result
         })
         .await
         .map_err(|_| StoreError::Closed)?
@@ -262,7 +273,12 @@ fn run_writer(conn: Connection, mut rx: mpsc::Receiver<Job>) {
             batch.clear();
             continue;
         }
-        let replies: Vec<Reply> = batch.drain(..).map(|job| job(&conn)).collect();
+        // If SQLite rolls the whole transaction back on its own (disk full, I/O error), a later
+        // SAVEPOINT would open and commit a transaction of its own: refuse the rest instead.
+        let replies: Vec<Reply> = batch
+            .drain(..)
+            .map(|job| job((!conn.is_autocommit()).then_some(&conn)))
+            .collect();
         let commit = conn.execute_batch("COMMIT").map_err(|err| {
             tracing::error!(error = %err, "store commit failed");
             let _ = conn.execute_batch("ROLLBACK");
