@@ -73,6 +73,9 @@ async fn run_inner(state: Arc<ServerState>, socket: WebSocket, conn_id: u64) {
             Ok((identity, hash)) => {
                 let handle = ConnHandle::new(identity.uid, conn_id, session.queue.clone(), kick_tx);
                 state.router.register(identity.person, handle);
+                if let Err(err) = state.store.touch(identity.uid, now_millis()).await {
+                    tracing::warn!(error = %err, "could not record last seen");
+                }
                 session.identity = Some(identity);
                 // A tokendel or userdel that committed between our token check and the
                 // registration kicked nobody; checking again after registering closes that gap.
@@ -172,10 +175,9 @@ impl Session {
                     },
                 });
                 // Queued before the router can hand this connection anything: welcome is first.
+                // The caller registers with the router right after this, with no await in
+                // between, so nothing sent once the device holds its welcome is missed.
                 self.push(welcome.to_text().into()).await;
-                if let Err(err) = self.state.store.touch(identity.uid, now_millis()).await {
-                    tracing::warn!(error = %err, "could not record last seen");
-                }
                 Ok((identity, hash))
             }
             Err(StoreError::AuthFailed(why)) => {

@@ -2,9 +2,9 @@
 
 mod harness;
 
+mod backend_errors;
 mod backend_ops;
 mod calls;
 mod fanout;
 mod login;
-mod backend_errors;
 mod proto_examples;
