@@ -385,15 +385,20 @@ impl ClientFrame {
         })
     }
 
-    /// The client id the frame carries, for error frames.
-    pub fn id_of(text: &str) -> Option<String> {
+    /// The client id (`id`) and call id (`call`) a frame carries, for its error frame.
+    pub fn ids_of(text: &str) -> (Option<String>, Option<String>) {
         #[derive(Deserialize)]
-        struct IdOnly {
+        struct Ids {
             id: Option<Value>,
+            call: Option<Value>,
         }
-        match serde_json::from_str::<IdOnly>(text).ok()?.id? {
-            Value::String(id) => Some(id),
+        let string = |v: Option<Value>| match v {
+            Some(Value::String(s)) => Some(s),
             _ => None,
+        };
+        match serde_json::from_str::<Ids>(text) {
+            Ok(ids) if text.trim_start().starts_with('{') => (string(ids.id), string(ids.call)),
+            _ => (None, None),
         }
     }
 }

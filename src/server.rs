@@ -116,7 +116,10 @@ pub fn routes(state: Arc<ServerState>) -> Routes {
             "/backend",
             post(api::backend).fallback(api::method_not_allowed),
         )
-        .route("/ws", get(gateway::upgrade))
+        .route(
+            "/ws",
+            get(gateway::upgrade).fallback(api::method_not_allowed_ws),
+        )
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .fallback(api::not_found)

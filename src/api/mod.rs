@@ -331,6 +331,19 @@ pub async fn method_not_allowed() -> Response {
     response
 }
 
+/// Any method but GET on `/ws`.
+pub async fn method_not_allowed_ws() -> Response {
+    let mut response = transport_error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        ErrorCode::MethodNotAllowed,
+        "/ws is the WebSocket gateway: open it with a GET upgrade request".into(),
+    );
+    response
+        .headers_mut()
+        .insert(header::ALLOW, header::HeaderValue::from_static("GET"));
+    response
+}
+
 /// Any unknown path.
 pub async fn not_found() -> Response {
     transport_error(

@@ -61,8 +61,8 @@ async fn run_inner(state: Arc<ServerState>, socket: WebSocket, conn_id: u64) {
                 .refuse(
                     ErrorCode::LoginTimeout,
                     format!(
-                        "no login frame within {} s",
-                        state.config.login_timeout.as_secs()
+                        "no login frame within {}",
+                        human_duration(state.config.login_timeout)
                     ),
                     CloseCode::LoginTimeout,
                 )
@@ -269,8 +269,8 @@ impl Session {
                 self.error(err, None, None).await;
             }
             Err(err) => {
-                let id = ClientFrame::id_of(text);
-                self.error(err, id, None).await;
+                let (id, call) = ClientFrame::ids_of(text);
+                self.error(err, id, call).await;
             }
         }
     }
@@ -489,6 +489,16 @@ async fn first_data_frame(
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
             other => return other,
         }
+    }
+}
+
+/// "10 s" for whole seconds, "300 ms" otherwise.
+fn human_duration(d: std::time::Duration) -> String {
+    let ms = d.as_millis();
+    if ms.is_multiple_of(1000) {
+        format!("{} s", ms / 1000)
+    } else {
+        format!("{ms} ms")
     }
 }
 

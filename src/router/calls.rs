@@ -63,11 +63,68 @@ struct Call {
     to: String,
 }
 
-/// All live calls, by call id.
+/// All live calls.
 #[derive(Debug, Default)]
 pub(super) struct Calls {
-    live: Mutex<HashMap<String, Call>>,
+    live: Mutex<CallTable>,
     next_serial: AtomicU64,
+}
+
+/// Live calls by call id. Ids are chosen by clients, so one id may name calls of unrelated
+/// persons at once; a call is always looked up together with the acting person.
+#[derive(Debug, Default)]
+struct CallTable(HashMap<String, Vec<Call>>);
+
+impl CallTable {
+    fn involves(call: &Call, person: PersonId) -> bool {
+        call.caller.person == person || call.callee_person == person
+    }
+
+    fn taken(&self, id: &str, persons: [PersonId; 2]) -> bool {
+        self.0.get(id).is_some_and(|calls| {
+            calls
+                .iter()
+                .any(|c| persons.iter().any(|p| Self::involves(c, *p)))
+        })
+    }
+
+    fn insert(&mut self, id: &str, call: Call) {
+        self.0.entry(id.to_string()).or_default().push(call);
+    }
+
+    fn get_mut(&mut self, id: &str, person: PersonId) -> Option<&mut Call> {
+        self.0
+            .get_mut(id)?
+            .iter_mut()
+            .find(|c| Self::involves(c, person))
+    }
+
+    /// Removes every call that `pred` picks.
+    fn remove_where(&mut self, mut pred: impl FnMut(&str, &Call) -> bool) -> Vec<(String, Call)> {
+        let mut removed = Vec::new();
+        self.0.retain(|id, calls| {
+            let mut idx = 0;
+            while idx < calls.len() {
+                if pred(id, &calls[idx]) {
+                    removed.push((id.clone(), calls.swap_remove(idx)));
+                } else {
+                    idx += 1;
+                }
+            }
+            !calls.is_empty()
+        });
+        removed
+    }
+
+    fn remove(&mut self, id: &str, person: PersonId) -> Option<Call> {
+        let calls = self.0.get_mut(id)?;
+        let idx = calls.iter().position(|c| Self::involves(c, person))?;
+        let call = calls.swap_remove(idx);
+        if calls.is_empty() {
+            self.0.remove(id);
+        }
+        Some(call)
+    }
 }
 
 /// Who gets a frame.
@@ -97,11 +154,11 @@ impl Router {
         let serial = self.calls.next_serial.fetch_add(1, Ordering::Relaxed);
         {
             let mut live = self.calls.live.lock().unwrap_or_else(|p| p.into_inner());
-            if live.contains_key(call_id) {
+            if live.taken(call_id, [caller.person, callee_person]) {
                 return Err(CallError::CallExists(call_id.into()));
             }
             live.insert(
-                call_id.to_string(),
+                call_id,
                 Call {
                     serial,
                     caller,
@@ -143,8 +200,7 @@ impl Router {
     ) -> Result<(), CallError> {
         let mut live = self.calls.live.lock().unwrap_or_else(|p| p.into_inner());
         let call = live
-            .get_mut(call_id)
-            .filter(|c| c.caller.person == actor.person || c.callee_person == actor.person)
+            .get_mut(call_id, actor.person)
             .ok_or_else(|| CallError::NoSuchCall(call_id.into()))?;
         let is_caller = call.caller == actor;
         let is_callee = call.callee == Some(actor);
@@ -175,7 +231,7 @@ impl Router {
                     call.callee = Some(actor);
                     (CallEventKind::Answer, CallEventKind::AnsweredElsewhere)
                 } else {
-                    live.remove(call_id);
+                    live.remove(call_id, actor.person);
                     (CallEventKind::Reject, CallEventKind::RejectedElsewhere)
                 };
                 sends.push((
@@ -198,14 +254,16 @@ impl Router {
                 ));
             }
             CallAction::Hangup => {
-                if !is_caller && !is_callee {
+                // While it rings, any of the caller's devices may cancel it.
+                let cancels = ringing && actor.person == caller.person;
+                if !is_caller && !is_callee && !cancels {
                     return Err(CallError::State(if ringing {
                         "a ringing call is declined with reject".into()
                     } else {
                         "only the two devices in the call can hang up".into()
                     }));
                 }
-                live.remove(call_id);
+                live.remove(call_id, actor.person);
                 sends.push((
                     Target::Person(caller.person, Some(actor.uid)),
                     true,
@@ -255,10 +313,9 @@ impl Router {
     pub fn call_timeout(&self, call_id: &str, serial: u64) {
         let ended = {
             let mut live = self.calls.live.lock().unwrap_or_else(|p| p.into_inner());
-            match live.get(call_id) {
-                Some(c) if c.serial == serial && c.callee.is_none() => live.remove(call_id),
-                _ => None,
-            }
+            live.remove_where(|id, c| id == call_id && c.serial == serial && c.callee.is_none())
+                .pop()
+                .map(|(_, call)| call)
         };
         if let Some(call) = ended {
             let view = |out| CallView {
@@ -286,16 +343,9 @@ impl Router {
     pub(super) fn calls_end_for_conn(&self, conn_id: u64) {
         let ended: Vec<(String, Call)> = {
             let mut live = self.calls.live.lock().unwrap_or_else(|p| p.into_inner());
-            let ids: Vec<String> = live
-                .iter()
-                .filter(|(_, c)| {
-                    c.caller.conn_id == conn_id || c.callee.is_some_and(|p| p.conn_id == conn_id)
-                })
-                .map(|(id, _)| id.clone())
-                .collect();
-            ids.into_iter()
-                .filter_map(|id| live.remove(&id).map(|c| (id, c)))
-                .collect()
+            live.remove_where(|_, c| {
+                c.caller.conn_id == conn_id || c.callee.is_some_and(|p| p.conn_id == conn_id)
+            })
         };
         for (id, call) in ended {
             let gone = if call.caller.conn_id == conn_id {

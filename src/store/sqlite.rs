@@ -462,6 +462,9 @@ fn issue_token(
         expires_at,
         now
     ])?;
+    // `devices` shows the appid of the user's latest token.
+    conn.prepare_cached("UPDATE users SET appid = ?2 WHERE uid = ?1")?
+        .execute(params![uid, terms.appid])?;
     Ok(token)
 }
 
@@ -567,8 +570,6 @@ fn token_device(
             }
         }
     };
-    conn.prepare_cached("UPDATE users SET appid = ?2 WHERE uid = ?1")?
-        .execute(params![uid, terms.appid])?;
     let token = issue_token(conn, uid, terms, now)?;
     Ok(IssuedUser {
         uid,
