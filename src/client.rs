@@ -139,18 +139,11 @@ impl Connection {
         Ok(Connection { ws })
     }
 
-    /// Connects and logs in; returns the connection and its `welcome`.
-    pub async fn login(
-        url: &str,
-        token: &str,
-        appid: &str,
-    ) -> Result<(Connection, Welcome), ClientError> {
+    /// Connects and sends `login` (with `since` to catch up); returns the connection and its
+    /// `welcome`. The catch-up, `synced` and live frames follow on [`Connection::recv`].
+    pub async fn login(url: &str, login: Login) -> Result<(Connection, Welcome), ClientError> {
         let mut conn = Connection::connect(url).await?;
-        conn.send(&ClientFrame::Login(Login {
-            token: token.into(),
-            appid: appid.into(),
-        }))
-        .await?;
+        conn.send(&ClientFrame::Login(login)).await?;
         match conn.recv().await? {
             Incoming::Frame(_, ServerFrame::Welcome(welcome)) => Ok((conn, welcome)),
             Incoming::Frame(_, ServerFrame::Error(err)) => Err(ClientError::Refused {

@@ -47,6 +47,11 @@ pub struct Serve {
     #[arg(long, env = "OCTET_RING_TIMEOUT", default_value_t = 60)]
     pub ring_timeout: u64,
 
+    /// Days events are kept in each person's log; 0 keeps them forever. Older events are
+    /// pruned in the background; a device further behind is told to page history instead.
+    #[arg(long, env = "OCTET_RETENTION_DAYS", default_value_t = 30)]
+    pub retention_days: u64,
+
     /// Seconds a new WebSocket connection has to send its login frame.
     #[arg(long, env = "OCTET_LOGIN_TIMEOUT", default_value_t = 10)]
     pub login_timeout: u64,
@@ -69,6 +74,10 @@ pub struct Config {
     pub max_frame_bytes: usize,
     /// The largest backend request body.
     pub max_body_bytes: usize,
+    /// How long events are kept; `None` keeps them forever.
+    pub retention: Option<Duration>,
+    /// How often the background pruning runs.
+    pub prune_every: Duration,
     /// Frames a connection's outbound queue holds before the device counts as a slow consumer.
     pub queue_frames: usize,
 }
@@ -97,6 +106,8 @@ impl Config {
             login_timeout: Duration::from_secs(10),
             max_frame_bytes: 64 * 1024,
             max_body_bytes: 64 * 1024,
+            retention: Some(Duration::from_secs(30 * 86_400)),
+            prune_every: Duration::from_secs(3600),
             queue_frames: 1024,
         }
     }
@@ -129,8 +140,19 @@ impl Config {
                 message: "use at least 16 characters without spaces".into(),
             });
         }
+        if serve.retention_days > 36_500 {
+            return Err(ConfigError::Invalid {
+                flag: "retention-days",
+                message: format!(
+                    "{} is out of range; use 0 (forever) to 36500 days",
+                    serve.retention_days
+                ),
+            });
+        }
         Ok(Config {
             listen: serve.listen,
+            retention: (serve.retention_days > 0)
+                .then(|| Duration::from_secs(serve.retention_days * 86_400)),
             app_token: serve.app_token.map(Secret::from),
             ring_timeout: Duration::from_secs(serve.ring_timeout),
             login_timeout: Duration::from_secs(serve.login_timeout),

@@ -367,11 +367,13 @@ pub enum ClientFrame {
     Send(Send),
     /// A call action.
     Call(CallRequest),
+    /// A page of older events.
+    History(HistoryRequest),
 }
 
 impl ClientFrame {
     /// The ops a device may send.
-    pub const OPS: &'static [&'static str] = &["login", "send", "call"];
+    pub const OPS: &'static [&'static str] = &["login", "send", "call", "history"];
 
     /// Decodes a frame from a device.
     pub fn decode(text: &str) -> Result<ClientFrame, DecodeError> {
@@ -380,6 +382,7 @@ impl ClientFrame {
                 "login" => decode_fields(text).map(ClientFrame::Login),
                 "send" => decode_fields(text).map(ClientFrame::Send),
                 "call" => decode_fields(text).map(ClientFrame::Call),
+                "history" => decode_fields(text).map(ClientFrame::History),
                 _ => return None,
             })
         })
@@ -410,6 +413,29 @@ pub struct Login {
     pub token: String,
     /// The app id the token was issued for.
     pub appid: String,
+    /// The last `seq` this device holds: the broker replays every later event, then goes live.
+    /// Absent (or 0) for a new device, which starts live from `welcome.seq`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<u64>,
+    /// The `epoch` of the welcome that `since` came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<String>,
+}
+
+/// The default and largest page of `history`.
+pub const HISTORY_DEFAULT: u32 = 50;
+/// The largest page of `history`.
+pub const HISTORY_MAX: u32 = 500;
+
+/// `history`: a page of events older than `before`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct HistoryRequest {
+    /// Events with `seq < before`; absent means from the newest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<u64>,
+    /// How many (default 50, at most 500).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
 }
 
 impl fmt::Debug for Login {
@@ -479,13 +505,19 @@ pub enum ServerFrame {
     Message(Message),
     /// A call event.
     Call(CallEvent),
+    /// The catch-up after login is complete; live events follow.
+    Synced(Synced),
+    /// A page of older events.
+    History(History),
     /// Something this device sent was refused.
     Error(ErrorFrame),
 }
 
 impl ServerFrame {
     /// The ops the broker sends.
-    pub const OPS: &'static [&'static str] = &["welcome", "sent", "message", "call", "error"];
+    pub const OPS: &'static [&'static str] = &[
+        "welcome", "sent", "message", "call", "synced", "history", "error",
+    ];
 
     /// Decodes a frame from the broker (used by [`crate::client`]).
     pub fn decode(text: &str) -> Result<ServerFrame, DecodeError> {
@@ -495,6 +527,8 @@ impl ServerFrame {
                 "sent" => decode_fields(text).map(ServerFrame::Sent),
                 "message" => decode_fields(text).map(ServerFrame::Message),
                 "call" => decode_fields(text).map(ServerFrame::Call),
+                "synced" => decode_fields(text).map(ServerFrame::Synced),
+                "history" => decode_fields(text).map(ServerFrame::History),
                 "error" => decode_fields(text).map(ServerFrame::Error),
                 _ => return None,
             })
@@ -525,6 +559,31 @@ pub struct Welcome {
     pub address: String,
     /// The person's primary user: the identity others see.
     pub primary: UserRef,
+    /// The person's newest `seq` when the connection went live.
+    pub seq: u64,
+    /// The log's epoch; a `since` from another epoch cannot be caught up.
+    pub epoch: String,
+    /// True when every event after `since` follows (then `synced`); false when part of it is no
+    /// longer retained or `since` is from another epoch: page `history` instead.
+    pub recovered: bool,
+}
+
+/// `synced`: every event up to `seq` was sent; what follows is live.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Synced {
+    /// The last replayed seq (the welcome's `seq`).
+    pub seq: u64,
+    /// How many events the catch-up sent.
+    pub replayed: u64,
+}
+
+/// `history`: a page of older events, oldest first.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct History {
+    /// The events, each exactly as it was delivered live (e.g. a `message` frame).
+    pub events: Vec<Box<RawValue>>,
+    /// True when older retained events exist: ask again with `before` = the first event's seq.
+    pub more: bool,
 }
 
 /// `sent`: the broker stored the message.

@@ -81,11 +81,13 @@ pub async fn prepare(config: Config) -> Result<Prepared, StartError> {
             hash
         }
     };
+    let epoch = store.epoch().await?;
     let state = Arc::new(ServerState {
         config,
         store: Box::new(store),
         router: Router::new(),
         app_token,
+        epoch,
     });
     Ok(Prepared {
         state,
@@ -133,8 +135,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = routes(state.clone());
+    let pruner = tokio::spawn(prune_forever(state.clone()));
     let closing = state.clone();
-    axum::serve(listener, app)
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;
             tracing::info!("shutting down: closing every connection with going-away");
@@ -142,7 +145,45 @@ pub async fn run(
                 .router
                 .kick_all(CloseCode::GoingAway, "server shutting down; reconnect");
         })
-        .await
+        .await;
+    pruner.abort();
+    served
+}
+
+/// Events removed per pruning transaction: small enough that sends queued behind it wait
+/// only milliseconds.
+const PRUNE_CHUNK: usize = 1000;
+
+/// Removes expired events in small transactions, every `prune_every`.
+async fn prune_forever(state: Arc<ServerState>) {
+    let Some(retention) = state.config.retention else {
+        return;
+    };
+    let mut tick = tokio::time::interval(state.config.prune_every);
+    loop {
+        tick.tick().await;
+        let cutoff = crate::state::now_millis() - retention.as_millis() as i64;
+        let mut total = 0;
+        loop {
+            match state.store.prune(cutoff, PRUNE_CHUNK).await {
+                Ok(n) => {
+                    total += n;
+                    if n < PRUNE_CHUNK {
+                        break;
+                    }
+                    // Let queued sends in between chunks.
+                    tokio::task::yield_now().await;
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, "pruning failed; retrying next round");
+                    break;
+                }
+            }
+        }
+        if total > 0 {
+            tracing::info!(events = total, "pruned expired events");
+        }
+    }
 }
 
 async fn readyz(

@@ -18,6 +18,8 @@ pub struct ServerState {
     pub router: Router,
     /// The app token's hash, checked in constant time on every backend request.
     pub app_token: TokenHash,
+    /// The event log's epoch (fixed for the life of the database).
+    pub epoch: String,
 }
 
 /// Milliseconds since the Unix epoch, the unit of every timestamp octet stores or sends.

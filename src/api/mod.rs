@@ -59,7 +59,10 @@ impl From<StoreError> for ApiError {
             StoreError::UnknownRecipient(_) => ErrorCode::UnknownRecipient,
             StoreError::DuplicateId(_) => ErrorCode::DuplicateId,
             StoreError::AuthFailed(_) => ErrorCode::AuthFailed,
-            StoreError::Sqlite(_) | StoreError::Commit(_) | StoreError::Closed => {
+            StoreError::Sqlite(_)
+            | StoreError::Commit(_)
+            | StoreError::Corrupt(_)
+            | StoreError::Closed => {
                 tracing::error!(error = %err, "backend op failed in the store");
                 return ApiError::new(ErrorCode::Internal, "internal error; retry the request");
             }

@@ -15,15 +15,21 @@ use tracing::{Instrument, field};
 use super::writer;
 use crate::auth::TokenHash;
 use crate::protocol::{
-    CallAction, CallRequest, ClientFrame, CloseCode, DecodeError, ErrorCode, ErrorFrame, Login,
-    Message as MessageFrame, Send, Sent, ServerFrame, UserRef, Welcome,
+    CallAction, CallRequest, ClientFrame, CloseCode, DecodeError, ErrorCode, ErrorFrame,
+    HISTORY_DEFAULT, HISTORY_MAX, History, HistoryRequest, Login, Message as MessageFrame, Send,
+    Sent, ServerFrame, Synced, Uid, UserRef, Welcome,
 };
-use crate::router::{CallError, ConnHandle, Frame, KickReason, Outbound, Party};
+use crate::router::{CallError, ConnHandle, Frame, KickReason, Outbound, Party, Router};
 use crate::state::{ServerState, now_millis};
-use crate::store::{Identity, NewMessage, StoreError};
+use crate::store::{
+    Appended, EventKind, Identity, LogEvent, NewMessage, OnCommit, PersonId, StoreError,
+};
+use serde_json::value::RawValue;
 
 /// Longest client id accepted in `send`.
 const MAX_CLIENT_ID: usize = 128;
+/// Events read from the store per catch-up page.
+const REPLAY_PAGE: usize = 500;
 
 /// Runs one connection to its end.
 pub async fn run(state: Arc<ServerState>, socket: WebSocket) {
@@ -39,10 +45,14 @@ pub async fn run(state: Arc<ServerState>, socket: WebSocket) {
 
 async fn run_inner(state: Arc<ServerState>, socket: WebSocket, conn_id: u64) {
     let (sink, mut stream) = socket.split();
-    let (queue_tx, queue_rx) = mpsc::channel(state.config.queue_frames);
+    // Two bounded queues: the session's own (replies, catch-up) and the live one the router
+    // fills; the writer holds the live one until the catch-up is done.
+    let (queue_tx, own) = mpsc::channel(state.config.queue_frames);
+    let (live_tx, live) = mpsc::channel(state.config.queue_frames);
     let (kick_tx, kick_rx) = watch::channel(None);
     let writer = tokio::spawn(
-        writer::run(sink, queue_rx, kick_rx.clone()).instrument(tracing::Span::current()),
+        writer::run(sink, writer::Queues { own, live }, kick_rx.clone())
+            .instrument(tracing::Span::current()),
     );
     let mut session = Session {
         state: state.clone(),
@@ -70,8 +80,10 @@ async fn run_inner(state: Arc<ServerState>, socket: WebSocket, conn_id: u64) {
             "login timeout"
         }
         Ok(first) => match session.login(first).await {
-            Ok((identity, hash)) => {
-                let handle = ConnHandle::new(identity.uid, conn_id, session.queue.clone(), kick_tx);
+            Ok((identity, hash, login)) => {
+                // Registered before the log's head is read: an event committed from here on is
+                // delivered live (and dropped by the writer if the catch-up also sent it).
+                let handle = ConnHandle::new(identity.uid, conn_id, live_tx, kick_tx);
                 state.router.register(identity.person, handle);
                 if let Err(err) = state.store.touch(identity.uid, now_millis()).await {
                     tracing::warn!(error = %err, "could not record last seen");
@@ -79,10 +91,12 @@ async fn run_inner(state: Arc<ServerState>, socket: WebSocket, conn_id: u64) {
                 session.identity = Some(identity);
                 // A tokendel or userdel that committed between our token check and the
                 // registration kicked nobody; checking again after registering closes that gap.
-                if session.still_valid(hash).await {
-                    session.read_loop(&mut stream).await
-                } else {
+                if !session.still_valid(hash).await {
                     "token revoked during login"
+                } else if !session.catch_up(login.since, login.epoch).await {
+                    "catch-up failed"
+                } else {
+                    session.read_loop(&mut stream).await
                 }
             }
             Err(reason) => reason,
@@ -117,7 +131,7 @@ impl Session {
     async fn login(
         &mut self,
         first: Option<Result<Message, axum::Error>>,
-    ) -> Result<(Identity, TokenHash), &'static str> {
+    ) -> Result<(Identity, TokenHash, Login), &'static str> {
         let text = match first {
             Some(Ok(Message::Text(text))) => text,
             Some(Ok(Message::Binary(_))) => {
@@ -166,19 +180,7 @@ impl Session {
                     identity.uid,
                     identity.person
                 );
-                let welcome = ServerFrame::Welcome(Welcome {
-                    uid: identity.uid,
-                    address: identity.address.clone(),
-                    primary: UserRef {
-                        uid: identity.person,
-                        address: identity.primary_address.clone(),
-                    },
-                });
-                // Queued before the router can hand this connection anything: welcome is first.
-                // The caller registers with the router right after this, with no await in
-                // between, so nothing sent once the device holds its welcome is missed.
-                self.push(welcome.to_text().into()).await;
-                Ok((identity, hash))
+                Ok((identity, hash, login))
             }
             Err(StoreError::AuthFailed(why)) => {
                 tracing::info!(reason = %why, "login refused");
@@ -205,6 +207,92 @@ impl Session {
                 Err("store error at login")
             }
         }
+    }
+
+    /// Sends `welcome`, replays the events after `since`, sends `synced`, then lets live events
+    /// flow. Returns false if the connection is closing.
+    async fn catch_up(&mut self, since: Option<u64>, epoch: Option<String>) -> bool {
+        let identity = self.identity.clone().expect("catch-up runs after login");
+        let head = match self.state.store.head(identity.person).await {
+            Ok(head) => head,
+            Err(err) => {
+                tracing::error!(error = %err, "reading the log head failed");
+                self.refuse(
+                    ErrorCode::Internal,
+                    "internal error; reconnect".into(),
+                    CloseCode::GoingAway,
+                )
+                .await;
+                return false;
+            }
+        };
+        let since = since.unwrap_or(0);
+        let same_epoch = epoch.as_deref().is_none_or(|e| e == self.state.epoch);
+        let beyond = since > head.seq && same_epoch;
+        // A new device (since 0) starts live from here and pages history; a device whose gap
+        // is partly pruned, or whose position is from another epoch, is told so, never half-filled.
+        let replay = since > 0 && same_epoch && !beyond && since >= head.pruned_upto;
+        let recovered = since == 0 || replay;
+        let welcome = ServerFrame::Welcome(Welcome {
+            uid: identity.uid,
+            address: identity.address.clone(),
+            primary: UserRef {
+                uid: identity.person,
+                address: identity.primary_address.clone(),
+            },
+            seq: head.seq,
+            epoch: self.state.epoch.clone(),
+            recovered,
+        });
+        self.push(welcome.to_text().into()).await;
+        if beyond {
+            let err = DecodeError::new(
+                ErrorCode::BadValue,
+                format!(
+                    "`since` is {since}, beyond this person's newest seq {}; resync with history",
+                    head.seq
+                ),
+            );
+            self.error(err, None, None).await;
+        }
+        let mut replayed = 0u64;
+        if replay {
+            let mut after = since;
+            while after < head.seq {
+                let page = match self
+                    .state
+                    .store
+                    .events_after(identity.person, after, head.seq, REPLAY_PAGE)
+                    .await
+                {
+                    Ok(page) if !page.is_empty() => page,
+                    Ok(_) => break,
+                    Err(err) => {
+                        tracing::error!(error = %err, "catch-up read failed");
+                        self.refuse(
+                            ErrorCode::Internal,
+                            "internal error; reconnect".into(),
+                            CloseCode::GoingAway,
+                        )
+                        .await;
+                        return false;
+                    }
+                };
+                for event in &page {
+                    // Waits on this connection's own queue only: other devices are not stalled.
+                    self.push(event_frame(event).into()).await;
+                }
+                replayed += page.len() as u64;
+                after = page.last().map(|e| e.seq).unwrap_or(head.seq);
+            }
+        }
+        let synced = ServerFrame::Synced(Synced {
+            seq: head.seq,
+            replayed,
+        });
+        self.push(synced.to_text().into()).await;
+        let _ = self.queue.send(Outbound::Live { after: head.seq }).await;
+        true
     }
 
     /// Re-checks the login token; on failure the connection is told and closing.
@@ -261,6 +349,7 @@ impl Session {
         match ClientFrame::decode(text) {
             Ok(ClientFrame::Send(send)) => self.send(send).await,
             Ok(ClientFrame::Call(call)) => self.call(call).await,
+            Ok(ClientFrame::History(req)) => self.history(req).await,
             Ok(ClientFrame::Login(_)) => {
                 let err = DecodeError::new(
                     ErrorCode::BadRequest,
@@ -292,8 +381,17 @@ impl Session {
             body: send.body,
             ts: now_millis(),
         };
+        // Live delivery runs on the store's writer thread right after the commit, in commit
+        // order, so every device sees a person's events in seq order.
         let body = msg.body.clone();
-        let appended = match self.state.store.append_message(msg).await {
+        let state = self.state.clone();
+        let sender = (identity.person, identity.uid);
+        let on_commit: OnCommit = Box::new(move |appended: &Appended| {
+            if !appended.duplicate {
+                deliver_message(&state.router, appended, sender, body);
+            }
+        });
+        let appended = match self.state.store.append_message(msg, on_commit).await {
             Ok(appended) => appended,
             Err(err) => {
                 let err = match err {
@@ -325,32 +423,59 @@ impl Session {
             ts: appended.ts,
         });
         self.push(sent.to_text().into()).await;
-        if appended.duplicate {
-            return; // already delivered when first stored
-        }
-        let frame = |seq, out, body| -> Frame {
-            ServerFrame::Message(MessageFrame {
-                mid: appended.mid,
-                seq,
-                from: appended.from.clone(),
-                to: appended.to.clone(),
-                ts: appended.ts,
-                out,
-                body,
-            })
-            .to_text()
-            .into()
-        };
-        let router = &self.state.router;
-        let own = frame(appended.sender_seq, true, body.clone());
-        if appended.recipient != identity.person {
-            router.deliver(
-                appended.recipient,
-                &frame(appended.recipient_seq, false, body),
-                None,
+    }
+
+    /// `history`: a page of the person's retained events older than `before`.
+    async fn history(&mut self, req: HistoryRequest) {
+        let person = self
+            .identity
+            .as_ref()
+            .expect("history runs after login")
+            .person;
+        let limit = req.limit.unwrap_or(HISTORY_DEFAULT);
+        if limit == 0 || limit > HISTORY_MAX {
+            let err = DecodeError::new(
+                ErrorCode::BadValue,
+                format!("`limit` is {limit}; use 1 to {HISTORY_MAX}"),
             );
+            return self.error(err, None, None).await;
         }
-        router.deliver(identity.person, &own, Some(identity.uid));
+        let result = async {
+            let head = self.state.store.head(person).await?;
+            let before = req.before.unwrap_or(head.seq + 1);
+            if before > head.seq + 1 {
+                return Ok(Err(DecodeError::new(
+                    ErrorCode::BadValue,
+                    format!("`before` is {before}, beyond the newest seq {}", head.seq),
+                )));
+            }
+            let mut events = self
+                .state
+                .store
+                .events_before(person, before, limit as usize + 1)
+                .await?;
+            let more = events.len() > limit as usize;
+            if more {
+                events.remove(0);
+            }
+            let events = events
+                .iter()
+                .map(|event| {
+                    RawValue::from_string(event_frame(event)).expect("frames are valid JSON")
+                })
+                .collect();
+            Ok::<_, StoreError>(Ok(History { events, more }))
+        }
+        .await;
+        match result {
+            Ok(Ok(page)) => self.push(ServerFrame::History(page).to_text().into()).await,
+            Ok(Err(err)) => self.error(err, None, None).await,
+            Err(err) => {
+                tracing::error!(error = %err, "history failed in the store");
+                let err = DecodeError::new(ErrorCode::Internal, "internal error; ask again");
+                self.error(err, None, None).await
+            }
+        }
     }
 
     async fn call(&mut self, req: CallRequest) {
@@ -499,6 +624,68 @@ fn human_duration(d: std::time::Duration) -> String {
         format!("{} s", ms / 1000)
     } else {
         format!("{ms} ms")
+    }
+}
+
+/// Fans a stored message out: every live device of the recipient person, and the sender
+/// person's other devices marked `out`. One serialization per person; the bytes are shared.
+fn deliver_message(
+    router: &Router,
+    appended: &Appended,
+    sender: (PersonId, Uid),
+    body: Box<RawValue>,
+) {
+    let (sender_person, sender_uid) = sender;
+    let frame = |seq, out, body| -> Frame {
+        ServerFrame::Message(MessageFrame {
+            mid: appended.mid,
+            seq,
+            from: appended.from.clone(),
+            to: appended.to.clone(),
+            ts: appended.ts,
+            out,
+            body,
+        })
+        .to_text()
+        .into()
+    };
+    if appended.recipient != sender_person {
+        let incoming = frame(appended.recipient_seq, false, body.clone());
+        router.deliver(
+            appended.recipient,
+            &incoming,
+            Some(appended.recipient_seq),
+            None,
+        );
+    }
+    let own = frame(appended.sender_seq, true, body);
+    router.deliver(
+        sender_person,
+        &own,
+        Some(appended.sender_seq),
+        Some(sender_uid),
+    );
+}
+
+/// A logged event as the frame it was delivered live as.
+fn event_frame(event: &LogEvent) -> String {
+    match &event.kind {
+        EventKind::Message {
+            mid,
+            from,
+            to,
+            out,
+            body,
+        } => ServerFrame::Message(MessageFrame {
+            mid: *mid,
+            seq: event.seq,
+            from: from.clone(),
+            to: to.clone(),
+            ts: event.ts,
+            out: *out,
+            body: body.clone(),
+        })
+        .to_text(),
     }
 }
 

@@ -1,5 +1,9 @@
-//! The only code that writes to a device's socket: drains the connection's bounded queue in
-//! batches (feed many, flush once) and writes the close frame.
+//! The only code that writes to a device's socket.
+//!
+//! It drains two bounded queues: the session's own (replies, the catch-up, closes) and the live
+//! queue the router fills. Until the session says the catch-up is done ([`Outbound::Live`]) the
+//! live queue is held, so a replay is never interleaved with live events; after it, live events
+//! whose `seq` the catch-up already sent are dropped. Frames are fed in batches and flushed once.
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures::SinkExt;
@@ -7,61 +11,90 @@ use futures::stream::SplitSink;
 use tokio::sync::{mpsc, watch};
 
 use crate::protocol::CloseCode;
-use crate::router::{KickReason, Outbound};
+use crate::router::{Frame, KickReason, Outbound};
 
 /// Frames written before one flush.
 const BATCH: usize = 64;
 /// How long the close frame and the socket shutdown may take.
 const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Runs until the queue closes, a close is queued, or the connection is kicked.
+/// The two queues a connection's writer drains.
+pub struct Queues {
+    /// The session's own frames, in order.
+    pub own: mpsc::Receiver<Outbound>,
+    /// Live frames from the router.
+    pub live: mpsc::Receiver<Outbound>,
+}
+
+/// What to do with one queued item.
+enum Step {
+    Write(Frame),
+    Skip,
+    Close(CloseCode, String),
+}
+
+/// Runs until the session ends, a close is queued, or the connection is kicked.
 pub async fn run(
     mut sink: SplitSink<WebSocket, Message>,
-    mut queue: mpsc::Receiver<Outbound>,
+    mut queues: Queues,
     mut kick: watch::Receiver<Option<KickReason>>,
 ) {
-    let close = loop {
+    // None while the catch-up runs: the live queue waits.
+    let mut live_after: Option<u64> = None;
+    let close = 'outer: loop {
         // A kick must win even while a write is stuck on a peer that stopped reading, so both
         // the wait for work and the write itself race against it.
         let item = tokio::select! {
             biased;
             reason = kicked(&mut kick) => break Some(reason),
-            item = queue.recv() => item,
+            item = queues.own.recv() => match item {
+                Some(item) => item,
+                None => break Some((CloseCode::Normal, String::new())),
+            },
+            Some(item) = queues.live.recv(), if live_after.is_some() => item,
         };
-        let first = match item {
-            None => break Some((CloseCode::Normal, String::new())),
-            Some(Outbound::Close(code, reason)) => break Some((code, reason)),
-            Some(Outbound::Frame(frame)) => frame,
-        };
-        let write = async {
-            sink.feed(Message::Text(first)).await?;
-            let mut then_close = None;
-            for _ in 1..BATCH {
-                match queue.try_recv() {
-                    Ok(Outbound::Frame(frame)) => sink.feed(Message::Text(frame)).await?,
-                    Ok(Outbound::Close(code, reason)) => {
-                        then_close = Some((code, reason));
-                        break;
-                    }
-                    Err(_) => break,
+        let mut batch = Vec::with_capacity(BATCH);
+        let mut then_close = None;
+        let mut next = Some(item);
+        while let Some(item) = next.take() {
+            match step(item, &mut live_after) {
+                Step::Write(frame) => batch.push(frame),
+                Step::Skip => {}
+                Step::Close(code, reason) => {
+                    then_close = Some((code, reason));
+                    break;
                 }
             }
-            sink.flush().await?;
-            Ok::<_, axum::Error>(then_close)
-        };
-        let written = tokio::select! {
-            biased;
-            reason = kicked(&mut kick) => {
-                // The socket is stuck; a close frame could not get through either.
-                tracing::debug!(code = reason.0.code(), "dropping a stuck connection");
-                break None;
+            if batch.len() < BATCH {
+                next = queues
+                    .own
+                    .try_recv()
+                    .ok()
+                    .or_else(|| live_after.and_then(|_| queues.live.try_recv().ok()));
             }
-            written = write => written,
-        };
-        match written {
-            Ok(None) => {}
-            Ok(Some(close)) => break Some(close),
-            Err(_) => break None, // the peer is gone
+        }
+        if !batch.is_empty() {
+            let write = async {
+                for frame in batch {
+                    sink.feed(Message::Text(frame)).await?;
+                }
+                sink.flush().await
+            };
+            let written = tokio::select! {
+                biased;
+                reason = kicked(&mut kick) => {
+                    // The socket is stuck; a close frame could not get through either.
+                    tracing::debug!(code = reason.0.code(), "dropping a stuck connection");
+                    break 'outer None;
+                }
+                written = write => written,
+            };
+            if written.is_err() {
+                break None; // the peer is gone
+            }
+        }
+        if let Some(close) = then_close {
+            break Some(close);
         }
     };
     if let Some((code, reason)) = close {
@@ -73,6 +106,21 @@ pub async fn run(
     }
     // A peer that stopped reading must not hold the task (and its socket) forever.
     let _ = tokio::time::timeout(CLOSE_WAIT, sink.close()).await;
+}
+
+fn step(item: Outbound, live_after: &mut Option<u64>) -> Step {
+    match item {
+        Outbound::Frame(frame) => Step::Write(frame),
+        Outbound::Event(seq, frame) => match live_after {
+            Some(after) if seq <= *after => Step::Skip,
+            _ => Step::Write(frame),
+        },
+        Outbound::Live { after } => {
+            *live_after = Some(after);
+            Step::Skip
+        }
+        Outbound::Close(code, reason) => Step::Close(code, reason),
+    }
 }
 
 async fn kicked(kick: &mut watch::Receiver<Option<KickReason>>) -> (CloseCode, String) {

@@ -392,7 +392,7 @@ impl Router {
         let text: super::Frame = frame.to_text().into();
         match target {
             Target::Person(person, skip) => {
-                self.deliver(person, &text, skip);
+                self.deliver(person, &text, None, skip);
             }
             Target::Device(person, uid) => {
                 self.deliver_to(person, uid, &text);

@@ -27,6 +27,14 @@ pub type Frame = Utf8Bytes;
 pub enum Outbound {
     /// A text frame to write.
     Frame(Frame),
+    /// A logged event's frame: the writer drops it if the catch-up already sent this `seq`.
+    Event(u64, Frame),
+    /// Sent by the session after the catch-up: live frames may flow, those with `seq ≤ after`
+    /// were replayed and are dropped.
+    Live {
+        /// The last replayed seq.
+        after: u64,
+    },
     /// Write this close frame after everything queued before it, then end.
     Close(CloseCode, String),
 }
@@ -81,8 +89,12 @@ impl ConnHandle {
     }
 
     /// Hands a frame to the connection's queue without waiting. Returns false if it was kicked.
-    fn offer(&self, frame: &Frame) -> bool {
-        match self.queue.try_send(Outbound::Frame(frame.clone())) {
+    fn offer(&self, frame: &Frame, seq: Option<u64>) -> bool {
+        let item = match seq {
+            Some(seq) => Outbound::Event(seq, frame.clone()),
+            None => Outbound::Frame(frame.clone()),
+        };
+        match self.queue.try_send(item) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 tracing::warn!(
@@ -155,14 +167,21 @@ impl Router {
     }
 
     /// Hands `frame` to every live device of `person` except `skip`. Returns how many took it.
-    pub fn deliver(&self, person: PersonId, frame: &Frame, skip: Option<Uid>) -> usize {
+    /// `seq` is the event's place in the person's log, for frames that are logged.
+    pub fn deliver(
+        &self,
+        person: PersonId,
+        frame: &Frame,
+        seq: Option<u64>,
+        skip: Option<Uid>,
+    ) -> usize {
         let Some(entry) = self.persons.get(&person) else {
             return 0;
         };
         entry
             .iter()
             .filter(|h| Some(h.uid) != skip)
-            .filter(|h| h.offer(frame))
+            .filter(|h| h.offer(frame, seq))
             .count()
     }
 
@@ -170,7 +189,12 @@ impl Router {
     pub fn deliver_to(&self, person: PersonId, uid: Uid, frame: &Frame) -> bool {
         self.persons
             .get(&person)
-            .and_then(|entry| entry.iter().find(|h| h.uid == uid).map(|h| h.offer(frame)))
+            .and_then(|entry| {
+                entry
+                    .iter()
+                    .find(|h| h.uid == uid)
+                    .map(|h| h.offer(frame, None))
+            })
             .unwrap_or(false)
     }
 

@@ -47,6 +47,9 @@ pub enum StoreError {
     /// The database failed.
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// Stored data could not be read back.
+    #[error("corrupt store: {0}")]
+    Corrupt(String),
     /// The group commit failed; every job in the batch was rolled back.
     #[error("sqlite commit: {0}")]
     Commit(String),
@@ -240,6 +243,48 @@ pub struct Appended {
     pub duplicate: bool,
 }
 
+/// Called on the store's writer thread right after the message's transaction commits, in commit
+/// order: live delivery from here reaches every device in `seq` order. It must not block.
+pub type OnCommit = Box<dyn FnOnce(&Appended) + Send>;
+
+/// Where a person's log stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogHead {
+    /// The last seq issued (0 for an empty log).
+    pub seq: u64,
+    /// Every event with seq ≤ this was removed by retention.
+    pub pruned_upto: u64,
+}
+
+/// One event of a person's log.
+#[derive(Debug)]
+pub struct LogEvent {
+    /// The event's place in the person's log.
+    pub seq: u64,
+    /// When it happened.
+    pub ts: Millis,
+    /// What happened.
+    pub kind: EventKind,
+}
+
+/// The kinds of logged events.
+#[derive(Debug)]
+pub enum EventKind {
+    /// A message in or out.
+    Message {
+        /// The message id.
+        mid: u64,
+        /// The sender person's primary address.
+        from: String,
+        /// The recipient person's primary address.
+        to: String,
+        /// True in the sender person's log.
+        out: bool,
+        /// The body, raw.
+        body: Box<RawValue>,
+    },
+}
+
 /// Durable state. Every method is one transaction.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -264,7 +309,34 @@ pub trait Store: Send + Sync + 'static {
     /// Records that the device was seen (login, disconnect).
     async fn touch(&self, uid: Uid, now: Millis) -> Result<(), StoreError>;
     /// Stores a message in the logs of both persons, or finds the stored one for a retry.
-    async fn append_message(&self, msg: NewMessage) -> Result<Appended, StoreError>;
+    /// `on_commit` runs after the commit, in commit order, before this returns.
+    async fn append_message(
+        &self,
+        msg: NewMessage,
+        on_commit: OnCommit,
+    ) -> Result<Appended, StoreError>;
+    /// This database's log epoch.
+    async fn epoch(&self) -> Result<String, StoreError>;
+    /// Where a person's log stands.
+    async fn head(&self, person: PersonId) -> Result<LogHead, StoreError>;
+    /// Events with `after < seq ≤ upto`, oldest first, at most `limit`.
+    async fn events_after(
+        &self,
+        person: PersonId,
+        after: u64,
+        upto: u64,
+        limit: usize,
+    ) -> Result<Vec<LogEvent>, StoreError>;
+    /// The newest `limit` retained events with `seq < before`, oldest first.
+    async fn events_before(
+        &self,
+        person: PersonId,
+        before: u64,
+        limit: usize,
+    ) -> Result<Vec<LogEvent>, StoreError>;
+    /// Removes up to `max_events` events older than `before_ts` (and messages no log holds any
+    /// more). Returns how many events went; call again while it returns `max_events`.
+    async fn prune(&self, before_ts: Millis, max_events: usize) -> Result<usize, StoreError>;
     /// Revokes every token of a user (`tokendel`).
     async fn tokendel(&self, who: UserKey) -> Result<Revoked, StoreError>;
     /// Removes a user; a primary takes its whole person with it (`userdel`).

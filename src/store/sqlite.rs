@@ -12,12 +12,13 @@ use std::thread;
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    Appended, AuthFailure, DeviceRecord, Identity, IssuedUser, MAX_DEVICES, NewMessage, NewUser,
-    PersonDevices, PersonId, Removed, Revoked, Store, StoreError, TokenRequest, TokenTerms,
-    UserKey,
+    Appended, AuthFailure, DeviceRecord, EventKind, Identity, IssuedUser, LogEvent, LogHead,
+    MAX_DEVICES, NewMessage, NewUser, OnCommit, PersonDevices, PersonId, Removed, Revoked, Store,
+    StoreError, TokenRequest, TokenTerms, UserKey,
 };
 use crate::auth::{PlainToken, TokenHash};
 use crate::protocol::{Millis, Uid};
@@ -29,7 +30,10 @@ const QUEUE: usize = 4096;
 /// Read connections.
 const READERS: usize = 4;
 
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_init.sql"),
+    include_str!("migrations/0002_sync.sql"),
+];
 
 type Reply = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 /// A write: run inside the batch's transaction (`Some`), or refused unrun (`None`) when that
@@ -76,6 +80,17 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
+        self.write_then(f, |_| {}).await
+    }
+
+    /// Like [`SqliteStore::write`], and runs `hook` on the writer thread after a successful
+    /// commit, in commit order.
+    async fn write_then<T, F, H>(&self, f: F, hook: H) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        H: FnOnce(&T) + Send + 'static,
+    {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |conn| {
             let result = match conn {
@@ -85,7 +100,11 @@ impl SqliteStore {
                 )),
             };
             Box::new(move |commit: Result<(), StoreError>| {
-                let _ = tx.send(commit.and(result));
+                let result = commit.and(result);
+                if let Ok(value) = &result {
+                    hook(value);
+                }
+                let _ = tx.send(result);
             })
         });
         self.jobs.send(job).await.map_err(|_| StoreError::Closed)?;
@@ -216,8 +235,84 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn append_message(&self, msg: NewMessage) -> Result<Appended, StoreError> {
-        self.write(move |conn| append_message(conn, msg)).await
+    async fn append_message(
+        &self,
+        msg: NewMessage,
+        on_commit: OnCommit,
+    ) -> Result<Appended, StoreError> {
+        self.write_then(move |conn| append_message(conn, msg), on_commit)
+            .await
+    }
+
+    async fn epoch(&self) -> Result<String, StoreError> {
+        self.read(|conn| {
+            Ok(
+                conn.query_row("SELECT value FROM meta WHERE key = 'epoch'", [], |r| {
+                    r.get(0)
+                })?,
+            )
+        })
+        .await
+    }
+
+    async fn head(&self, person: PersonId) -> Result<LogHead, StoreError> {
+        self.read(move |conn| {
+            let head = conn
+                .prepare_cached("SELECT last_seq, pruned_upto FROM persons WHERE person = ?1")?
+                .query_row([person], |r| {
+                    Ok(LogHead {
+                        seq: r.get(0)?,
+                        pruned_upto: r.get(1)?,
+                    })
+                })
+                .optional()?;
+            head.ok_or_else(|| StoreError::NoSuchUser(format!("with uid {person}")))
+        })
+        .await
+    }
+
+    async fn events_after(
+        &self,
+        person: PersonId,
+        after: u64,
+        upto: u64,
+        limit: usize,
+    ) -> Result<Vec<LogEvent>, StoreError> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "{EVENT_SELECT} WHERE e.person = ?1 AND e.seq > ?2 AND e.seq <= ?3
+                 ORDER BY e.seq LIMIT ?4"
+            ))?;
+            let rows = stmt.query_map(params![person, after, upto, limit as i64], log_event)?;
+            rows.collect::<Result<Vec<_>, _>>()?.into_iter().collect()
+        })
+        .await
+    }
+
+    async fn events_before(
+        &self,
+        person: PersonId,
+        before: u64,
+        limit: usize,
+    ) -> Result<Vec<LogEvent>, StoreError> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "{EVENT_SELECT} WHERE e.person = ?1 AND e.seq < ?2 ORDER BY e.seq DESC LIMIT ?3"
+            ))?;
+            let rows = stmt.query_map(params![person, before, limit as i64], log_event)?;
+            let mut events = rows
+                .collect::<Result<Vec<_>, _>>()?
+                .into_iter()
+                .collect::<Result<Vec<_>, _>>()?;
+            events.reverse();
+            Ok(events)
+        })
+        .await
+    }
+
+    async fn prune(&self, before_ts: Millis, max_events: usize) -> Result<usize, StoreError> {
+        self.write(move |conn| prune(conn, before_ts, max_events))
+            .await
     }
 
     async fn tokendel(&self, who: UserKey) -> Result<Revoked, StoreError> {
@@ -660,6 +755,76 @@ fn token_linkto(
         revoked: Vec::new(),
         moved,
     })
+}
+
+const EVENT_SELECT: &str =
+    "SELECT e.seq, e.ts, e.kind, e.out, m.mid, m.from_address, m.to_address, m.body
+     FROM events e LEFT JOIN messages m ON m.mid = e.mid";
+
+/// Maps one row of [`EVENT_SELECT`]; the inner result carries a malformed stored body.
+fn log_event(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<LogEvent, StoreError>> {
+    let kind: String = r.get(2)?;
+    if kind != "message" {
+        return Ok(Err(StoreError::Corrupt(format!(
+            "unknown event kind {kind}"
+        ))));
+    }
+    let body: String = r.get(7)?;
+    let body = match RawValue::from_string(body) {
+        Ok(body) => body,
+        Err(err) => return Ok(Err(StoreError::Corrupt(format!("stored body: {err}")))),
+    };
+    Ok(Ok(LogEvent {
+        seq: r.get(0)?,
+        ts: r.get(1)?,
+        kind: EventKind::Message {
+            out: r.get(3)?,
+            mid: r.get(4)?,
+            from: r.get(5)?,
+            to: r.get(6)?,
+            body,
+        },
+    }))
+}
+
+/// Deletes the oldest expired events (at most `max_events`), records each person's horizon,
+/// and removes messages no log references any more.
+fn prune(conn: &Connection, before_ts: Millis, max_events: usize) -> Result<usize, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT person, max(seq), count(*) FROM
+           (SELECT person, seq FROM events WHERE ts < ?1 ORDER BY ts LIMIT ?2)
+         GROUP BY person",
+    )?;
+    let horizons = stmt
+        .query_map(params![before_ts, max_events as i64], |r| {
+            Ok((
+                r.get::<_, u64>(0)?,
+                r.get::<_, u64>(1)?,
+                r.get::<_, usize>(2)?,
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut removed = 0;
+    for (person, upto, count) in horizons {
+        // Everything up to the horizon goes, so a person's retained log has no holes.
+        conn.prepare_cached("DELETE FROM events WHERE person = ?1 AND seq <= ?2")?
+            .execute(params![person, upto])?;
+        conn.prepare_cached(
+            "UPDATE persons SET pruned_upto = max(pruned_upto, ?2) WHERE person = ?1",
+        )?
+        .execute(params![person, upto])?;
+        removed += count;
+    }
+    if removed > 0 {
+        // Client ids are remembered for at least the retention window: a message goes only
+        // once it is expired and no log holds it.
+        conn.prepare_cached(
+            "DELETE FROM messages WHERE ts < ?1
+             AND NOT EXISTS (SELECT 1 FROM events e WHERE e.mid = messages.mid)",
+        )?
+        .execute([before_ts])?;
+    }
+    Ok(removed)
 }
 
 fn next_seq(conn: &Connection, person: PersonId) -> Result<u64, StoreError> {

@@ -140,10 +140,22 @@ impl TestServer {
 
     /// Opens a connection and sends `login` with `token` (nothing read yet).
     pub async fn login(&self, token: &str) -> Device {
+        self.login_since(token, None, None).await
+    }
+
+    /// Opens a connection and sends `login` with `since` and `epoch` (nothing read yet).
+    pub async fn login_since(
+        &self,
+        token: &str,
+        since: Option<u64>,
+        epoch: Option<&str>,
+    ) -> Device {
         let mut conn = self.connect().await;
         conn.send_frame(&ClientFrame::Login(Login {
             token: token.into(),
             appid: APPID.into(),
+            since,
+            epoch: epoch.map(str::to_string),
         }))
         .await;
         conn.token = token.to_string();
@@ -253,9 +265,13 @@ impl Device {
         value
     }
 
-    /// Waits for the next frame and asserts its op.
+    /// Waits for the next frame and asserts its op. A `synced` frame (which follows every
+    /// `welcome`) is passed over unless it is the one asked for; use [`Device::next`] to see all.
     pub async fn expect(&mut self, op: &str) -> Value {
-        let frame = self.next().await;
+        let mut frame = self.next().await;
+        if frame["op"] == "synced" && op != "synced" {
+            frame = self.next().await;
+        }
         assert_eq!(
             frame["op"],
             json!(op),

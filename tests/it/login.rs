@@ -15,10 +15,16 @@ async fn welcome_names_the_device_and_its_primary() {
     let mut dev = server
         .login(laptop["user"]["token"].as_str().unwrap())
         .await;
+    let welcome = dev.next().await;
     assert_eq!(
-        dev.expect("welcome").await,
+        welcome,
         json!({"op":"welcome","uid":2,"address":"xyz@example.com-linked-1",
-               "primary":{"uid":1,"address":"xyz@example.com"}})
+               "primary":{"uid":1,"address":"xyz@example.com"},
+               "seq":0,"epoch":server.state.epoch,"recovered":true})
+    );
+    assert_eq!(
+        dev.next().await,
+        json!({"op":"synced","seq":0,"replayed":0})
     );
 }
 

@@ -8,3 +8,4 @@ mod calls;
 mod fanout;
 mod login;
 mod proto_examples;
+mod sync;

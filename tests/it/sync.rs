@@ -1,0 +1,294 @@
+//! Catch-up with `since`, history paging, and the replay/live race.
+
+use std::collections::BTreeSet;
+
+use serde_json::{Value, json};
+
+use crate::harness::{Device, TestServer};
+
+/// Reads frames until `synced`; returns the replayed messages.
+async fn until_synced(dev: &mut Device) -> (Value, Vec<Value>) {
+    let welcome = dev.expect("welcome").await;
+    let mut replayed = Vec::new();
+    loop {
+        let frame = dev.next().await;
+        match frame["op"].as_str() {
+            Some("synced") => return (welcome, replayed),
+            Some("message") => replayed.push(frame),
+            _ => panic!("unexpected frame during catch-up: {frame}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_offline_device_catches_up_in_order_without_gaps() {
+    let server = TestServer::start().await;
+    let mut alice = server.device("alice@example.com", "a").await;
+    let mut b1 = server.device("bob@example.com", "b1").await;
+    let b2 = server.device("bob@example.com", "b2").await;
+    alice.send_msg("first", "bob@example.com", json!(0)).await;
+    b1.expect("message").await;
+    let held = 1; // b2's position: it saw seq 1 and went offline
+    let token = b2.token.clone();
+    b2.conn.close().await.unwrap();
+
+    for n in 1..=100 {
+        alice
+            .send_msg(&format!("m{n}"), "bob@example.com", json!(n))
+            .await;
+    }
+    let mut b2 = server
+        .login_since(&token, Some(held), Some(&server.state.epoch))
+        .await;
+    let (welcome, replayed) = until_synced(&mut b2).await;
+    assert_eq!(welcome["seq"], 101);
+    assert_eq!(welcome["recovered"], true);
+    let seqs: Vec<u64> = replayed
+        .iter()
+        .map(|m| m["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, (2..=101).collect::<Vec<_>>());
+    assert_eq!(replayed[0]["body"], 1);
+    assert_eq!(replayed[99]["body"], 100);
+    assert_eq!(replayed[0]["from"], "alice@example.com");
+    // Then live.
+    alice
+        .send_msg("live", "bob@example.com", json!("live"))
+        .await;
+    let live = b2.expect("message").await;
+    assert_eq!(live["seq"], 102);
+}
+
+#[tokio::test]
+async fn the_sender_catches_up_on_its_own_outgoing_messages() {
+    let server = TestServer::start().await;
+    server.device_token("bob@example.com", "b").await;
+    let mut a1 = server.device("alice@example.com", "a1").await;
+    let a2 = server.device("alice@example.com", "a2").await;
+    let token = a2.token.clone();
+    drop(a2);
+    a1.send_msg("x", "bob@example.com", json!("from a1")).await;
+    let mut a2 = server.login_since(&token, Some(0), None).await;
+    // since 0 is a new device: live from here, history for the past.
+    let (welcome, replayed) = until_synced(&mut a2).await;
+    assert_eq!(welcome["seq"], 1);
+    assert!(replayed.is_empty());
+    a2.send_json(json!({"op":"history"})).await;
+    let page = a2.expect("history").await;
+    assert_eq!(page["more"], false);
+    assert_eq!(page["events"][0]["out"], true);
+    assert_eq!(page["events"][0]["body"], "from a1");
+}
+
+#[tokio::test]
+async fn concurrent_sends_during_the_replay_arrive_once_each() {
+    let server = TestServer::start().await;
+    let b = server.device_token("bob@example.com", "b").await;
+    let token = b["user"]["token"].as_str().unwrap().to_string();
+    let mut alice = server.device("alice@example.com", "a").await;
+    let carol = server.device("carol@example.com", "c").await;
+    for n in 0..300 {
+        alice
+            .send_msg(&format!("pre{n}"), "bob@example.com", json!(n))
+            .await;
+    }
+    // Two senders keep sending while bob reconnects from seq 0+1 (he held seq 1).
+    let send_more = |mut dev: Device, tag: &'static str| {
+        tokio::spawn(async move {
+            for n in 0..150 {
+                dev.send_msg(&format!("{tag}{n}"), "bob@example.com", json!(n))
+                    .await;
+            }
+            dev
+        })
+    };
+    let a_task = send_more(alice, "a");
+    let c_task = send_more(carol, "c");
+    let mut bob = server.login_since(&token, Some(1), None).await;
+    a_task.await.unwrap();
+    c_task.await.unwrap();
+    let total = 600u64;
+    let mut seen = BTreeSet::new();
+    let mut last = 1u64;
+    while last < total {
+        let frame = bob.next().await;
+        match frame["op"].as_str() {
+            Some("welcome") | Some("synced") => continue,
+            Some("message") => {
+                let seq = frame["seq"].as_u64().unwrap();
+                assert!(seen.insert(seq), "seq {seq} delivered twice");
+                assert_eq!(seq, last + 1, "gap or reorder after {last}");
+                last = seq;
+            }
+            _ => panic!("unexpected {frame}"),
+        }
+    }
+    assert_eq!(seen.len() as u64, total - 1);
+    bob.expect_silence().await;
+}
+
+#[tokio::test]
+async fn a_new_device_pages_back_through_history() {
+    let server = TestServer::start().await;
+    let mut alice = server.device("alice@example.com", "a").await;
+    server.device_token("bob@example.com", "b1").await;
+    for n in 1..=120 {
+        alice
+            .send_msg(&format!("m{n}"), "bob@example.com", json!(n))
+            .await;
+    }
+    let mut laptop = server.device("bob@example.com", "b-new").await;
+    let mut collected: Vec<u64> = Vec::new();
+    let mut before: Option<u64> = None;
+    loop {
+        let mut req = json!({"op":"history","limit":50});
+        if let Some(before) = before {
+            req["before"] = json!(before);
+        }
+        laptop.send_json(req).await;
+        let page = laptop.expect("history").await;
+        let events = page["events"].as_array().unwrap();
+        let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+        assert!(
+            seqs.windows(2).all(|w| w[1] == w[0] + 1),
+            "page not in order: {seqs:?}"
+        );
+        assert!(events.iter().all(|e| e["op"] == "message"));
+        collected.splice(0..0, seqs.iter().copied());
+        before = seqs.first().copied();
+        if page["more"] == false {
+            break;
+        }
+    }
+    assert_eq!(collected, (1..=120).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn bad_positions_and_pages_are_refused_clearly() {
+    let server = TestServer::start().await;
+    let mut alice = server.device("alice@example.com", "a").await;
+    let b = server.device("bob@example.com", "b").await;
+    alice.send_msg("1", "bob@example.com", json!(1)).await;
+    let token = b.token.clone();
+    drop(b);
+
+    // since beyond the head: not recovered, and an error says why.
+    let mut dev = server.login_since(&token, Some(99), None).await;
+    let welcome = dev.expect("welcome").await;
+    assert_eq!(welcome["recovered"], false);
+    let err = dev.next().await;
+    assert_eq!(err["code"], "bad_value");
+    assert!(err["message"].as_str().unwrap().contains("beyond"), "{err}");
+    assert_eq!(dev.next().await["op"], "synced");
+
+    // since from another epoch: not recovered, nothing replayed.
+    let mut dev = server.login_since(&token, Some(1), Some("0000")).await;
+    let welcome = dev.expect("welcome").await;
+    assert_eq!(welcome["recovered"], false);
+    assert_eq!(
+        dev.next().await,
+        json!({"op":"synced","seq":1,"replayed":0})
+    );
+
+    // Logins and the replaced connection's cleanup record last_seen; let them settle, then
+    // nothing may change.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let before = server.snapshot();
+    for (req, code) in [
+        (json!({"op":"history","limit":0}), "bad_value"),
+        (json!({"op":"history","limit":501}), "bad_value"),
+        (json!({"op":"history","limit":-1}), "wrong_type"),
+        (json!({"op":"history","before":"x"}), "wrong_type"),
+        (json!({"op":"history","before":50}), "bad_value"),
+    ] {
+        dev.send_json(req.clone()).await;
+        let err = dev.expect("error").await;
+        assert_eq!(err["code"], code, "{req} -> {err}");
+    }
+    assert_eq!(server.snapshot(), before);
+}
+
+#[tokio::test]
+async fn pruned_history_is_reported_not_half_replayed() {
+    let server = TestServer::start().await;
+    let mut alice = server.device("alice@example.com", "a").await;
+    let b = server.device("bob@example.com", "b").await;
+    for n in 1..=5 {
+        alice
+            .send_msg(&format!("m{n}"), "bob@example.com", json!(n))
+            .await;
+    }
+    let token = b.token.clone();
+    drop(b);
+    // Everything so far is older than "now + 1 s": pruned.
+    let cutoff = octet::state::now_millis() + 1000;
+    let pruned = server.state.store.prune(cutoff, 1000).await.unwrap();
+    assert_eq!(pruned, 10); // five messages in two logs
+    let mut dev = server.login_since(&token, Some(2), None).await;
+    let (welcome, replayed) = until_synced(&mut dev).await;
+    assert_eq!(welcome["recovered"], false);
+    assert!(replayed.is_empty());
+    dev.send_json(json!({"op":"history"})).await;
+    let page = dev.expect("history").await;
+    assert_eq!(page, json!({"op":"history","events":[],"more":false}));
+    // A position at the horizon is still whole.
+    let mut dev = server.login_since(&token, Some(5), None).await;
+    let (welcome, _) = until_synced(&mut dev).await;
+    assert_eq!(welcome["recovered"], true);
+}
+
+#[tokio::test]
+async fn a_slow_reader_is_closed_and_then_catches_up() {
+    let server = TestServer::start_with(|c| c.queue_frames = 8).await;
+    let mut sender = server.device("alice@example.com", "a").await;
+    let stalled = server.device("bob@example.com", "b").await;
+    let token = stalled.token.clone();
+    let big = "z".repeat(60_000);
+    let mut n = 0;
+    while server.state.router.online(2).len() == 1 && n < 400 {
+        n += 1;
+        sender
+            .send_msg(&format!("m{n}"), "bob@example.com", json!(big))
+            .await;
+    }
+    assert!(server.state.router.online(2).is_empty(), "never kicked");
+    drop(stalled);
+    let mut back = server.login_since(&token, Some(0), None).await;
+    back.expect("welcome").await;
+    // since 0: a new start; the device pages history for what it missed.
+    back.send_json(json!({"op":"history","limit":500})).await;
+    let page = back.expect("history").await;
+    assert_eq!(page["events"].as_array().unwrap().len(), n);
+}
+
+#[tokio::test]
+async fn retention_prunes_in_the_background() {
+    let server = TestServer::start_with(|c| {
+        c.retention = Some(std::time::Duration::from_millis(1));
+        c.prune_every = std::time::Duration::from_millis(100);
+    })
+    .await;
+    let mut alice = server.device("alice@example.com", "a").await;
+    server.device_token("bob@example.com", "b").await;
+    for n in 1..=3 {
+        alice
+            .send_msg(&format!("m{n}"), "bob@example.com", json!(n))
+            .await;
+    }
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        alice.send_json(json!({"op":"history"})).await;
+        let page = alice.expect("history").await;
+        if page["events"].as_array().unwrap().is_empty() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never pruned: {page}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // Sends keep working and seq keeps counting from where it was.
+    let sent = alice.send_msg("after", "bob@example.com", json!(4)).await;
+    assert_eq!(sent["seq"], 4);
+}
