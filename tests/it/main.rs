@@ -5,6 +5,7 @@ mod harness;
 mod backend_errors;
 mod backend_ops;
 mod calls;
+mod crash;
 mod fanout;
 mod login;
 mod proto_examples;
