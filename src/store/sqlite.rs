@@ -23,8 +23,8 @@ use super::{
 use crate::auth::{PlainToken, TokenHash};
 use crate::protocol::{Millis, Uid};
 
-/// The most jobs one transaction takes.
-const MAX_BATCH: usize = 512;
+/// The most jobs one transaction takes (the default group-commit size).
+pub const MAX_BATCH: usize = 512;
 /// Jobs waiting for the writer; senders wait (back-pressure) when it is full.
 const QUEUE: usize = 4096;
 /// Read connections.
@@ -50,6 +50,13 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) `octet.db` in `dir`, runs migrations and starts the writer.
     pub fn open(dir: &Path) -> Result<SqliteStore, StoreError> {
+        SqliteStore::open_with(dir, MAX_BATCH)
+    }
+
+    /// Opens with at most `max_batch` jobs per transaction (1 turns group commit off; the
+    /// load generator's `store` benchmark compares the two).
+    pub fn open_with(dir: &Path, max_batch: usize) -> Result<SqliteStore, StoreError> {
+        let max_batch = max_batch.max(1);
         let path = dir.join("octet.db");
         let mut writer = Connection::open(&path)?;
         writer.pragma_update(None, "journal_mode", "WAL")?;
@@ -65,7 +72,7 @@ impl SqliteStore {
         let (jobs, rx) = mpsc::channel(QUEUE);
         thread::Builder::new()
             .name("octet-store-writer".into())
-            .spawn(move || run_writer(writer, rx))
+            .spawn(move || run_writer(writer, rx, max_batch))
             .map_err(|_| StoreError::Closed)?;
         Ok(SqliteStore {
             jobs,
@@ -351,12 +358,12 @@ impl Store for SqliteStore {
 // The writer thread
 // ---------------------------------------------------------------------------------------------
 
-fn run_writer(conn: Connection, mut rx: mpsc::Receiver<Job>) {
-    let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+fn run_writer(conn: Connection, mut rx: mpsc::Receiver<Job>, max_batch: usize) {
+    let mut batch: Vec<Job> = Vec::with_capacity(max_batch);
     // blocking_recv returns None once every SqliteStore handle is dropped: the thread ends.
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
-        while batch.len() < MAX_BATCH {
+        while batch.len() < max_batch {
             match rx.try_recv() {
                 Ok(job) => batch.push(job),
                 Err(_) => break,
