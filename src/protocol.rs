@@ -369,11 +369,15 @@ pub enum ClientFrame {
     Call(CallRequest),
     /// A page of older events.
     History(HistoryRequest),
+    /// The device holds every event up to `seq`.
+    Ack(Ack),
+    /// The person read the conversation with `peer` up to message `upto`.
+    Read(ReadRequest),
 }
 
 impl ClientFrame {
     /// The ops a device may send.
-    pub const OPS: &'static [&'static str] = &["login", "send", "call", "history"];
+    pub const OPS: &'static [&'static str] = &["login", "send", "call", "history", "ack", "read"];
 
     /// Decodes a frame from a device.
     pub fn decode(text: &str) -> Result<ClientFrame, DecodeError> {
@@ -383,6 +387,8 @@ impl ClientFrame {
                 "send" => decode_fields(text).map(ClientFrame::Send),
                 "call" => decode_fields(text).map(ClientFrame::Call),
                 "history" => decode_fields(text).map(ClientFrame::History),
+                "ack" => decode_fields(text).map(ClientFrame::Ack),
+                "read" => decode_fields(text).map(ClientFrame::Read),
                 _ => return None,
             })
         })
@@ -426,6 +432,22 @@ pub struct Login {
 pub const HISTORY_DEFAULT: u32 = 50;
 /// The largest page of `history`.
 pub const HISTORY_MAX: u32 = 500;
+
+/// `ack`: this device holds its person's log up to `seq`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Ack {
+    /// The highest seq held, without gaps.
+    pub seq: u64,
+}
+
+/// `read`: the conversation with `peer` is read up to message `upto`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ReadRequest {
+    /// Any address of the other person.
+    pub peer: String,
+    /// The newest message from `peer` that was read.
+    pub upto: u64,
+}
 
 /// `history`: a page of events older than `before`.
 #[derive(Debug, Serialize, Deserialize)]
@@ -509,6 +531,10 @@ pub enum ServerFrame {
     Synced(Synced),
     /// A page of older events.
     History(History),
+    /// A message of this person was delivered to or read by the peer.
+    Receipt(Receipt),
+    /// This person read a conversation on one of its devices.
+    Read(ReadMarker),
     /// Something this device sent was refused.
     Error(ErrorFrame),
 }
@@ -516,7 +542,7 @@ pub enum ServerFrame {
 impl ServerFrame {
     /// The ops the broker sends.
     pub const OPS: &'static [&'static str] = &[
-        "welcome", "sent", "message", "call", "synced", "history", "error",
+        "welcome", "sent", "message", "call", "synced", "history", "receipt", "read", "error",
     ];
 
     /// Decodes a frame from the broker (used by [`crate::client`]).
@@ -529,6 +555,8 @@ impl ServerFrame {
                 "call" => decode_fields(text).map(ServerFrame::Call),
                 "synced" => decode_fields(text).map(ServerFrame::Synced),
                 "history" => decode_fields(text).map(ServerFrame::History),
+                "receipt" => decode_fields(text).map(ServerFrame::Receipt),
+                "read" => decode_fields(text).map(ServerFrame::Read),
                 "error" => decode_fields(text).map(ServerFrame::Error),
                 _ => return None,
             })
@@ -566,6 +594,35 @@ pub struct Welcome {
     /// True when every event after `since` follows (then `synced`); false when part of it is no
     /// longer retained or `since` is from another epoch: page `history` instead.
     pub recovered: bool,
+}
+
+/// `receipt`: the peer's devices got (`delivered`) or read (`read`) a message of this person.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Receipt {
+    /// The event's place in this person's log.
+    pub seq: u64,
+    /// The message (for `read`: every message up to this one).
+    pub mid: u64,
+    /// `delivered` or `read`.
+    pub status: String,
+    /// The peer person's primary address.
+    pub peer: String,
+    /// When it happened.
+    pub ts: Millis,
+}
+
+/// `read`: this person read the conversation with `peer` up to `upto` (clears unread badges on
+/// its other devices).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReadMarker {
+    /// The event's place in this person's log.
+    pub seq: u64,
+    /// The peer person's primary address.
+    pub peer: String,
+    /// The newest message read.
+    pub upto: u64,
+    /// When it happened.
+    pub ts: Millis,
 }
 
 /// `synced`: every event up to `seq` was sent; what follows is live.
@@ -845,6 +902,8 @@ pub struct DeviceOut {
     pub online: bool,
     /// True for the primary user.
     pub primary: bool,
+    /// The last seq this device acked (0 if it never acked).
+    pub acked: u64,
 }
 
 #[cfg(test)]

@@ -98,7 +98,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             sends_per_sec: sends as f64 / seconds,
         });
     }
-    println!("{:>10} {:>8} {:>10} {:>12}", "max_batch", "senders", "sends", "sends/s");
+    println!(
+        "{:>10} {:>8} {:>10} {:>12}",
+        "max_batch", "senders", "sends", "sends/s"
+    );
     for row in &rows {
         println!(
             "{:>10} {:>8} {:>10} {:>12.0}",

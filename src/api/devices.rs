@@ -25,6 +25,7 @@ pub(super) async fn devices(state: &ServerState, reply: Reply<'_>, value: &Value
             device: d.device,
             appid: d.appid,
             last_seen: d.last_seen,
+            acked: d.acked_seq,
         })
         .collect();
     reply.ok(DevicesBody {

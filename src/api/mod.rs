@@ -58,6 +58,7 @@ impl From<StoreError> for ApiError {
             StoreError::BadLink(_) => ErrorCode::BadLink,
             StoreError::UnknownRecipient(_) => ErrorCode::UnknownRecipient,
             StoreError::DuplicateId(_) => ErrorCode::DuplicateId,
+            StoreError::BadPosition(_) => ErrorCode::BadValue,
             StoreError::AuthFailed(_) => ErrorCode::AuthFailed,
             StoreError::Sqlite(_)
             | StoreError::Commit(_)

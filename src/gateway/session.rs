@@ -15,14 +15,14 @@ use tracing::{Instrument, field};
 use super::writer;
 use crate::auth::TokenHash;
 use crate::protocol::{
-    CallAction, CallRequest, ClientFrame, CloseCode, DecodeError, ErrorCode, ErrorFrame,
-    HISTORY_DEFAULT, HISTORY_MAX, History, HistoryRequest, Login, Message as MessageFrame, Send,
-    Sent, ServerFrame, Synced, Uid, UserRef, Welcome,
+    Ack, CallAction, CallRequest, ClientFrame, CloseCode, DecodeError, ErrorCode, ErrorFrame,
+    HISTORY_DEFAULT, HISTORY_MAX, History, HistoryRequest, Login, Message as MessageFrame,
+    ReadMarker, ReadRequest, Receipt, Send, Sent, ServerFrame, Synced, Uid, UserRef, Welcome,
 };
 use crate::router::{CallError, ConnHandle, Frame, KickReason, Outbound, Party, Router};
 use crate::state::{ServerState, now_millis};
 use crate::store::{
-    Appended, EventKind, Identity, LogEvent, NewMessage, OnCommit, PersonId, StoreError,
+    Appended, EventKind, Identity, LogEvent, Marker, NewMessage, OnCommit, PersonId, StoreError,
 };
 use serde_json::value::RawValue;
 
@@ -350,6 +350,8 @@ impl Session {
             Ok(ClientFrame::Send(send)) => self.send(send).await,
             Ok(ClientFrame::Call(call)) => self.call(call).await,
             Ok(ClientFrame::History(req)) => self.history(req).await,
+            Ok(ClientFrame::Ack(ack)) => self.ack(ack).await,
+            Ok(ClientFrame::Read(read)) => self.read(read).await,
             Ok(ClientFrame::Login(_)) => {
                 let err = DecodeError::new(
                     ErrorCode::BadRequest,
@@ -423,6 +425,61 @@ impl Session {
             ts: appended.ts,
         });
         self.push(sent.to_text().into()).await;
+    }
+
+    /// `ack`: records the device's position; newly delivered messages get receipts.
+    async fn ack(&mut self, ack: Ack) {
+        let identity = self.identity.clone().expect("ack runs after login");
+        let on_commit = self.marker_delivery(None);
+        let result = self
+            .state
+            .store
+            .ack(identity, ack.seq, now_millis(), on_commit)
+            .await;
+        self.marker_result(result, "ack").await;
+    }
+
+    /// `read`: a read marker to the person's other devices and a read receipt to the peer.
+    async fn read(&mut self, read: ReadRequest) {
+        let identity = self.identity.clone().expect("read runs after login");
+        let on_commit = self.marker_delivery(Some(identity.uid));
+        let result = self
+            .state
+            .store
+            .mark_read(identity, read.peer, read.upto, now_millis(), on_commit)
+            .await;
+        self.marker_result(result, "read").await;
+    }
+
+    /// Delivers markers right after their commit; `skip` is this device for its own marker.
+    fn marker_delivery(&self, skip: Option<Uid>) -> OnCommit<Vec<Marker>> {
+        let state = self.state.clone();
+        let own_person = self.identity.as_ref().map(|i| i.person);
+        Box::new(move |markers: &Vec<Marker>| {
+            for marker in markers {
+                let frame: Frame = event_frame(&marker.event).into();
+                let skip = skip.filter(|_| Some(marker.person) == own_person);
+                state
+                    .router
+                    .deliver(marker.person, &frame, Some(marker.event.seq), skip);
+            }
+        })
+    }
+
+    async fn marker_result(&self, result: Result<Vec<Marker>, StoreError>, op: &str) {
+        let err = match result {
+            Ok(_) => return,
+            Err(StoreError::BadPosition(message)) => DecodeError::new(ErrorCode::BadValue, message),
+            Err(StoreError::UnknownRecipient(peer)) => DecodeError::new(
+                ErrorCode::UnknownRecipient,
+                format!("no user has the address {peer}"),
+            ),
+            Err(other) => {
+                tracing::error!(error = %other, "{op} failed in the store");
+                DecodeError::new(ErrorCode::Internal, "internal error; send it again")
+            }
+        };
+        self.error(err, None, None).await;
     }
 
     /// `history`: a page of the person's retained events older than `before`.
@@ -684,6 +741,21 @@ fn event_frame(event: &LogEvent) -> String {
             ts: event.ts,
             out: *out,
             body: body.clone(),
+        })
+        .to_text(),
+        EventKind::Receipt { mid, peer, status } => ServerFrame::Receipt(Receipt {
+            seq: event.seq,
+            mid: *mid,
+            status: status.clone(),
+            peer: peer.clone(),
+            ts: event.ts,
+        })
+        .to_text(),
+        EventKind::Read { upto, peer } => ServerFrame::Read(ReadMarker {
+            seq: event.seq,
+            peer: peer.clone(),
+            upto: *upto,
+            ts: event.ts,
         })
         .to_text(),
     }

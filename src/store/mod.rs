@@ -47,6 +47,9 @@ pub enum StoreError {
     /// The database failed.
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// An `ack` or `read` names a position that does not exist for this person.
+    #[error("{0}")]
+    BadPosition(String),
     /// Stored data could not be read back.
     #[error("corrupt store: {0}")]
     Corrupt(String),
@@ -181,6 +184,8 @@ pub struct DeviceRecord {
     pub appid: Option<String>,
     /// Last login or disconnect.
     pub last_seen: Option<Millis>,
+    /// The last seq the device acked.
+    pub acked_seq: u64,
 }
 
 /// A person and its users, primary first.
@@ -245,7 +250,16 @@ pub struct Appended {
 
 /// Called on the store's writer thread right after the message's transaction commits, in commit
 /// order: live delivery from here reaches every device in `seq` order. It must not block.
-pub type OnCommit = Box<dyn FnOnce(&Appended) + Send>;
+pub type OnCommit<T = Appended> = Box<dyn FnOnce(&T) + Send>;
+
+/// An event appended to some person's log by an `ack` or a `read`, to deliver live.
+#[derive(Debug)]
+pub struct Marker {
+    /// Whose log.
+    pub person: PersonId,
+    /// The event.
+    pub event: LogEvent,
+}
 
 /// Where a person's log stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -282,6 +296,22 @@ pub enum EventKind {
         out: bool,
         /// The body, raw.
         body: Box<RawValue>,
+    },
+    /// A message of this person reached (`delivered`) or was read by (`read`) the peer.
+    Receipt {
+        /// The message (for `read`: every message up to this one).
+        mid: u64,
+        /// The peer person's primary address.
+        peer: String,
+        /// `delivered` or `read`.
+        status: String,
+    },
+    /// This person read the conversation with `peer` up to `upto` on one of its devices.
+    Read {
+        /// The last message read.
+        upto: u64,
+        /// The peer person's primary address.
+        peer: String,
     },
 }
 
@@ -334,6 +364,25 @@ pub trait Store: Send + Sync + 'static {
         before: u64,
         limit: usize,
     ) -> Result<Vec<LogEvent>, StoreError>;
+    /// Records how far a device holds its person's log; sends `delivered` receipts to the
+    /// senders of newly acked messages. `on_commit` gets the receipts appended to their logs.
+    async fn ack(
+        &self,
+        who: Identity,
+        seq: u64,
+        ts: Millis,
+        on_commit: OnCommit<Vec<Marker>>,
+    ) -> Result<Vec<Marker>, StoreError>;
+    /// Marks the conversation with `peer` read up to message `upto`: a read marker in the
+    /// reader's log and a `read` receipt in the peer's.
+    async fn mark_read(
+        &self,
+        who: Identity,
+        peer: String,
+        upto: u64,
+        ts: Millis,
+        on_commit: OnCommit<Vec<Marker>>,
+    ) -> Result<Vec<Marker>, StoreError>;
     /// Removes up to `max_events` events older than `before_ts` (and messages no log holds any
     /// more). Returns how many events went; call again while it returns `max_events`.
     async fn prune(&self, before_ts: Millis, max_events: usize) -> Result<usize, StoreError>;

@@ -17,8 +17,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{
     Appended, AuthFailure, DeviceRecord, EventKind, Identity, IssuedUser, LogEvent, LogHead,
-    MAX_DEVICES, NewMessage, NewUser, OnCommit, PersonDevices, PersonId, Removed, Revoked, Store,
-    StoreError, TokenRequest, TokenTerms, UserKey,
+    MAX_DEVICES, Marker, NewMessage, NewUser, OnCommit, PersonDevices, PersonId, Removed, Revoked,
+    Store, StoreError, TokenRequest, TokenTerms, UserKey,
 };
 use crate::auth::{PlainToken, TokenHash};
 use crate::protocol::{Millis, Uid};
@@ -317,6 +317,32 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn ack(
+        &self,
+        who: Identity,
+        seq: u64,
+        ts: Millis,
+        on_commit: OnCommit<Vec<Marker>>,
+    ) -> Result<Vec<Marker>, StoreError> {
+        self.write_then(move |conn| ack(conn, &who, seq, ts), on_commit)
+            .await
+    }
+
+    async fn mark_read(
+        &self,
+        who: Identity,
+        peer: String,
+        upto: u64,
+        ts: Millis,
+        on_commit: OnCommit<Vec<Marker>>,
+    ) -> Result<Vec<Marker>, StoreError> {
+        self.write_then(
+            move |conn| mark_read(conn, &who, &peer, upto, ts),
+            on_commit,
+        )
+        .await
+    }
+
     async fn prune(&self, before_ts: Millis, max_events: usize) -> Result<usize, StoreError> {
         self.write(move |conn| prune(conn, before_ts, max_events))
             .await
@@ -493,7 +519,7 @@ fn person_uids(conn: &Connection, person: PersonId) -> Result<Vec<Uid>, StoreErr
 
 fn person_devices(conn: &Connection, person: PersonId) -> Result<PersonDevices, StoreError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT uid, address, device_id, appid, last_seen FROM users
+        "SELECT uid, address, device_id, appid, last_seen, acked_seq FROM users
          WHERE uid = ?1 OR primary_uid = ?1 ORDER BY primary_uid IS NOT NULL, uid",
     )?;
     let devices = stmt
@@ -504,6 +530,7 @@ fn person_devices(conn: &Connection, person: PersonId) -> Result<PersonDevices, 
                 device: r.get(2)?,
                 appid: r.get(3)?,
                 last_seen: r.get(4)?,
+                acked_seq: r.get(5)?,
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;
@@ -764,34 +791,167 @@ fn token_linkto(
     })
 }
 
-const EVENT_SELECT: &str =
-    "SELECT e.seq, e.ts, e.kind, e.out, m.mid, m.from_address, m.to_address, m.body
+const EVENT_SELECT: &str = "SELECT e.seq, e.ts, e.kind, e.out, e.mid, m.from_address, m.to_address,
+            m.body, e.peer, e.status
      FROM events e LEFT JOIN messages m ON m.mid = e.mid";
 
-/// Maps one row of [`EVENT_SELECT`]; the inner result carries a malformed stored body.
+/// Maps one row of [`EVENT_SELECT`]; the inner result carries data that cannot be read back.
 fn log_event(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<LogEvent, StoreError>> {
     let kind: String = r.get(2)?;
-    if kind != "message" {
-        return Ok(Err(StoreError::Corrupt(format!(
-            "unknown event kind {kind}"
-        ))));
-    }
-    let body: String = r.get(7)?;
-    let body = match RawValue::from_string(body) {
-        Ok(body) => body,
-        Err(err) => return Ok(Err(StoreError::Corrupt(format!("stored body: {err}")))),
+    let corrupt = |what: String| Ok(Err(StoreError::Corrupt(what)));
+    let kind = match kind.as_str() {
+        "message" => {
+            let body: Option<String> = r.get(7)?;
+            let body = match body.map(RawValue::from_string) {
+                Some(Ok(body)) => body,
+                Some(Err(err)) => return corrupt(format!("stored body: {err}")),
+                None => return corrupt("a message event without its message".into()),
+            };
+            EventKind::Message {
+                out: r.get(3)?,
+                mid: r.get(4)?,
+                from: r.get(5)?,
+                to: r.get(6)?,
+                body,
+            }
+        }
+        "receipt" => EventKind::Receipt {
+            mid: r.get(4)?,
+            peer: r.get(8)?,
+            status: r.get(9)?,
+        },
+        "read" => EventKind::Read {
+            upto: r.get(4)?,
+            peer: r.get(8)?,
+        },
+        other => return corrupt(format!("unknown event kind {other}")),
     };
     Ok(Ok(LogEvent {
         seq: r.get(0)?,
         ts: r.get(1)?,
-        kind: EventKind::Message {
-            out: r.get(3)?,
-            mid: r.get(4)?,
-            from: r.get(5)?,
-            to: r.get(6)?,
-            body,
-        },
+        kind,
     }))
+}
+
+/// Appends a receipt or read marker to a person's log.
+fn append_marker(
+    conn: &Connection,
+    person: PersonId,
+    kind: &str,
+    mid: u64,
+    peer: &str,
+    status: Option<&str>,
+    ts: Millis,
+) -> Result<LogEvent, StoreError> {
+    let seq = next_seq(conn, person)?;
+    conn.prepare_cached(
+        "INSERT INTO events (person, seq, kind, mid, out, ts, peer, status)
+         VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6, ?7)",
+    )?
+    .execute(params![person, seq, kind, mid, ts, peer, status])?;
+    let kind = match status {
+        Some(status) => EventKind::Receipt {
+            mid,
+            peer: peer.to_string(),
+            status: status.to_string(),
+        },
+        None => EventKind::Read {
+            upto: mid,
+            peer: peer.to_string(),
+        },
+    };
+    Ok(LogEvent { seq, ts, kind })
+}
+
+/// `ack`: records the device's position and sends `delivered` receipts for messages the
+/// person had not acked on any device yet.
+fn ack(conn: &Connection, who: &Identity, seq: u64, ts: Millis) -> Result<Vec<Marker>, StoreError> {
+    let (last_seq, delivered_upto): (u64, u64) = conn
+        .prepare_cached("SELECT last_seq, delivered_upto FROM persons WHERE person = ?1")?
+        .query_row([who.person], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    if seq > last_seq {
+        return Err(StoreError::BadPosition(format!(
+            "ack of seq {seq}, but the newest seq is {last_seq}"
+        )));
+    }
+    conn.prepare_cached("UPDATE users SET acked_seq = max(acked_seq, ?2) WHERE uid = ?1")?
+        .execute(params![who.uid, seq])?;
+    if seq <= delivered_upto {
+        return Ok(Vec::new());
+    }
+    conn.prepare_cached("UPDATE persons SET delivered_upto = ?2 WHERE person = ?1")?
+        .execute(params![who.person, seq])?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT m.mid, m.sender_person FROM events e JOIN messages m ON m.mid = e.mid
+         WHERE e.person = ?1 AND e.seq > ?2 AND e.seq <= ?3 AND e.kind = 'message' AND e.out = 0
+         ORDER BY e.seq",
+    )?;
+    let delivered = stmt
+        .query_map(params![who.person, delivered_upto, seq], |r| {
+            Ok((r.get::<_, u64>(0)?, r.get::<_, PersonId>(1)?))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut markers = Vec::with_capacity(delivered.len());
+    for (mid, sender) in delivered {
+        let event = append_marker(
+            conn,
+            sender,
+            "receipt",
+            mid,
+            &who.primary_address,
+            Some("delivered"),
+            ts,
+        )?;
+        markers.push(Marker {
+            person: sender,
+            event,
+        });
+    }
+    Ok(markers)
+}
+
+/// `read`: a read marker in the reader's log and a `read` receipt in the peer's.
+fn mark_read(
+    conn: &Connection,
+    who: &Identity,
+    peer: &str,
+    upto: u64,
+    ts: Millis,
+) -> Result<Vec<Marker>, StoreError> {
+    let peer_user = find_user(conn, &UserKey::Address(peer.to_string()))?
+        .ok_or_else(|| StoreError::UnknownRecipient(peer.to_string()))?;
+    let peer_person = peer_user.person();
+    let peer_address = user_address(conn, peer_person)?;
+    let theirs: bool = conn
+        .prepare_cached(
+            "SELECT 1 FROM messages WHERE mid = ?1 AND sender_person = ?2 AND recipient_person = ?3",
+        )?
+        .exists(params![upto, peer_person, who.person])?;
+    if !theirs || peer_person == who.person {
+        return Err(StoreError::BadPosition(format!(
+            "mid {upto} is not a message from {peer} to you"
+        )));
+    }
+    let own = append_marker(conn, who.person, "read", upto, &peer_address, None, ts)?;
+    let receipt = append_marker(
+        conn,
+        peer_person,
+        "receipt",
+        upto,
+        &who.primary_address,
+        Some("read"),
+        ts,
+    )?;
+    Ok(vec![
+        Marker {
+            person: who.person,
+            event: own,
+        },
+        Marker {
+            person: peer_person,
+            event: receipt,
+        },
+    ])
 }
 
 /// Deletes the oldest expired events (at most `max_events`), records each person's horizon,

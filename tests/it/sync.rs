@@ -292,3 +292,102 @@ async fn retention_prunes_in_the_background() {
     let sent = alice.send_msg("after", "bob@example.com", json!(4)).await;
     assert_eq!(sent["seq"], 4);
 }
+
+#[tokio::test]
+async fn acks_send_delivered_receipts_once_and_show_in_devices() {
+    let server = TestServer::start().await;
+    let mut a1 = server.device("alice@example.com", "a1").await;
+    let mut a2 = server.device("alice@example.com", "a2").await;
+    let mut b1 = server.device("bob@example.com", "b1").await;
+    let mut b2 = server.device("bob@example.com", "b2").await;
+    let sent = a1.send_msg("m1", "bob@example.com", json!("hi")).await;
+    let mid = sent["mid"].clone();
+    a2.expect("message").await;
+    let got = b1.expect("message").await;
+    b2.expect("message").await;
+    b1.send_json(json!({"op":"ack","seq":got["seq"]})).await;
+    for alice in [&mut a1, &mut a2] {
+        let receipt = alice.expect("receipt").await;
+        assert_eq!(receipt["mid"], mid);
+        assert_eq!(receipt["status"], "delivered");
+        assert_eq!(receipt["peer"], "bob@example.com");
+        assert_eq!(receipt["seq"], 2);
+    }
+    // The second device's ack of the same message sends nothing more.
+    b2.send_json(json!({"op":"ack","seq":got["seq"]})).await;
+    a1.expect_silence().await;
+    let devices = server.devices("bob@example.com").await;
+    assert_eq!(devices["devices"][0]["acked"], 1);
+    assert_eq!(devices["devices"][1]["acked"], 1);
+
+    // An ack past the head is refused and changes nothing.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let before = server.snapshot();
+    b1.send_json(json!({"op":"ack","seq":7})).await;
+    let err = b1.expect("error").await;
+    assert_eq!(err["code"], "bad_value");
+    assert!(
+        err["message"].as_str().unwrap().contains("newest seq is 1"),
+        "{err}"
+    );
+    b1.send_json(json!({"op":"ack","seq":-1})).await;
+    assert_eq!(b1.expect("error").await["code"], "wrong_type");
+    assert_eq!(server.snapshot(), before);
+}
+
+#[tokio::test]
+async fn read_markers_reach_the_other_devices_and_the_peer() {
+    let server = TestServer::start().await;
+    let mut a1 = server.device("alice@example.com", "a1").await;
+    let mut b1 = server.device("bob@example.com", "b1").await;
+    let mut b2 = server.device("bob@example.com", "b2").await;
+    let mut carol = server.device("carol@example.com", "c").await;
+    let sent = a1.send_msg("m1", "bob@example.com", json!("hi")).await;
+    let mid = sent["mid"].as_u64().unwrap();
+    b1.expect("message").await;
+    b2.expect("message").await;
+
+    b1.send_json(json!({"op":"read","peer":"alice@example.com","upto":mid}))
+        .await;
+    let marker = b2.expect("read").await;
+    assert_eq!(marker["peer"], "alice@example.com");
+    assert_eq!(marker["upto"], mid);
+    assert_eq!(marker["seq"], 2);
+    let receipt = a1.expect("receipt").await;
+    assert_eq!(
+        (receipt["status"].clone(), receipt["mid"].clone()),
+        (json!("read"), json!(mid))
+    );
+    b1.expect_silence().await;
+
+    // The marker is in the log: a device catching up gets it.
+    b1.send_json(json!({"op":"history"})).await;
+    let page = b1.expect("history").await;
+    assert_eq!(page["events"][1]["op"], "read");
+
+    // Another person's conversation, an unknown peer: refused, nothing changes.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let before = server.snapshot();
+    carol
+        .send_json(json!({"op":"read","peer":"alice@example.com","upto":mid}))
+        .await;
+    let err = carol.expect("error").await;
+    assert_eq!(err["code"], "bad_value");
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("not a message from"),
+        "{err}"
+    );
+    carol
+        .send_json(json!({"op":"read","peer":"nobody@example.com","upto":mid}))
+        .await;
+    assert_eq!(carol.expect("error").await["code"], "unknown_recipient");
+    carol
+        .send_json(json!({"op":"read","peer":"alice@example.com"}))
+        .await;
+    assert_eq!(carol.expect("error").await["code"], "missing_field");
+    assert_eq!(server.snapshot(), before);
+    a1.expect_silence().await;
+}

@@ -13,3 +13,13 @@ ALTER TABLE persons ADD COLUMN pruned_upto INTEGER NOT NULL DEFAULT 0;
 
 CREATE INDEX events_ts ON events(ts);
 CREATE INDEX messages_ts ON messages(ts);
+
+-- Delivery state: how far each device acked its person's log, and how far any device of a
+-- person acked it (the point up to which delivered receipts were sent).
+ALTER TABLE users ADD COLUMN acked_seq INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE persons ADD COLUMN delivered_upto INTEGER NOT NULL DEFAULT 0;
+
+-- Receipts and read markers: `mid` is the message (for read: up to which), `peer` the other
+-- person's primary address, `status` delivered or read.
+ALTER TABLE events ADD COLUMN peer TEXT;
+ALTER TABLE events ADD COLUMN status TEXT;
