@@ -8,6 +8,7 @@
 //! - [`router`]: the live table person → connections, fan-out and call state.
 //! - [`gateway`]: WebSocket connections (`GET /ws`).
 //! - [`api`]: the backend HTTP API (`POST /backend`).
+//! - [`metrics`]: the Prometheus registry behind `GET /metrics`.
 //! - [`state`]: the shared server state.
 //! - [`server`]: wiring, startup and shutdown.
 //! - [`client`]: octet's own client, for tests, the load generator and examples.
@@ -17,6 +18,7 @@ pub mod auth;
 pub mod client;
 pub mod config;
 pub mod gateway;
+pub mod metrics;
 pub mod protocol;
 pub mod router;
 pub mod server;

@@ -394,6 +394,18 @@ impl ClientFrame {
         })
     }
 
+    /// The frame's op.
+    pub fn op(&self) -> &'static str {
+        match self {
+            ClientFrame::Login(_) => "login",
+            ClientFrame::Send(_) => "send",
+            ClientFrame::Call(_) => "call",
+            ClientFrame::History(_) => "history",
+            ClientFrame::Ack(_) => "ack",
+            ClientFrame::Read(_) => "read",
+        }
+    }
+
     /// The client id (`id`) and call id (`call`) a frame carries, for its error frame.
     pub fn ids_of(text: &str) -> (Option<String>, Option<String>) {
         #[derive(Deserialize)]

@@ -16,9 +16,11 @@ use crate::api;
 use crate::auth::{PlainToken, TokenHash};
 use crate::config::Config;
 use crate::gateway;
+use crate::metrics::Metrics;
 use crate::protocol::CloseCode;
 use crate::router::Router;
 use crate::state::ServerState;
+use crate::store::sqlite::MAX_BATCH;
 use crate::store::{SqliteStore, Store, StoreError};
 
 /// Pending connections the listen socket queues. tokio's default (128) makes a burst of logins
@@ -60,11 +62,16 @@ pub struct Prepared {
 /// Opens the store in the data dir and settles the app token: the operator's, else the stored
 /// one, else a new one (returned so the caller can show it once).
 pub async fn prepare(config: Config) -> Result<Prepared, StartError> {
+    let metrics = Arc::new(Metrics::new());
     std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
         path: config.data_dir.display().to_string(),
         source,
     })?;
-    let store = SqliteStore::open(&config.data_dir)?;
+    let observer = {
+        let metrics = metrics.clone();
+        Box::new(move |jobs, took| metrics.observe_batch(jobs, took))
+    };
+    let store = SqliteStore::open_with(&config.data_dir, MAX_BATCH, Some(observer))?;
     let mut generated_app_token = None;
     let app_token = match (&config.app_token, store.app_token().await?) {
         (Some(given), _) => {
@@ -85,7 +92,8 @@ pub async fn prepare(config: Config) -> Result<Prepared, StartError> {
     let state = Arc::new(ServerState {
         config,
         store: Box::new(store),
-        router: Router::new(),
+        router: Router::new(metrics.clone()),
+        metrics,
         app_token,
         epoch,
     });
@@ -124,6 +132,7 @@ pub fn routes(state: Arc<ServerState>) -> Routes {
         )
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .fallback(api::not_found)
         .with_state(state)
 }
@@ -184,6 +193,22 @@ async fn prune_forever(state: Arc<ServerState>) {
             tracing::info!(events = total, "pruned expired events");
         }
     }
+}
+
+async fn metrics(
+    axum::extract::State(state): axum::extract::State<Arc<ServerState>>,
+) -> ([(axum::http::HeaderName, &'static str); 1], String) {
+    state
+        .metrics
+        .persons_online
+        .set(state.router.person_count() as i64);
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
 }
 
 async fn readyz(

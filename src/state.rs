@@ -2,8 +2,11 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use std::sync::Arc;
+
 use crate::auth::TokenHash;
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::protocol::Millis;
 use crate::router::Router;
 use crate::store::Store;
@@ -18,6 +21,8 @@ pub struct ServerState {
     pub router: Router,
     /// The app token's hash, checked in constant time on every backend request.
     pub app_token: TokenHash,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
     /// The event log's epoch (fixed for the life of the database).
     pub epoch: String,
 }

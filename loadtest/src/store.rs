@@ -41,7 +41,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     for &max_batch in &args.batches {
         let dir = tempfile::tempdir()?;
-        let store = Arc::new(SqliteStore::open_with(dir.path(), max_batch)?);
+        let store = Arc::new(SqliteStore::open_with(dir.path(), max_batch, None)?);
         let mut senders = Vec::new();
         for n in 0..args.senders.max(2) {
             let address = format!("user-{n}@bench");

@@ -133,6 +133,21 @@ pub async fn backend(
     };
     let result = dispatch(&state, &op, id.clone(), &value).await;
     tracing::debug!(op = %op, ok = result.is_ok(), "backend op");
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(err) => err.code.as_str(),
+    };
+    // Unknown ops are counted under one label, so a client cannot grow the label set.
+    let op_label = if BACKEND_OPS.contains(&op.as_str()) {
+        op.as_str()
+    } else {
+        "unknown"
+    };
+    state
+        .metrics
+        .backend_calls
+        .with_label_values(&[op_label, outcome])
+        .inc();
     match result {
         Ok(response) => response,
         Err(err) => refusal(&op, id, err),

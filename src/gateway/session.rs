@@ -40,7 +40,11 @@ pub async fn run(state: Arc<ServerState>, socket: WebSocket) {
         user.uid = field::Empty,
         person.id = field::Empty
     );
-    run_inner(state, socket, conn_id).instrument(span).await
+    state.metrics.connections.inc();
+    run_inner(state.clone(), socket, conn_id)
+        .instrument(span)
+        .await;
+    state.metrics.connections.dec();
 }
 
 async fn run_inner(state: Arc<ServerState>, socket: WebSocket, conn_id: u64) {
@@ -51,8 +55,13 @@ async fn run_inner(state: Arc<ServerState>, socket: WebSocket, conn_id: u64) {
     let (live_tx, live) = mpsc::channel(state.config.queue_frames);
     let (kick_tx, kick_rx) = watch::channel(None);
     let writer = tokio::spawn(
-        writer::run(sink, writer::Queues { own, live }, kick_rx.clone())
-            .instrument(tracing::Span::current()),
+        writer::run(
+            sink,
+            writer::Queues { own, live },
+            kick_rx.clone(),
+            state.metrics.clone(),
+        )
+        .instrument(tracing::Span::current()),
     );
     let mut session = Session {
         state: state.clone(),
@@ -77,10 +86,12 @@ async fn run_inner(state: Arc<ServerState>, socket: WebSocket, conn_id: u64) {
                     CloseCode::LoginTimeout,
                 )
                 .await;
+            state.metrics.logins.with_label_values(&["timeout"]).inc();
             "login timeout"
         }
         Ok(first) => match session.login(first).await {
             Ok((identity, hash, login)) => {
+                state.metrics.logins.with_label_values(&["ok"]).inc();
                 // Registered before the log's head is read: an event committed from here on is
                 // delivered live (and dropped by the writer if the catch-up also sent it).
                 let handle = ConnHandle::new(identity.uid, conn_id, live_tx, kick_tx);
@@ -99,7 +110,16 @@ async fn run_inner(state: Arc<ServerState>, socket: WebSocket, conn_id: u64) {
                     session.read_loop(&mut stream).await
                 }
             }
-            Err(reason) => reason,
+            Err(reason) => {
+                let result = match reason {
+                    "auth failed" => "auth_failed",
+                    "closed before login" => "closed",
+                    "store error at login" => "error",
+                    _ => "bad_frame",
+                };
+                state.metrics.logins.with_label_values(&[result]).inc();
+                reason
+            }
         },
     };
 
@@ -346,7 +366,10 @@ impl Session {
     }
 
     async fn dispatch(&mut self, text: &str) {
-        match ClientFrame::decode(text) {
+        let frame = ClientFrame::decode(text);
+        let op = frame.as_ref().map(ClientFrame::op).unwrap_or("invalid");
+        self.state.metrics.frames_in.with_label_values(&[op]).inc();
+        match frame {
             Ok(ClientFrame::Send(send)) => self.send(send).await,
             Ok(ClientFrame::Call(call)) => self.call(call).await,
             Ok(ClientFrame::History(req)) => self.history(req).await,
@@ -388,9 +411,17 @@ impl Session {
         let body = msg.body.clone();
         let state = self.state.clone();
         let sender = (identity.person, identity.uid);
+        let received = std::time::Instant::now();
         let on_commit: OnCommit = Box::new(move |appended: &Appended| {
             if !appended.duplicate {
-                deliver_message(&state.router, appended, sender, body);
+                let width = deliver_message(&state.router, appended, sender, body);
+                let metrics = &state.metrics;
+                metrics.messages.inc();
+                metrics.deliveries.inc_by(width as u64);
+                metrics.fanout_width.observe(width as f64);
+                metrics
+                    .send_to_deliver
+                    .observe(received.elapsed().as_secs_f64());
             }
         });
         let appended = match self.state.store.append_message(msg, on_commit).await {
@@ -691,8 +722,9 @@ fn deliver_message(
     appended: &Appended,
     sender: (PersonId, Uid),
     body: Box<RawValue>,
-) {
+) -> usize {
     let (sender_person, sender_uid) = sender;
+    let mut width = 0;
     let frame = |seq, out, body| -> Frame {
         ServerFrame::Message(MessageFrame {
             mid: appended.mid,
@@ -708,7 +740,7 @@ fn deliver_message(
     };
     if appended.recipient != sender_person {
         let incoming = frame(appended.recipient_seq, false, body.clone());
-        router.deliver(
+        width += router.deliver(
             appended.recipient,
             &incoming,
             Some(appended.recipient_seq),
@@ -716,12 +748,13 @@ fn deliver_message(
         );
     }
     let own = frame(appended.sender_seq, true, body);
-    router.deliver(
+    width += router.deliver(
         sender_person,
         &own,
         Some(appended.sender_seq),
         Some(sender_uid),
     );
+    width
 }
 
 /// A logged event as the frame it was delivered live as.

@@ -10,6 +10,9 @@ use futures::SinkExt;
 use futures::stream::SplitSink;
 use tokio::sync::{mpsc, watch};
 
+use std::sync::Arc;
+
+use crate::metrics::Metrics;
 use crate::protocol::CloseCode;
 use crate::router::{Frame, KickReason, Outbound};
 
@@ -38,6 +41,7 @@ pub async fn run(
     mut sink: SplitSink<WebSocket, Message>,
     mut queues: Queues,
     mut kick: watch::Receiver<Option<KickReason>>,
+    metrics: Arc<Metrics>,
 ) {
     // None while the catch-up runs: the live queue waits.
     let mut live_after: Option<u64> = None;
@@ -76,6 +80,7 @@ pub async fn run(
         if !batch.is_empty() {
             let write = async {
                 for frame in batch {
+                    metrics.count_out(&frame);
                     sink.feed(Message::Text(frame)).await?;
                 }
                 sink.flush().await

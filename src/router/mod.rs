@@ -7,6 +7,7 @@
 
 pub mod calls;
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::extract::ws::Utf8Bytes;
@@ -14,6 +15,7 @@ use dashmap::DashMap;
 use smallvec::SmallVec;
 use tokio::sync::{mpsc, watch};
 
+use crate::metrics::Metrics;
 use crate::protocol::{CloseCode, Uid};
 use crate::store::PersonId;
 
@@ -89,7 +91,7 @@ impl ConnHandle {
     }
 
     /// Hands a frame to the connection's queue without waiting. Returns false if it was kicked.
-    fn offer(&self, frame: &Frame, seq: Option<u64>) -> bool {
+    fn offer(&self, frame: &Frame, seq: Option<u64>, metrics: &Metrics) -> bool {
         let item = match seq {
             Some(seq) => Outbound::Event(seq, frame.clone()),
             None => Outbound::Frame(frame.clone()),
@@ -97,6 +99,9 @@ impl ConnHandle {
         match self.queue.try_send(item) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
+                if self.kick.borrow().is_none() {
+                    metrics.slow_consumer_closes.inc();
+                }
                 tracing::warn!(
                     user.uid = self.uid,
                     conn.id = self.conn_id,
@@ -119,17 +124,22 @@ type Entry = SmallVec<[ConnHandle; 8]>;
 
 /// The live routing table. Sharded by person (DashMap), so sends for different persons do not
 /// queue on one lock; one shard entry holds a person's whole fan-out set.
-#[derive(Debug, Default)]
 pub struct Router {
     persons: DashMap<PersonId, Entry>,
+    metrics: Arc<Metrics>,
     calls: calls::Calls,
     next_conn_id: AtomicU64,
 }
 
 impl Router {
     /// An empty table.
-    pub fn new() -> Router {
-        Router::default()
+    pub fn new(metrics: Arc<Metrics>) -> Router {
+        Router {
+            persons: DashMap::new(),
+            metrics,
+            calls: calls::Calls::default(),
+            next_conn_id: AtomicU64::new(0),
+        }
     }
 
     /// A fresh connection id.
@@ -181,7 +191,7 @@ impl Router {
         entry
             .iter()
             .filter(|h| Some(h.uid) != skip)
-            .filter(|h| h.offer(frame, seq))
+            .filter(|h| h.offer(frame, seq, &self.metrics))
             .count()
     }
 
@@ -193,7 +203,7 @@ impl Router {
                 entry
                     .iter()
                     .find(|h| h.uid == uid)
-                    .map(|h| h.offer(frame, None))
+                    .map(|h| h.offer(frame, None, &self.metrics))
             })
             .unwrap_or(false)
     }
@@ -227,6 +237,11 @@ impl Router {
             .get(&person)
             .map(|entry| entry.iter().map(|h| h.uid).collect())
             .unwrap_or_default()
+    }
+
+    /// Persons with at least one live connection.
+    pub fn person_count(&self) -> usize {
+        self.persons.len()
     }
 
     /// Live connections in the table.

@@ -36,6 +36,8 @@ const MIGRATIONS: &[&str] = &[
 ];
 
 type Reply = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+/// Told the number of jobs and the time of every store transaction (for metrics).
+pub type BatchObserver = Box<dyn Fn(usize, std::time::Duration) + Send>;
 /// A write: run inside the batch's transaction (`Some`), or refused unrun (`None`) when that
 /// transaction is already gone.
 type Job = Box<dyn FnOnce(Option<&Connection>) -> Reply + Send>;
@@ -50,12 +52,17 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) `octet.db` in `dir`, runs migrations and starts the writer.
     pub fn open(dir: &Path) -> Result<SqliteStore, StoreError> {
-        SqliteStore::open_with(dir, MAX_BATCH)
+        SqliteStore::open_with(dir, MAX_BATCH, None)
     }
 
     /// Opens with at most `max_batch` jobs per transaction (1 turns group commit off; the
-    /// load generator's `store` benchmark compares the two).
-    pub fn open_with(dir: &Path, max_batch: usize) -> Result<SqliteStore, StoreError> {
+    /// load generator's `store` benchmark compares the two), telling `observer` the size and
+    /// duration of every transaction.
+    pub fn open_with(
+        dir: &Path,
+        max_batch: usize,
+        observer: Option<BatchObserver>,
+    ) -> Result<SqliteStore, StoreError> {
         let max_batch = max_batch.max(1);
         let path = dir.join("octet.db");
         let mut writer = Connection::open(&path)?;
@@ -72,7 +79,7 @@ impl SqliteStore {
         let (jobs, rx) = mpsc::channel(QUEUE);
         thread::Builder::new()
             .name("octet-store-writer".into())
-            .spawn(move || run_writer(writer, rx, max_batch))
+            .spawn(move || run_writer(writer, rx, max_batch, observer))
             .map_err(|_| StoreError::Closed)?;
         Ok(SqliteStore {
             jobs,
@@ -384,7 +391,12 @@ impl Store for SqliteStore {
 // The writer thread
 // ---------------------------------------------------------------------------------------------
 
-fn run_writer(conn: Connection, mut rx: mpsc::Receiver<Job>, max_batch: usize) {
+fn run_writer(
+    conn: Connection,
+    mut rx: mpsc::Receiver<Job>,
+    max_batch: usize,
+    observer: Option<BatchObserver>,
+) {
     let mut batch: Vec<Job> = Vec::with_capacity(max_batch);
     // blocking_recv returns None once every SqliteStore handle is dropped: the thread ends.
     while let Some(first) = rx.blocking_recv() {
@@ -395,6 +407,8 @@ fn run_writer(conn: Connection, mut rx: mpsc::Receiver<Job>, max_batch: usize) {
                 Err(_) => break,
             }
         }
+        let started = std::time::Instant::now();
+        let jobs = batch.len();
         if let Err(err) = conn.execute_batch("BEGIN IMMEDIATE") {
             // Dropping the jobs drops their reply channels: each caller sees StoreError::Closed.
             tracing::error!(error = %err, "store could not begin a transaction");
@@ -412,6 +426,9 @@ fn run_writer(conn: Connection, mut rx: mpsc::Receiver<Job>, max_batch: usize) {
             let _ = conn.execute_batch("ROLLBACK");
             err
         });
+        if let Some(observe) = &observer {
+            observe(jobs, started.elapsed());
+        }
         for reply in replies {
             reply(match &commit {
                 Ok(()) => Ok(()),

@@ -8,5 +8,6 @@ mod calls;
 mod crash;
 mod fanout;
 mod login;
+mod metrics;
 mod proto_examples;
 mod sync;

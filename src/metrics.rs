@@ -1,0 +1,172 @@
+//! Prometheus metrics, one registry per server (no global recorder, so tests that run several
+//! servers in one process see their own numbers). `GET /metrics` renders it in text format.
+
+use std::time::Duration;
+
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+
+/// Every metric octet exports. Names follow Prometheus conventions (`_total`, `_seconds`).
+pub struct Metrics {
+    registry: Registry,
+    /// WebSocket connections open (logged in or not).
+    pub connections: IntGauge,
+    /// Persons with at least one live device (set at scrape time from the router).
+    pub persons_online: IntGauge,
+    /// Logins by result: ok, auth_failed, bad_frame, timeout.
+    pub logins: IntCounterVec,
+    /// Frames received from devices, by op (`invalid` for frames that did not decode).
+    pub frames_in: IntCounterVec,
+    /// Frames written to devices, by op.
+    pub frames_out: IntCounterVec,
+    /// Messages stored (`sent` answered; retries not counted).
+    pub messages: IntCounter,
+    /// Message frames handed to device queues.
+    pub deliveries: IntCounter,
+    /// Devices one message reached (recipient's devices plus the sender's other devices).
+    pub fanout_width: Histogram,
+    /// From a `send` arriving to its frames sitting in every target's queue.
+    pub send_to_deliver: Histogram,
+    /// Connections closed as slow consumers (4008).
+    pub slow_consumer_closes: IntCounter,
+    /// Jobs per store transaction (group commit).
+    pub store_batch_size: Histogram,
+    /// Time to run and commit one store transaction.
+    pub store_batch_seconds: Histogram,
+    /// Backend API calls by op and result (`ok` or the error code).
+    pub backend_calls: IntCounterVec,
+}
+
+impl Metrics {
+    /// A fresh registry with every metric registered.
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let latency = vec![
+            0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+        ];
+        let metrics = Metrics {
+            connections: IntGauge::new("octet_connections", "WebSocket connections open").unwrap(),
+            persons_online: IntGauge::new(
+                "octet_persons_online",
+                "Persons with at least one live device",
+            )
+            .unwrap(),
+            logins: IntCounterVec::new(
+                Opts::new("octet_logins_total", "Logins by result"),
+                &["result"],
+            )
+            .unwrap(),
+            frames_in: IntCounterVec::new(
+                Opts::new(
+                    "octet_frames_in_total",
+                    "Frames received from devices, by op",
+                ),
+                &["op"],
+            )
+            .unwrap(),
+            frames_out: IntCounterVec::new(
+                Opts::new("octet_frames_out_total", "Frames written to devices, by op"),
+                &["op"],
+            )
+            .unwrap(),
+            messages: IntCounter::new("octet_messages_total", "Messages stored").unwrap(),
+            deliveries: IntCounter::new(
+                "octet_deliveries_total",
+                "Message frames handed to device queues",
+            )
+            .unwrap(),
+            fanout_width: Histogram::with_opts(
+                HistogramOpts::new("octet_fanout_width", "Devices one message reached")
+                    .buckets(vec![0.0, 1.0, 2.0, 4.0, 8.0, 15.0]),
+            )
+            .unwrap(),
+            send_to_deliver: Histogram::with_opts(
+                HistogramOpts::new(
+                    "octet_send_to_deliver_seconds",
+                    "From a send arriving to its frames queued for every target",
+                )
+                .buckets(latency.clone()),
+            )
+            .unwrap(),
+            slow_consumer_closes: IntCounter::new(
+                "octet_slow_consumer_closes_total",
+                "Connections closed as slow consumers",
+            )
+            .unwrap(),
+            store_batch_size: Histogram::with_opts(
+                HistogramOpts::new("octet_store_batch_size", "Jobs per store transaction").buckets(
+                    vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0],
+                ),
+            )
+            .unwrap(),
+            store_batch_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "octet_store_batch_seconds",
+                    "Time to run and commit one store transaction",
+                )
+                .buckets(latency),
+            )
+            .unwrap(),
+            backend_calls: IntCounterVec::new(
+                Opts::new(
+                    "octet_backend_calls_total",
+                    "Backend API calls by op and result",
+                ),
+                &["op", "result"],
+            )
+            .unwrap(),
+            registry,
+        };
+        metrics.register_all();
+        metrics
+    }
+
+    fn register_all(&self) {
+        let r = &self.registry;
+        r.register(Box::new(self.connections.clone())).unwrap();
+        r.register(Box::new(self.persons_online.clone())).unwrap();
+        r.register(Box::new(self.logins.clone())).unwrap();
+        r.register(Box::new(self.frames_in.clone())).unwrap();
+        r.register(Box::new(self.frames_out.clone())).unwrap();
+        r.register(Box::new(self.messages.clone())).unwrap();
+        r.register(Box::new(self.deliveries.clone())).unwrap();
+        r.register(Box::new(self.fanout_width.clone())).unwrap();
+        r.register(Box::new(self.send_to_deliver.clone())).unwrap();
+        r.register(Box::new(self.slow_consumer_closes.clone()))
+            .unwrap();
+        r.register(Box::new(self.store_batch_size.clone())).unwrap();
+        r.register(Box::new(self.store_batch_seconds.clone()))
+            .unwrap();
+        r.register(Box::new(self.backend_calls.clone())).unwrap();
+    }
+
+    /// Records one store transaction (the store's batch observer).
+    pub fn observe_batch(&self, jobs: usize, took: Duration) {
+        self.store_batch_size.observe(jobs as f64);
+        self.store_batch_seconds.observe(took.as_secs_f64());
+    }
+
+    /// Counts a frame written to a device by the `op` at its start (frames are serialized with
+    /// `op` first, so no parsing is needed).
+    pub fn count_out(&self, frame: &str) {
+        let op = frame
+            .strip_prefix("{\"op\":\"")
+            .and_then(|rest| rest.split('"').next())
+            .unwrap_or("other");
+        self.frames_out.with_label_values(&[op]).inc();
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        TextEncoder::new()
+            .encode_to_string(&self.registry.gather())
+            .unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics::new()
+    }
+}
