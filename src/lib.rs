@@ -6,6 +6,7 @@
 //! - [`auth`]: token formats and hashing.
 //! - [`store`]: durable state behind the [`store::Store`] trait (SQLite by default).
 //! - [`router`]: the live table person → connections, fan-out and call state.
+//! - [`fanout`]: stored events → frames → every live device, after commit.
 //! - [`gateway`]: WebSocket connections (`GET /ws`).
 //! - [`api`]: the backend HTTP API (`POST /backend`).
 //! - [`metrics`]: the Prometheus registry behind `GET /metrics`.
@@ -17,6 +18,7 @@ pub mod api;
 pub mod auth;
 pub mod client;
 pub mod config;
+pub mod fanout;
 pub mod gateway;
 pub mod metrics;
 pub mod protocol;

@@ -373,11 +373,14 @@ pub enum ClientFrame {
     Ack(Ack),
     /// The person read the conversation with `peer` up to message `upto`.
     Read(ReadRequest),
+    /// Change this person's profile, or get someone's.
+    Profile(ProfileRequest),
 }
 
 impl ClientFrame {
     /// The ops a device may send.
-    pub const OPS: &'static [&'static str] = &["login", "send", "call", "history", "ack", "read"];
+    pub const OPS: &'static [&'static str] =
+        &["login", "send", "call", "history", "ack", "read", "profile"];
 
     /// Decodes a frame from a device.
     pub fn decode(text: &str) -> Result<ClientFrame, DecodeError> {
@@ -389,6 +392,7 @@ impl ClientFrame {
                 "history" => decode_fields(text).map(ClientFrame::History),
                 "ack" => decode_fields(text).map(ClientFrame::Ack),
                 "read" => decode_fields(text).map(ClientFrame::Read),
+                "profile" => decode_fields(text).map(ClientFrame::Profile),
                 _ => return None,
             })
         })
@@ -403,6 +407,7 @@ impl ClientFrame {
             ClientFrame::History(_) => "history",
             ClientFrame::Ack(_) => "ack",
             ClientFrame::Read(_) => "read",
+            ClientFrame::Profile(_) => "profile",
         }
     }
 
@@ -459,6 +464,70 @@ pub struct ReadRequest {
     pub peer: String,
     /// The newest message from `peer` that was read.
     pub upto: u64,
+}
+
+/// `profile`: exactly one of `set` (a patch of this person's profile) or `get` (an address).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ProfileRequest {
+    /// Keys to change: `name`, `status`, `avatar` (strings) and `fields` (an object of the
+    /// app's own); null removes a key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set: Option<serde_json::Map<String, Value>>,
+    /// Any address of the person whose profile to get.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub get: Option<String>,
+}
+
+/// The profile keys a patch may set, with their longest string value (`fields`: an object).
+pub const PROFILE_KEYS: &[(&str, usize)] = &[("name", 255), ("status", 1024), ("avatar", 1024)];
+
+/// Checks a profile patch: known keys only, strings of bounded length, `fields` an object.
+pub fn check_profile_patch(patch: &serde_json::Map<String, Value>) -> Result<(), DecodeError> {
+    if patch.is_empty() {
+        return Err(DecodeError::new(
+            ErrorCode::BadValue,
+            "the profile patch is empty; set at least one of name, status, avatar, fields",
+        ));
+    }
+    for (key, value) in patch {
+        if value.is_null() {
+            continue;
+        }
+        if key == "fields" {
+            if !value.is_object() {
+                return Err(DecodeError::new(
+                    ErrorCode::WrongType,
+                    format!(".fields: expected an object, found {}", json_kind(value)),
+                ));
+            }
+            continue;
+        }
+        let Some((_, max)) = PROFILE_KEYS.iter().find(|(k, _)| k == key) else {
+            return Err(DecodeError::new(
+                ErrorCode::BadValue,
+                format!("unknown profile key `{key}`; use name, status, avatar or fields"),
+            ));
+        };
+        match value {
+            Value::String(s) if s.chars().count() <= *max => {}
+            Value::String(_) => {
+                return Err(DecodeError::new(
+                    ErrorCode::BadValue,
+                    format!("`{key}` is longer than {max} characters"),
+                ));
+            }
+            other => {
+                return Err(DecodeError::new(
+                    ErrorCode::WrongType,
+                    format!(
+                        ".{key}: expected a string or null, found {}",
+                        json_kind(other)
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `history`: a page of events older than `before`.
@@ -547,6 +616,10 @@ pub enum ServerFrame {
     Receipt(Receipt),
     /// This person read a conversation on one of its devices.
     Read(ReadMarker),
+    /// A call of this person ended (logged).
+    CallRecord(CallRecordFrame),
+    /// A profile: a change of this person's (logged, with `seq`) or the answer to `get`.
+    Profile(ProfileFrame),
     /// Something this device sent was refused.
     Error(ErrorFrame),
 }
@@ -554,7 +627,17 @@ pub enum ServerFrame {
 impl ServerFrame {
     /// The ops the broker sends.
     pub const OPS: &'static [&'static str] = &[
-        "welcome", "sent", "message", "call", "synced", "history", "receipt", "read", "error",
+        "welcome",
+        "sent",
+        "message",
+        "call",
+        "synced",
+        "history",
+        "receipt",
+        "read",
+        "call_record",
+        "profile",
+        "error",
     ];
 
     /// Decodes a frame from the broker (used by [`crate::client`]).
@@ -569,6 +652,8 @@ impl ServerFrame {
                 "history" => decode_fields(text).map(ServerFrame::History),
                 "receipt" => decode_fields(text).map(ServerFrame::Receipt),
                 "read" => decode_fields(text).map(ServerFrame::Read),
+                "call_record" => decode_fields(text).map(ServerFrame::CallRecord),
+                "profile" => decode_fields(text).map(ServerFrame::Profile),
                 "error" => decode_fields(text).map(ServerFrame::Error),
                 _ => return None,
             })
@@ -637,6 +722,43 @@ pub struct ReadMarker {
     pub ts: Millis,
 }
 
+/// `call_record`: a call of this person ended; it is in the log.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CallRecordFrame {
+    /// The event's place in this person's log.
+    pub seq: u64,
+    /// The call id.
+    pub call: String,
+    /// The other person's primary address.
+    pub peer: String,
+    /// True when this person called.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub out: bool,
+    /// `answered`, `missed`, `rejected` or `cancelled`.
+    pub status: String,
+    /// How long the call was connected, in milliseconds (0 unless answered).
+    pub duration_ms: i64,
+    /// When it ended.
+    pub ts: Millis,
+}
+
+/// `profile`: a person's profile.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ProfileFrame {
+    /// For a change of this person's profile: its place in the log. Absent on a `get` answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    /// The person's primary address.
+    pub address: String,
+    /// The whole profile, a JSON object.
+    pub profile: Box<RawValue>,
+    /// The profile's version; a message's `pv` above a cached version means "get it again".
+    pub version: u64,
+    /// When it changed (changes only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ts: Option<Millis>,
+}
+
 /// `synced`: every event up to `seq` was sent; what follows is live.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Synced {
@@ -686,6 +808,10 @@ pub struct Message {
     pub out: bool,
     /// The body exactly as sent.
     pub body: Box<RawValue>,
+    /// The sender person's profile version (absent while never set): a client whose cached
+    /// profile of `from` is older asks for it with `profile get`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub pv: u64,
 }
 
 /// What a device learns about a call.
@@ -748,12 +874,34 @@ fn is_false(b: &bool) -> bool {
     !*b
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 // ---------------------------------------------------------------------------------------------
 // Backend API: POST /backend
 // ---------------------------------------------------------------------------------------------
 
 /// The backend ops, in the order `unknown_op` lists them.
-pub const BACKEND_OPS: &[&str] = &["useradd", "userdel", "tokendel", "devices"];
+pub const BACKEND_OPS: &[&str] = &["useradd", "userdel", "tokendel", "devices", "profileset"];
+
+/// `profileset`: changes a person's profile from the backend.
+#[derive(Debug, Deserialize)]
+pub struct ProfileSetRequest {
+    /// The patch, as in the device's `profile` frame.
+    pub profile: serde_json::Map<String, Value>,
+}
+
+/// The body of a `profileset` answer.
+#[derive(Debug, Serialize)]
+pub struct ProfileBody {
+    /// The person's primary address.
+    pub address: String,
+    /// The whole profile after the change.
+    pub profile: Box<RawValue>,
+    /// The new version.
+    pub version: u64,
+}
 
 /// The fields every backend request shares.
 #[derive(Debug, Deserialize)]

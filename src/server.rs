@@ -92,7 +92,7 @@ pub async fn prepare(config: Config) -> Result<Prepared, StartError> {
     let state = Arc::new(ServerState {
         config,
         store: Box::new(store),
-        router: Router::new(metrics.clone()),
+        router: Arc::new(Router::new(metrics.clone())),
         metrics,
         app_token,
         epoch,

@@ -18,7 +18,7 @@ pub struct ServerState {
     /// Durable state.
     pub store: Box<dyn Store>,
     /// The live routing table and call state.
-    pub router: Router,
+    pub router: Arc<Router>,
     /// The app token's hash, checked in constant time on every backend request.
     pub app_token: TokenHash,
     /// Prometheus metrics.

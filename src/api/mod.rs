@@ -6,6 +6,7 @@
 //! nothing: each op is one store transaction.
 
 mod devices;
+mod profiles;
 mod tokens;
 mod users;
 
@@ -58,7 +59,7 @@ impl From<StoreError> for ApiError {
             StoreError::BadLink(_) => ErrorCode::BadLink,
             StoreError::UnknownRecipient(_) => ErrorCode::UnknownRecipient,
             StoreError::DuplicateId(_) => ErrorCode::DuplicateId,
-            StoreError::BadPosition(_) => ErrorCode::BadValue,
+            StoreError::BadPosition(_) | StoreError::ProfileTooLarge(_) => ErrorCode::BadValue,
             StoreError::AuthFailed(_) => ErrorCode::AuthFailed,
             StoreError::Sqlite(_)
             | StoreError::Commit(_)
@@ -168,6 +169,7 @@ async fn dispatch(state: &ServerState, op: &str, id: Option<Value>, value: &Valu
         "userdel" => users::userdel(state, reply, value).await,
         "tokendel" => tokens::tokendel(state, reply, value).await,
         "devices" => devices::devices(state, reply, value).await,
+        "profileset" => profiles::profileset(state, reply, value).await,
         _ => unreachable!("BACKEND_OPS lists every op dispatched here"),
     }
 }

@@ -14,16 +14,15 @@ use tracing::{Instrument, field};
 
 use super::writer;
 use crate::auth::TokenHash;
+use crate::fanout::{deliver_markers, deliver_message, event_frame};
 use crate::protocol::{
     Ack, CallAction, CallRequest, ClientFrame, CloseCode, DecodeError, ErrorCode, ErrorFrame,
-    HISTORY_DEFAULT, HISTORY_MAX, History, HistoryRequest, Login, Message as MessageFrame,
-    ReadMarker, ReadRequest, Receipt, Send, Sent, ServerFrame, Synced, Uid, UserRef, Welcome,
+    HISTORY_DEFAULT, HISTORY_MAX, History, HistoryRequest, Login, ProfileFrame, ProfileRequest,
+    ReadRequest, Send, Sent, ServerFrame, Synced, UserRef, Welcome, check_profile_patch,
 };
-use crate::router::{CallError, ConnHandle, Frame, KickReason, Outbound, Party, Router};
+use crate::router::{CallEnded, CallError, ConnHandle, Frame, KickReason, Outbound, Party};
 use crate::state::{ServerState, now_millis};
-use crate::store::{
-    Appended, EventKind, Identity, LogEvent, Marker, NewMessage, OnCommit, PersonId, StoreError,
-};
+use crate::store::{Appended, CallRecord, Identity, Marker, NewMessage, OnCommit, StoreError};
 use serde_json::value::RawValue;
 
 /// Longest client id accepted in `send`.
@@ -124,7 +123,9 @@ async fn run_inner(state: Arc<ServerState>, socket: WebSocket, conn_id: u64) {
     };
 
     if let Some(identity) = &session.identity {
-        state.router.unregister(identity.person, conn_id);
+        for ended in state.router.unregister(identity.person, conn_id) {
+            record_call(&state, ended).await;
+        }
         if let Err(err) = state.store.touch(identity.uid, now_millis()).await {
             tracing::warn!(error = %err, "could not record last seen");
         }
@@ -375,6 +376,7 @@ impl Session {
             Ok(ClientFrame::History(req)) => self.history(req).await,
             Ok(ClientFrame::Ack(ack)) => self.ack(ack).await,
             Ok(ClientFrame::Read(read)) => self.read(read).await,
+            Ok(ClientFrame::Profile(req)) => self.profile(req).await,
             Ok(ClientFrame::Login(_)) => {
                 let err = DecodeError::new(
                     ErrorCode::BadRequest,
@@ -461,7 +463,7 @@ impl Session {
     /// `ack`: records the device's position; newly delivered messages get receipts.
     async fn ack(&mut self, ack: Ack) {
         let identity = self.identity.clone().expect("ack runs after login");
-        let on_commit = self.marker_delivery(None);
+        let on_commit = deliver_markers(self.state.router.clone());
         let result = self
             .state
             .store
@@ -473,7 +475,7 @@ impl Session {
     /// `read`: a read marker to the person's other devices and a read receipt to the peer.
     async fn read(&mut self, read: ReadRequest) {
         let identity = self.identity.clone().expect("read runs after login");
-        let on_commit = self.marker_delivery(Some(identity.uid));
+        let on_commit = deliver_markers(self.state.router.clone());
         let result = self
             .state
             .store
@@ -482,25 +484,13 @@ impl Session {
         self.marker_result(result, "read").await;
     }
 
-    /// Delivers markers right after their commit; `skip` is this device for its own marker.
-    fn marker_delivery(&self, skip: Option<Uid>) -> OnCommit<Vec<Marker>> {
-        let state = self.state.clone();
-        let own_person = self.identity.as_ref().map(|i| i.person);
-        Box::new(move |markers: &Vec<Marker>| {
-            for marker in markers {
-                let frame: Frame = event_frame(&marker.event).into();
-                let skip = skip.filter(|_| Some(marker.person) == own_person);
-                state
-                    .router
-                    .deliver(marker.person, &frame, Some(marker.event.seq), skip);
-            }
-        })
-    }
-
     async fn marker_result(&self, result: Result<Vec<Marker>, StoreError>, op: &str) {
         let err = match result {
             Ok(_) => return,
             Err(StoreError::BadPosition(message)) => DecodeError::new(ErrorCode::BadValue, message),
+            Err(err @ StoreError::ProfileTooLarge(_)) => {
+                DecodeError::new(ErrorCode::BadValue, err.to_string())
+            }
             Err(StoreError::UnknownRecipient(peer)) => DecodeError::new(
                 ErrorCode::UnknownRecipient,
                 format!("no user has the address {peer}"),
@@ -620,17 +610,64 @@ impl Session {
                     tokio::spawn(
                         async move {
                             tokio::time::sleep(state.config.ring_timeout).await;
-                            state.router.call_timeout(&call_id, serial);
+                            if let Some(ended) = state.router.call_timeout(&call_id, serial) {
+                                record_call(&state, ended).await;
+                            }
                         }
                         .instrument(tracing::Span::current()),
                     );
+                    None
                 })
         } else {
             router.call_act(party, &call_id, req.action, req.data.as_deref())
         };
-        if let Err(err) = result {
-            let err = call_error(err);
-            self.error(err, None, Some(call_id)).await;
+        match result {
+            Ok(Some(ended)) => record_call(&self.state, ended).await,
+            Ok(None) => {}
+            Err(err) => {
+                let err = call_error(err);
+                self.error(err, None, Some(call_id)).await;
+            }
+        }
+    }
+
+    /// `profile`: `set` changes this person's profile (logged, to every other device of the
+    /// person); `get` answers with a person's profile.
+    async fn profile(&mut self, req: ProfileRequest) {
+        let identity = self.identity.clone().expect("profile runs after login");
+        match (req.set, req.get) {
+            (Some(patch), None) => {
+                if let Err(err) = check_profile_patch(&patch) {
+                    return self.error(err, None, None).await;
+                }
+                let on_commit = deliver_markers(self.state.router.clone());
+                let result = self
+                    .state
+                    .store
+                    .set_profile(identity.person, patch, now_millis(), on_commit)
+                    .await;
+                self.marker_result(result, "profile").await;
+            }
+            (None, Some(address)) => match self.state.store.profile(&address).await {
+                Ok((address, profile, version)) => {
+                    let frame = ServerFrame::Profile(ProfileFrame {
+                        seq: None,
+                        address,
+                        profile,
+                        version,
+                        ts: None,
+                    });
+                    self.push(frame.to_text().into()).await;
+                }
+                Err(err) => self.marker_result(Err(err), "profile").await,
+            },
+            _ => {
+                let err = DecodeError::new(
+                    ErrorCode::BadValue,
+                    "profile takes exactly one of `set` (an object) or `get` (an address)",
+                );
+                self.error(err, None, None).await;
+            }
         }
     }
 
@@ -715,82 +752,19 @@ fn human_duration(d: std::time::Duration) -> String {
     }
 }
 
-/// Fans a stored message out: every live device of the recipient person, and the sender
-/// person's other devices marked `out`. One serialization per person; the bytes are shared.
-fn deliver_message(
-    router: &Router,
-    appended: &Appended,
-    sender: (PersonId, Uid),
-    body: Box<RawValue>,
-) -> usize {
-    let (sender_person, sender_uid) = sender;
-    let mut width = 0;
-    let frame = |seq, out, body| -> Frame {
-        ServerFrame::Message(MessageFrame {
-            mid: appended.mid,
-            seq,
-            from: appended.from.clone(),
-            to: appended.to.clone(),
-            ts: appended.ts,
-            out,
-            body,
-        })
-        .to_text()
-        .into()
+/// Logs a call that ended in both persons' logs and delivers the records.
+pub(super) async fn record_call(state: &Arc<ServerState>, ended: CallEnded) {
+    let record = CallRecord {
+        call: ended.call,
+        caller: (ended.caller, ended.from),
+        callee: (ended.callee, ended.to),
+        status: ended.outcome.as_str(),
+        duration_ms: ended.duration_ms,
+        ts: now_millis(),
     };
-    if appended.recipient != sender_person {
-        let incoming = frame(appended.recipient_seq, false, body.clone());
-        width += router.deliver(
-            appended.recipient,
-            &incoming,
-            Some(appended.recipient_seq),
-            None,
-        );
-    }
-    let own = frame(appended.sender_seq, true, body);
-    width += router.deliver(
-        sender_person,
-        &own,
-        Some(appended.sender_seq),
-        Some(sender_uid),
-    );
-    width
-}
-
-/// A logged event as the frame it was delivered live as.
-fn event_frame(event: &LogEvent) -> String {
-    match &event.kind {
-        EventKind::Message {
-            mid,
-            from,
-            to,
-            out,
-            body,
-        } => ServerFrame::Message(MessageFrame {
-            mid: *mid,
-            seq: event.seq,
-            from: from.clone(),
-            to: to.clone(),
-            ts: event.ts,
-            out: *out,
-            body: body.clone(),
-        })
-        .to_text(),
-        EventKind::Receipt { mid, peer, status } => ServerFrame::Receipt(Receipt {
-            seq: event.seq,
-            mid: *mid,
-            status: status.clone(),
-            peer: peer.clone(),
-            ts: event.ts,
-        })
-        .to_text(),
-        EventKind::Read { upto, peer } => ServerFrame::Read(ReadMarker {
-            seq: event.seq,
-            peer: peer.clone(),
-            upto: *upto,
-            ts: event.ts,
-        })
-        .to_text(),
+    let on_commit = deliver_markers(state.router.clone());
+    if let Err(err) = state.store.append_call_record(record, on_commit).await {
+        tracing::error!(error = %err, "could not record a call");
     }
 }
 

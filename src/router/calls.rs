@@ -13,7 +13,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde_json::value::RawValue;
 
 use super::Router;
-use crate::protocol::{CallAction, CallEvent, CallEventKind, ErrorCode, ServerFrame, Uid};
+use crate::protocol::{CallAction, CallEvent, CallEventKind, ErrorCode, Millis, ServerFrame, Uid};
+use crate::state::now_millis;
 use crate::store::PersonId;
 
 /// One device acting on a call.
@@ -61,6 +62,75 @@ struct Call {
     callee: Option<Party>,
     from: String,
     to: String,
+    /// When it started ringing.
+    rang_at: Millis,
+    /// When it was answered.
+    answered_at: Option<Millis>,
+}
+
+/// How a call ended, for its record in both persons' logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallOutcome {
+    /// It was answered and then hung up.
+    Answered,
+    /// Nobody answered in time.
+    Missed,
+    /// The callee rejected it.
+    Rejected,
+    /// The caller hung up (or went away) while it rang.
+    Cancelled,
+}
+
+impl CallOutcome {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallOutcome::Answered => "answered",
+            CallOutcome::Missed => "missed",
+            CallOutcome::Rejected => "rejected",
+            CallOutcome::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// A call that ended: the caller logs it in both persons' logs.
+#[derive(Debug, Clone)]
+pub struct CallEnded {
+    /// The call id.
+    pub call: String,
+    /// The caller's person.
+    pub caller: PersonId,
+    /// The callee's person.
+    pub callee: PersonId,
+    /// The caller's primary address.
+    pub from: String,
+    /// The callee's primary address.
+    pub to: String,
+    /// How it ended.
+    pub outcome: CallOutcome,
+    /// When it started ringing.
+    pub rang_at: Millis,
+    /// How long it was connected (0 unless answered).
+    pub duration_ms: i64,
+}
+
+impl Call {
+    fn ended(&self, id: &str, outcome: CallOutcome) -> CallEnded {
+        let duration_ms = self
+            .answered_at
+            .map(|at| (now_millis() - at).max(0))
+            .unwrap_or(0);
+        CallEnded {
+            call: id.to_string(),
+            caller: self.caller.person,
+            callee: self.callee_person,
+            from: self.from.clone(),
+            to: self.to.clone(),
+            outcome,
+            rang_at: self.rang_at,
+            duration_ms,
+        }
+    }
 }
 
 /// All live calls.
@@ -166,6 +236,8 @@ impl Router {
                     callee: None,
                     from: from.into(),
                     to: to.into(),
+                    rang_at: now_millis(),
+                    answered_at: None,
                 },
             );
         }
@@ -197,7 +269,7 @@ impl Router {
         call_id: &str,
         action: CallAction,
         data: Option<&RawValue>,
-    ) -> Result<(), CallError> {
+    ) -> Result<Option<CallEnded>, CallError> {
         let mut live = self.calls.live.lock().unwrap_or_else(|p| p.into_inner());
         let call = live
             .get_mut(call_id, actor.person)
@@ -209,6 +281,7 @@ impl Router {
         let (caller, callee_person) = (call.caller, call.callee_person);
         let (from, to) = (call.from.clone(), call.to.clone());
 
+        let mut ended = None;
         // (who, out, what, with the actor's data): data goes only to the other party.
         let mut sends: Vec<(Target, bool, CallEventKind, bool)> = Vec::new();
         match action {
@@ -229,9 +302,12 @@ impl Router {
                 }
                 let (direct, elsewhere) = if action == CallAction::Answer {
                     call.callee = Some(actor);
+                    call.answered_at = Some(now_millis());
                     (CallEventKind::Answer, CallEventKind::AnsweredElsewhere)
                 } else {
-                    live.remove(call_id, actor.person);
+                    ended = live
+                        .remove(call_id, actor.person)
+                        .map(|c| c.ended(call_id, CallOutcome::Rejected));
                     (CallEventKind::Reject, CallEventKind::RejectedElsewhere)
                 };
                 sends.push((
@@ -263,7 +339,14 @@ impl Router {
                         "only the two devices in the call can hang up".into()
                     }));
                 }
-                live.remove(call_id, actor.person);
+                let outcome = if ringing {
+                    CallOutcome::Cancelled
+                } else {
+                    CallOutcome::Answered
+                };
+                ended = live
+                    .remove(call_id, actor.person)
+                    .map(|c| c.ended(call_id, outcome));
                 sends.push((
                     Target::Person(caller.person, Some(actor.uid)),
                     true,
@@ -306,11 +389,11 @@ impl Router {
             };
             self.send_call(target, view, kind, data.filter(|_| with_data));
         }
-        Ok(())
+        Ok(ended)
     }
 
     /// The ring timer fired: a call still ringing since `serial` ends as missed on every device.
-    pub fn call_timeout(&self, call_id: &str, serial: u64) {
+    pub fn call_timeout(&self, call_id: &str, serial: u64) -> Option<CallEnded> {
         let ended = {
             let mut live = self.calls.live.lock().unwrap_or_else(|p| p.into_inner());
             live.remove_where(|id, c| id == call_id && c.serial == serial && c.callee.is_none())
@@ -336,11 +419,14 @@ impl Router {
                 CallEventKind::Missed,
                 None,
             );
+            return Some(call.ended(call_id, CallOutcome::Missed));
         }
+        None
     }
 
     /// A connection went away: its calls end with `hangup` on every other device.
-    pub(super) fn calls_end_for_conn(&self, conn_id: u64) {
+    pub(super) fn calls_end_for_conn(&self, conn_id: u64) -> Vec<CallEnded> {
+        let mut records = Vec::new();
         let ended: Vec<(String, Call)> = {
             let mut live = self.calls.live.lock().unwrap_or_else(|p| p.into_inner());
             live.remove_where(|_, c| {
@@ -371,7 +457,14 @@ impl Router {
                 CallEventKind::Hangup,
                 None,
             );
+            let outcome = if call.callee.is_some() {
+                CallOutcome::Answered
+            } else {
+                CallOutcome::Cancelled
+            };
+            records.push(call.ended(&id, outcome));
         }
+        records
     }
 
     fn send_call(

@@ -19,7 +19,7 @@ use crate::metrics::Metrics;
 use crate::protocol::{CloseCode, Uid};
 use crate::store::PersonId;
 
-pub use calls::{CallError, Party};
+pub use calls::{CallEnded, CallError, CallOutcome, Party};
 
 /// A serialized text frame; cloning shares the same bytes.
 pub type Frame = Utf8Bytes;
@@ -167,13 +167,14 @@ impl Router {
         entry.push(handle);
     }
 
-    /// Removes a connection, if it is still the registered one for its uid.
-    pub fn unregister(&self, person: PersonId, conn_id: u64) {
+    /// Removes a connection, if it is still the registered one for its uid. Returns the calls
+    /// that ended because this connection was a party to them (for their records).
+    pub fn unregister(&self, person: PersonId, conn_id: u64) -> Vec<CallEnded> {
         self.persons.remove_if_mut(&person, |_, entry| {
             entry.retain(|h| h.conn_id != conn_id);
             entry.is_empty()
         });
-        self.calls_end_for_conn(conn_id);
+        self.calls_end_for_conn(conn_id)
     }
 
     /// Hands `frame` to every live device of `person` except `skip`. Returns how many took it.

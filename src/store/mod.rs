@@ -47,6 +47,9 @@ pub enum StoreError {
     /// The database failed.
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// A profile change would make the profile too large.
+    #[error("the profile would be {0} bytes; the limit is {MAX_PROFILE_BYTES}")]
+    ProfileTooLarge(usize),
     /// An `ack` or `read` names a position that does not exist for this person.
     #[error("{0}")]
     BadPosition(String),
@@ -244,6 +247,8 @@ pub struct Appended {
     pub sender_seq: u64,
     /// The event's seq in the recipient's log (equal to `sender_seq` for a note to self).
     pub recipient_seq: u64,
+    /// The sender person's profile version, so recipients can tell their copy is stale.
+    pub pv: u64,
     /// True when this was a retry of a stored message: nothing new to deliver.
     pub duplicate: bool,
 }
@@ -260,6 +265,26 @@ pub struct Marker {
     /// The event.
     pub event: LogEvent,
 }
+
+/// A call that ended, as the store records it.
+#[derive(Debug, Clone)]
+pub struct CallRecord {
+    /// The call id.
+    pub call: String,
+    /// The caller's person and primary address.
+    pub caller: (PersonId, String),
+    /// The callee's person and primary address.
+    pub callee: (PersonId, String),
+    /// `answered`, `missed`, `rejected` or `cancelled`.
+    pub status: &'static str,
+    /// How long it was connected.
+    pub duration_ms: i64,
+    /// When it ended.
+    pub ts: Millis,
+}
+
+/// The largest profile, serialized.
+pub const MAX_PROFILE_BYTES: usize = 8 * 1024;
 
 /// Where a person's log stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -296,6 +321,8 @@ pub enum EventKind {
         out: bool,
         /// The body, raw.
         body: Box<RawValue>,
+        /// The sender person's profile version (0 if never set).
+        pv: u64,
     },
     /// A message of this person reached (`delivered`) or was read by (`read`) the peer.
     Receipt {
@@ -305,6 +332,28 @@ pub enum EventKind {
         peer: String,
         /// `delivered` or `read`.
         status: String,
+    },
+    /// A call between this person and `peer` ended.
+    Call {
+        /// The call id.
+        call: String,
+        /// The other person's primary address.
+        peer: String,
+        /// True when this person called.
+        out: bool,
+        /// `answered`, `missed`, `rejected` or `cancelled`.
+        status: String,
+        /// How long it was connected, in milliseconds.
+        duration_ms: i64,
+    },
+    /// This person's profile changed; the whole profile after the change.
+    Profile {
+        /// The person's primary address.
+        address: String,
+        /// The profile, a JSON object.
+        profile: Box<RawValue>,
+        /// Its version, bumped on every change.
+        version: u64,
     },
     /// This person read the conversation with `peer` up to `upto` on one of its devices.
     Read {
@@ -383,6 +432,23 @@ pub trait Store: Send + Sync + 'static {
         ts: Millis,
         on_commit: OnCommit<Vec<Marker>>,
     ) -> Result<Vec<Marker>, StoreError>;
+    /// Records a call that ended in both persons' logs.
+    async fn append_call_record(
+        &self,
+        record: CallRecord,
+        on_commit: OnCommit<Vec<Marker>>,
+    ) -> Result<Vec<Marker>, StoreError>;
+    /// Applies `patch` to the person's profile (a key set to null is removed) and logs the
+    /// change. Returns the profile change event in the person's log.
+    async fn set_profile(
+        &self,
+        person: PersonId,
+        patch: serde_json::Map<String, serde_json::Value>,
+        ts: Millis,
+        on_commit: OnCommit<Vec<Marker>>,
+    ) -> Result<Vec<Marker>, StoreError>;
+    /// The profile of the person an address belongs to: primary address, profile, version.
+    async fn profile(&self, address: &str) -> Result<(String, Box<RawValue>, u64), StoreError>;
     /// Removes up to `max_events` events older than `before_ts` (and messages no log holds any
     /// more). Returns how many events went; call again while it returns `max_events`.
     async fn prune(&self, before_ts: Millis, max_events: usize) -> Result<usize, StoreError>;

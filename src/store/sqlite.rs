@@ -16,9 +16,9 @@ use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    Appended, AuthFailure, DeviceRecord, EventKind, Identity, IssuedUser, LogEvent, LogHead,
-    MAX_DEVICES, Marker, NewMessage, NewUser, OnCommit, PersonDevices, PersonId, Removed, Revoked,
-    Store, StoreError, TokenRequest, TokenTerms, UserKey,
+    Appended, AuthFailure, CallRecord, DeviceRecord, EventKind, Identity, IssuedUser, LogEvent,
+    LogHead, MAX_DEVICES, MAX_PROFILE_BYTES, Marker, NewMessage, NewUser, OnCommit, PersonDevices,
+    PersonId, Removed, Revoked, Store, StoreError, TokenRequest, TokenTerms, UserKey,
 };
 use crate::auth::{PlainToken, TokenHash};
 use crate::protocol::{Millis, Uid};
@@ -347,6 +347,42 @@ impl Store for SqliteStore {
             move |conn| mark_read(conn, &who, &peer, upto, ts),
             on_commit,
         )
+        .await
+    }
+
+    async fn append_call_record(
+        &self,
+        record: CallRecord,
+        on_commit: OnCommit<Vec<Marker>>,
+    ) -> Result<Vec<Marker>, StoreError> {
+        self.write_then(move |conn| append_call_record(conn, &record), on_commit)
+            .await
+    }
+
+    async fn set_profile(
+        &self,
+        person: PersonId,
+        patch: serde_json::Map<String, serde_json::Value>,
+        ts: Millis,
+        on_commit: OnCommit<Vec<Marker>>,
+    ) -> Result<Vec<Marker>, StoreError> {
+        self.write_then(move |conn| set_profile(conn, person, patch, ts), on_commit)
+            .await
+    }
+
+    async fn profile(&self, address: &str) -> Result<(String, Box<RawValue>, u64), StoreError> {
+        let address = address.to_string();
+        self.read(move |conn| {
+            let user = find_user(conn, &UserKey::Address(address.clone()))?
+                .ok_or(StoreError::UnknownRecipient(address))?;
+            let person = user.person();
+            let (text, version): (String, u64) = conn
+                .prepare_cached("SELECT profile, profile_version FROM persons WHERE person = ?1")?
+                .query_row([person], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            let profile =
+                RawValue::from_string(text).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            Ok((user_address(conn, person)?, profile, version))
+        })
         .await
     }
 
@@ -809,8 +845,10 @@ fn token_linkto(
 }
 
 const EVENT_SELECT: &str = "SELECT e.seq, e.ts, e.kind, e.out, e.mid, m.from_address, m.to_address,
-            m.body, e.peer, e.status
-     FROM events e LEFT JOIN messages m ON m.mid = e.mid";
+            m.body, e.peer, e.status, e.call, e.duration, e.data, e.version,
+            coalesce(sp.profile_version, 0)
+     FROM events e LEFT JOIN messages m ON m.mid = e.mid
+     LEFT JOIN persons sp ON sp.person = m.sender_person";
 
 /// Maps one row of [`EVENT_SELECT`]; the inner result carries data that cannot be read back.
 fn log_event(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<LogEvent, StoreError>> {
@@ -830,6 +868,26 @@ fn log_event(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<LogEvent, StoreEr
                 from: r.get(5)?,
                 to: r.get(6)?,
                 body,
+                pv: r.get(14)?,
+            }
+        }
+        "call" => EventKind::Call {
+            call: r.get(10)?,
+            peer: r.get(8)?,
+            out: r.get(3)?,
+            status: r.get(9)?,
+            duration_ms: r.get(11)?,
+        },
+        "profile" => {
+            let data: Option<String> = r.get(12)?;
+            let profile = match data.map(RawValue::from_string) {
+                Some(Ok(profile)) => profile,
+                _ => return corrupt("a profile event without a readable profile".into()),
+            };
+            EventKind::Profile {
+                address: r.get(8)?,
+                profile,
+                version: r.get(13)?,
             }
         }
         "receipt" => EventKind::Receipt {
@@ -848,6 +906,97 @@ fn log_event(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<LogEvent, StoreEr
         ts: r.get(1)?,
         kind,
     }))
+}
+
+/// `append_call_record`: the call's record in the caller's log (out) and the callee's.
+fn append_call_record(conn: &Connection, record: &CallRecord) -> Result<Vec<Marker>, StoreError> {
+    let mut markers = Vec::with_capacity(2);
+    let sides = [
+        (&record.caller, &record.callee, true),
+        (&record.callee, &record.caller, false),
+    ];
+    for ((person, _), (_, peer), out) in sides {
+        let seq = next_seq(conn, *person)?;
+        conn.prepare_cached(
+            "INSERT INTO events (person, seq, kind, out, ts, peer, status, call, duration)
+             VALUES (?1, ?2, 'call', ?3, ?4, ?5, ?6, ?7, ?8)",
+        )?
+        .execute(params![
+            person,
+            seq,
+            out,
+            record.ts,
+            peer,
+            record.status,
+            record.call,
+            record.duration_ms
+        ])?;
+        markers.push(Marker {
+            person: *person,
+            event: LogEvent {
+                seq,
+                ts: record.ts,
+                kind: EventKind::Call {
+                    call: record.call.clone(),
+                    peer: peer.clone(),
+                    out,
+                    status: record.status.to_string(),
+                    duration_ms: record.duration_ms,
+                },
+            },
+        });
+    }
+    Ok(markers)
+}
+
+/// `set_profile`: merges the patch (null removes a key), bumps the version, logs the change.
+fn set_profile(
+    conn: &Connection,
+    person: PersonId,
+    patch: serde_json::Map<String, serde_json::Value>,
+    ts: Millis,
+) -> Result<Vec<Marker>, StoreError> {
+    let (text, version): (String, u64) = conn
+        .prepare_cached("SELECT profile, profile_version FROM persons WHERE person = ?1")?
+        .query_row([person], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?
+        .ok_or_else(|| StoreError::NoSuchUser(format!("with uid {person}")))?;
+    let mut profile: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("profile: {e}")))?;
+    for (key, value) in patch {
+        if value.is_null() {
+            profile.remove(&key);
+        } else {
+            profile.insert(key, value);
+        }
+    }
+    let text = serde_json::Value::Object(profile).to_string();
+    if text.len() > MAX_PROFILE_BYTES {
+        return Err(StoreError::ProfileTooLarge(text.len()));
+    }
+    let version = version + 1;
+    conn.prepare_cached("UPDATE persons SET profile = ?2, profile_version = ?3 WHERE person = ?1")?
+        .execute(params![person, text, version])?;
+    let address = user_address(conn, person)?;
+    let seq = next_seq(conn, person)?;
+    conn.prepare_cached(
+        "INSERT INTO events (person, seq, kind, ts, peer, data, version)
+         VALUES (?1, ?2, 'profile', ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![person, seq, ts, address, text, version])?;
+    let profile = RawValue::from_string(text).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    Ok(vec![Marker {
+        person,
+        event: LogEvent {
+            seq,
+            ts,
+            kind: EventKind::Profile {
+                address,
+                profile,
+                version,
+            },
+        },
+    }])
 }
 
 /// Appends a receipt or read marker to a person's log.
@@ -1036,6 +1185,7 @@ fn append_message(conn: &Connection, msg: NewMessage) -> Result<Appended, StoreE
                     recipient: r.get(4)?,
                     sender_seq: r.get(5)?,
                     recipient_seq: r.get(6)?,
+                    pv: 0, // not delivered again
                     duplicate: true,
                 },
                 r.get::<_, String>(7)?,
@@ -1080,6 +1230,9 @@ fn append_message(conn: &Connection, msg: NewMessage) -> Result<Appended, StoreE
         msg.body.get()
     ])?;
     let mid = conn.last_insert_rowid() as u64;
+    let pv: u64 = conn
+        .prepare_cached("SELECT profile_version FROM persons WHERE person = ?1")?
+        .query_row([sender], |r| r.get(0))?;
     let mut event = conn.prepare_cached(
         "INSERT INTO events (person, seq, kind, mid, out, ts) VALUES (?1, ?2, 'message', ?3, ?4, ?5)",
     )?;
@@ -1095,6 +1248,7 @@ fn append_message(conn: &Connection, msg: NewMessage) -> Result<Appended, StoreE
         recipient: recipient_person,
         sender_seq,
         recipient_seq,
+        pv,
         duplicate: false,
     })
 }

@@ -68,6 +68,22 @@ async fn a_call_answered_on_one_device() {
     for other in [&mut a1, &mut a2, &mut b1, &mut b3] {
         assert_eq!(other.expect("call").await["action"], "hangup");
     }
+    // The call's record is logged for both persons and reaches every device.
+    for (dev, out, peer) in [
+        (&mut a1, true, "bob@example.com"),
+        (&mut a2, true, "bob@example.com"),
+        (&mut b1, false, "alice@example.com"),
+        (&mut b2, false, "alice@example.com"),
+        (&mut b3, false, "alice@example.com"),
+    ] {
+        let record = dev.expect("call_record").await;
+        assert_eq!(record["call"], "c1");
+        assert_eq!(record["status"], "answered");
+        assert_eq!(record["peer"], peer);
+        assert_eq!(record.get("out").is_some(), out, "{record}");
+        assert!(record["duration_ms"].as_i64().unwrap() >= 0);
+        assert_eq!(record["seq"], 1);
+    }
     b2.expect_silence().await;
     a1.send_json(json!({"op":"call","call":"c1","action":"hangup"}))
         .await;

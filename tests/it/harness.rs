@@ -133,6 +133,7 @@ impl TestServer {
         let token = answer["user"]["token"].as_str().unwrap().to_string();
         let mut dev = self.login(&token).await;
         let welcome = dev.expect("welcome").await;
+        dev.expect("synced").await;
         dev.uid = welcome["uid"].as_u64().unwrap();
         dev.address = welcome["address"].as_str().unwrap().to_string();
         dev

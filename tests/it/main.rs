@@ -10,4 +10,5 @@ mod fanout;
 mod login;
 mod metrics;
 mod proto_examples;
+mod records;
 mod sync;

@@ -358,6 +358,8 @@ async fn read_markers_reach_the_other_devices_and_the_peer() {
         (receipt["status"].clone(), receipt["mid"].clone()),
         (json!("read"), json!(mid))
     );
+    // The reader's own device gets its marker too: every device sees every seq of its log.
+    assert_eq!(b1.expect("read").await["seq"], 2);
     b1.expect_silence().await;
 
     // The marker is in the log: a device catching up gets it.

@@ -23,3 +23,14 @@ ALTER TABLE persons ADD COLUMN delivered_upto INTEGER NOT NULL DEFAULT 0;
 -- person's primary address, `status` delivered or read.
 ALTER TABLE events ADD COLUMN peer TEXT;
 ALTER TABLE events ADD COLUMN status TEXT;
+
+-- Call records: the call id, and how long an answered call lasted.
+ALTER TABLE events ADD COLUMN call TEXT;
+ALTER TABLE events ADD COLUMN duration INTEGER;
+-- A profile change: the whole profile after the change, as JSON text.
+ALTER TABLE events ADD COLUMN data TEXT;
+ALTER TABLE events ADD COLUMN version INTEGER;
+
+-- Each person's profile (a JSON object) and its version, bumped on every change.
+ALTER TABLE persons ADD COLUMN profile TEXT NOT NULL DEFAULT '{}';
+ALTER TABLE persons ADD COLUMN profile_version INTEGER NOT NULL DEFAULT 0;
