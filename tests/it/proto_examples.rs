@@ -135,13 +135,17 @@ fn load_examples() -> Vec<(String, Scenario)> {
 // Running a scenario against a live server
 // ---------------------------------------------------------------------------------------------
 
-/// Values bound while a scenario runs: user-token placeholders and example timestamps.
+/// Values bound while a scenario runs: user-token placeholders, example timestamps and epochs.
 #[derive(Default)]
 struct Bindings {
     /// Placeholder text → real text (the app token, and `octu_<name>` → the issued token).
     strings: HashMap<String, String>,
     /// Example `ts` → the real `ts` it stood for, so equal examples stay equal for real.
     ts: HashMap<i64, i64>,
+    /// Example `epoch` → the real epoch a `welcome` showed for it.
+    epochs: HashMap<String, String>,
+    /// Epochs a `login` sent as written (from another database): never bound afterwards.
+    foreign_epochs: BTreeSet<String>,
 }
 
 impl Bindings {
@@ -191,7 +195,9 @@ fn is_token_placeholder(s: &str) -> bool {
 
 /// Compares an example with what the server sent: exactly, except that `octu_<name>` matches
 /// any `octu_` token (binding it), `ts` matches any positive integer (the same real value for
-/// the same example value) and a numeric `last_seen` matches any integer.
+/// the same example value), a string `epoch` matches any non-empty string (the same real value
+/// for the same example value, and different real values for different example values) and a
+/// numeric `last_seen` matches any integer.
 fn compare(
     expected: &Value,
     actual: &Value,
@@ -236,6 +242,33 @@ fn compare(
                 Some(_) => {}
                 None => {
                     bind.ts.insert(example, real);
+                }
+            }
+        }
+        (Some("epoch"), Value::String(example)) => {
+            let Some(real) = actual.as_str().filter(|e| !e.is_empty()) else {
+                diffs.push(format!(
+                    "{path}: expected an epoch (a string), got {actual}"
+                ));
+                return;
+            };
+            match bind.epochs.get(example) {
+                Some(bound) if bound != real => diffs.push(format!(
+                    "{path}: example epoch {example} stood for {bound} before, now {real}"
+                )),
+                Some(_) => {}
+                None => {
+                    if let Some((other, _)) = bind.epochs.iter().find(|(_, v)| *v == real) {
+                        diffs.push(format!(
+                            "{path}: the real epoch {real} was shown as {other} before, not {example}"
+                        ));
+                    }
+                    if bind.foreign_epochs.contains(example) {
+                        diffs.push(format!(
+                            "{path}: {example} was sent before as an epoch of another database"
+                        ));
+                    }
+                    bind.epochs.insert(example.clone(), real.to_string());
                 }
             }
         }
@@ -465,7 +498,7 @@ async fn run_device(
     server: &TestServer,
     step: &Step,
     name: &str,
-    bind: &Bindings,
+    bind: &mut Bindings,
     devices: &mut BTreeMap<String, Device>,
     errors: &mut Vec<String>,
 ) {
@@ -481,7 +514,17 @@ async fn run_device(
     }
     let dev = devices.get_mut(name).expect("connected above");
     if let Some(frame) = &step.send {
-        let frame = bind.fill(frame, errors);
+        let mut frame = bind.fill(frame, errors);
+        // A frame's `epoch` that a `welcome` showed becomes the real epoch; any other is sent as
+        // written and stands for an epoch of another database.
+        if let Some(example) = frame["epoch"].as_str().map(str::to_string) {
+            match bind.epochs.get(&example) {
+                Some(real) => frame["epoch"] = Value::String(real.clone()),
+                None => {
+                    bind.foreign_epochs.insert(example);
+                }
+            }
+        }
         dev.send_json(frame).await;
     } else if let Some(text) = &step.send_text {
         dev.send_text(text).await;
