@@ -436,8 +436,9 @@ pub struct Login {
     pub token: String,
     /// The app id the token was issued for.
     pub appid: String,
-    /// The last `seq` this device holds: the broker replays every later event, then goes live.
-    /// Absent (or 0) for a new device, which starts live from `welcome.seq`.
+    /// The last `seq` this device holds (0 if none yet): the broker replays every later event,
+    /// then goes live. Absent for a new device, which starts live from `welcome.seq` and pages
+    /// `history` for the past.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<u64>,
     /// The `epoch` of the welcome that `since` came from.

@@ -171,10 +171,14 @@ async fn prune_forever(state: Arc<ServerState>) {
     let mut tick = tokio::time::interval(state.config.prune_every);
     loop {
         tick.tick().await;
-        let cutoff = crate::state::now_millis() - retention.as_millis() as i64;
+        let now = crate::state::now_millis();
+        let cutoff = now - retention.as_millis() as i64;
+        // Client ids (idempotent retries) are remembered at least a day, however short the
+        // retention.
+        let ids_cutoff = cutoff.min(now - 86_400_000);
         let mut total = 0;
         loop {
-            match state.store.prune(cutoff, PRUNE_CHUNK).await {
+            match state.store.prune(cutoff, ids_cutoff, PRUNE_CHUNK).await {
                 Ok(n) => {
                     total += n;
                     if n < PRUNE_CHUNK {

@@ -247,13 +247,16 @@ impl Session {
                 return false;
             }
         };
+        // A new device (no `since`) starts live from here and pages history. A device with a
+        // position (0 included: it holds nothing yet) gets everything after it, unless part of
+        // that is pruned or the position is from another epoch: then it is told so, never
+        // half-filled.
+        let new_device = since.is_none();
         let since = since.unwrap_or(0);
         let same_epoch = epoch.as_deref().is_none_or(|e| e == self.state.epoch);
         let beyond = since > head.seq && same_epoch;
-        // A new device (since 0) starts live from here and pages history; a device whose gap
-        // is partly pruned, or whose position is from another epoch, is told so, never half-filled.
-        let replay = since > 0 && same_epoch && !beyond && since >= head.pruned_upto;
-        let recovered = since == 0 || replay;
+        let replay = !new_device && same_epoch && !beyond && since >= head.pruned_upto;
+        let recovered = new_device || replay;
         let welcome = ServerFrame::Welcome(Welcome {
             uid: identity.uid,
             address: identity.address.clone(),

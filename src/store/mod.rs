@@ -449,9 +449,15 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<Marker>, StoreError>;
     /// The profile of the person an address belongs to: primary address, profile, version.
     async fn profile(&self, address: &str) -> Result<(String, Box<RawValue>, u64), StoreError>;
-    /// Removes up to `max_events` events older than `before_ts` (and messages no log holds any
-    /// more). Returns how many events went; call again while it returns `max_events`.
-    async fn prune(&self, before_ts: Millis, max_events: usize) -> Result<usize, StoreError>;
+    /// Removes up to `max_events` events older than `before_ts`, and messages no log holds any
+    /// more that are older than `ids_before_ts` (their client ids go with them). Returns how
+    /// many events went; call again while it returns `max_events`.
+    async fn prune(
+        &self,
+        before_ts: Millis,
+        ids_before_ts: Millis,
+        max_events: usize,
+    ) -> Result<usize, StoreError>;
     /// Revokes every token of a user (`tokendel`).
     async fn tokendel(&self, who: UserKey) -> Result<Revoked, StoreError>;
     /// Removes a user; a primary takes its whole person with it (`userdel`).

@@ -386,8 +386,13 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn prune(&self, before_ts: Millis, max_events: usize) -> Result<usize, StoreError> {
-        self.write(move |conn| prune(conn, before_ts, max_events))
+    async fn prune(
+        &self,
+        before_ts: Millis,
+        ids_before_ts: Millis,
+        max_events: usize,
+    ) -> Result<usize, StoreError> {
+        self.write(move |conn| prune(conn, before_ts, ids_before_ts, max_events))
             .await
     }
 
@@ -1098,6 +1103,19 @@ fn mark_read(
             "mid {upto} is not a message from {peer} to you"
         )));
     }
+    // A read marker only moves forward: reading older messages again changes nothing.
+    let current: Option<u64> = conn
+        .prepare_cached("SELECT upto FROM read_marks WHERE person = ?1 AND peer_person = ?2")?
+        .query_row(params![who.person, peer_person], |r| r.get(0))
+        .optional()?;
+    if current.is_some_and(|c| upto <= c) {
+        return Ok(Vec::new());
+    }
+    conn.prepare_cached(
+        "INSERT INTO read_marks (person, peer_person, upto) VALUES (?1, ?2, ?3)
+         ON CONFLICT (person, peer_person) DO UPDATE SET upto = excluded.upto",
+    )?
+    .execute(params![who.person, peer_person, upto])?;
     let own = append_marker(conn, who.person, "read", upto, &peer_address, None, ts)?;
     let receipt = append_marker(
         conn,
@@ -1122,7 +1140,12 @@ fn mark_read(
 
 /// Deletes the oldest expired events (at most `max_events`), records each person's horizon,
 /// and removes messages no log references any more.
-fn prune(conn: &Connection, before_ts: Millis, max_events: usize) -> Result<usize, StoreError> {
+fn prune(
+    conn: &Connection,
+    before_ts: Millis,
+    ids_before_ts: Millis,
+    max_events: usize,
+) -> Result<usize, StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT person, max(seq), count(*) FROM
            (SELECT person, seq FROM events WHERE ts < ?1 ORDER BY ts LIMIT ?2)
@@ -1149,13 +1172,13 @@ fn prune(conn: &Connection, before_ts: Millis, max_events: usize) -> Result<usiz
         removed += count;
     }
     if removed > 0 {
-        // Client ids are remembered for at least the retention window: a message goes only
-        // once it is expired and no log holds it.
+        // A message (and with it its client id, for idempotent retries) goes only once no log
+        // holds it and it is older than `ids_before_ts` (the caller keeps ids at least 24 h).
         conn.prepare_cached(
             "DELETE FROM messages WHERE ts < ?1
              AND NOT EXISTS (SELECT 1 FROM events e WHERE e.mid = messages.mid)",
         )?
-        .execute([before_ts])?;
+        .execute([ids_before_ts])?;
     }
     Ok(removed)
 }

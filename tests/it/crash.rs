@@ -89,8 +89,14 @@ impl Seen {
         }
     }
 
+    /// The highest seq held without a gap below it: what a client resumes from. (Its own
+    /// `sent` and the live frames come through different queues, so a kill can leave a hole.)
     fn position(&self) -> u64 {
-        self.by_seq.keys().next_back().copied().unwrap_or(0)
+        let mut position = 0;
+        while self.by_seq.contains_key(&(position + 1)) {
+            position += 1;
+        }
+        position
     }
 }
 

@@ -68,8 +68,8 @@ async fn the_sender_catches_up_on_its_own_outgoing_messages() {
     let token = a2.token.clone();
     drop(a2);
     a1.send_msg("x", "bob@example.com", json!("from a1")).await;
-    let mut a2 = server.login_since(&token, Some(0), None).await;
-    // since 0 is a new device: live from here, history for the past.
+    let mut a2 = server.login_since(&token, None, None).await;
+    // No since: a new device, live from here, history for the past.
     let (welcome, replayed) = until_synced(&mut a2).await;
     assert_eq!(welcome["seq"], 1);
     assert!(replayed.is_empty());
@@ -222,7 +222,12 @@ async fn pruned_history_is_reported_not_half_replayed() {
     drop(b);
     // Everything so far is older than "now + 1 s": pruned.
     let cutoff = octet::state::now_millis() + 1000;
-    let pruned = server.state.store.prune(cutoff, 1000).await.unwrap();
+    let pruned = server
+        .state
+        .store
+        .prune(cutoff, cutoff, 1000)
+        .await
+        .unwrap();
     assert_eq!(pruned, 10); // five messages in two logs
     let mut dev = server.login_since(&token, Some(2), None).await;
     let (welcome, replayed) = until_synced(&mut dev).await;
@@ -253,12 +258,15 @@ async fn a_slow_reader_is_closed_and_then_catches_up() {
     }
     assert!(server.state.router.online(2).is_empty(), "never kicked");
     drop(stalled);
+    // It held nothing (its welcome said seq 0): since 0 brings every message, in order.
     let mut back = server.login_since(&token, Some(0), None).await;
-    back.expect("welcome").await;
-    // since 0: a new start; the device pages history for what it missed.
-    back.send_json(json!({"op":"history","limit":500})).await;
-    let page = back.expect("history").await;
-    assert_eq!(page["events"].as_array().unwrap().len(), n);
+    let (welcome, replayed) = until_synced(&mut back).await;
+    assert_eq!(welcome["recovered"], true);
+    let seqs: Vec<u64> = replayed
+        .iter()
+        .map(|m| m["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, (1..=n as u64).collect::<Vec<_>>());
 }
 
 #[tokio::test]
@@ -291,6 +299,10 @@ async fn retention_prunes_in_the_background() {
     // Sends keep working and seq keeps counting from where it was.
     let sent = alice.send_msg("after", "bob@example.com", json!(4)).await;
     assert_eq!(sent["seq"], 4);
+    // Client ids outlive a short retention (at least a day): a late retry is still recognised.
+    let retry = alice.send_msg("m1", "bob@example.com", json!(1)).await;
+    assert_eq!(retry["mid"], 1);
+    assert_eq!(retry["seq"], 1);
 }
 
 #[tokio::test]
@@ -392,4 +404,27 @@ async fn read_markers_reach_the_other_devices_and_the_peer() {
     assert_eq!(carol.expect("error").await["code"], "missing_field");
     assert_eq!(server.snapshot(), before);
     a1.expect_silence().await;
+}
+
+#[tokio::test]
+async fn a_read_marker_only_moves_forward() {
+    let server = TestServer::start().await;
+    let mut alice = server.device("alice@example.com", "a").await;
+    let mut bob = server.device("bob@example.com", "b").await;
+    for n in 1..=2 {
+        alice
+            .send_msg(&format!("m{n}"), "bob@example.com", json!(n))
+            .await;
+        bob.expect("message").await;
+    }
+    bob.send_json(json!({"op":"read","peer":"alice@example.com","upto":2}))
+        .await;
+    assert_eq!(bob.expect("read").await["upto"], 2);
+    assert_eq!(alice.expect("receipt").await["mid"], 2);
+    for upto in [1, 2] {
+        bob.send_json(json!({"op":"read","peer":"alice@example.com","upto":upto}))
+            .await;
+    }
+    bob.expect_silence().await;
+    alice.expect_silence().await;
 }

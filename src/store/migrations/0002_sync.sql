@@ -34,3 +34,11 @@ ALTER TABLE events ADD COLUMN version INTEGER;
 -- Each person's profile (a JSON object) and its version, bumped on every change.
 ALTER TABLE persons ADD COLUMN profile TEXT NOT NULL DEFAULT '{}';
 ALTER TABLE persons ADD COLUMN profile_version INTEGER NOT NULL DEFAULT 0;
+
+-- How far each person has read each conversation: a read marker only moves forward.
+CREATE TABLE read_marks (
+    person      INTEGER NOT NULL REFERENCES persons(person) ON DELETE CASCADE,
+    peer_person INTEGER NOT NULL,
+    upto        INTEGER NOT NULL,
+    PRIMARY KEY (person, peer_person)
+) WITHOUT ROWID;
