@@ -142,6 +142,8 @@ struct Bindings {
     strings: HashMap<String, String>,
     /// Example `ts` → the real `ts` it stood for, so equal examples stay equal for real.
     ts: HashMap<i64, i64>,
+    /// Example nonzero `duration_ms` → the real duration it stood for (both records of a call).
+    durations: HashMap<i64, i64>,
     /// Example `epoch` → the real epoch a `welcome` showed for it.
     epochs: HashMap<String, String>,
     /// Epochs a `login` sent as written (from another database): never bound afterwards.
@@ -159,9 +161,10 @@ impl Bindings {
     /// Replaces every placeholder string in a request or frame with its real value.
     fn fill(&self, value: &Value, errors: &mut Vec<String>) -> Value {
         match value {
-            Value::String(s) => match self.strings.get(s) {
-                Some(real) => Value::String(real.clone()),
-                None => {
+            Value::String(s) => match (self.strings.get(s), repeat_placeholder(s)) {
+                (Some(real), _) => Value::String(real.clone()),
+                (None, Some(n)) => Value::String("x".repeat(n)),
+                (None, None) => {
                     if is_token_placeholder(s) {
                         errors.push(format!("{s} is used before a response issued it"));
                     }
@@ -193,11 +196,20 @@ fn is_token_placeholder(s: &str) -> bool {
     s.starts_with("octu_<") && s.ends_with('>')
 }
 
+/// `"<x*N>"` in a request or a sent frame stands for a string of N `x` characters (for limits
+/// that a readable example cannot reach).
+fn repeat_placeholder(s: &str) -> Option<usize> {
+    s.strip_prefix("<x*")?.strip_suffix('>')?.parse().ok()
+}
+
 /// Compares an example with what the server sent: exactly, except that `octu_<name>` matches
 /// any `octu_` token (binding it), `ts` matches any positive integer (the same real value for
-/// the same example value), a string `epoch` matches any non-empty string (the same real value
-/// for the same example value, and different real values for different example values) and a
-/// numeric `last_seen` matches any integer.
+/// the same example value), a nonzero `duration_ms` matches any non-negative integer (the same
+/// real value for the same example value; a call can be shorter than a millisecond, so 0 too),
+/// a string `epoch` matches any non-empty string (the same real value for the same example
+/// value, and different real values for different example values), a numeric `last_seen`
+/// matches any integer, and `"<x*N>"` matches a string of N `x` characters. `duration_ms: 0` is
+/// exact.
 fn compare(
     expected: &Value,
     actual: &Value,
@@ -207,6 +219,12 @@ fn compare(
     diffs: &mut Vec<String>,
 ) {
     match (key, expected) {
+        (_, Value::String(s)) if repeat_placeholder(s).is_some() => {
+            let n = repeat_placeholder(s).unwrap_or_default();
+            if actual.as_str() != Some("x".repeat(n).as_str()) {
+                diffs.push(format!("{path}: expected {n} x characters, got {actual}"));
+            }
+        }
         (_, Value::String(s)) if is_token_placeholder(s) => {
             let Some(real) = actual.as_str().filter(|a| a.starts_with(USER_TOKEN_PREFIX)) else {
                 diffs.push(format!(
@@ -242,6 +260,22 @@ fn compare(
                 Some(_) => {}
                 None => {
                     bind.ts.insert(example, real);
+                }
+            }
+        }
+        (Some("duration_ms"), Value::Number(n)) if n.as_i64() != Some(0) => {
+            let example = n.as_i64().unwrap_or_default();
+            let Some(real) = actual.as_i64().filter(|d| *d >= 0) else {
+                diffs.push(format!("{path}: expected a duration in ms, got {actual}"));
+                return;
+            };
+            match bind.durations.get(&example) {
+                Some(bound) if *bound != real => diffs.push(format!(
+                    "{path}: example duration_ms {example} stood for {bound} before, now {real}"
+                )),
+                Some(_) => {}
+                None => {
+                    bind.durations.insert(example, real);
                 }
             }
         }
