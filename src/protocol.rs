@@ -483,7 +483,11 @@ pub struct ProfileRequest {
 pub const PROFILE_KEYS: &[(&str, usize)] = &[("name", 255), ("status", 1024), ("avatar", 1024)];
 
 /// Checks a profile patch: known keys only, strings of bounded length, `fields` an object.
-pub fn check_profile_patch(patch: &serde_json::Map<String, Value>) -> Result<(), DecodeError> {
+/// `path` names the patch in error messages (`.set` in a frame, `.profile` in `profileset`).
+pub fn check_profile_patch(
+    path: &str,
+    patch: &serde_json::Map<String, Value>,
+) -> Result<(), DecodeError> {
     if patch.is_empty() {
         return Err(DecodeError::new(
             ErrorCode::BadValue,
@@ -498,7 +502,10 @@ pub fn check_profile_patch(patch: &serde_json::Map<String, Value>) -> Result<(),
             if !value.is_object() {
                 return Err(DecodeError::new(
                     ErrorCode::WrongType,
-                    format!(".fields: expected an object, found {}", json_kind(value)),
+                    format!(
+                        "{path}.fields: expected an object, found {}",
+                        json_kind(value)
+                    ),
                 ));
             }
             continue;
@@ -521,7 +528,7 @@ pub fn check_profile_patch(patch: &serde_json::Map<String, Value>) -> Result<(),
                 return Err(DecodeError::new(
                     ErrorCode::WrongType,
                     format!(
-                        ".{key}: expected a string or null, found {}",
+                        "{path}.{key}: expected a string or null, found {}",
                         json_kind(other)
                     ),
                 ));

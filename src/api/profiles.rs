@@ -17,7 +17,7 @@ pub(super) async fn profileset(state: &ServerState, reply: Reply<'_>, value: &Va
     require_objects(value, &["profile"])?;
     let who = user_key(value)?;
     let req: ProfileSetRequest = decode_value(value)?;
-    check_profile_patch(&req.profile)?;
+    check_profile_patch(".profile", &req.profile)?;
     let person = state.store.devices(who).await?.person;
     let router = state.router.clone();
     let markers = state

@@ -475,7 +475,7 @@ impl Session {
         self.marker_result(result, "ack").await;
     }
 
-    /// `read`: a read marker to the person's other devices and a read receipt to the peer.
+    /// `read`: a read marker to every device of the person and a read receipt to the peer.
     async fn read(&mut self, read: ReadRequest) {
         let identity = self.identity.clone().expect("read runs after login");
         let on_commit = deliver_markers(self.state.router.clone());
@@ -634,13 +634,13 @@ impl Session {
         }
     }
 
-    /// `profile`: `set` changes this person's profile (logged, to every other device of the
+    /// `profile`: `set` changes this person's profile (logged, to every device of the
     /// person); `get` answers with a person's profile.
     async fn profile(&mut self, req: ProfileRequest) {
         let identity = self.identity.clone().expect("profile runs after login");
         match (req.set, req.get) {
             (Some(patch), None) => {
-                if let Err(err) = check_profile_patch(&patch) {
+                if let Err(err) = check_profile_patch(".set", &patch) {
                     return self.error(err, None, None).await;
                 }
                 let on_commit = deliver_markers(self.state.router.clone());

@@ -850,10 +850,8 @@ fn token_linkto(
 }
 
 const EVENT_SELECT: &str = "SELECT e.seq, e.ts, e.kind, e.out, e.mid, m.from_address, m.to_address,
-            m.body, e.peer, e.status, e.call, e.duration, e.data, e.version,
-            coalesce(sp.profile_version, 0)
-     FROM events e LEFT JOIN messages m ON m.mid = e.mid
-     LEFT JOIN persons sp ON sp.person = m.sender_person";
+            m.body, e.peer, e.status, e.call, e.duration, e.data, e.version, coalesce(m.pv, 0)
+     FROM events e LEFT JOIN messages m ON m.mid = e.mid";
 
 /// Maps one row of [`EVENT_SELECT`]; the inner result carries data that cannot be read back.
 fn log_event(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<LogEvent, StoreError>> {
@@ -1254,8 +1252,11 @@ fn append_message(conn: &Connection, msg: NewMessage) -> Result<Appended, StoreE
     ])?;
     let mid = conn.last_insert_rowid() as u64;
     let pv: u64 = conn
-        .prepare_cached("SELECT profile_version FROM persons WHERE person = ?1")?
-        .query_row([sender], |r| r.get(0))?;
+        .prepare_cached(
+            "UPDATE messages SET pv = (SELECT profile_version FROM persons WHERE person = ?2)
+             WHERE mid = ?1 RETURNING pv",
+        )?
+        .query_row(params![mid, sender], |r| r.get(0))?;
     let mut event = conn.prepare_cached(
         "INSERT INTO events (person, seq, kind, mid, out, ts) VALUES (?1, ?2, 'message', ?3, ?4, ?5)",
     )?;

@@ -34,6 +34,8 @@ ALTER TABLE events ADD COLUMN version INTEGER;
 -- Each person's profile (a JSON object) and its version, bumped on every change.
 ALTER TABLE persons ADD COLUMN profile TEXT NOT NULL DEFAULT '{}';
 ALTER TABLE persons ADD COLUMN profile_version INTEGER NOT NULL DEFAULT 0;
+-- The sender's profile version when the message was sent, so a replay shows the same `pv`.
+ALTER TABLE messages ADD COLUMN pv INTEGER NOT NULL DEFAULT 0;
 
 -- How far each person has read each conversation: a read marker only moves forward.
 CREATE TABLE read_marks (
