@@ -1,12 +1,12 @@
-//! octet-loadtest: the load generator.
-//!
-//! Today it has one workload, `store`: how many sends per second one SQLite writer takes, with
-//! group commit and without. The network workloads (connect, fanout, slow, the NATS comparison)
-//! are tracked in their own issue.
+//! octet-loadtest: the load generator's command line.
 
-mod store;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use octet_loadtest::target::{Octet, raise_nofile};
+use octet_loadtest::{connect, fanout, store};
 
 /// Load generator for octet.
 #[derive(Parser)]
@@ -18,13 +18,209 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Open N device connections and measure logins/s and broker memory per connection.
+    Connect {
+        #[command(flatten)]
+        broker: Broker,
+        /// Persons.
+        #[arg(long, default_value_t = 1250)]
+        persons: u32,
+        /// Devices per person.
+        #[arg(long, default_value_t = 8)]
+        devices: u32,
+        /// Handshakes in flight.
+        #[arg(long, default_value_t = 256)]
+        inflight: usize,
+    },
+    /// Persons × devices; senders at a schedule of rates; latency, loss, CPU per delivery.
+    Fanout {
+        #[command(flatten)]
+        broker: Broker,
+        /// Persons.
+        #[arg(long, default_value_t = 250)]
+        persons: u32,
+        /// Devices per person.
+        #[arg(long, default_value_t = 8)]
+        devices: u32,
+        /// Sending devices (one per person).
+        #[arg(long, default_value_t = 250)]
+        senders: u32,
+        /// Aggregate sends per second, one phase each.
+        #[arg(long, value_delimiter = ',', default_values_t = vec![1000, 3000, 6000, 10000])]
+        rates: Vec<u32>,
+        /// Unmeasured seconds at the start of each phase.
+        #[arg(long, default_value_t = 2)]
+        warmup: u64,
+        /// Measured seconds per phase.
+        #[arg(long, default_value_t = 5)]
+        measure: u64,
+        /// Handshakes in flight while connecting.
+        #[arg(long, default_value_t = 256)]
+        inflight: usize,
+    },
     /// Sends per second through the store's writer, with and without group commit.
     Store(store::Args),
+}
+
+/// Where the broker is and how to reach it.
+#[derive(Args)]
+struct Broker {
+    /// The broker's address (loopback only).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    addr: SocketAddr,
+    /// The app token (as printed at the broker's first start, or set with --app-token).
+    #[arg(long, env = "OCTET_APP_TOKEN", hide_env_values = true)]
+    app_token: String,
+    /// The appid to issue tokens for.
+    #[arg(long, default_value = "com.octet.loadtest")]
+    appid: String,
+    /// The broker's pid, to read its CPU time and memory from /proc.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Client source addresses 127.0.0.1..=N (each gives ~28k ports).
+    #[arg(long, default_value_t = 4)]
+    sources: u8,
+    /// Write the report as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// No progress bars.
+    #[arg(long)]
+    quiet: bool,
+}
+
+impl Broker {
+    fn target(&self) -> anyhow::Result<Octet> {
+        // Load is only ever sent to this machine.
+        anyhow::ensure!(
+            self.addr.ip().is_loopback(),
+            "--addr must be a loopback address (127.0.0.0/8 or [::1])"
+        );
+        Ok(Octet {
+            addr: self.addr,
+            app_token: self.app_token.clone(),
+            appid: self.appid.clone(),
+        })
+    }
+
+    fn write_json(&self, value: &impl serde::Serialize) -> anyhow::Result<()> {
+        if let Some(path) = &self.json {
+            std::fs::write(path, serde_json::to_string_pretty(value)?)?;
+        }
+        Ok(())
+    }
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Store(args) => store::run(args).await,
+        Command::Connect {
+            broker,
+            persons,
+            devices,
+            inflight,
+        } => {
+            let limit = raise_nofile();
+            let wanted = u64::from(persons) * u64::from(devices);
+            anyhow::ensure!(
+                wanted + 256 <= limit,
+                "{wanted} connections need more than this process's {limit} open files; lower --persons"
+            );
+            let report = connect::run(
+                &broker.target()?,
+                persons,
+                devices,
+                inflight,
+                broker.sources,
+                broker.server_pid,
+                !broker.quiet,
+            )
+            .await?;
+            println!("connections        {}", report.connections);
+            println!("logins/s           {:.0}", report.logins_per_sec);
+            println!(
+                "login p50 / p99    {} µs / {} µs",
+                report.login_p50_us, report.login_p99_us
+            );
+            if let Some(per) = report.rss_per_connection_bytes {
+                println!("broker RSS / conn  {:.1} KiB", per / 1024.0);
+            }
+            broker.write_json(&report)?;
+        }
+        Command::Fanout {
+            broker,
+            persons,
+            devices,
+            senders,
+            rates,
+            warmup,
+            measure,
+            inflight,
+        } => {
+            anyhow::ensure!(persons >= 2, "--persons must be at least 2");
+            let limit = raise_nofile();
+            let wanted = u64::from(persons) * u64::from(devices);
+            anyhow::ensure!(
+                wanted + 256 <= limit,
+                "{wanted} connections need more than this process's {limit} open files; lower --persons"
+            );
+            let plan = fanout::Plan {
+                persons,
+                devices,
+                senders: senders.min(persons),
+                rates,
+                warmup: Duration::from_secs(warmup),
+                measure: Duration::from_secs(measure),
+                inflight,
+                sources: broker.sources,
+                server_pid: broker.server_pid,
+                progress: !broker.quiet,
+            };
+            let report = fanout::run(&broker.target()?, &plan).await?;
+            println!(
+                "{:>8} {:>12} {:>8} {:>8} {:>8} {:>8} {:>10} {:>12} {:>8}",
+                "rate",
+                "deliv/s",
+                "p50 µs",
+                "p99 µs",
+                "p99.9 µs",
+                "max µs",
+                "cpu s",
+                "deliv/cpu-s",
+                "lost"
+            );
+            for p in &report.phases {
+                println!(
+                    "{:>8} {:>12.0} {:>8} {:>8} {:>8} {:>8} {:>10} {:>12} {:>8}",
+                    p.rate,
+                    p.deliveries_per_sec,
+                    p.p50_us,
+                    p.p99_us,
+                    p.p999_us,
+                    p.max_us,
+                    p.server_cpu_seconds
+                        .map(|c| format!("{c:.2}"))
+                        .unwrap_or("-".into()),
+                    p.deliveries_per_cpu_second
+                        .map(|c| format!("{c:.0}"))
+                        .unwrap_or("-".into()),
+                    p.lost,
+                );
+            }
+            let t = report.totals;
+            println!(
+                "expected {} received {} lost {} duplicated {} out-of-order {}",
+                t.expected, t.received, t.lost, t.duplicated, t.out_of_order
+            );
+            match report.headline_rate {
+                Some(rate) => println!(
+                    "headline: {rate} sends/s ({:.0} deliveries/s) with p99 ≤ 10 ms and nothing lost",
+                    report.headline_deliveries_per_sec.unwrap_or_default()
+                ),
+                None => println!("headline: no rate met p99 ≤ 10 ms with nothing lost"),
+            }
+            broker.write_json(&report)?;
+        }
+        Command::Store(args) => store::run(args).await?,
     }
+    Ok(())
 }

@@ -28,12 +28,12 @@ pub struct Args {
 }
 
 #[derive(Serialize)]
-struct Row {
-    max_batch: usize,
-    senders: usize,
-    seconds: f64,
-    sends: u64,
-    sends_per_sec: f64,
+pub struct Row {
+    pub max_batch: usize,
+    pub senders: usize,
+    pub seconds: f64,
+    pub sends: u64,
+    pub sends_per_sec: f64,
 }
 
 /// Runs the comparison and prints a table.

@@ -1,0 +1,93 @@
+//! `connect`: opens N device connections through the real backend API and login frame, at
+//! most K handshakes in flight, and reports logins/s, login latency and broker memory per
+//! connection.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use indicatif::ProgressBar;
+use serde::Serialize;
+
+use crate::procstat;
+use crate::target::{Octet, sources};
+
+/// What `connect` measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Connections opened and logged in.
+    pub connections: u64,
+    /// Logins per second over the connect phase.
+    pub logins_per_sec: f64,
+    /// Login latency (TCP connect to `synced`), microseconds.
+    pub login_p50_us: u64,
+    /// 99th percentile.
+    pub login_p99_us: u64,
+    /// Broker RSS before connecting.
+    pub rss_before_bytes: Option<u64>,
+    /// Broker RSS with every connection open and idle.
+    pub rss_after_bytes: Option<u64>,
+    /// (after − before) / connections.
+    pub rss_per_connection_bytes: Option<f64>,
+}
+
+/// Opens `persons × devices` connections and holds them while measuring memory.
+pub async fn run(
+    target: &Octet,
+    persons: u32,
+    devices: u32,
+    inflight: usize,
+    source_count: u8,
+    server_pid: Option<u32>,
+    show: bool,
+) -> anyhow::Result<Report> {
+    let creds = target.prepare(persons, devices, 32).await?;
+    let rss_before = procstat::maybe(server_pid).map(|s| s.rss_bytes);
+    let bar = if show {
+        ProgressBar::new(creds.len() as u64)
+    } else {
+        ProgressBar::hidden()
+    };
+    let srcs = sources(source_count);
+    let sem = Arc::new(tokio::sync::Semaphore::new(inflight.max(1)));
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(creds.len());
+    for (idx, c) in creds.into_iter().enumerate() {
+        let target = target.clone();
+        let sem = sem.clone();
+        let source = srcs[idx % srcs.len()];
+        let bar = bar.clone();
+        tasks.push(tokio::spawn(async move {
+            let _permit = sem.acquire().await?;
+            let opened = target.open(&c, source).await;
+            bar.inc(1);
+            opened
+        }));
+    }
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut held = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        let (ws, took) = task.await??;
+        hist.saturating_record(took.as_micros() as u64);
+        held.push(ws);
+    }
+    let elapsed = started.elapsed();
+    bar.finish_and_clear();
+    // Let the broker settle before reading its memory.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss_after = procstat::maybe(server_pid).map(|s| s.rss_bytes);
+    let n = held.len() as u64;
+    drop(held);
+    Ok(Report {
+        connections: n,
+        logins_per_sec: n as f64 / elapsed.as_secs_f64(),
+        login_p50_us: hist.value_at_quantile(0.5),
+        login_p99_us: hist.value_at_quantile(0.99),
+        rss_before_bytes: rss_before,
+        rss_after_bytes: rss_after,
+        rss_per_connection_bytes: match (rss_before, rss_after) {
+            (Some(b), Some(a)) if n > 0 => Some((a as f64 - b as f64) / n as f64),
+            _ => None,
+        },
+    })
+}

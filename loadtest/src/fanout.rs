@@ -1,0 +1,379 @@
+//! `fanout`: P persons × D devices; S senders send to random other persons on a fixed schedule
+//! of rates. Every send owes one delivery to each device of the recipient and of the sender's
+//! other devices. Latency is measured from each message's *scheduled* time, so a stalled
+//! broker cannot hide behind a slowed-down sender (coordinated omission).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::stream::{SplitSink, SplitStream};
+use futures::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use tokio::sync::watch;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::accounting::{Totals, Tracker};
+use crate::procstat::{self, ProcSample};
+use crate::target::{Creds, Octet, Stamp, Ws, sources};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Persons.
+    pub persons: u32,
+    /// Devices per person.
+    pub devices: u32,
+    /// Sending devices (one per person, the first `senders` persons).
+    pub senders: u32,
+    /// Aggregate send rates, one phase each.
+    pub rates: Vec<u32>,
+    /// Unmeasured time at the start of each phase.
+    pub warmup: Duration,
+    /// Measured time of each phase.
+    pub measure: Duration,
+    /// Logins in flight while connecting.
+    pub inflight: usize,
+    /// Source addresses for client sockets.
+    pub sources: u8,
+    /// The broker's pid, for CPU and memory.
+    pub server_pid: Option<u32>,
+    /// Show progress bars.
+    pub progress: bool,
+}
+
+/// One phase's results.
+#[derive(Debug, Clone, Serialize)]
+pub struct Phase {
+    /// Target sends per second.
+    pub rate: u32,
+    /// Sends actually made in the measured window.
+    pub sends: u64,
+    /// Deliveries in the measured window, per second.
+    pub deliveries_per_sec: f64,
+    /// Latency percentiles in microseconds.
+    pub p50_us: u64,
+    /// 99th percentile.
+    pub p99_us: u64,
+    /// 99.9th percentile.
+    pub p999_us: u64,
+    /// Maximum.
+    pub max_us: u64,
+    /// Broker CPU seconds during the measured window.
+    pub server_cpu_seconds: Option<f64>,
+    /// Deliveries per broker CPU second.
+    pub deliveries_per_cpu_second: Option<f64>,
+    /// Broker RSS at the end of the phase.
+    pub server_rss_bytes: Option<u64>,
+    /// Deliveries owed for this phase's sends (warm-up included) that never arrived.
+    pub lost: u64,
+}
+
+/// The whole run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Devices connected.
+    pub connections: u64,
+    /// Every phase.
+    pub phases: Vec<Phase>,
+    /// Accounting over the whole run (warm-ups included).
+    pub totals: Totals,
+    /// The highest rate whose phase had p99 ≤ 10 ms and lost nothing.
+    pub headline_rate: Option<u32>,
+    /// Deliveries/s at the headline rate.
+    pub headline_deliveries_per_sec: Option<f64>,
+}
+
+/// What each device's reader hands back.
+struct DeviceResult {
+    tracker: Tracker,
+    hists: Vec<Histogram<u64>>,
+    /// Measured deliveries per phase.
+    counts: Vec<u64>,
+    /// New arrivals per phase, warm-up included.
+    unique: Vec<u64>,
+}
+
+/// Runs the plan against an octet broker.
+pub async fn run(target: &Octet, plan: &Plan) -> anyhow::Result<Report> {
+    let creds = target.prepare(plan.persons, plan.devices, 32).await?;
+    let total = creds.len() as u64;
+    let bar = progress(plan.progress, total, "connecting");
+    let srcs = sources(plan.sources);
+    let sem = Arc::new(tokio::sync::Semaphore::new(plan.inflight.max(1)));
+    let mut opens = Vec::with_capacity(creds.len());
+    for (idx, c) in creds.iter().cloned().enumerate() {
+        let target = target.clone();
+        let sem = sem.clone();
+        let source = srcs[idx % srcs.len()];
+        let bar = bar.clone();
+        opens.push(tokio::spawn(async move {
+            let _permit = sem.acquire().await?;
+            let (ws, _) = target.open(&c, source).await?;
+            bar.inc(1);
+            anyhow::Ok((c, ws))
+        }));
+    }
+    let mut conns: Vec<(Creds, Ws)> = Vec::with_capacity(opens.len());
+    for open in opens {
+        conns.push(open.await??);
+    }
+    bar.finish_and_clear();
+
+    let epoch = Instant::now();
+    let phases = plan.rates.len();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let deliveries = Arc::new(AtomicU64::new(0));
+    // Expected deliveries per device and per phase, filled in by the senders.
+    let expected: Arc<Vec<AtomicU64>> =
+        Arc::new((0..conns.len()).map(|_| AtomicU64::new(0)).collect());
+    let expected_by_phase: Arc<Vec<AtomicU64>> =
+        Arc::new((0..phases).map(|_| AtomicU64::new(0)).collect());
+    let mut readers = Vec::new();
+    let mut sinks: Vec<(u32, SplitSink<Ws, Message>)> = Vec::new();
+    for (c, ws) in conns {
+        let (sink, stream) = ws.split();
+        if c.device == 0 && c.person < plan.senders {
+            sinks.push((c.person, sink));
+        } else {
+            // The read half keeps the socket open; listeners never write.
+            drop(sink);
+        }
+        readers.push(tokio::spawn(read_device(
+            target.clone(),
+            stream,
+            epoch,
+            phases,
+            stop_rx.clone(),
+            deliveries.clone(),
+        )));
+    }
+
+    let mut phase_results = Vec::new();
+    let mut counters = vec![0u32; sinks.len()];
+    let mut sinks: Vec<_> = sinks.into_iter().map(Some).collect();
+    for (p, &rate) in plan.rates.iter().enumerate() {
+        let bar = progress(
+            plan.progress,
+            (plan.warmup + plan.measure).as_secs(),
+            &format!("{rate}/s"),
+        );
+        let ticker = {
+            let bar = bar.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    bar.inc(1);
+                }
+            })
+        };
+        let phase_start = Instant::now();
+        let measure_from = phase_start + plan.warmup;
+        let phase_end = measure_from + plan.measure;
+        let mut before: Option<ProcSample> = None;
+        let sender_rate = rate as f64 / sinks.len().max(1) as f64;
+        let interval = Duration::from_secs_f64(1.0 / sender_rate.max(0.001));
+        let mut tasks = Vec::new();
+        for (idx, slot) in sinks.iter_mut().enumerate() {
+            let (person, mut sink) = slot.take().expect("sink returned by the last phase");
+            let target = target.clone();
+            let persons = plan.persons;
+            let devices = plan.devices as usize;
+            let expected = expected.clone();
+            let expected_by_phase = expected_by_phase.clone();
+            let mut counter = counters[idx];
+            // Stagger senders across one interval so sends do not come in bursts.
+            let offset = interval.mul_f64(idx as f64 / sinks_len(plan));
+            tasks.push(tokio::spawn(async move {
+                let mut rng = XorShift(0x9E37_79B9_7F4A_7C15 ^ ((idx as u64 + 1) << 17));
+                let mut sends = 0u64;
+                let mut next = phase_start + offset;
+                while next < phase_end {
+                    tokio::time::sleep_until(next.into()).await;
+                    let warm = next < measure_from;
+                    counter += 1;
+                    let to = {
+                        let r = (rng.next() % (persons as u64 - 1)) as u32;
+                        if r >= person { r + 1 } else { r }
+                    };
+                    let stamp = Stamp {
+                        s: idx as u32,
+                        n: counter,
+                        t: next.duration_since(epoch).as_nanos() as u64,
+                        p: p as u16,
+                        w: warm as u8,
+                    };
+                    // The recipient's devices and the sender's other devices.
+                    for d in 0..devices {
+                        expected[to as usize * devices + d].fetch_add(1, Ordering::Relaxed);
+                        if d != 0 {
+                            expected[person as usize * devices + d].fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    expected_by_phase[p].fetch_add(2 * devices as u64 - 1, Ordering::Relaxed);
+                    if sink.send(target.send_frame(to, &stamp)).await.is_err() {
+                        break;
+                    }
+                    if !warm {
+                        sends += 1;
+                    }
+                    next += interval;
+                }
+                (person, sink, counter, sends)
+            }));
+        }
+        tokio::time::sleep_until(measure_from.into()).await;
+        if before.is_none() {
+            before = procstat::maybe(plan.server_pid);
+        }
+        let mut sends = 0;
+        for (idx, task) in tasks.into_iter().enumerate() {
+            let (person, sink, counter, n) = task.await?;
+            sinks[idx] = Some((person, sink));
+            counters[idx] = counter;
+            sends += n;
+        }
+        let after = procstat::maybe(plan.server_pid);
+        ticker.abort();
+        bar.finish_and_clear();
+        phase_results.push((rate, sends, before, after));
+    }
+
+    // Let the last deliveries arrive, then stop the readers.
+    let owed: u64 = expected.iter().map(|e| e.load(Ordering::Relaxed)).sum();
+    let drain_until = Instant::now() + Duration::from_secs(3);
+    while deliveries.load(Ordering::Relaxed) < owed && Instant::now() < drain_until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = stop_tx.send(true);
+    let mut totals = Totals::default();
+    let mut hists: Vec<Histogram<u64>> = (0..phases).map(|_| new_hist()).collect();
+    let mut counts = vec![0u64; phases];
+    let mut unique = vec![0u64; phases];
+    for (idx, reader) in readers.into_iter().enumerate() {
+        let result = reader.await?;
+        totals.add(&result.tracker, expected[idx].load(Ordering::Relaxed));
+        for p in 0..phases {
+            hists[p].add(&result.hists[p]).ok();
+            counts[p] += result.counts[p];
+            unique[p] += result.unique[p];
+        }
+    }
+    let measure = plan.measure.as_secs_f64();
+    let mut report_phases = Vec::new();
+    for (p, (rate, sends, before, after)) in phase_results.into_iter().enumerate() {
+        let h = &hists[p];
+        let cpu = match (before, after) {
+            (Some(b), Some(a)) => Some(a.cpu_seconds - b.cpu_seconds),
+            _ => None,
+        };
+        report_phases.push(Phase {
+            rate,
+            sends,
+            deliveries_per_sec: counts[p] as f64 / measure,
+            p50_us: h.value_at_quantile(0.5) / 1000,
+            p99_us: h.value_at_quantile(0.99) / 1000,
+            p999_us: h.value_at_quantile(0.999) / 1000,
+            max_us: h.max() / 1000,
+            server_cpu_seconds: cpu,
+            deliveries_per_cpu_second: cpu.filter(|c| *c > 0.0).map(|c| counts[p] as f64 / c),
+            server_rss_bytes: after.map(|a| a.rss_bytes),
+            lost: expected_by_phase[p]
+                .load(Ordering::Relaxed)
+                .saturating_sub(unique[p]),
+        });
+    }
+    let headline = report_phases
+        .iter()
+        .filter(|p| p.p99_us <= 10_000 && p.lost == 0)
+        .max_by_key(|p| p.rate);
+    Ok(Report {
+        connections: total,
+        headline_rate: headline.map(|p| p.rate),
+        headline_deliveries_per_sec: headline.map(|p| p.deliveries_per_sec),
+        phases: report_phases,
+        totals,
+    })
+}
+
+fn sinks_len(plan: &Plan) -> f64 {
+    plan.senders.min(plan.persons).max(1) as f64
+}
+
+async fn read_device(
+    target: Octet,
+    mut stream: SplitStream<Ws>,
+    epoch: Instant,
+    phases: usize,
+    mut stop: watch::Receiver<bool>,
+    deliveries: Arc<AtomicU64>,
+) -> DeviceResult {
+    let mut result = DeviceResult {
+        tracker: Tracker::default(),
+        hists: (0..phases).map(|_| new_hist()).collect(),
+        counts: vec![0; phases],
+        unique: vec![0; phases],
+    };
+    loop {
+        let next = tokio::select! {
+            _ = stop.changed() => break,
+            next = stream.next() => next,
+        };
+        let Some(Ok(Message::Text(text))) = next else {
+            if matches!(next, None | Some(Err(_))) {
+                break;
+            }
+            continue;
+        };
+        let Some(stamp) = target.delivery(&text) else {
+            continue;
+        };
+        let now = epoch.elapsed().as_nanos() as u64;
+        let new = result.tracker.observe(stamp.s, stamp.n);
+        deliveries.fetch_add(1, Ordering::Relaxed);
+        let p = stamp.p as usize;
+        if new && p < phases {
+            result.unique[p] += 1;
+        }
+        if stamp.w == 0 && p < phases {
+            let latency = now.saturating_sub(stamp.t).max(1);
+            result.hists[p].saturating_record(latency);
+            result.counts[p] += 1;
+        }
+    }
+    result
+}
+
+fn new_hist() -> Histogram<u64> {
+    // 1 µs to 60 s at 3 significant digits, in nanoseconds.
+    Histogram::new_with_bounds(1_000, 60_000_000_000, 3).expect("valid histogram bounds")
+}
+
+fn progress(show: bool, len: u64, what: &str) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} {elapsed}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_message(what.to_string());
+    bar
+}
+
+/// A tiny xorshift generator: recipients need to be random, not secure.
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+}

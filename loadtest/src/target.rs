@@ -1,0 +1,197 @@
+//! The broker under test: how to get credentials, connect and log in a device, frame a send,
+//! and recognise a delivery. Only `octet` today; the NATS adapter arrives with the comparison.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use futures::{SinkExt, StreamExt};
+use octet::client::Backend;
+use octet::protocol::{ClientFrame, Login, Send};
+use serde::Deserialize;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+/// A device's socket.
+pub type Ws = WebSocketStream<TcpStream>;
+
+/// What every message body carries, so arrival can be checked and timed.
+#[derive(Debug, Clone, Copy, Deserialize, serde::Serialize)]
+pub struct Stamp {
+    /// The sender's index.
+    pub s: u32,
+    /// The sender's counter, from 1.
+    pub n: u32,
+    /// The scheduled send time, in ns since the run's start.
+    pub t: u64,
+    /// The phase (rate step) it belongs to.
+    pub p: u16,
+    /// 1 while warming up (not measured).
+    pub w: u8,
+}
+
+/// An octet broker.
+#[derive(Debug, Clone)]
+pub struct Octet {
+    /// `host:port` of the broker.
+    pub addr: SocketAddr,
+    /// The app token for the backend API.
+    pub app_token: String,
+    /// The appid tokens are issued for.
+    pub appid: String,
+}
+
+/// One device's login.
+#[derive(Debug, Clone)]
+pub struct Creds {
+    /// The person's index.
+    pub person: u32,
+    /// The device's index within the person.
+    pub device: u32,
+    /// The user token.
+    pub token: String,
+}
+
+/// The address of person `p` in load runs.
+pub fn address(p: u32) -> String {
+    format!("load-{p}@octet.test")
+}
+
+impl Octet {
+    /// Issues a device token for every device (`useradd` with `token.device`), `inflight` at once.
+    pub async fn prepare(
+        &self,
+        persons: u32,
+        devices: u32,
+        inflight: usize,
+    ) -> anyhow::Result<Vec<Creds>> {
+        let backend = Backend::new(&format!("http://{}", self.addr), &self.app_token);
+        let jobs: Vec<(u32, u32)> = (0..persons)
+            .flat_map(|p| (0..devices).map(move |d| (p, d)))
+            .collect();
+        let mut creds = Vec::with_capacity(jobs.len());
+        // Devices of one person are issued in order, so the first one is the primary.
+        for chunk in jobs.chunks(devices as usize * inflight.max(1)) {
+            let mut per_person: Vec<_> = Vec::new();
+            for p in chunk
+                .iter()
+                .map(|(p, _)| *p)
+                .collect::<std::collections::BTreeSet<_>>()
+            {
+                let backend = backend.clone();
+                let appid = self.appid.clone();
+                per_person.push(tokio::spawn(async move {
+                    let mut out = Vec::new();
+                    for d in 0..devices {
+                        let t = backend
+                            .device_token(&address(p), &format!("dev-{d}"), &appid)
+                            .await?;
+                        out.push(Creds {
+                            person: p,
+                            device: d,
+                            token: t.token,
+                        });
+                    }
+                    anyhow::Ok(out)
+                }));
+            }
+            for task in per_person {
+                creds.extend(task.await??);
+            }
+        }
+        Ok(creds)
+    }
+
+    /// Connects from `source` and logs in; returns the socket once `synced` arrived, and how
+    /// long the handshake and login took.
+    pub async fn open(&self, creds: &Creds, source: IpAddr) -> anyhow::Result<(Ws, Duration)> {
+        let started = Instant::now();
+        let socket = if source.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.bind(SocketAddr::new(source, 0))?;
+        socket.set_nodelay(true)?;
+        let stream = socket.connect(self.addr).await.context("tcp connect")?;
+        let config = WebSocketConfig::default()
+            .read_buffer_size(16 * 1024)
+            .write_buffer_size(0);
+        let url = format!("ws://{}/ws", self.addr);
+        let (mut ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(config))
+            .await
+            .context("websocket handshake")?;
+        let login = ClientFrame::Login(Login {
+            token: creds.token.clone(),
+            appid: self.appid.clone(),
+            since: None,
+            epoch: None,
+        });
+        ws.send(Message::text(serde_json::to_string(&login)?))
+            .await?;
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Text(text))) => {
+                    if text.starts_with("{\"op\":\"synced\"") {
+                        return Ok((ws, started.elapsed()));
+                    }
+                    if text.starts_with("{\"op\":\"error\"") {
+                        bail!("login refused: {text}");
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(err)) => return Err(err.into()),
+                None => bail!("closed during login"),
+            }
+        }
+    }
+
+    /// The frame that sends `stamp` from a device of person `from` to person `to`.
+    pub fn send_frame(&self, to: u32, stamp: &Stamp) -> Message {
+        let body = serde_json::value::to_raw_value(stamp).expect("stamps serialize");
+        let frame = ClientFrame::Send(Send {
+            id: format!("{}-{}", stamp.s, stamp.n),
+            to: address(to),
+            body,
+        });
+        Message::text(serde_json::to_string(&frame).expect("frames serialize"))
+    }
+
+    /// The stamp of a delivered message frame; `None` for every other frame.
+    pub fn delivery(&self, frame: &str) -> Option<Stamp> {
+        #[derive(Deserialize)]
+        struct Frame<'a> {
+            #[serde(borrow)]
+            op: &'a str,
+            body: Option<Stamp>,
+        }
+        if !frame.starts_with("{\"op\":\"message\"") {
+            return None;
+        }
+        let parsed: Frame<'_> = serde_json::from_str(frame).ok()?;
+        (parsed.op == "message").then_some(parsed.body).flatten()
+    }
+}
+
+/// Source addresses to spread client sockets over (each gives ~28k ephemeral ports).
+pub fn sources(count: u8) -> Vec<IpAddr> {
+    (1..=count.max(1))
+        .map(|i| IpAddr::from([127, 0, 0, i]))
+        .collect()
+}
+
+/// Raises the soft open-files limit to the hard one; returns the new soft limit.
+pub fn raise_nofile() -> u64 {
+    match rlimit::Resource::NOFILE.get() {
+        Ok((_, hard)) => {
+            let _ = rlimit::Resource::NOFILE.set(hard, hard);
+            rlimit::Resource::NOFILE
+                .get()
+                .map(|(soft, _)| soft)
+                .unwrap_or(hard)
+        }
+        Err(_) => 1024,
+    }
+}

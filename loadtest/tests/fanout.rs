@@ -1,0 +1,66 @@
+//! The load generator end to end at tiny scale against a real in-process broker: every
+//! delivery accounted for, and the counts it reports add up.
+
+use std::time::Duration;
+
+use octet::config::Config;
+use octet::server;
+use octet_loadtest::fanout::{Plan, run};
+use octet_loadtest::target::Octet;
+
+const APP_TOKEN: &str = "loadtest-app-token-0123456789";
+
+#[tokio::test]
+async fn fanout_accounts_for_every_delivery() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::new(dir.path().to_path_buf());
+    config.app_token = Some(APP_TOKEN.into());
+    let prepared = server::prepare(config).await.unwrap();
+    let listener = server::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(server::run(listener, prepared.state, async {
+        let _ = stopped.await;
+    }));
+
+    let target = Octet {
+        addr,
+        app_token: APP_TOKEN.into(),
+        appid: "com.octet.loadtest".into(),
+    };
+    let plan = Plan {
+        persons: 4,
+        devices: 3,
+        senders: 4,
+        rates: vec![100, 200],
+        warmup: Duration::from_millis(200),
+        measure: Duration::from_millis(800),
+        inflight: 8,
+        sources: 2,
+        server_pid: Some(std::process::id()),
+        progress: false,
+    };
+    let report = tokio::time::timeout(Duration::from_secs(30), run(&target, &plan))
+        .await
+        .expect("the run ends by itself")
+        .unwrap();
+
+    let t = report.totals;
+    assert_eq!((t.lost, t.duplicated, t.out_of_order), (0, 0, 0), "{t:?}");
+    assert_eq!(t.received, t.expected);
+    // Each send owes 3 recipient devices + 2 other devices of the sender.
+    assert_eq!(t.expected % 5, 0);
+    assert!(t.expected > 0);
+    assert_eq!(report.connections, 12);
+    assert_eq!(report.phases.len(), 2);
+    for phase in &report.phases {
+        assert!(phase.sends > 0, "{phase:?}");
+        let deliveries = phase.deliveries_per_sec * 0.8;
+        assert_eq!(deliveries.round() as u64, phase.sends * 5, "{phase:?}");
+        assert!(phase.p50_us <= phase.p99_us && phase.p99_us <= phase.max_us);
+        assert!(phase.server_cpu_seconds.is_some());
+        assert_eq!(phase.lost, 0);
+    }
+    let _ = stop.send(());
+    let _ = serving.await;
+}
