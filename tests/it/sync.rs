@@ -428,3 +428,34 @@ async fn a_read_marker_only_moves_forward() {
     bob.expect_silence().await;
     alice.expect_silence().await;
 }
+
+#[tokio::test]
+async fn a_send_retried_after_a_reconnect_is_not_duplicated() {
+    let server = TestServer::start().await;
+    let mut alice = server.device("alice@example.com", "a").await;
+    let mut bob = server.device("bob@example.com", "b").await;
+    let first = alice
+        .send_msg("retry-1", "bob@example.com", json!({"t":1}))
+        .await;
+    assert_eq!(bob.expect("message").await["mid"], first["mid"]);
+    // The sender lost its connection before it saw `sent` (as far as it knows): it reconnects
+    // and sends the same client id and body again.
+    let token = alice.token.clone();
+    drop(alice);
+    let mut alice = server.login_since(&token, Some(0), None).await;
+    loop {
+        if alice.next().await["op"] == "synced" {
+            break;
+        }
+    }
+    let again = alice
+        .send_msg("retry-1", "bob@example.com", json!({"t":1}))
+        .await;
+    assert_eq!(
+        (again["mid"].clone(), again["seq"].clone()),
+        (first["mid"].clone(), first["seq"].clone())
+    );
+    bob.expect_silence().await;
+    let devices = server.devices("bob@example.com").await;
+    assert_eq!(devices["devices"][0]["online"], true);
+}
