@@ -13,6 +13,8 @@ use subtle::ConstantTimeEq;
 pub const USER_TOKEN_PREFIX: &str = "octu_";
 /// The prefix of a generated app token.
 pub const APP_TOKEN_PREFIX: &str = "octa_";
+/// The prefix of a generated admin token.
+pub const ADMIN_TOKEN_PREFIX: &str = "octadm_";
 
 /// A freshly generated token, in clear. Only for handing back to the caller once.
 #[derive(Clone, PartialEq, Eq)]
@@ -27,6 +29,11 @@ impl PlainToken {
     /// Generates an app token.
     pub fn app() -> PlainToken {
         PlainToken::generate(APP_TOKEN_PREFIX)
+    }
+
+    /// Generates an admin token.
+    pub fn admin() -> PlainToken {
+        PlainToken::generate(ADMIN_TOKEN_PREFIX)
     }
 
     fn generate(prefix: &str) -> PlainToken {

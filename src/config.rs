@@ -1,17 +1,21 @@
-//! Command-line flags and environment variables, and the validated [`Config`] the server runs on.
+//! Every setting in one place: a TOML file (`--config`), environment variables (`OCTET_*`) and
+//! flags, in that order of precedence, validated into the [`Config`] the server runs on.
 //!
-//! Nothing reads environment variables after startup. Tests build a [`Config`] directly.
+//! [`Settings`] is both the flag set and the file format, so its doc comments are the `--help`
+//! text and the documentation of the file's keys. Nothing reads environment variables after
+//! startup; tests build a [`Config`] directly.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
+use serde::Deserialize;
 
 use crate::auth::Secret;
 
 /// octet: a real-time message broker for people signed in on up to eight devices at once.
-// No Debug derives on the flag types: they hold the app token in clear.
+// No Debug derives on the flag types: they may hold tokens in clear.
 #[derive(Parser)]
 #[command(name = "octet", version, about, long_about = None)]
 pub struct Cli {
@@ -23,38 +27,163 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Subcommand)]
 pub enum Command {
-    /// Run the broker: backend API (POST /backend), WebSocket gateway (GET /ws) and health on one port.
-    Serve(Serve),
+    /// Run the broker: backend API (POST /backend), WebSocket gateway (GET /ws), health,
+    /// metrics and the dashboard on one port.
+    Serve(Box<Serve>),
+    /// Check a config file and say exactly what is wrong with it (exit 0 when it is valid).
+    CheckConfig {
+        /// The TOML file to check.
+        file: PathBuf,
+    },
 }
 
-/// Flags of `octet serve`. Each can also come from the environment variable shown.
+/// Flags of `octet serve`.
 #[derive(Clone, clap::Args)]
 pub struct Serve {
-    /// Address for the backend API, the WebSocket gateway and health checks.
-    #[arg(long, env = "OCTET_LISTEN", default_value = "127.0.0.1:8080")]
-    pub listen: SocketAddr,
+    /// A TOML config file; its keys are the flag names with `_` for `-`. Environment
+    /// variables override it, and flags override both.
+    #[arg(long, env = "OCTET_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// The settings.
+    #[command(flatten)]
+    pub settings: Settings,
+}
 
-    /// Directory for the SQLite database (created if missing).
-    #[arg(long, env = "OCTET_DATA_DIR", default_value = "./octet-data")]
-    pub data_dir: PathBuf,
+/// SQLite durability.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncMode {
+    /// An acknowledged message survives a crash of the process (kill -9). The default: it
+    /// costs no fsync per commit.
+    #[default]
+    Normal,
+    /// It also survives power loss: every commit waits for an fsync.
+    Full,
+}
 
-    /// Use this app token instead of the stored or a generated one (it replaces the stored one).
-    /// Without it, the first start generates a token and prints it once.
+/// Log output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Every setting. Unset ones fall back to the file, then to the default shown.
+#[derive(Clone, Default, clap::Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Address for everything (backend API, WebSocket, health, metrics, dashboard)
+    /// [default: 127.0.0.1:8080].
+    #[arg(long, env = "OCTET_LISTEN")]
+    pub listen: Option<SocketAddr>,
+
+    /// Directory for the SQLite database [default: ./octet-data].
+    #[arg(long, env = "OCTET_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Use this app token (it replaces the stored one). Without it, the first start generates
+    /// one and prints it once. Prefer --app-token-file: flags show in the process list.
     #[arg(long, env = "OCTET_APP_TOKEN", hide_env_values = true)]
     pub app_token: Option<String>,
 
-    /// Seconds a call may ring unanswered before it ends as missed on every device.
-    #[arg(long, env = "OCTET_RING_TIMEOUT", default_value_t = 60)]
-    pub ring_timeout: u64,
+    /// Read the app token from this file (surrounding whitespace ignored).
+    #[arg(long, env = "OCTET_APP_TOKEN_FILE")]
+    pub app_token_file: Option<PathBuf>,
 
-    /// Days events are kept in each person's log; 0 keeps them forever. Older events are
-    /// pruned in the background; a device further behind is told to page history instead.
-    #[arg(long, env = "OCTET_RETENTION_DAYS", default_value_t = 30)]
-    pub retention_days: u64,
+    /// Use this admin token (dashboard, `stats`). Without it, the first start generates one
+    /// and prints it once.
+    #[arg(long, env = "OCTET_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
 
-    /// Seconds a new WebSocket connection has to send its login frame.
-    #[arg(long, env = "OCTET_LOGIN_TIMEOUT", default_value_t = 10)]
-    pub login_timeout: u64,
+    /// Read the admin token from this file.
+    #[arg(long, env = "OCTET_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
+
+    /// Seconds a call may ring unanswered before it ends as missed [default: 60].
+    #[arg(long, env = "OCTET_RING_TIMEOUT")]
+    pub ring_timeout: Option<u64>,
+
+    /// Seconds a new WebSocket connection has to send its login frame [default: 10].
+    #[arg(long, env = "OCTET_LOGIN_TIMEOUT")]
+    pub login_timeout: Option<u64>,
+
+    /// Days events are kept in each person's log; 0 keeps them forever [default: 30].
+    #[arg(long, env = "OCTET_RETENTION_DAYS")]
+    pub retention_days: Option<u64>,
+
+    /// SQLite durability: normal survives a process crash, full also power loss
+    /// [default: normal].
+    #[arg(long, env = "OCTET_SYNC", value_enum)]
+    pub sync: Option<SyncMode>,
+
+    /// Log format [default: human].
+    #[arg(long, env = "OCTET_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+
+    /// Seconds a graceful shutdown (SIGTERM, SIGINT) may take before the process exits
+    /// anyway [default: 10].
+    #[arg(long, env = "OCTET_SHUTDOWN_TIMEOUT")]
+    pub shutdown_timeout: Option<u64>,
+
+    /// Largest WebSocket frame a device may send, in KiB [default: 64].
+    #[arg(long, env = "OCTET_MAX_FRAME_KIB")]
+    pub max_frame_kib: Option<usize>,
+
+    /// Largest backend request body, in KiB [default: 64].
+    #[arg(long, env = "OCTET_MAX_BODY_KIB")]
+    pub max_body_kib: Option<usize>,
+
+    /// Frames a connection's outbound queue holds before the device is closed as a slow
+    /// consumer [default: 1024].
+    #[arg(long, env = "OCTET_QUEUE_FRAMES")]
+    pub queue_frames: Option<usize>,
+}
+
+macro_rules! prefer {
+    ($high:expr, $low:expr, $($field:ident),+) => {
+        Settings { $($field: $high.$field.or($low.$field)),+ }
+    };
+}
+
+impl Settings {
+    /// Reads a TOML file; the error names the line, the column and the key.
+    pub fn from_file(path: &Path) -> Result<Settings, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|err| ConfigError::File {
+            path: path.display().to_string(),
+            message: err.to_string(),
+        })?;
+        toml::from_str(&text).map_err(|err| ConfigError::File {
+            path: path.display().to_string(),
+            message: err.to_string().trim_end().to_string(),
+        })
+    }
+
+    /// Field by field: `self` where set, else `lower`.
+    pub fn or(self, lower: Settings) -> Settings {
+        prefer!(
+            self,
+            lower,
+            listen,
+            data_dir,
+            app_token,
+            app_token_file,
+            admin_token,
+            admin_token_file,
+            ring_timeout,
+            login_timeout,
+            retention_days,
+            sync,
+            log_format,
+            shutdown_timeout,
+            max_frame_kib,
+            max_body_kib,
+            queue_frames
+        )
+    }
 }
 
 /// The validated configuration the server runs on.
@@ -66,6 +195,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// An app token given by the operator, replacing the stored one.
     pub app_token: Option<Secret>,
+    /// An admin token given by the operator, replacing the stored one.
+    pub admin_token: Option<Secret>,
     /// How long a call rings.
     pub ring_timeout: Duration,
     /// How long a connection has to log in.
@@ -80,17 +211,31 @@ pub struct Config {
     pub prune_every: Duration,
     /// Frames a connection's outbound queue holds before the device counts as a slow consumer.
     pub queue_frames: usize,
+    /// SQLite durability.
+    pub sync: SyncMode,
+    /// Log output.
+    pub log_format: LogFormat,
+    /// How long a graceful shutdown may take.
+    pub shutdown_timeout: Duration,
 }
 
 /// A setting that cannot work, with what to change.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// A value is out of range.
-    #[error("--{flag}: {message}")]
+    #[error("{key}: {message}")]
     Invalid {
-        /// The flag's name.
-        flag: &'static str,
+        /// The setting's name (flag and file key).
+        key: &'static str,
         /// What is wrong.
+        message: String,
+    },
+    /// The config file or a token file cannot be read or parsed.
+    #[error("{path}: {message}")]
+    File {
+        /// The file.
+        path: String,
+        /// What is wrong, with line and column for TOML.
         message: String,
     },
 }
@@ -102,6 +247,7 @@ impl Config {
             listen: "127.0.0.1:0".parse().expect("a valid address"),
             data_dir,
             app_token: None,
+            admin_token: None,
             ring_timeout: Duration::from_secs(60),
             login_timeout: Duration::from_secs(10),
             max_frame_bytes: 64 * 1024,
@@ -109,54 +255,114 @@ impl Config {
             retention: Some(Duration::from_secs(30 * 86_400)),
             prune_every: Duration::from_secs(3600),
             queue_frames: 1024,
+            sync: SyncMode::Normal,
+            log_format: LogFormat::Human,
+            shutdown_timeout: Duration::from_secs(10),
         }
     }
 
-    /// Validates `octet serve`'s flags.
-    pub fn from_serve(serve: Serve) -> Result<Config, ConfigError> {
-        if serve.ring_timeout == 0 || serve.ring_timeout > 3600 {
-            return Err(ConfigError::Invalid {
-                flag: "ring-timeout",
-                message: format!(
-                    "{} is out of range; use 1 to 3600 seconds",
-                    serve.ring_timeout
-                ),
-            });
-        }
-        if serve.login_timeout == 0 || serve.login_timeout > 300 {
-            return Err(ConfigError::Invalid {
-                flag: "login-timeout",
-                message: format!(
-                    "{} is out of range; use 1 to 300 seconds",
-                    serve.login_timeout
-                ),
-            });
-        }
-        if let Some(token) = &serve.app_token
-            && (token.len() < 16 || token.chars().any(|c| c.is_whitespace() || c.is_control()))
-        {
-            return Err(ConfigError::Invalid {
-                flag: "app-token",
-                message: "use at least 16 characters without spaces".into(),
-            });
-        }
-        if serve.retention_days > 36_500 {
-            return Err(ConfigError::Invalid {
-                flag: "retention-days",
-                message: format!(
-                    "{} is out of range; use 0 (forever) to 36500 days",
-                    serve.retention_days
-                ),
-            });
-        }
+    /// `octet serve`: flags and environment over the file over the defaults.
+    pub fn load(serve: Serve) -> Result<Config, ConfigError> {
+        let file = match &serve.config {
+            Some(path) => Settings::from_file(path)?,
+            None => Settings::default(),
+        };
+        Config::from_settings(serve.settings.or(file))
+    }
+
+    /// Validates settings into a config.
+    pub fn from_settings(s: Settings) -> Result<Config, ConfigError> {
+        let defaults = Config::new(PathBuf::from("./octet-data"));
+        let seconds =
+            |key: &'static str, value: Option<u64>, default: Duration, max: u64| match value {
+                None => Ok(default),
+                Some(v) if (1..=max).contains(&v) => Ok(Duration::from_secs(v)),
+                Some(v) => Err(ConfigError::Invalid {
+                    key,
+                    message: format!("{v} is out of range; use 1 to {max} seconds"),
+                }),
+            };
+        let bounded =
+            |key: &'static str, value: Option<usize>, default: usize, min: usize, max: usize| {
+                match value {
+                    None => Ok(default),
+                    Some(v) if (min..=max).contains(&v) => Ok(v),
+                    Some(v) => Err(ConfigError::Invalid {
+                        key,
+                        message: format!("{v} is out of range; use {min} to {max}"),
+                    }),
+                }
+            };
+        let retention = match s.retention_days {
+            None => defaults.retention,
+            Some(0) => None,
+            Some(days) if days <= 36_500 => Some(Duration::from_secs(days * 86_400)),
+            Some(days) => {
+                return Err(ConfigError::Invalid {
+                    key: "retention_days",
+                    message: format!("{days} is out of range; use 0 (forever) to 36500 days"),
+                });
+            }
+        };
         Ok(Config {
-            listen: serve.listen,
-            retention: (serve.retention_days > 0)
-                .then(|| Duration::from_secs(serve.retention_days * 86_400)),
-            app_token: serve.app_token.map(Secret::from),
-            ring_timeout: Duration::from_secs(serve.ring_timeout),
-            login_timeout: Duration::from_secs(serve.login_timeout),
-            ..Config::new(serve.data_dir)
+            listen: s
+                .listen
+                .unwrap_or_else(|| "127.0.0.1:8080".parse().expect("valid")),
+            data_dir: s.data_dir.unwrap_or(defaults.data_dir),
+            app_token: secret("app_token", s.app_token, s.app_token_file)?,
+            admin_token: secret("admin_token", s.admin_token, s.admin_token_file)?,
+            ring_timeout: seconds("ring_timeout", s.ring_timeout, defaults.ring_timeout, 3600)?,
+            login_timeout: seconds(
+                "login_timeout",
+                s.login_timeout,
+                defaults.login_timeout,
+                300,
+            )?,
+            shutdown_timeout: seconds(
+                "shutdown_timeout",
+                s.shutdown_timeout,
+                defaults.shutdown_timeout,
+                600,
+            )?,
+            max_frame_bytes: bounded("max_frame_kib", s.max_frame_kib, 64, 1, 16 * 1024)? * 1024,
+            max_body_bytes: bounded("max_body_kib", s.max_body_kib, 64, 1, 16 * 1024)? * 1024,
+            queue_frames: bounded("queue_frames", s.queue_frames, 1024, 8, 1 << 20)?,
+            retention,
+            prune_every: defaults.prune_every,
+            sync: s.sync.unwrap_or_default(),
+            log_format: s.log_format.unwrap_or_default(),
         })
     }
+}
+
+/// A token given inline or in a file (not both), checked for shape.
+fn secret(
+    key: &'static str,
+    inline: Option<String>,
+    file: Option<PathBuf>,
+) -> Result<Option<Secret>, ConfigError> {
+    let token = match (inline, file) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::Invalid {
+                key,
+                message: format!("set either {key} or {key}_file, not both"),
+            });
+        }
+        (Some(token), None) => token,
+        (None, Some(path)) => std::fs::read_to_string(&path)
+            .map_err(|err| ConfigError::File {
+                path: path.display().to_string(),
+                message: format!("reading {key}_file: {err}"),
+            })?
+            .trim()
+            .to_string(),
+        (None, None) => return Ok(None),
+    };
+    if token.len() < 16 || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(ConfigError::Invalid {
+            key,
+            message: "use at least 16 characters without spaces".into(),
+        });
+    }
+    Ok(Some(Secret::from(token)))
 }

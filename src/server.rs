@@ -14,7 +14,7 @@ use tokio::net::{TcpListener, TcpSocket};
 
 use crate::api;
 use crate::auth::{PlainToken, TokenHash};
-use crate::config::Config;
+use crate::config::{Config, SyncMode};
 use crate::gateway;
 use crate::metrics::Metrics;
 use crate::protocol::CloseCode;
@@ -57,6 +57,8 @@ pub struct Prepared {
     pub state: Arc<ServerState>,
     /// The app token generated on this start (first start without `--app-token`): print it once.
     pub generated_app_token: Option<PlainToken>,
+    /// The admin token generated on this start: print it once.
+    pub generated_admin_token: Option<PlainToken>,
 }
 
 /// Opens the store in the data dir and settles the app token: the operator's, else the stored
@@ -71,35 +73,45 @@ pub async fn prepare(config: Config) -> Result<Prepared, StartError> {
         let metrics = metrics.clone();
         Box::new(move |jobs, took| metrics.observe_batch(jobs, took))
     };
-    let store = SqliteStore::open_with(&config.data_dir, MAX_BATCH, Some(observer))?;
+    let full_sync = config.sync == SyncMode::Full;
+    let store = SqliteStore::open_with(&config.data_dir, MAX_BATCH, full_sync, Some(observer))?;
+    // The operator's tokens win; else the stored ones; else new ones, shown once.
+    let mut creds = store.app_credentials().await?;
     let mut generated_app_token = None;
-    let app_token = match (&config.app_token, store.app_token().await?) {
-        (Some(given), _) => {
-            let hash = TokenHash::of(given.expose());
-            store.set_app_token(hash).await?;
-            hash
-        }
-        (None, Some(stored)) => stored,
-        (None, None) => {
+    let mut generated_admin_token = None;
+    match &config.app_token {
+        Some(given) => creds.app = Some(TokenHash::of(given.expose())),
+        None if creds.app.is_none() => {
             let token = PlainToken::app();
-            let hash = token.hash();
-            store.set_app_token(hash).await?;
+            creds.app = Some(token.hash());
             generated_app_token = Some(token);
-            hash
         }
-    };
+        None => {}
+    }
+    match &config.admin_token {
+        Some(given) => creds.admin = Some(TokenHash::of(given.expose())),
+        None if creds.admin.is_none() => {
+            let token = PlainToken::admin();
+            creds.admin = Some(token.hash());
+            generated_admin_token = Some(token);
+        }
+        None => {}
+    }
+    store.set_app_credentials(creds).await?;
     let epoch = store.epoch().await?;
     let state = Arc::new(ServerState {
         config,
         store: Box::new(store),
         router: Arc::new(Router::new(metrics.clone())),
         metrics,
-        app_token,
+        credentials: std::sync::RwLock::new(creds),
         epoch,
+        shutdown: tokio::sync::watch::channel(false).0,
     });
     Ok(Prepared {
         state,
         generated_app_token,
+        generated_admin_token,
     })
 }
 
@@ -150,13 +162,37 @@ pub async fn run(
         .with_graceful_shutdown(async move {
             shutdown.await;
             tracing::info!("shutting down: closing every connection with going-away");
+            // Sessions still logging in watch this; registered ones are kicked.
+            closing.shutdown.send_replace(true);
             closing
                 .router
                 .kick_all(CloseCode::GoingAway, "server shutting down; reconnect");
         })
         .await;
     pruner.abort();
+    drain(&state).await;
     served
+}
+
+/// Waits (at most `shutdown_timeout`) for every session to end, then for every store write
+/// queued so far to commit, so nothing acknowledged or in flight is lost.
+async fn drain(state: &ServerState) {
+    let deadline = tokio::time::Instant::now() + state.config.shutdown_timeout;
+    while state.metrics.connections.get() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let open = state.metrics.connections.get();
+    if open > 0 {
+        tracing::warn!(
+            connections = open,
+            "shutdown timeout: closing with connections open"
+        );
+    }
+    match tokio::time::timeout_at(deadline, state.store.flush()).await {
+        Ok(Ok(())) => tracing::info!("store flushed; shutdown complete"),
+        Ok(Err(err)) => tracing::error!(error = %err, "store flush failed at shutdown"),
+        Err(_) => tracing::error!("shutdown timeout: store writes still in flight"),
+    }
 }
 
 /// Events removed per pruning transaction: small enough that sends queued behind it wait
@@ -218,7 +254,7 @@ async fn metrics(
 async fn readyz(
     axum::extract::State(state): axum::extract::State<Arc<ServerState>>,
 ) -> (StatusCode, &'static str) {
-    match state.store.app_token().await {
+    match state.store.app_credentials().await {
         Ok(_) => (StatusCode::OK, "ready"),
         Err(err) => {
             tracing::error!(error = %err, "readiness check: store unreachable");

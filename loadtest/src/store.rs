@@ -22,6 +22,9 @@ pub struct Args {
     /// Batch sizes to compare (1 = no group commit).
     #[arg(long, value_delimiter = ',', default_values_t = vec![1, MAX_BATCH])]
     batches: Vec<usize>,
+    /// fsync every commit (SQLite synchronous=FULL), as `octet serve --sync full`.
+    #[arg(long)]
+    full_sync: bool,
     /// Write the results as JSON to this file.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
@@ -41,7 +44,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     for &max_batch in &args.batches {
         let dir = tempfile::tempdir()?;
-        let store = Arc::new(SqliteStore::open_with(dir.path(), max_batch, None)?);
+        let store = Arc::new(SqliteStore::open_with(
+            dir.path(),
+            max_batch,
+            args.full_sync,
+            None,
+        )?);
         let mut senders = Vec::new();
         for n in 0..args.senders.max(2) {
             let address = format!("user-{n}@bench");

@@ -19,7 +19,6 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::auth::TokenHash;
 use crate::protocol::{
     BACKEND_OPS, BackendResponse, DecodeError, ErrorBody, ErrorCode, UserSelector, malformed,
 };
@@ -195,7 +194,7 @@ impl Reply<'_> {
 /// The same check and the same answer whether or not any user exists, in constant time.
 fn check_app_token(state: &ServerState, value: &Value) -> Result<(), ApiError> {
     let given = value.get("token").and_then(Value::as_str).unwrap_or("");
-    if given.is_empty() || !TokenHash::of(given).matches(&state.app_token) {
+    if !state.app_token_ok(given) {
         return Err(ApiError::new(
             ErrorCode::BadAppToken,
             "the app token in `token` is missing or wrong; use the token octet printed at first start or set with --app-token",

@@ -71,8 +71,19 @@ async fn run_inner(state: Arc<ServerState>, socket: WebSocket, conn_id: u64) {
         appid: String::new(),
     };
 
-    let login =
-        tokio::time::timeout(state.config.login_timeout, first_data_frame(&mut stream)).await;
+    let mut shutdown = state.shutdown.subscribe();
+    let login = tokio::select! {
+        login = tokio::time::timeout(state.config.login_timeout, first_data_frame(&mut stream)) => login,
+        () = async { let _ = shutdown.wait_for(|down| *down).await; } => {
+            let _ = session
+                .queue
+                .send(Outbound::Close(CloseCode::GoingAway, "server shutting down; reconnect".into()))
+                .await;
+            drop(session);
+            let _ = writer.await;
+            return;
+        }
+    };
     let ended = match login {
         Err(_) => {
             session

@@ -85,6 +85,34 @@ impl std::fmt::Display for AuthFailure {
     }
 }
 
+/// The operator's secrets, as hashes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AppCredentials {
+    /// The app token (the backend API's secret).
+    pub app: Option<TokenHash>,
+    /// The app token before the last rotation, valid until the given time.
+    pub previous: Option<(TokenHash, Millis)>,
+    /// The admin token (dashboard, `stats`).
+    pub admin: Option<TokenHash>,
+}
+
+impl AppCredentials {
+    /// Whether `given` is the app token, or the previous one within its grace period.
+    pub fn app_matches(&self, given: &TokenHash, now: Millis) -> bool {
+        // Both comparisons always run, in constant time, so timing says nothing.
+        let current = self.app.is_some_and(|h| h.matches(given));
+        let previous = self
+            .previous
+            .is_some_and(|(h, until)| h.matches(given) & (now < until));
+        current | previous
+    }
+
+    /// Whether `given` is the admin token.
+    pub fn admin_matches(&self, given: &TokenHash) -> bool {
+        self.admin.is_some_and(|h| h.matches(given))
+    }
+}
+
 /// How `useradd` should issue a token.
 #[derive(Debug, Clone)]
 pub enum TokenRequest {
@@ -367,10 +395,12 @@ pub enum EventKind {
 /// Durable state. Every method is one transaction.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// The hash of the app token, if one was ever set.
-    async fn app_token(&self) -> Result<Option<TokenHash>, StoreError>;
-    /// Sets (or replaces) the app token.
-    async fn set_app_token(&self, hash: TokenHash) -> Result<(), StoreError>;
+    /// Waits until every write queued before this call has committed.
+    async fn flush(&self) -> Result<(), StoreError>;
+    /// The app token, the previous one during a rotation, and the admin token (hashes).
+    async fn app_credentials(&self) -> Result<AppCredentials, StoreError>;
+    /// Replaces them.
+    async fn set_app_credentials(&self, creds: AppCredentials) -> Result<(), StoreError>;
 
     /// Creates or updates a user and issues a token as asked (`useradd`).
     async fn useradd(&self, req: NewUser, now: Millis) -> Result<IssuedUser, StoreError>;

@@ -16,9 +16,10 @@ use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    Appended, AuthFailure, CallRecord, DeviceRecord, EventKind, Identity, IssuedUser, LogEvent,
-    LogHead, MAX_DEVICES, MAX_PROFILE_BYTES, Marker, NewMessage, NewUser, OnCommit, PersonDevices,
-    PersonId, Removed, Revoked, Store, StoreError, TokenRequest, TokenTerms, UserKey,
+    AppCredentials, Appended, AuthFailure, CallRecord, DeviceRecord, EventKind, Identity,
+    IssuedUser, LogEvent, LogHead, MAX_DEVICES, MAX_PROFILE_BYTES, Marker, NewMessage, NewUser,
+    OnCommit, PersonDevices, PersonId, Removed, Revoked, Store, StoreError, TokenRequest,
+    TokenTerms, UserKey,
 };
 use crate::auth::{PlainToken, TokenHash};
 use crate::protocol::{Millis, Uid};
@@ -33,6 +34,7 @@ const READERS: usize = 4;
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_sync.sql"),
+    include_str!("migrations/0003_admin.sql"),
 ];
 
 type Reply = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
@@ -52,15 +54,17 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) `octet.db` in `dir`, runs migrations and starts the writer.
     pub fn open(dir: &Path) -> Result<SqliteStore, StoreError> {
-        SqliteStore::open_with(dir, MAX_BATCH, None)
+        SqliteStore::open_with(dir, MAX_BATCH, false, None)
     }
 
     /// Opens with at most `max_batch` jobs per transaction (1 turns group commit off; the
     /// load generator's `store` benchmark compares the two), telling `observer` the size and
     /// duration of every transaction.
+    /// With `full_sync`, every commit waits for an fsync (survives power loss).
     pub fn open_with(
         dir: &Path,
         max_batch: usize,
+        full_sync: bool,
         observer: Option<BatchObserver>,
     ) -> Result<SqliteStore, StoreError> {
         let max_batch = max_batch.max(1);
@@ -68,6 +72,9 @@ impl SqliteStore {
         let mut writer = Connection::open(&path)?;
         writer.pragma_update(None, "journal_mode", "WAL")?;
         configure(&writer)?;
+        if full_sync {
+            writer.pragma_update(None, "synchronous", "FULL")?;
+        }
         migrate(&mut writer)?;
         let readers = (0..READERS)
             .map(|_| {
@@ -148,22 +155,63 @@ impl SqliteStore {
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn app_token(&self) -> Result<Option<TokenHash>, StoreError> {
+    async fn flush(&self) -> Result<(), StoreError> {
+        // The writer takes jobs in order, so this one commits after every earlier one.
+        self.write(|_| Ok(())).await
+    }
+
+    async fn app_credentials(&self) -> Result<AppCredentials, StoreError> {
         self.read(|conn| {
-            let hash: Option<Vec<u8>> = conn
-                .query_row("SELECT token_hash FROM app WHERE id = 1", [], |r| r.get(0))
+            let row = conn
+                .query_row(
+                    "SELECT token_hash, prev_token_hash, prev_expires_at, admin_token_hash
+                     FROM app WHERE id = 1",
+                    [],
+                    |r| {
+                        Ok((
+                            r.get::<_, Vec<u8>>(0)?,
+                            r.get::<_, Option<Vec<u8>>>(1)?,
+                            r.get::<_, Option<Millis>>(2)?,
+                            r.get::<_, Option<Vec<u8>>>(3)?,
+                        ))
+                    },
+                )
                 .optional()?;
-            Ok(hash.and_then(|h| h.try_into().ok()).map(TokenHash))
+            let hash = |bytes: Vec<u8>| bytes.try_into().ok().map(TokenHash);
+            Ok(match row {
+                None => AppCredentials::default(),
+                Some((token, prev, prev_expires, admin)) => AppCredentials {
+                    app: hash(token),
+                    previous: prev.and_then(hash).zip(prev_expires),
+                    admin: admin.and_then(hash),
+                },
+            })
         })
         .await
     }
 
-    async fn set_app_token(&self, hash: TokenHash) -> Result<(), StoreError> {
+    async fn set_app_credentials(&self, creds: AppCredentials) -> Result<(), StoreError> {
         self.write(move |conn| {
+            let app = creds
+                .app
+                .ok_or_else(|| StoreError::Corrupt("an app token is required".into()))?;
+            let (prev, prev_expires) = match creds.previous {
+                Some((hash, until)) => (Some(hash.0.to_vec()), Some(until)),
+                None => (None, None),
+            };
             conn.execute(
-                "INSERT INTO app (id, token_hash) VALUES (1, ?1)
-                 ON CONFLICT (id) DO UPDATE SET token_hash = excluded.token_hash",
-                [&hash.0[..]],
+                "INSERT INTO app (id, token_hash, prev_token_hash, prev_expires_at, admin_token_hash)
+                 VALUES (1, ?1, ?2, ?3, ?4)
+                 ON CONFLICT (id) DO UPDATE SET token_hash = excluded.token_hash,
+                   prev_token_hash = excluded.prev_token_hash,
+                   prev_expires_at = excluded.prev_expires_at,
+                   admin_token_hash = excluded.admin_token_hash",
+                params![
+                    &app.0[..],
+                    prev,
+                    prev_expires,
+                    creds.admin.map(|h| h.0.to_vec())
+                ],
             )?;
             Ok(())
         })
@@ -498,7 +546,7 @@ fn in_savepoint<T>(
 
 fn configure(conn: &Connection) -> Result<(), StoreError> {
     // NORMAL in WAL mode survives a process crash (kill -9); only power loss can lose the last
-    // transactions. A --sync option arrives with the operations issue.
+    // transactions. `--sync full` switches the writer to FULL.
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
