@@ -44,6 +44,8 @@ pub enum ErrorCode {
     BadValue,
     /// The app token is missing or wrong.
     BadAppToken,
+    /// The admin token is missing or wrong.
+    BadAdminToken,
     /// The named user does not exist.
     NoSuchUser,
     /// The person already has eight devices.
@@ -94,6 +96,7 @@ impl ErrorCode {
         ErrorCode::WrongType,
         ErrorCode::BadValue,
         ErrorCode::BadAppToken,
+        ErrorCode::BadAdminToken,
         ErrorCode::NoSuchUser,
         ErrorCode::DeviceLimit,
         ErrorCode::BadLink,
@@ -126,6 +129,7 @@ impl ErrorCode {
             ErrorCode::WrongType => "wrong_type",
             ErrorCode::BadValue => "bad_value",
             ErrorCode::BadAppToken => "bad_app_token",
+            ErrorCode::BadAdminToken => "bad_admin_token",
             ErrorCode::NoSuchUser => "no_such_user",
             ErrorCode::DeviceLimit => "device_limit",
             ErrorCode::BadLink => "bad_link",
@@ -891,7 +895,60 @@ fn is_zero(n: &u64) -> bool {
 // ---------------------------------------------------------------------------------------------
 
 /// The backend ops, in the order `unknown_op` lists them.
-pub const BACKEND_OPS: &[&str] = &["useradd", "userdel", "tokendel", "devices", "profileset"];
+pub const BACKEND_OPS: &[&str] = &[
+    "useradd",
+    "userdel",
+    "tokendel",
+    "devices",
+    "profileset",
+    "stats",
+    "apptokenrotate",
+];
+
+/// `apptokenrotate`: a new app token; the current one stays valid for `grace` minutes.
+#[derive(Debug, Deserialize)]
+pub struct RotateRequest {
+    /// Minutes the old token keeps working (default 60, at most 10080, one week).
+    #[serde(default)]
+    pub grace: Option<i64>,
+}
+
+/// The body of an `apptokenrotate` answer.
+#[derive(Debug, Serialize)]
+pub struct RotateBody {
+    /// The new app token, shown only here.
+    pub token: String,
+    /// Until when (ms since the epoch) the previous token is still accepted.
+    pub previous_valid_until: Millis,
+}
+
+/// The body of a `stats` answer.
+#[derive(Debug, Serialize)]
+pub struct StatsBody {
+    /// Users (primary and linked).
+    pub users: u64,
+    /// Persons.
+    pub persons: u64,
+    /// Messages stored.
+    pub messages: u64,
+    /// Events in all logs.
+    pub events: u64,
+    /// Live connections on this broker.
+    pub connections: u64,
+    /// Persons with a live device on this broker.
+    pub persons_online: u64,
+    /// Users per appid (of their latest token).
+    pub apps: Vec<AppStats>,
+}
+
+/// One appid's numbers.
+#[derive(Debug, Serialize)]
+pub struct AppStats {
+    /// The appid.
+    pub appid: String,
+    /// Users whose latest token is for it.
+    pub users: u64,
+}
 
 /// `profileset`: changes a person's profile from the backend.
 #[derive(Debug, Deserialize)]

@@ -5,6 +5,7 @@
 //! `message`, HTTP 200 (as mesibo answers); 4xx only for transport errors. A refused op writes
 //! nothing: each op is one store transaction.
 
+mod admin;
 mod devices;
 mod profiles;
 mod tokens;
@@ -161,7 +162,12 @@ async fn dispatch(state: &ServerState, op: &str, id: Option<Value>, value: &Valu
             format!("unknown op `{op}`; known ops: {}", BACKEND_OPS.join(", ")),
         ));
     }
-    check_app_token(state, value)?;
+    // `stats` is the operator's, behind the admin token; every other op is the app's.
+    if op == "stats" {
+        check_admin_token(state, value)?;
+    } else {
+        check_app_token(state, value)?;
+    }
     let reply = Reply { op, id };
     match op {
         "useradd" => users::useradd(state, reply, value).await,
@@ -169,6 +175,8 @@ async fn dispatch(state: &ServerState, op: &str, id: Option<Value>, value: &Valu
         "tokendel" => tokens::tokendel(state, reply, value).await,
         "devices" => devices::devices(state, reply, value).await,
         "profileset" => profiles::profileset(state, reply, value).await,
+        "stats" => admin::stats(state, reply).await,
+        "apptokenrotate" => admin::apptokenrotate(state, reply, value).await,
         _ => unreachable!("BACKEND_OPS lists every op dispatched here"),
     }
 }
@@ -198,6 +206,18 @@ fn check_app_token(state: &ServerState, value: &Value) -> Result<(), ApiError> {
         return Err(ApiError::new(
             ErrorCode::BadAppToken,
             "the app token in `token` is missing or wrong; use the token octet printed at first start or set with --app-token",
+        ));
+    }
+    Ok(())
+}
+
+/// The admin token in `token`, compared in constant time.
+fn check_admin_token(state: &ServerState, value: &Value) -> Result<(), ApiError> {
+    let given = value.get("token").and_then(Value::as_str).unwrap_or("");
+    if !state.admin_token_ok(given) {
+        return Err(ApiError::new(
+            ErrorCode::BadAdminToken,
+            "`stats` needs the admin token in `token` (printed at first start, or set with --admin-token)",
         ));
     }
     Ok(())

@@ -85,6 +85,21 @@ impl std::fmt::Display for AuthFailure {
     }
 }
 
+/// Totals kept in the store.
+#[derive(Debug, Clone, Default)]
+pub struct StoreStats {
+    /// Users.
+    pub users: u64,
+    /// Persons.
+    pub persons: u64,
+    /// Messages.
+    pub messages: u64,
+    /// Events.
+    pub events: u64,
+    /// Users per appid.
+    pub apps: Vec<(String, u64)>,
+}
+
 /// The operator's secrets, as hashes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct AppCredentials {
@@ -395,6 +410,8 @@ pub enum EventKind {
 /// Durable state. Every method is one transaction.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
+    /// Totals for the `stats` op.
+    async fn stats(&self) -> Result<StoreStats, StoreError>;
     /// Waits until every write queued before this call has committed.
     async fn flush(&self) -> Result<(), StoreError>;
     /// The app token, the previous one during a rotation, and the admin token (hashes).

@@ -18,8 +18,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::{
     AppCredentials, Appended, AuthFailure, CallRecord, DeviceRecord, EventKind, Identity,
     IssuedUser, LogEvent, LogHead, MAX_DEVICES, MAX_PROFILE_BYTES, Marker, NewMessage, NewUser,
-    OnCommit, PersonDevices, PersonId, Removed, Revoked, Store, StoreError, TokenRequest,
-    TokenTerms, UserKey,
+    OnCommit, PersonDevices, PersonId, Removed, Revoked, Store, StoreError, StoreStats,
+    TokenRequest, TokenTerms, UserKey,
 };
 use crate::auth::{PlainToken, TokenHash};
 use crate::protocol::{Millis, Uid};
@@ -155,6 +155,28 @@ impl SqliteStore {
 
 #[async_trait]
 impl Store for SqliteStore {
+    async fn stats(&self) -> Result<StoreStats, StoreError> {
+        self.read(|conn| {
+            let count = |sql: &str| -> Result<u64, StoreError> {
+                Ok(conn.query_row(sql, [], |r| r.get(0))?)
+            };
+            let mut stmt = conn.prepare_cached(
+                "SELECT appid, count(*) FROM users WHERE appid IS NOT NULL GROUP BY appid ORDER BY appid",
+            )?;
+            let apps = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(StoreStats {
+                users: count("SELECT count(*) FROM users")?,
+                persons: count("SELECT count(*) FROM persons")?,
+                messages: count("SELECT count(*) FROM messages")?,
+                events: count("SELECT count(*) FROM events")?,
+                apps,
+            })
+        })
+        .await
+    }
+
     async fn flush(&self) -> Result<(), StoreError> {
         // The writer takes jobs in order, so this one commits after every earlier one.
         self.write(|_| Ok(())).await

@@ -2,6 +2,7 @@
 
 mod harness;
 
+mod admin;
 mod backend_errors;
 mod backend_ops;
 mod calls;

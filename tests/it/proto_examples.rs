@@ -21,6 +21,9 @@ use crate::harness::{APP_TOKEN, Device, TestServer, WAIT};
 
 /// Stands for the app token in example requests; the test puts in the test server's.
 const APP_TOKEN_PLACEHOLDER: &str = "<app-token>";
+/// Stands for the admin token every example server starts with.
+const ADMIN_TOKEN_PLACEHOLDER: &str = "<admin-token>";
+const ADMIN_TOKEN: &str = "proto-admin-token-0123456789";
 /// User tokens in examples are written `octu_<name>`: bound to the real token on first sight.
 const USER_TOKEN_PREFIX: &str = "octu_";
 /// The examples files, under `proto/examples/`.
@@ -155,6 +158,8 @@ impl Bindings {
         let mut b = Bindings::default();
         b.strings
             .insert(APP_TOKEN_PLACEHOLDER.into(), APP_TOKEN.into());
+        b.strings
+            .insert(ADMIN_TOKEN_PLACEHOLDER.into(), ADMIN_TOKEN.into());
         b
     }
 
@@ -193,7 +198,18 @@ impl Bindings {
 }
 
 fn is_token_placeholder(s: &str) -> bool {
-    s.starts_with("octu_<") && s.ends_with('>')
+    token_prefix_of(s).is_some()
+}
+
+/// `octu_<name>` stands for a user token, `octa_<name>` for an app token a response issued.
+fn token_prefix_of(s: &str) -> Option<&'static str> {
+    if !s.ends_with('>') {
+        return None;
+    }
+    ["octu_<", "octa_<"]
+        .into_iter()
+        .find(|p| s.starts_with(p))
+        .map(|p| &p[..5])
 }
 
 /// `"<x*N>"` in a request or a sent frame stands for a string of N `x` characters (for limits
@@ -226,9 +242,10 @@ fn compare(
             }
         }
         (_, Value::String(s)) if is_token_placeholder(s) => {
-            let Some(real) = actual.as_str().filter(|a| a.starts_with(USER_TOKEN_PREFIX)) else {
+            let prefix = token_prefix_of(s).unwrap_or(USER_TOKEN_PREFIX);
+            let Some(real) = actual.as_str().filter(|a| a.starts_with(prefix)) else {
                 diffs.push(format!(
-                    "{path}: expected a user token (octu_…), got {actual}"
+                    "{path}: expected a token ({prefix}…), got {actual}"
                 ));
                 return;
             };
@@ -306,7 +323,7 @@ fn compare(
                 }
             }
         }
-        (Some("last_seen"), Value::Number(_)) => {
+        (Some("last_seen" | "previous_valid_until"), Value::Number(_)) => {
             if !actual.is_i64() {
                 diffs.push(format!("{path}: expected a timestamp in ms, got {actual}"));
             }
@@ -347,6 +364,7 @@ fn compare(
 async fn run_scenario(scenario: Scenario) -> Vec<String> {
     let config = scenario.config.clone();
     let mut server = TestServer::start_with(|c| {
+        c.admin_token = Some(ADMIN_TOKEN.into());
         if let Some(ms) = config.ring_timeout_ms {
             c.ring_timeout = Duration::from_millis(ms);
         }
