@@ -65,6 +65,24 @@ impl Broker {
         self.child.kill().expect("SIGKILL"); // std sends SIGKILL on unix
         self.child.wait().unwrap();
     }
+
+    /// Sends SIGTERM and waits (at most 15 s) for the exit.
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(sent.success(), "kill -TERM failed");
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no exit within 15 s of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 impl Drop for Broker {
@@ -80,6 +98,8 @@ struct Seen {
     by_seq: BTreeMap<u64, u64>,
     duplicates: u64,
     acked: BTreeMap<String, u64>,
+    /// The close code the broker sent, if it closed cleanly.
+    closed_with: Option<u16>,
 }
 
 impl Seen {
@@ -115,6 +135,12 @@ async fn drive(mut conn: Connection, sends: Vec<(String, String)>, mut seen: See
                 body: RawValue::from_string(format!("\"{id}\"")).unwrap(),
             });
             if conn.send(&frame).await.is_err() {
+                // The close may already be waiting to be read.
+                if let Ok(Ok(Incoming::Closed(close))) =
+                    tokio::time::timeout(Duration::from_secs(1), conn.recv()).await
+                {
+                    seen.closed_with = close.map(|(code, _)| code);
+                }
                 return seen;
             }
             pending = Some(id);
@@ -128,7 +154,11 @@ async fn drive(mut conn: Connection, sends: Vec<(String, String)>, mut seen: See
                 pending = None;
             }
             Ok(Ok(Incoming::Frame(..))) => {}
-            // Closed, reset by the kill, or quiet for long enough: done.
+            Ok(Ok(Incoming::Closed(close))) => {
+                seen.closed_with = close.map(|(code, _)| code);
+                return seen;
+            }
+            // Reset by the kill, or quiet for long enough: done.
             _ => return seen,
         }
     }
@@ -148,8 +178,27 @@ async fn login(url: &str, token: &str, since: Option<u64>) -> (Connection, u64) 
     (conn, welcome.seq)
 }
 
+/// How the broker is stopped mid-stream.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    Kill,
+    Terminate,
+}
+
 #[tokio::test]
 async fn acknowledged_messages_survive_sigkill() {
+    stop_mid_stream(Stop::Kill).await;
+}
+
+#[tokio::test]
+async fn sigterm_closes_with_going_away_exits_zero_and_loses_nothing() {
+    stop_mid_stream(Stop::Terminate).await;
+}
+
+/// a1 and b1 stream messages at each other while a2 and b2 listen; the broker is stopped;
+/// after a restart every device catches up with `since` and holds every acknowledged message
+/// exactly once, with no gap in its seq.
+async fn stop_mid_stream(stop: Stop) {
     let data = tempfile::tempdir().unwrap();
     let mut broker = Broker::start(data.path()).await;
     let backend = Backend::new(&format!("http://{}", broker.addr), APP_TOKEN);
@@ -163,7 +212,6 @@ async fn acknowledged_messages_survive_sigkill() {
         let t = backend.device_token(address, device, APPID).await.unwrap();
         tokens.push(t.token);
     }
-    // a1 and b1 send to each other; a2 and b2 only listen.
     let stream = |tag: &str, to: &str| -> Vec<(String, String)> {
         (0..5000)
             .map(|n| (format!("{tag}-{n}"), to.to_string()))
@@ -187,10 +235,25 @@ async fn acknowledged_messages_survive_sigkill() {
         tasks.push(tokio::spawn(drive(conn, plan, Seen::default())));
     }
     tokio::time::sleep(Duration::from_millis(700)).await;
-    broker.kill();
+    match stop {
+        Stop::Kill => broker.kill(),
+        Stop::Terminate => {
+            let status = broker.terminate();
+            assert!(status.success(), "graceful shutdown exited with {status}");
+        }
+    }
     let mut seen = Vec::new();
     for task in tasks {
         seen.push(task.await.unwrap());
+    }
+    if stop == Stop::Terminate {
+        for (n, dev) in seen.iter().enumerate() {
+            assert_eq!(
+                dev.closed_with,
+                Some(1001),
+                "device {n} was not told going-away"
+            );
+        }
     }
     let acked: BTreeSet<u64> = seen
         .iter()
@@ -198,7 +261,7 @@ async fn acknowledged_messages_survive_sigkill() {
         .collect();
     assert!(
         acked.len() > 20,
-        "too little traffic before the kill: {}",
+        "too little traffic before the stop: {}",
         acked.len()
     );
 
