@@ -6,6 +6,7 @@ mod admin;
 mod backend_errors;
 mod backend_ops;
 mod calls;
+mod config;
 mod crash;
 mod fanout;
 mod login;
