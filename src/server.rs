@@ -158,6 +158,7 @@ pub async fn run(
     let app = routes(state.clone());
     let pruner = tokio::spawn(prune_forever(state.clone()));
     let closing = state.clone();
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;

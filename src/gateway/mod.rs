@@ -8,8 +8,10 @@ mod writer;
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use std::net::SocketAddr;
+
 use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{ConnectInfo, State};
 use axum::response::Response;
 
 use crate::state::ServerState;
@@ -20,11 +22,15 @@ const READ_BUFFER: usize = 8 * 1024;
 const WRITE_BUFFER: usize = 8 * 1024;
 
 /// Upgrades to a WebSocket with the gateway's limits and runs the session.
-pub async fn upgrade(State(state): State<Arc<ServerState>>, ws: WebSocketUpgrade) -> Response {
+pub async fn upgrade(
+    State(state): State<Arc<ServerState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ws: WebSocketUpgrade,
+) -> Response {
     let max = state.config.max_frame_bytes;
     ws.read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)
         .max_message_size(max)
         .max_frame_size(max)
-        .on_upgrade(move |socket| session::run(state, socket))
+        .on_upgrade(move |socket| session::run(state, socket, peer))
 }

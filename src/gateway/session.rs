@@ -31,7 +31,7 @@ const MAX_CLIENT_ID: usize = 128;
 const REPLAY_PAGE: usize = 500;
 
 /// Runs one connection to its end.
-pub async fn run(state: Arc<ServerState>, socket: WebSocket) {
+pub async fn run(state: Arc<ServerState>, socket: WebSocket, peer: std::net::SocketAddr) {
     let conn_id = state.router.conn_id();
     let span = tracing::info_span!(
         "conn",
@@ -40,6 +40,7 @@ pub async fn run(state: Arc<ServerState>, socket: WebSocket) {
         person.id = field::Empty
     );
     state.metrics.connections.inc();
+    span.in_scope(|| tracing::info!(peer = %peer, "connection opened"));
     run_inner(state.clone(), socket, conn_id)
         .instrument(span)
         .await;
