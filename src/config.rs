@@ -141,6 +141,37 @@ pub struct Settings {
     /// consumer [default: 1024].
     #[arg(long, env = "OCTET_QUEUE_FRAMES")]
     pub queue_frames: Option<usize>,
+
+    /// Seconds without any frame from a device (pongs included) before its connection is
+    /// closed as dead; the broker pings every third of it [default: 60].
+    #[arg(long, env = "OCTET_IDLE_TIMEOUT")]
+    pub idle_timeout: Option<u64>,
+
+    /// Frames per second a connection may send, on average (token bucket) [default: 100].
+    #[arg(long, env = "OCTET_SEND_RATE")]
+    pub send_rate: Option<u32>,
+
+    /// Frames a connection may send in a burst above the rate [default: 200].
+    #[arg(long, env = "OCTET_SEND_BURST")]
+    pub send_burst: Option<u32>,
+
+    /// Failed logins per minute one IP address may make before its connections are refused
+    /// for a while [default: 30].
+    #[arg(long, env = "OCTET_LOGIN_ATTEMPTS")]
+    pub login_attempts: Option<u32>,
+
+    /// Most WebSocket connections open at once; more are closed with 1013 [default: 20000].
+    #[arg(long, env = "OCTET_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+
+    /// Browser origins allowed to open WebSockets (comma-separated, e.g.
+    /// https://app.example.com); empty allows any origin [default: empty].
+    #[arg(long, env = "OCTET_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Option<Vec<String>>,
+
+    /// Deepest JSON nesting accepted in a frame or a backend request [default: 32].
+    #[arg(long, env = "OCTET_MAX_JSON_DEPTH")]
+    pub max_json_depth: Option<usize>,
 }
 
 macro_rules! prefer {
@@ -181,7 +212,14 @@ impl Settings {
             shutdown_timeout,
             max_frame_kib,
             max_body_kib,
-            queue_frames
+            queue_frames,
+            idle_timeout,
+            send_rate,
+            send_burst,
+            login_attempts,
+            max_connections,
+            allowed_origins,
+            max_json_depth
         )
     }
 }
@@ -217,6 +255,20 @@ pub struct Config {
     pub log_format: LogFormat,
     /// How long a graceful shutdown may take.
     pub shutdown_timeout: Duration,
+    /// Silence after which a connection counts as dead.
+    pub idle_timeout: Duration,
+    /// Frames per second a connection may send on average.
+    pub send_rate: u32,
+    /// Burst above the rate.
+    pub send_burst: u32,
+    /// Failed logins per minute per IP address.
+    pub login_attempts: u32,
+    /// Most connections open at once.
+    pub max_connections: usize,
+    /// Allowed browser origins; empty allows any.
+    pub allowed_origins: Vec<String>,
+    /// Deepest JSON nesting accepted.
+    pub max_json_depth: usize,
 }
 
 /// A setting that cannot work, with what to change.
@@ -258,6 +310,13 @@ impl Config {
             sync: SyncMode::Normal,
             log_format: LogFormat::Human,
             shutdown_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            send_rate: 100,
+            send_burst: 200,
+            login_attempts: 30,
+            max_connections: 20_000,
+            allowed_origins: Vec::new(),
+            max_json_depth: 32,
         }
     }
 
@@ -329,10 +388,57 @@ impl Config {
             queue_frames: bounded("queue_frames", s.queue_frames, 1024, 8, 1 << 20)?,
             retention,
             prune_every: defaults.prune_every,
+            idle_timeout: seconds("idle_timeout", s.idle_timeout, defaults.idle_timeout, 3600)?,
+            send_rate: bounded(
+                "send_rate",
+                s.send_rate.map(|v| v as usize),
+                100,
+                1,
+                100_000,
+            )? as u32,
+            send_burst: bounded(
+                "send_burst",
+                s.send_burst.map(|v| v as usize),
+                200,
+                1,
+                100_000,
+            )? as u32,
+            login_attempts: bounded(
+                "login_attempts",
+                s.login_attempts.map(|v| v as usize),
+                30,
+                1,
+                100_000,
+            )? as u32,
+            max_connections: bounded("max_connections", s.max_connections, 20_000, 1, 1 << 24)?,
+            allowed_origins: origins(s.allowed_origins.unwrap_or_default())?,
+            max_json_depth: bounded("max_json_depth", s.max_json_depth, 32, 2, 128)?,
             sync: s.sync.unwrap_or_default(),
             log_format: s.log_format.unwrap_or_default(),
         })
     }
+}
+
+/// Origins as browsers send them: scheme, host and optional port, no path.
+fn origins(list: Vec<String>) -> Result<Vec<String>, ConfigError> {
+    list.into_iter()
+        .map(|o| o.trim().trim_end_matches('/').to_ascii_lowercase())
+        .filter(|o| !o.is_empty())
+        .map(|o| {
+            let ok = (o.starts_with("http://") || o.starts_with("https://"))
+                && !o
+                    .split_once("://")
+                    .is_some_and(|(_, rest)| rest.contains('/'));
+            if ok {
+                Ok(o)
+            } else {
+                Err(ConfigError::Invalid {
+                    key: "allowed_origins",
+                    message: format!("{o} is not an origin; write it as https://host[:port]"),
+                })
+            }
+        })
+        .collect()
 }
 
 /// A token given inline or in a file (not both), checked for shape.

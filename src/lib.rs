@@ -9,6 +9,7 @@
 //! - [`fanout`]: stored events → frames → every live device, after commit.
 //! - [`gateway`]: WebSocket connections (`GET /ws`).
 //! - [`api`]: the backend HTTP API (`POST /backend`).
+//! - [`limits`]: send rate, failed logins per address, the Origin allow-list.
 //! - [`metrics`]: the Prometheus registry behind `GET /metrics`.
 //! - [`state`]: the shared server state.
 //! - [`server`]: wiring, startup and shutdown.
@@ -20,6 +21,7 @@ pub mod client;
 pub mod config;
 pub mod fanout;
 pub mod gateway;
+pub mod limits;
 pub mod metrics;
 pub mod protocol;
 pub mod router;

@@ -82,6 +82,16 @@ pub enum ErrorCode {
     UnsupportedMediaType,
     /// HTTP: no such path.
     NotFound,
+    /// JSON nested deeper than the limit.
+    TooDeep,
+    /// The connection sends faster than its rate limit; the frame was dropped.
+    RateLimited,
+    /// Too many failed logins from this address, or the broker is full.
+    TooManyLogins,
+    /// The page's origin is not in the broker's allow-list.
+    OriginNotAllowed,
+    /// The broker is at its connection limit.
+    ServerFull,
     /// The server failed; the request may be retried.
     Internal,
 }
@@ -115,6 +125,11 @@ impl ErrorCode {
         ErrorCode::BodyTooLarge,
         ErrorCode::UnsupportedMediaType,
         ErrorCode::NotFound,
+        ErrorCode::TooDeep,
+        ErrorCode::RateLimited,
+        ErrorCode::TooManyLogins,
+        ErrorCode::OriginNotAllowed,
+        ErrorCode::ServerFull,
         ErrorCode::Internal,
     ];
 
@@ -148,6 +163,11 @@ impl ErrorCode {
             ErrorCode::BodyTooLarge => "body_too_large",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::NotFound => "not_found",
+            ErrorCode::TooDeep => "too_deep",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::TooManyLogins => "too_many_logins",
+            ErrorCode::OriginNotAllowed => "origin_not_allowed",
+            ErrorCode::ServerFull => "server_full",
             ErrorCode::Internal => "internal",
         }
     }
@@ -181,8 +201,12 @@ pub enum CloseCode {
     Replaced = 4003,
     /// The token was revoked or the user deleted; get a fresh token before reconnecting.
     Revoked = 4004,
+    /// No frame (not even a pong) within the idle timeout: the peer counts as dead.
+    IdleTimeout = 4005,
     /// The connection did not read fast enough; reconnect and resync.
     SlowConsumer = 4008,
+    /// The broker is at its connection limit; try again later (after a backoff).
+    TryAgainLater = 1013,
 }
 
 impl CloseCode {
@@ -251,6 +275,38 @@ pub fn read_op(text: &str) -> Result<Cow<'_, str>, DecodeError> {
     }
     peek.op
         .ok_or_else(|| DecodeError::new(ErrorCode::MissingField, "missing field `op`"))
+}
+
+/// Refuses JSON nested deeper than `max` levels, by a scan that allocates nothing (so a
+/// hostile frame cannot make the parser recurse or allocate first).
+pub fn check_depth(text: &[u8], max: usize) -> Result<(), DecodeError> {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in text {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > max {
+                    return Err(DecodeError::new(
+                        ErrorCode::TooDeep,
+                        format!("JSON is nested deeper than {max} levels"),
+                    ));
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Decodes one op's own struct, naming the field path of a missing or mistyped field.

@@ -107,6 +107,7 @@ pub async fn prepare(config: Config) -> Result<Prepared, StartError> {
         credentials: std::sync::RwLock::new(creds),
         epoch,
         shutdown: tokio::sync::watch::channel(false).0,
+        login_failures: Default::default(),
     });
     Ok(Prepared {
         state,

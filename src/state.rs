@@ -10,6 +10,7 @@ use tokio::sync::watch;
 
 use crate::auth::TokenHash;
 use crate::config::Config;
+use crate::limits::LoginLimiter;
 use crate::metrics::Metrics;
 use crate::protocol::Millis;
 use crate::router::Router;
@@ -26,6 +27,8 @@ pub struct ServerState {
     /// The app and admin tokens' hashes, checked in constant time. Behind a lock because the
     /// app token can be rotated while serving; never held across an await.
     pub credentials: RwLock<AppCredentials>,
+    /// Failed logins per IP address.
+    pub login_failures: LoginLimiter,
     /// Set once when shutdown starts: sessions still logging in close with going-away.
     pub shutdown: watch::Sender<bool>,
     /// Prometheus metrics.

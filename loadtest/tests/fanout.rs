@@ -15,6 +15,8 @@ async fn fanout_accounts_for_every_delivery() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config::new(dir.path().to_path_buf());
     config.app_token = Some(APP_TOKEN.into());
+    config.send_rate = 100_000;
+    config.send_burst = 100_000;
     let prepared = server::prepare(config).await.unwrap();
     let listener = server::bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = listener.local_addr().unwrap();

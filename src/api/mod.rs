@@ -21,7 +21,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::protocol::{
-    BACKEND_OPS, BackendResponse, DecodeError, ErrorBody, ErrorCode, UserSelector, malformed,
+    BACKEND_OPS, BackendResponse, DecodeError, ErrorBody, ErrorCode, UserSelector, check_depth,
+    malformed,
 };
 use crate::state::ServerState;
 use crate::store::{StoreError, UserKey};
@@ -108,6 +109,9 @@ pub async fn backend(
             "malformed JSON at line 1, column 0: the body is empty; send a JSON object with `op` and `token`",
         );
         return refusal("", None, err);
+    }
+    if let Err(err) = check_depth(&bytes, state.config.max_json_depth) {
+        return refusal("", None, err.into());
     }
     let value: Value = match serde_json::from_slice(&bytes) {
         Ok(value) => value,
@@ -354,7 +358,8 @@ fn refusal(op: &str, id: Option<Value>, err: ApiError) -> Response {
     .into_response()
 }
 
-fn transport_error(status: StatusCode, code: ErrorCode, message: String) -> Response {
+/// A JSON refusal with an HTTP status, for transport-level errors (also the gateway's).
+pub(crate) fn transport_error(status: StatusCode, code: ErrorCode, message: String) -> Response {
     (status, refusal("", None, ApiError::new(code, message))).into_response()
 }
 

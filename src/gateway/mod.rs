@@ -12,8 +12,12 @@ use std::net::SocketAddr;
 
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 
+use crate::api::transport_error;
+use crate::limits::origin_allowed;
+use crate::protocol::ErrorCode;
 use crate::state::ServerState;
 
 /// Per-connection socket buffers: small, so idle connections stay cheap (tungstenite's default
@@ -25,9 +29,38 @@ const WRITE_BUFFER: usize = 8 * 1024;
 pub async fn upgrade(
     State(state): State<Arc<ServerState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let max = state.config.max_frame_bytes;
+    let config = &state.config;
+    // A page from another site must not open a socket in a signed-in user's browser.
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    if !origin_allowed(origin, &config.allowed_origins) {
+        tracing::info!(peer = %peer, origin = origin.unwrap_or(""), "websocket refused: origin not allowed");
+        return transport_error(
+            StatusCode::FORBIDDEN,
+            ErrorCode::OriginNotAllowed,
+            format!(
+                "origin {} may not open WebSockets to this broker",
+                origin.unwrap_or("")
+            ),
+        );
+    }
+    if state
+        .login_failures
+        .blocked(peer.ip(), config.login_attempts)
+    {
+        return transport_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::TooManyLogins,
+            format!(
+                "more than {} failed logins from {} in the last minute; wait before retrying",
+                config.login_attempts,
+                peer.ip()
+            ),
+        );
+    }
+    let max = config.max_frame_bytes;
     ws.read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)
         .max_message_size(max)

@@ -15,10 +15,12 @@ use tracing::{Instrument, field};
 use super::writer;
 use crate::auth::TokenHash;
 use crate::fanout::{deliver_markers, deliver_message, event_frame};
+use crate::limits::TokenBucket;
 use crate::protocol::{
     Ack, CallAction, CallRequest, ClientFrame, CloseCode, DecodeError, ErrorCode, ErrorFrame,
     HISTORY_DEFAULT, HISTORY_MAX, History, HistoryRequest, Login, ProfileFrame, ProfileRequest,
-    ReadRequest, Send, Sent, ServerFrame, Synced, UserRef, Welcome, check_profile_patch,
+    ReadRequest, Send, Sent, ServerFrame, Synced, UserRef, Welcome, check_depth,
+    check_profile_patch,
 };
 use crate::router::{CallEnded, CallError, ConnHandle, Frame, KickReason, Outbound, Party};
 use crate::state::{ServerState, now_millis};
@@ -41,13 +43,18 @@ pub async fn run(state: Arc<ServerState>, socket: WebSocket, peer: std::net::Soc
     );
     state.metrics.connections.inc();
     span.in_scope(|| tracing::info!(peer = %peer, "connection opened"));
-    run_inner(state.clone(), socket, conn_id)
+    run_inner(state.clone(), socket, conn_id, peer.ip())
         .instrument(span)
         .await;
     state.metrics.connections.dec();
 }
 
-async fn run_inner(state: Arc<ServerState>, socket: WebSocket, conn_id: u64) {
+async fn run_inner(
+    state: Arc<ServerState>,
+    socket: WebSocket,
+    conn_id: u64,
+    peer: std::net::IpAddr,
+) {
     let (sink, mut stream) = socket.split();
     // Two bounded queues: the session's own (replies, catch-up) and the live one the router
     // fills; the writer holds the live one until the catch-up is done.
@@ -70,7 +77,25 @@ async fn run_inner(state: Arc<ServerState>, socket: WebSocket, conn_id: u64) {
         conn_id,
         identity: None,
         appid: String::new(),
+        peer,
     };
+    // Over the connection limit: tell the device why and to come back later. The broker stays
+    // responsive to the connections it has.
+    if state.metrics.connections.get() as usize > state.config.max_connections {
+        session
+            .refuse(
+                ErrorCode::ServerFull,
+                format!(
+                    "the broker is at its limit of {} connections; try again later",
+                    state.config.max_connections
+                ),
+                CloseCode::TryAgainLater,
+            )
+            .await;
+        drop(session);
+        let _ = writer.await;
+        return;
+    }
 
     let mut shutdown = state.shutdown.subscribe();
     let login = tokio::select! {
@@ -157,6 +182,8 @@ struct Session {
     identity: Option<Identity>,
     /// The appid the device logged in with.
     appid: String,
+    /// The device's IP address (failed logins are counted per address).
+    peer: std::net::IpAddr,
 }
 
 impl Session {
@@ -177,7 +204,9 @@ impl Session {
                 return Err("read error before login");
             }
         };
-        let login: Login = match ClientFrame::decode(&text) {
+        let decoded = check_depth(text.as_bytes(), self.state.config.max_json_depth)
+            .and_then(|()| ClientFrame::decode(&text));
+        let login: Login = match decoded {
             Ok(ClientFrame::Login(login)) => login,
             Ok(_) => {
                 let message =
@@ -217,6 +246,7 @@ impl Session {
             }
             Err(StoreError::AuthFailed(why)) => {
                 tracing::info!(reason = %why, "login refused");
+                self.state.login_failures.failed(self.peer);
                 let message = match why {
                     crate::store::AuthFailure::WrongAppid => format!(
                         "the token was not issued for appid `{}`; log in with the appid the token was issued for",
@@ -359,14 +389,51 @@ impl Session {
     /// Reads frames until the device leaves, breaks the protocol, or is kicked.
     async fn read_loop(&mut self, stream: &mut SplitStream<WebSocket>) -> &'static str {
         let mut kick = self.kick.clone();
+        let state = self.state.clone();
+        let config = &state.config;
+        let idle = config.idle_timeout;
+        // Pings go out every third of the idle timeout, so a live peer always answers in time.
+        let mut keepalive = tokio::time::interval(idle / 3);
+        keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        keepalive.tick().await;
+        let mut last_heard = tokio::time::Instant::now();
+        let mut bucket = TokenBucket::new(config.send_rate, config.send_burst);
         loop {
             let next = tokio::select! {
                 // Kicked (replaced, revoked, slow, shutdown): the writer sends the close frame.
                 _ = kick.wait_for(Option::is_some) => return "kicked",
-                next = stream.next() => next,
+                next = stream.next() => Some(next),
+                _ = keepalive.tick() => None,
             };
+            let Some(next) = next else {
+                if last_heard.elapsed() >= idle {
+                    let reason = format!("no frame for {}; reconnect", human_duration(idle));
+                    let _ = self
+                        .queue
+                        .send(Outbound::Close(CloseCode::IdleTimeout, reason))
+                        .await;
+                    return "idle timeout";
+                }
+                let _ = self.queue.send(Outbound::Ping).await;
+                continue;
+            };
+            last_heard = tokio::time::Instant::now();
             match next {
-                Some(Ok(Message::Text(text))) => self.dispatch(&text).await,
+                Some(Ok(Message::Text(text))) => {
+                    if bucket.take() {
+                        self.dispatch(&text).await;
+                    } else {
+                        let (id, call) = ClientFrame::ids_of(&text);
+                        let err = DecodeError::new(
+                            ErrorCode::RateLimited,
+                            format!(
+                                "more than {} frames per second (bursts of {}); this frame was dropped, send it again later",
+                                config.send_rate, config.send_burst
+                            ),
+                        );
+                        self.error(err, id, call).await;
+                    }
+                }
                 Some(Ok(Message::Binary(_))) => {
                     self.refuse_binary().await;
                     return "binary frame";
@@ -382,6 +449,15 @@ impl Session {
     }
 
     async fn dispatch(&mut self, text: &str) {
+        if let Err(err) = check_depth(text.as_bytes(), self.state.config.max_json_depth) {
+            self.state
+                .metrics
+                .frames_in
+                .with_label_values(&["invalid"])
+                .inc();
+            let (id, call) = ClientFrame::ids_of(text);
+            return self.error(err, id, call).await;
+        }
         let frame = ClientFrame::decode(text);
         let op = frame.as_ref().map(ClientFrame::op).unwrap_or("invalid");
         self.state.metrics.frames_in.with_label_values(&[op]).inc();

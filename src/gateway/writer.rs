@@ -32,6 +32,7 @@ pub struct Queues {
 /// What to do with one queued item.
 enum Step {
     Write(Frame),
+    Ping,
     Skip,
     Close(CloseCode, String),
 }
@@ -62,7 +63,11 @@ pub async fn run(
         let mut next = Some(item);
         while let Some(item) = next.take() {
             match step(item, &mut live_after) {
-                Step::Write(frame) => batch.push(frame),
+                Step::Write(frame) => {
+                    metrics.count_out(&frame);
+                    batch.push(Message::Text(frame));
+                }
+                Step::Ping => batch.push(Message::Ping(Default::default())),
                 Step::Skip => {}
                 Step::Close(code, reason) => {
                     then_close = Some((code, reason));
@@ -79,9 +84,8 @@ pub async fn run(
         }
         if !batch.is_empty() {
             let write = async {
-                for frame in batch {
-                    metrics.count_out(&frame);
-                    sink.feed(Message::Text(frame)).await?;
+                for message in batch {
+                    sink.feed(message).await?;
                 }
                 sink.flush().await
             };
@@ -125,6 +129,7 @@ fn step(item: Outbound, live_after: &mut Option<u64>) -> Step {
             Step::Skip
         }
         Outbound::Close(code, reason) => Step::Close(code, reason),
+        Outbound::Ping => Step::Ping,
     }
 }
 

@@ -39,6 +39,8 @@ pub enum Outbound {
     },
     /// Write this close frame after everything queued before it, then end.
     Close(CloseCode, String),
+    /// Send a WebSocket ping (keepalive).
+    Ping,
 }
 
 /// Why a connection is being closed from outside its own session.

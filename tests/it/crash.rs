@@ -33,6 +33,11 @@ impl Broker {
                 &addr.to_string(),
                 "--app-token",
                 APP_TOKEN,
+                // The two senders stream as fast as the broker answers.
+                "--send-rate",
+                "100000",
+                "--send-burst",
+                "100000",
             ])
             .arg("--data-dir")
             .arg(data_dir)

@@ -44,6 +44,9 @@ impl TestServer {
         let data_dir = tempfile::tempdir().expect("temp dir");
         let mut config = Config::new(data_dir.path().to_path_buf());
         config.app_token = Some(APP_TOKEN.into());
+        // Tests send in tight loops; tests/it/limits.rs sets the rate limit it checks.
+        config.send_rate = 100_000;
+        config.send_burst = 100_000;
         tweak(&mut config);
         TestServer::launch(data_dir, config).await
     }

@@ -9,6 +9,7 @@ mod calls;
 mod config;
 mod crash;
 mod fanout;
+mod limits;
 mod login;
 mod metrics;
 mod proto_examples;
