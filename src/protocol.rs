@@ -66,6 +66,8 @@ pub enum ErrorCode {
     FrameTooLarge,
     /// Binary frames are not part of the protocol.
     BinaryFrame,
+    /// A text frame was not valid UTF-8.
+    BadUtf8,
     /// No `login` arrived within the login deadline.
     LoginTimeout,
     /// The call id names no live call of this connection's person.
@@ -117,6 +119,7 @@ impl ErrorCode {
         ErrorCode::DuplicateId,
         ErrorCode::FrameTooLarge,
         ErrorCode::BinaryFrame,
+        ErrorCode::BadUtf8,
         ErrorCode::LoginTimeout,
         ErrorCode::NoSuchCall,
         ErrorCode::CallExists,
@@ -155,6 +158,7 @@ impl ErrorCode {
             ErrorCode::DuplicateId => "duplicate_id",
             ErrorCode::FrameTooLarge => "frame_too_large",
             ErrorCode::BinaryFrame => "binary_frame",
+            ErrorCode::BadUtf8 => "bad_utf8",
             ErrorCode::LoginTimeout => "login_timeout",
             ErrorCode::NoSuchCall => "no_such_call",
             ErrorCode::CallExists => "call_exists",
@@ -191,6 +195,8 @@ pub enum CloseCode {
     ProtocolError = 1002,
     /// A binary frame arrived; the protocol is JSON text only.
     UnsupportedData = 1003,
+    /// A text frame was not valid UTF-8.
+    InvalidPayload = 1007,
     /// A frame exceeded the size limit.
     MessageTooBig = 1009,
     /// Login failed; get a fresh token before reconnecting.

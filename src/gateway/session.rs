@@ -795,28 +795,37 @@ impl Session {
     }
 
     async fn refuse_read_error(&self, err: axum::Error) {
-        let text = err.to_string();
-        // tungstenite reports an oversized frame before reading (or allocating) its payload.
-        if text.contains("Space limit exceeded")
-            || text.contains("too long")
-            || text.contains("too big")
-        {
-            let max = self.state.config.max_frame_bytes;
-            self.refuse(
-                ErrorCode::FrameTooLarge,
-                format!("frames are limited to {max} bytes"),
-                CloseCode::MessageTooBig,
-            )
-            .await;
-        } else {
-            tracing::debug!(error = %text, "websocket read error");
-            let _ = self
-                .queue
-                .send(Outbound::Close(
-                    CloseCode::ProtocolError,
-                    "protocol error".into(),
-                ))
+        use tokio_tungstenite::tungstenite::Error as WsError;
+        let inner = err.into_inner();
+        match inner.downcast_ref::<WsError>() {
+            // Reported from the frame header, before the payload is read or allocated.
+            Some(WsError::Capacity(_)) => {
+                let max = self.state.config.max_frame_bytes;
+                self.refuse(
+                    ErrorCode::FrameTooLarge,
+                    format!("frames are limited to {max} bytes"),
+                    CloseCode::MessageTooBig,
+                )
                 .await;
+            }
+            Some(WsError::Utf8(_)) => {
+                self.refuse(
+                    ErrorCode::BadUtf8,
+                    "a text frame was not valid UTF-8".into(),
+                    CloseCode::InvalidPayload,
+                )
+                .await;
+            }
+            _ => {
+                tracing::debug!(error = %inner, "websocket read error");
+                let _ = self
+                    .queue
+                    .send(Outbound::Close(
+                        CloseCode::ProtocolError,
+                        "protocol error".into(),
+                    ))
+                    .await;
+            }
         }
     }
 }

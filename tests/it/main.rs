@@ -13,5 +13,6 @@ mod limits;
 mod login;
 mod metrics;
 mod proto_examples;
+mod raw_frames;
 mod records;
 mod sync;

@@ -808,6 +808,7 @@ fn close_codes() -> Vec<CloseCode> {
         GoingAway,
         ProtocolError,
         UnsupportedData,
+        InvalidPayload,
         MessageTooBig,
         AuthFailed,
         LoginTimeout,
@@ -819,8 +820,9 @@ fn close_codes() -> Vec<CloseCode> {
     ];
     for code in all {
         match code {
-            Normal | GoingAway | ProtocolError | UnsupportedData | MessageTooBig | AuthFailed
-            | LoginTimeout | Replaced | Revoked | IdleTimeout | SlowConsumer | TryAgainLater => {}
+            Normal | GoingAway | ProtocolError | UnsupportedData | InvalidPayload
+            | MessageTooBig | AuthFailed | LoginTimeout | Replaced | Revoked | IdleTimeout
+            | SlowConsumer | TryAgainLater => {}
         }
     }
     all.to_vec()
@@ -864,13 +866,15 @@ fn examples_show_every_op_action_and_error() {
     }
     // `internal` cannot be provoked from outside a healthy server.
     // `internal` cannot be provoked; the limit refusals need a broker configured for them and
-    // are asserted, message and all, in tests/it/limits.rs.
+    // are asserted, message and all, in tests/it/limits.rs; `bad_utf8` needs a raw frame no
+    // client library sends (tests/it/raw_frames.rs).
     let not_in_examples = [
         ErrorCode::Internal,
         ErrorCode::RateLimited,
         ErrorCode::TooManyLogins,
         ErrorCode::OriginNotAllowed,
         ErrorCode::ServerFull,
+        ErrorCode::BadUtf8,
     ];
     for code in ErrorCode::ALL
         .iter()

@@ -1,0 +1,128 @@
+//! Raw WebSocket frames a library would never send: each gets the right close code, and the
+//! broker never allocates what a frame header merely declares.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::harness::TestServer;
+
+/// A hand-made client: an HTTP upgrade, then whatever bytes a test writes.
+async fn upgraded(server: &TestServer) -> TcpStream {
+    let mut tcp = TcpStream::connect(server.addr).await.unwrap();
+    let request = format!(
+        "GET /ws HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        server.addr
+    );
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        tcp.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    tcp
+}
+
+/// A masked client frame with the given first byte (FIN/opcode), declared length and payload.
+fn frame(first: u8, declared: u64, payload: &[u8]) -> Vec<u8> {
+    let mut out = vec![first];
+    let mask = [1u8, 2, 3, 4];
+    if declared < 126 {
+        out.push(0x80 | declared as u8);
+    } else if declared <= u16::MAX as u64 {
+        out.push(0x80 | 126);
+        out.extend_from_slice(&(declared as u16).to_be_bytes());
+    } else {
+        out.push(0x80 | 127);
+        out.extend_from_slice(&declared.to_be_bytes());
+    }
+    out.extend_from_slice(&mask);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    out
+}
+
+/// Reads server frames until a close; returns its code.
+async fn close_code(tcp: &mut TcpStream) -> u16 {
+    let mut buf = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        // Parse what we have: unmasked server frames.
+        let mut at = 0;
+        while buf.len() >= at + 2 {
+            let opcode = buf[at] & 0x0f;
+            let (len, header) = match buf[at + 1] & 0x7f {
+                126 if buf.len() >= at + 4 => {
+                    (u16::from_be_bytes([buf[at + 2], buf[at + 3]]) as usize, 4)
+                }
+                127 => panic!("the broker sent a huge frame"),
+                126 => break,
+                n => (n as usize, 2),
+            };
+            if buf.len() < at + header + len {
+                break;
+            }
+            if opcode == 0x8 {
+                let payload = &buf[at + header..at + header + len];
+                return u16::from_be_bytes([payload[0], payload[1]]);
+            }
+            at += header + len;
+        }
+        let mut chunk = [0u8; 4096];
+        let read = tokio::time::timeout_at(deadline, tcp.read(&mut chunk))
+            .await
+            .expect("a close frame in time")
+            .unwrap();
+        assert!(read > 0, "the connection ended without a close frame");
+        buf.extend_from_slice(&chunk[..read]);
+    }
+}
+
+#[tokio::test]
+async fn a_reserved_opcode_is_a_protocol_error() {
+    let server = TestServer::start().await;
+    let mut tcp = upgraded(&server).await;
+    tcp.write_all(&frame(0x83, 2, b"hi")).await.unwrap(); // opcode 3 is reserved
+    assert_eq!(close_code(&mut tcp).await, 1002);
+}
+
+#[tokio::test]
+async fn text_that_is_not_utf8_is_1007() {
+    let server = TestServer::start().await;
+    let mut tcp = upgraded(&server).await;
+    tcp.write_all(&frame(0x81, 4, &[0xff, 0xfe, 0xfd, 0xfc]))
+        .await
+        .unwrap();
+    assert_eq!(close_code(&mut tcp).await, 1007);
+}
+
+#[tokio::test]
+async fn a_huge_declared_length_is_refused_without_reading_it() {
+    let server = TestServer::start().await;
+    let mut tcp = upgraded(&server).await;
+    // Declares 1 TiB and sends 4 bytes: the broker must answer from the header alone.
+    tcp.write_all(&frame(0x81, 1 << 40, b"abcd")).await.unwrap();
+    assert_eq!(close_code(&mut tcp).await, 1009);
+}
+
+#[tokio::test]
+async fn a_fragmented_message_over_the_limit_is_1009() {
+    let server = TestServer::start().await;
+    let mut tcp = upgraded(&server).await;
+    let chunk = vec![b'a'; 40 * 1024];
+    // Two fragments of 40 KiB each: each fits a frame, the message does not (64 KiB).
+    tcp.write_all(&frame(0x01, chunk.len() as u64, &chunk))
+        .await
+        .unwrap();
+    let _ = tcp
+        .write_all(&frame(0x80, chunk.len() as u64, &chunk))
+        .await;
+    assert_eq!(close_code(&mut tcp).await, 1009);
+}
