@@ -4,6 +4,7 @@ mod harness;
 
 mod admin;
 mod backend_errors;
+mod backend_fuzz;
 mod backend_ops;
 mod calls;
 mod config;
