@@ -105,6 +105,8 @@ struct Seen {
     acked: BTreeMap<String, u64>,
     /// The close code the broker sent, if it closed cleanly.
     closed_with: Option<u16>,
+    /// The send in flight when the connection dropped (sent, never answered).
+    pending: Option<(String, String)>,
 }
 
 impl Seen {
@@ -129,7 +131,7 @@ impl Seen {
 /// connection drops.
 async fn drive(mut conn: Connection, sends: Vec<(String, String)>, mut seen: Seen) -> Seen {
     let mut sends = sends.into_iter();
-    let mut pending: Option<String> = None;
+    let mut pending: Option<(String, String)> = None;
     loop {
         if pending.is_none()
             && let Some((id, to)) = sends.next()
@@ -139,6 +141,10 @@ async fn drive(mut conn: Connection, sends: Vec<(String, String)>, mut seen: See
                 to,
                 body: RawValue::from_string(format!("\"{id}\"")).unwrap(),
             });
+            let to_again = match &frame {
+                ClientFrame::Send(send) => send.to.clone(),
+                _ => unreachable!(),
+            };
             if conn.send(&frame).await.is_err() {
                 // The close may already be waiting to be read.
                 if let Ok(Ok(Incoming::Closed(close))) =
@@ -146,9 +152,10 @@ async fn drive(mut conn: Connection, sends: Vec<(String, String)>, mut seen: See
                 {
                     seen.closed_with = close.map(|(code, _)| code);
                 }
+                seen.pending = Some((id, to_again));
                 return seen;
             }
-            pending = Some(id);
+            pending = Some((id, to_again));
         }
         let next = tokio::time::timeout(Duration::from_secs(3), conn.recv()).await;
         match next {
@@ -161,10 +168,14 @@ async fn drive(mut conn: Connection, sends: Vec<(String, String)>, mut seen: See
             Ok(Ok(Incoming::Frame(..))) => {}
             Ok(Ok(Incoming::Closed(close))) => {
                 seen.closed_with = close.map(|(code, _)| code);
+                seen.pending = pending;
                 return seen;
             }
             // Reset by the kill, or quiet for long enough: done.
-            _ => return seen,
+            _ => {
+                seen.pending = pending;
+                return seen;
+            }
         }
     }
 }
@@ -272,6 +283,7 @@ async fn stop_mid_stream(stop: Stop) {
 
     let broker = Broker::start(data.path()).await;
     let mut after = Vec::new();
+    let mut retried = 0;
     for (token, mut dev) in tokens.iter().zip(seen) {
         let since = dev.position();
         let (mut conn, _) = login(&broker.ws(), token, Some(since)).await;
@@ -286,8 +298,66 @@ async fn stop_mid_stream(stop: Stop) {
                 other => panic!("unexpected during catch-up: {other:?}"),
             }
         }
+        // Retry across the crash: the send whose `sent` never came goes again with the same
+        // client id and body; it exists exactly once, and the id with another body is refused.
+        if let Some((id, to)) = dev.pending.clone() {
+            let retry = |body: String| {
+                ClientFrame::Send(Send {
+                    id: id.clone(),
+                    to: to.clone(),
+                    body: RawValue::from_string(body).unwrap(),
+                })
+            };
+            conn.send(&retry(format!("\"{id}\""))).await.unwrap();
+            let sent = loop {
+                match tokio::time::timeout(WAIT, conn.recv())
+                    .await
+                    .expect("sent in time")
+                    .unwrap()
+                {
+                    Incoming::Frame(_, ServerFrame::Sent(s)) => break s,
+                    Incoming::Frame(..) => continue,
+                    other => panic!("unexpected after a retry: {other:?}"),
+                }
+            };
+            assert_eq!(sent.id, id);
+            // If the first attempt had committed, the catch-up already brought its event: the
+            // retry answers with that same seq and mid.
+            match dev.by_seq.get(&sent.seq) {
+                Some(mid) => assert_eq!(*mid, sent.mid, "the retry got another message's seq"),
+                None => dev.record(sent.seq, sent.mid),
+            }
+            conn.send(&retry("\"another body\"".into())).await.unwrap();
+            loop {
+                match tokio::time::timeout(WAIT, conn.recv())
+                    .await
+                    .expect("error in time")
+                    .unwrap()
+                {
+                    Incoming::Frame(_, ServerFrame::Error(e)) => {
+                        assert_eq!(e.code, octet::protocol::ErrorCode::DuplicateId);
+                        assert_eq!(e.id.as_deref(), Some(id.as_str()));
+                        break;
+                    }
+                    Incoming::Frame(..) => continue,
+                    other => panic!("unexpected after a changed retry: {other:?}"),
+                }
+            }
+            let db = rusqlite::Connection::open(data.path().join("octet.db")).unwrap();
+            let copies: i64 = db
+                .query_row(
+                    "SELECT count(*) FROM messages WHERE client_id = ?1",
+                    [&id],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(copies, 1, "client id {id} stored {copies} times");
+            retried += 1;
+        }
         after.push(dev);
     }
+    // Both senders had a send in flight (they send back to back).
+    assert!(retried >= 1, "no send was in flight at the stop");
     for (n, dev) in after.iter().enumerate() {
         assert_eq!(dev.duplicates, 0, "device {n} saw a seq twice");
         let mids: BTreeSet<u64> = dev.by_seq.values().copied().collect();
