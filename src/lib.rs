@@ -10,6 +10,7 @@
 //! - [`gateway`]: WebSocket connections (`GET /ws`).
 //! - [`api`]: the backend HTTP API (`POST /backend`).
 //! - [`metrics`]: the Prometheus registry behind `GET /metrics`.
+//! - [`dashboard`]: the live admin dashboard at `GET /dashboard` and its event feed.
 //! - [`state`]: the shared server state.
 //! - [`server`]: wiring, startup and shutdown.
 //! - [`client`]: octet's own client, for tests, the load generator and examples.
@@ -18,6 +19,7 @@ pub mod api;
 pub mod auth;
 pub mod client;
 pub mod config;
+pub mod dashboard;
 pub mod fanout;
 pub mod gateway;
 pub mod metrics;
