@@ -6,6 +6,7 @@ mod backend_errors;
 mod backend_ops;
 mod calls;
 mod crash;
+mod dashboard;
 mod fanout;
 mod login;
 mod metrics;
