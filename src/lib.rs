@@ -11,6 +11,7 @@
 //! - [`api`]: the backend HTTP API (`POST /backend`).
 //! - [`limits`]: send rate, failed logins per address, the Origin allow-list.
 //! - [`metrics`]: the Prometheus registry behind `GET /metrics`.
+//! - [`dashboard`]: the live admin dashboard at `GET /dashboard` and its event feed.
 //! - [`state`]: the shared server state.
 //! - [`server`]: wiring, startup and shutdown.
 //! - [`client`]: octet's own client, for tests, the load generator and examples.
@@ -19,6 +20,7 @@ pub mod api;
 pub mod auth;
 pub mod client;
 pub mod config;
+pub mod dashboard;
 pub mod fanout;
 pub mod gateway;
 pub mod limits;

@@ -36,6 +36,9 @@ pub struct Metrics {
     pub store_batch_seconds: Histogram,
     /// Backend API calls by op and result (`ok` or the error code).
     pub backend_calls: IntCounterVec,
+    /// Errors sent to clients, by code: WebSocket `error` frames and backend refusals. The
+    /// codes are a fixed set (`ErrorCode`), so the label set stays bounded.
+    pub errors: IntCounterVec,
 }
 
 impl Metrics {
@@ -116,6 +119,11 @@ impl Metrics {
                 &["op", "result"],
             )
             .unwrap(),
+            errors: IntCounterVec::new(
+                Opts::new("octet_errors_total", "Errors sent to clients, by code"),
+                &["code"],
+            )
+            .unwrap(),
             registry,
         };
         metrics.register_all();
@@ -139,6 +147,7 @@ impl Metrics {
         r.register(Box::new(self.store_batch_seconds.clone()))
             .unwrap();
         r.register(Box::new(self.backend_calls.clone())).unwrap();
+        r.register(Box::new(self.errors.clone())).unwrap();
     }
 
     /// Records one store transaction (the store's batch observer).

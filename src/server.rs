@@ -146,6 +146,7 @@ pub fn routes(state: Arc<ServerState>) -> Routes {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .merge(crate::dashboard::routes(state.clone()))
         .fallback(api::not_found)
         .with_state(state)
 }

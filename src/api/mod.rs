@@ -155,7 +155,14 @@ pub async fn backend(
         .inc();
     match result {
         Ok(response) => response,
-        Err(err) => refusal(&op, id, err),
+        Err(err) => {
+            state
+                .metrics
+                .errors
+                .with_label_values(&[err.code.as_str()])
+                .inc();
+            refusal(&op, id, err)
+        }
     }
 }
 

@@ -768,6 +768,11 @@ impl Session {
     }
 
     async fn error(&self, err: DecodeError, id: Option<String>, call: Option<String>) {
+        self.state
+            .metrics
+            .errors
+            .with_label_values(&[err.code.as_str()])
+            .inc();
         let frame = ServerFrame::Error(ErrorFrame {
             code: err.code,
             message: err.message,

@@ -9,6 +9,7 @@ mod backend_ops;
 mod calls;
 mod config;
 mod crash;
+mod dashboard;
 mod fanout;
 mod limits;
 mod login;

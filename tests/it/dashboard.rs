@@ -1,0 +1,641 @@
+//! `/dashboard`: the admin-token gate over plain HTTP, and the live page in a real headless
+//! Chromium (`/usr/bin/chromium`, Debian's package) driven over the Chrome DevTools Protocol:
+//! the test reads the numbers the page shows, makes traffic through the harness and waits for
+//! the page to show it. Every wait is bounded; the browser is closed (and killed on drop).
+//!
+//! The browser test never skips: without `/usr/bin/chromium` it fails and says how to install
+//! it (`.ci/run` installs it when it is missing).
+
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::harness::{APP_TOKEN, Device, TestServer, WAIT};
+
+const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+const CHROMIUM: &str = "/usr/bin/chromium";
+/// How long Chromium may take to start and print its DevTools address.
+const BROWSER_START: Duration = Duration::from_secs(30);
+/// How long one DevTools call may take.
+const CDP_WAIT: Duration = Duration::from_secs(10);
+/// How long the page may take to show what happened (it refreshes once a second).
+const PAGE_WAIT: Duration = Duration::from_secs(20);
+
+async fn server() -> TestServer {
+    TestServer::start_with(|c| c.admin_token = Some(ADMIN_TOKEN.into())).await
+}
+
+fn dashboard_url(server: &TestServer, token: &str) -> String {
+    server.http_url(&format!("/dashboard?token={token}"))
+}
+
+async fn get(url: &str) -> reqwest::Response {
+    tokio::time::timeout(WAIT, reqwest::get(url))
+        .await
+        .unwrap_or_else(|_| panic!("no answer from {url} within {WAIT:?}"))
+        .expect("request")
+}
+
+#[tokio::test]
+async fn page_and_feed_refuse_a_missing_or_wrong_token() {
+    let server = server().await;
+    let wrong = [
+        "".to_string(),
+        "?token=".to_string(),
+        "?token=wrong".to_string(),
+        format!("?token={}", &ADMIN_TOKEN[..ADMIN_TOKEN.len() - 1]),
+        format!("?token={ADMIN_TOKEN}x"),
+        // The app token is not the admin token.
+        format!("?token={APP_TOKEN}"),
+        format!("?tok={ADMIN_TOKEN}"),
+    ];
+    for path in ["/dashboard", "/dashboard/events"] {
+        for query in &wrong {
+            let url = server.http_url(&format!("{path}{query}"));
+            let response = get(&url).await;
+            assert_eq!(response.status(), 401, "{url}");
+            let body = response.text().await.unwrap();
+            assert!(
+                body.contains("needs the admin token") && body.contains("?token=<admin token>"),
+                "{url}: the 401 should say what is missing: {body}"
+            );
+        }
+    }
+
+    let page = get(&dashboard_url(&server, ADMIN_TOKEN)).await;
+    assert_eq!(page.status(), 200);
+    let headers = page.headers().clone();
+    assert_eq!(headers["content-type"], "text/html; charset=utf-8");
+    assert_eq!(headers["referrer-policy"], "no-referrer");
+    assert!(headers.contains_key("content-security-policy"));
+    let html = page.text().await.unwrap();
+    assert!(html.contains("<canvas id=\"rates\""), "{html}");
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "the page must load nothing from elsewhere: {html}"
+    );
+
+    for (asset, kind) in [("app.js", "text/javascript"), ("style.css", "text/css")] {
+        let response = get(&server.http_url(&format!("/dashboard/{asset}"))).await;
+        assert_eq!(response.status(), 200, "{asset}");
+        let content_type = response.headers()["content-type"].to_str().unwrap();
+        assert!(content_type.starts_with(kind), "{asset}: {content_type}");
+        let text = response.text().await.unwrap();
+        assert!(
+            !text.contains("://"),
+            "{asset} must not load anything remote"
+        );
+    }
+
+    let mut feed = get(&server.http_url(&format!("/dashboard/events?token={ADMIN_TOKEN}"))).await;
+    assert_eq!(feed.status(), 200);
+    assert_eq!(feed.headers()["content-type"], "text/event-stream");
+    let first = read_feed_until(&mut feed, "event: snapshot").await;
+    assert!(first.starts_with("event: history\n"), "{first}");
+}
+
+/// Reads the feed until `needle` has arrived; returns everything read.
+async fn read_feed_until(feed: &mut reqwest::Response, needle: &str) -> String {
+    let mut text = String::new();
+    tokio::time::timeout(WAIT, async {
+        while !text.contains(needle) {
+            let chunk = feed.chunk().await.expect("feed reads").expect("feed open");
+            text.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no `{needle}` on the feed within {WAIT:?}; got: {text}"));
+    text
+}
+
+#[tokio::test]
+async fn errors_sent_to_clients_are_counted_by_code() {
+    let server = server().await;
+    let mut dev = server.device("alice@example.com", "a1").await;
+    dev.send_text("not json").await;
+    dev.expect("error").await;
+    dev.send_json(json!({"op": "send", "id": "", "to": "bob@example.com", "body": 1}))
+        .await;
+    dev.expect("error").await;
+    server
+        .backend_raw(r#"{"op":"devices","token":"wrong","user":{"address":"a@b"}}"#)
+        .await;
+    let metrics = get(&server.http_url("/metrics"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        r#"octet_errors_total{code="bad_json"} 1"#,
+        r#"octet_errors_total{code="bad_value"} 1"#,
+        r#"octet_errors_total{code="bad_app_token"} 1"#,
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no `{line}` in:\n{metrics}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_open_feed_does_not_hold_up_shutdown() {
+    let server = server().await;
+    let mut feed = get(&server.http_url(&format!("/dashboard/events?token={ADMIN_TOKEN}"))).await;
+    read_feed_until(&mut feed, "event: snapshot").await;
+    // `restart` fails the test if the old server takes longer than WAIT to stop.
+    let _server = server.restart().await;
+    let ended = tokio::time::timeout(WAIT, async {
+        loop {
+            match feed.chunk().await {
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => return,
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the feed stays open after shutdown");
+}
+
+#[tokio::test]
+async fn the_page_in_a_real_browser_follows_traffic() {
+    let server = server().await;
+    let browser = Browser::launch().await;
+    let mut cdp = browser.connect().await;
+    let page = cdp.open_page(&dashboard_url(&server, ADMIN_TOKEN)).await;
+
+    let before = cdp
+        .wait_for(&page, "the page is live with its first snapshot", |dom| {
+            dom.status() == "live" && dom.number("connections").is_some()
+        })
+        .await;
+    assert_eq!(before.number("connections"), Some(0.0), "{before:?}");
+    assert_eq!(before.number("persons"), Some(0.0), "{before:?}");
+    assert_eq!(before.number("msg-total"), Some(0.0), "{before:?}");
+    assert_eq!(before.number("del-total"), Some(0.0), "{before:?}");
+    assert!(before.errors().is_empty(), "{before:?}");
+    assert_eq!(before.text("lat-p50"), "–", "{before:?}");
+
+    // Traffic: two persons on three devices, five messages (each reaching bob's device and
+    // alice's other device), a frame that is not JSON, and a backend call with a wrong token.
+    let mut a1 = server.device("alice@example.com", "a1").await;
+    let mut a2 = server.device("alice@example.com", "a2").await;
+    let mut b1 = server.device("bob@example.com", "b1").await;
+    for i in 0..5 {
+        a1.send_msg(&format!("m{i}"), "bob@example.com", json!({"text": i}))
+            .await;
+        a2.expect("message").await;
+        b1.expect("message").await;
+    }
+    b1.send_text("not json").await;
+    let error = b1.expect("error").await;
+    assert_eq!(error["code"], "bad_json");
+    let (_, refused) = server
+        .backend_raw(r#"{"op":"devices","token":"wrong","user":{"address":"bob@example.com"}}"#)
+        .await;
+    assert_eq!(refused["error"], "bad_app_token");
+
+    let after = cdp
+        .wait_for(&page, "the page shows the traffic", |dom| {
+            dom.number("connections") == Some(3.0)
+                && dom.number("devices") == Some(3.0)
+                && dom.number("persons") == Some(2.0)
+                && dom.number("msg-total") == Some(5.0)
+                && dom.number("del-total") == Some(10.0)
+                && dom.number("rate-peak").is_some_and(|peak| peak > 0.0)
+                && dom.number("lat-count") == Some(5.0)
+                && dom.error_count("bad_json") == Some(1)
+                && dom.error_count("bad_app_token") == Some(1)
+        })
+        .await;
+    assert_eq!(after.number("errors-total"), Some(2.0), "{after:?}");
+    for percentile in ["lat-p50", "lat-p99"] {
+        let shown = after.text(percentile);
+        assert!(
+            shown.starts_with('≤') || shown.starts_with('>'),
+            "{percentile} should be a bucket bound, shows {shown:?}"
+        );
+    }
+
+    // A page opened now still shows the recent history (the server keeps it).
+    let late = cdp.open_page(&dashboard_url(&server, ADMIN_TOKEN)).await;
+    let late_dom = cdp
+        .wait_for(&late, "a page opened late shows the recent chart", |dom| {
+            dom.status() == "live" && dom.number("msg-total") == Some(5.0)
+        })
+        .await;
+    assert!(
+        late_dom.number("rate-peak").is_some_and(|peak| peak > 0.0),
+        "the chart of a page opened late misses the traffic: {late_dom:?}"
+    );
+
+    // Devices going away bring the numbers down again.
+    drop((a1, a2, b1));
+    cdp.wait_for(&page, "the page shows the devices gone", |dom| {
+        dom.number("connections") == Some(0.0) && dom.number("persons") == Some(0.0)
+    })
+    .await;
+
+    browser.close(cdp).await;
+}
+
+/// Takes `docs/dashboard.png` from a server with some traffic. Run by hand:
+/// `cargo test --test it dashboard::screenshot -- --ignored`.
+#[tokio::test]
+#[ignore = "writes docs/dashboard.png; run by hand when the page changes"]
+async fn screenshot() {
+    let server = server().await;
+    let mut devices: Vec<Device> = Vec::new();
+    for (address, device) in [
+        ("alice@example.com", "phone"),
+        ("alice@example.com", "laptop"),
+        ("bob@example.com", "phone"),
+        ("bob@example.com", "tablet"),
+        ("bob@example.com", "laptop"),
+        ("carol@example.com", "phone"),
+    ] {
+        devices.push(server.device(address, device).await);
+    }
+    let browser = Browser::launch().await;
+    let mut cdp = browser.connect().await;
+    let page = cdp.open_page(&dashboard_url(&server, ADMIN_TOKEN)).await;
+    // About a minute and a half of traffic that rises and falls, with a few errors.
+    let mut sent = 0;
+    for second in 0..90u32 {
+        let burst = 2 + (second % 30) / 3;
+        for _ in 0..burst {
+            let to = ["bob@example.com", "carol@example.com"][sent % 2];
+            devices[0]
+                .send_msg(&format!("s{sent}"), to, json!({"text": "hi"}))
+                .await;
+            sent += 1;
+        }
+        if second % 17 == 5 {
+            devices[5].send_text("not json").await;
+        }
+        if second % 29 == 11 {
+            devices[3].send_text(r#"{"op":"fly"}"#).await;
+        }
+        if second == 40 {
+            devices.push(server.device("dave@example.com", "phone").await);
+        }
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+    }
+    cdp.wait_for(&page, "the page is live", |dom| dom.status() == "live")
+        .await;
+    let shot = cdp
+        .call(
+            &page,
+            "Page.captureScreenshot",
+            json!({"format": "png", "captureBeyondViewport": true}),
+        )
+        .await;
+    let png = base64_decode(shot["data"].as_str().expect("screenshot data"));
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/dashboard.png");
+    std::fs::write(&path, png).unwrap();
+    println!("wrote {}", path.display());
+    drop(devices);
+    browser.close(cdp).await;
+}
+
+/// A headless Chromium with a fresh profile, killed when dropped.
+struct Browser {
+    child: Child,
+    devtools: String,
+    /// The last lines Chromium wrote to stderr, for failure messages.
+    log: Arc<Mutex<Vec<String>>>,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    async fn launch() -> Browser {
+        assert!(
+            Path::new(CHROMIUM).exists(),
+            "{CHROMIUM} is missing: the dashboard test drives a real browser and does not skip. \
+             Install Chromium with `apt-get update && apt-get install -y chromium` \
+             (.ci/run does this when it is missing)"
+        );
+        let profile = tempfile::tempdir().expect("profile dir");
+        let mut child = Command::new(CHROMIUM)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--disable-dev-shm-usage",
+                "--remote-debugging-port=0",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg("about:blank")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|err| panic!("starting {CHROMIUM}: {err}"));
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let found = tokio::time::timeout(BROWSER_START, async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(url) = line.trim().strip_prefix("DevTools listening on ") {
+                    return Some(url.to_string());
+                }
+                keep(&log, line);
+            }
+            None
+        })
+        .await;
+        let devtools = match found {
+            Ok(Some(url)) => url,
+            Ok(None) => panic!(
+                "{CHROMIUM} exited without a DevTools address; stderr:\n{}",
+                log.lock().unwrap().join("\n")
+            ),
+            Err(_) => panic!(
+                "{CHROMIUM} printed no DevTools address within {BROWSER_START:?}; stderr:\n{}",
+                log.lock().unwrap().join("\n")
+            ),
+        };
+        // Keep draining stderr so Chromium never blocks on a full pipe.
+        let drain = log.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                keep(&drain, line);
+            }
+        });
+        Browser {
+            child,
+            devtools,
+            log,
+            _profile: profile,
+        }
+    }
+
+    async fn connect(&self) -> Cdp {
+        let (ws, _) =
+            tokio::time::timeout(CDP_WAIT, tokio_tungstenite::connect_async(&self.devtools))
+                .await
+                .expect("DevTools connects in time")
+                .expect("DevTools websocket");
+        Cdp {
+            ws,
+            next_id: 0,
+            log: self.log.clone(),
+        }
+    }
+
+    /// Asks Chromium to quit, and kills it if it does not within [`CDP_WAIT`].
+    async fn close(mut self, mut cdp: Cdp) {
+        cdp.send(None, "Browser.close", json!({})).await;
+        if tokio::time::timeout(CDP_WAIT, self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
+    }
+}
+
+fn keep(log: &Mutex<Vec<String>>, line: String) {
+    let mut log = log.lock().unwrap();
+    if log.len() == 200 {
+        log.remove(0);
+    }
+    log.push(line);
+}
+
+/// A DevTools session attached to one tab.
+struct PageSession(String);
+
+/// A minimal Chrome DevTools Protocol client: JSON-RPC over the browser's WebSocket, with
+/// flattened sessions for tabs.
+struct Cdp {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    next_id: u64,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Cdp {
+    /// Sends a command; returns its id.
+    async fn send(&mut self, session: Option<&PageSession>, method: &str, params: Value) -> u64 {
+        self.next_id += 1;
+        let mut command = json!({"id": self.next_id, "method": method, "params": params});
+        if let Some(session) = session {
+            command["sessionId"] = json!(session.0);
+        }
+        self.ws
+            .send(Message::Text(command.to_string().into()))
+            .await
+            .expect("DevTools command sent");
+        self.next_id
+    }
+
+    /// Runs a browser-level command and returns its result (events in between are ignored).
+    async fn browser_call(&mut self, method: &str, params: Value) -> Value {
+        let id = self.send(None, method, params).await;
+        self.answer(id, method)
+            .await
+            .unwrap_or_else(|error| panic!("{method} failed: {error}"))
+    }
+
+    /// Runs a command in a tab and returns its result.
+    async fn call(&mut self, page: &PageSession, method: &str, params: Value) -> Value {
+        self.try_call(page, method, params)
+            .await
+            .unwrap_or_else(|error| panic!("{method} failed: {error}"))
+    }
+
+    /// Runs a command in a tab: its result, or the error DevTools answered.
+    async fn try_call(
+        &mut self,
+        page: &PageSession,
+        method: &str,
+        params: Value,
+    ) -> Result<Value, Value> {
+        let id = self.send(Some(page), method, params).await;
+        self.answer(id, method).await
+    }
+
+    async fn answer(&mut self, id: u64, method: &str) -> Result<Value, Value> {
+        let mut answer = tokio::time::timeout(CDP_WAIT, async {
+            loop {
+                let message = self
+                    .ws
+                    .next()
+                    .await
+                    .expect("DevTools connection open")
+                    .expect("DevTools message");
+                let Message::Text(text) = message else {
+                    continue;
+                };
+                let value: Value = serde_json::from_str(&text).expect("DevTools sends JSON");
+                if value["id"] == json!(id) {
+                    return value;
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no answer to {method} within {CDP_WAIT:?}"));
+        match answer.get_mut("error") {
+            Some(error) => Err(error.take()),
+            None => Ok(answer["result"].take()),
+        }
+    }
+
+    /// Opens a new tab at `url` and attaches to it.
+    async fn open_page(&mut self, url: &str) -> PageSession {
+        let target = self
+            .browser_call("Target.createTarget", json!({"url": "about:blank"}))
+            .await;
+        let target_id = target["targetId"].as_str().expect("targetId").to_string();
+        let attached = self
+            .browser_call(
+                "Target.attachToTarget",
+                json!({"targetId": target_id, "flatten": true}),
+            )
+            .await;
+        let page = PageSession(attached["sessionId"].as_str().expect("sessionId").into());
+        self.call(
+            &page,
+            "Emulation.setDeviceMetricsOverride",
+            json!({"width": 1280, "height": 900, "deviceScaleFactor": 1, "mobile": false}),
+        )
+        .await;
+        self.call(&page, "Page.enable", json!({})).await;
+        let navigated = self.call(&page, "Page.navigate", json!({"url": url})).await;
+        assert!(
+            navigated.get("errorText").is_none(),
+            "navigating to {url}: {navigated}"
+        );
+        page
+    }
+
+    /// What the page shows now. While a navigation is settling the evaluation may fail;
+    /// that reads as an empty page (the caller waits and reads again).
+    async fn read(&mut self, page: &PageSession) -> Dom {
+        let params = json!({"expression": READ_DOM, "returnByValue": true});
+        match self.try_call(page, "Runtime.evaluate", params).await {
+            Ok(result) if result.get("exceptionDetails").is_none() => {
+                Dom(result["result"]["value"].clone())
+            }
+            Ok(result) => Dom(json!({"evaluation": result["exceptionDetails"]})),
+            Err(error) => Dom(json!({"evaluation": error})),
+        }
+    }
+
+    /// Reads the page until `ready` holds, at most [`PAGE_WAIT`].
+    async fn wait_for(
+        &mut self,
+        page: &PageSession,
+        what: &str,
+        ready: impl Fn(&Dom) -> bool,
+    ) -> Dom {
+        let deadline = tokio::time::Instant::now() + PAGE_WAIT;
+        loop {
+            let dom = self.read(page).await;
+            if ready(&dom) {
+                return dom;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                panic!(
+                    "waited {PAGE_WAIT:?} for: {what}\nthe page shows: {:#}\nChromium's stderr (last lines):\n{}",
+                    dom.0,
+                    self.log.lock().unwrap().join("\n")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// Every number the page shows, as text, and the top-errors table.
+const READ_DOM: &str = r#"(() => {
+  const ids = ['connections', 'devices', 'persons', 'msg-rate', 'del-rate', 'msg-total',
+    'del-total', 'errors-total', 'rate-peak', 'lat-p50', 'lat-p99', 'lat-count'];
+  const shown = {};
+  for (const id of ids) {
+    const el = document.getElementById(id);
+    shown[id] = el ? el.textContent : null;
+  }
+  const status = document.getElementById('status');
+  shown.status = status ? status.dataset.state : null;
+  shown.errors = [...document.querySelectorAll('#top-errors tr[data-code]')]
+    .map((row) => ({ code: row.dataset.code, count: row.cells[1].textContent }));
+  return shown;
+})()"#;
+
+/// The page's numbers as `READ_DOM` returns them.
+#[derive(Debug)]
+struct Dom(Value);
+
+impl Dom {
+    fn text(&self, id: &str) -> &str {
+        self.0[id].as_str().unwrap_or("")
+    }
+
+    fn number(&self, id: &str) -> Option<f64> {
+        self.text(id).trim().parse().ok()
+    }
+
+    fn status(&self) -> &str {
+        self.text("status")
+    }
+
+    /// `(code, count)` rows of the top-errors table.
+    fn errors(&self) -> Vec<(String, u64)> {
+        self.0["errors"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|row| {
+                let code = row["code"].as_str().unwrap_or("").to_string();
+                let count = row["count"].as_str().and_then(|c| c.parse().ok());
+                (code, count.unwrap_or(0))
+            })
+            .collect()
+    }
+
+    fn error_count(&self, code: &str) -> Option<u64> {
+        self.errors()
+            .into_iter()
+            .find(|(c, _)| c == code)
+            .map(|(_, n)| n)
+    }
+}
+
+/// Decodes standard base64 (what `Page.captureScreenshot` returns).
+fn base64_decode(text: &str) -> Vec<u8> {
+    let value = |c: u8| -> u32 {
+        match c {
+            b'A'..=b'Z' => (c - b'A') as u32,
+            b'a'..=b'z' => (c - b'a' + 26) as u32,
+            b'0'..=b'9' => (c - b'0' + 52) as u32,
+            b'+' => 62,
+            b'/' => 63,
+            _ => panic!("not base64: {c}"),
+        }
+    };
+    let digits: Vec<u8> = text.bytes().filter(|&c| c != b'=' && c != b'\n').collect();
+    let mut out = Vec::with_capacity(digits.len() * 3 / 4);
+    for chunk in digits.chunks(4) {
+        let mut acc = 0u32;
+        for (i, &c) in chunk.iter().enumerate() {
+            acc |= value(c) << (18 - 6 * i);
+        }
+        let bytes = acc.to_be_bytes();
+        out.extend_from_slice(&bytes[1..chunk.len()]);
+    }
+    out
+}
