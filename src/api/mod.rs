@@ -20,6 +20,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::metrics::Metrics;
 use crate::protocol::{
     BACKEND_OPS, BackendResponse, DecodeError, ErrorBody, ErrorCode, UserSelector, check_depth,
     malformed,
@@ -89,7 +90,7 @@ pub async fn backend(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    if let Some(refusal) = check_content_type(&headers) {
+    if let Some(refusal) = check_content_type(&state.metrics, &headers) {
         return refusal;
     }
     let limit = state.config.max_body_bytes;
@@ -97,6 +98,7 @@ pub async fn backend(
         Ok(bytes) => bytes,
         Err(_) => {
             return transport_error(
+                &state.metrics,
                 StatusCode::PAYLOAD_TOO_LARGE,
                 ErrorCode::BodyTooLarge,
                 format!("the request body is larger than {limit} bytes"),
@@ -108,32 +110,32 @@ pub async fn backend(
             ErrorCode::BadJson,
             "malformed JSON at line 1, column 0: the body is empty; send a JSON object with `op` and `token`",
         );
-        return refusal("", None, err);
+        return refusal(&state.metrics, "", None, err);
     }
     if let Err(err) = check_depth(&bytes, state.config.max_json_depth) {
-        return refusal("", None, err.into());
+        return refusal(&state.metrics, "", None, err.into());
     }
     let value: Value = match serde_json::from_slice(&bytes) {
         Ok(value) => value,
-        Err(err) => return refusal("", None, malformed(&err).into()),
+        Err(err) => return refusal(&state.metrics, "", None, malformed(&err).into()),
     };
     let Value::Object(map) = &value else {
         let err = ApiError::new(ErrorCode::BadRequest, "the body must be a JSON object");
-        return refusal("", None, err);
+        return refusal(&state.metrics, "", None, err);
     };
     let id = map.get("id").cloned();
     let op = match map.get("op") {
         Some(Value::String(op)) => op.clone(),
         Some(_) => {
             let err = ApiError::new(ErrorCode::WrongType, ".op: expected a string");
-            return refusal("", id, err);
+            return refusal(&state.metrics, "", id, err);
         }
         None => {
             let err = ApiError::new(
                 ErrorCode::MissingField,
                 format!("missing field `op`; known ops: {}", BACKEND_OPS.join(", ")),
             );
-            return refusal("", id, err);
+            return refusal(&state.metrics, "", id, err);
         }
     };
     let result = dispatch(&state, &op, id.clone(), &value).await;
@@ -155,14 +157,7 @@ pub async fn backend(
         .inc();
     match result {
         Ok(response) => response,
-        Err(err) => {
-            state
-                .metrics
-                .errors
-                .with_label_values(&[err.code.as_str()])
-                .inc();
-            refusal(&op, id, err)
-        }
+        Err(err) => refusal(&state.metrics, &op, id, err),
     }
 }
 
@@ -329,7 +324,7 @@ fn check_text(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn check_content_type(headers: &HeaderMap) -> Option<Response> {
+fn check_content_type(metrics: &Metrics, headers: &HeaderMap) -> Option<Response> {
     let ct = headers.get(header::CONTENT_TYPE)?.to_str().unwrap_or("");
     let essence = ct
         .split(';')
@@ -345,6 +340,7 @@ fn check_content_type(headers: &HeaderMap) -> Option<Response> {
         || essence == "application/x-www-form-urlencoded";
     (!json_like).then(|| {
         transport_error(
+            metrics,
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorCode::UnsupportedMediaType,
             format!("Content-Type `{essence}` is not JSON; send application/json"),
@@ -352,7 +348,9 @@ fn check_content_type(headers: &HeaderMap) -> Option<Response> {
     })
 }
 
-fn refusal(op: &str, id: Option<Value>, err: ApiError) -> Response {
+/// A `result:false` answer; every one is counted in `octet_errors_total` by its code.
+fn refusal(metrics: &Metrics, op: &str, id: Option<Value>, err: ApiError) -> Response {
+    metrics.errors.with_label_values(&[err.code.as_str()]).inc();
     axum::Json(BackendResponse {
         op: op.to_string(),
         result: false,
@@ -366,13 +364,23 @@ fn refusal(op: &str, id: Option<Value>, err: ApiError) -> Response {
 }
 
 /// A JSON refusal with an HTTP status, for transport-level errors (also the gateway's).
-pub(crate) fn transport_error(status: StatusCode, code: ErrorCode, message: String) -> Response {
-    (status, refusal("", None, ApiError::new(code, message))).into_response()
+pub(crate) fn transport_error(
+    metrics: &Metrics,
+    status: StatusCode,
+    code: ErrorCode,
+    message: String,
+) -> Response {
+    (
+        status,
+        refusal(metrics, "", None, ApiError::new(code, message)),
+    )
+        .into_response()
 }
 
 /// Any method but POST on `/backend`.
-pub async fn method_not_allowed() -> Response {
+pub async fn method_not_allowed(State(state): State<Arc<ServerState>>) -> Response {
     let mut response = transport_error(
+        &state.metrics,
         StatusCode::METHOD_NOT_ALLOWED,
         ErrorCode::MethodNotAllowed,
         "use POST with a JSON body".into(),
@@ -384,8 +392,9 @@ pub async fn method_not_allowed() -> Response {
 }
 
 /// Any method but GET on `/ws`.
-pub async fn method_not_allowed_ws() -> Response {
+pub async fn method_not_allowed_ws(State(state): State<Arc<ServerState>>) -> Response {
     let mut response = transport_error(
+        &state.metrics,
         StatusCode::METHOD_NOT_ALLOWED,
         ErrorCode::MethodNotAllowed,
         "/ws is the WebSocket gateway: open it with a GET upgrade request".into(),
@@ -397,8 +406,9 @@ pub async fn method_not_allowed_ws() -> Response {
 }
 
 /// Any unknown path.
-pub async fn not_found() -> Response {
+pub async fn not_found(State(state): State<Arc<ServerState>>) -> Response {
     transport_error(
+        &state.metrics,
         StatusCode::NOT_FOUND,
         ErrorCode::NotFound,
         "no such path; the backend API is POST /backend and devices connect to GET /ws".into(),

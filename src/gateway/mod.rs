@@ -38,6 +38,7 @@ pub async fn upgrade(
     if !origin_allowed(origin, &config.allowed_origins) {
         tracing::info!(peer = %peer, origin = origin.unwrap_or(""), "websocket refused: origin not allowed");
         return transport_error(
+            &state.metrics,
             StatusCode::FORBIDDEN,
             ErrorCode::OriginNotAllowed,
             format!(
@@ -51,6 +52,7 @@ pub async fn upgrade(
         .blocked(peer.ip(), config.login_attempts)
     {
         return transport_error(
+            &state.metrics,
             StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::TooManyLogins,
             format!(
