@@ -146,6 +146,8 @@ pub fn routes(state: Arc<ServerState>) -> Routes {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        // Browsers opening the dashboard ask for it; a 404 would count as a client error.
+        .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .merge(crate::dashboard::routes(state.clone()))
         .fallback(api::not_found)
         .with_state(state)

@@ -216,13 +216,7 @@ async fn the_page_in_a_real_browser_follows_traffic() {
                 && dom.error_count("bad_app_token") == Some(1)
         })
         .await;
-    // The browser's own /favicon.ico request may add a not_found.
-    let favicon = after.error_count("not_found").unwrap_or(0) as f64;
-    assert_eq!(
-        after.number("errors-total"),
-        Some(2.0 + favicon),
-        "{after:?}"
-    );
+    assert_eq!(after.number("errors-total"), Some(2.0), "{after:?}");
     for percentile in ["lat-p50", "lat-p99"] {
         let shown = after.text(percentile);
         assert!(
