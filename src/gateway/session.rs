@@ -260,13 +260,7 @@ impl Session {
                 Err("auth failed")
             }
             Err(err) => {
-                tracing::error!(error = %err, "login failed in the store");
-                self.refuse(
-                    ErrorCode::Internal,
-                    "internal error; reconnect".into(),
-                    CloseCode::GoingAway,
-                )
-                .await;
+                self.close_internal(&err, "login failed in the store").await;
                 Err("store error at login")
             }
         }
@@ -279,13 +273,8 @@ impl Session {
         let head = match self.state.store.head(identity.person).await {
             Ok(head) => head,
             Err(err) => {
-                tracing::error!(error = %err, "reading the log head failed");
-                self.refuse(
-                    ErrorCode::Internal,
-                    "internal error; reconnect".into(),
-                    CloseCode::GoingAway,
-                )
-                .await;
+                self.close_internal(&err, "reading the log head failed")
+                    .await;
                 return false;
             }
         };
@@ -334,13 +323,7 @@ impl Session {
                     Ok(page) if !page.is_empty() => page,
                     Ok(_) => break,
                     Err(err) => {
-                        tracing::error!(error = %err, "catch-up read failed");
-                        self.refuse(
-                            ErrorCode::Internal,
-                            "internal error; reconnect".into(),
-                            CloseCode::GoingAway,
-                        )
-                        .await;
+                        self.close_internal(&err, "catch-up read failed").await;
                         return false;
                     }
                 };
@@ -780,6 +763,18 @@ impl Session {
             call,
         });
         self.push(frame.to_text().into()).await;
+    }
+
+    /// A store failure the device cannot fix: logged once here, and the device is told to
+    /// reconnect (1001).
+    async fn close_internal(&self, err: &StoreError, what: &str) {
+        tracing::error!(error = %err, "{what}");
+        self.refuse(
+            ErrorCode::Internal,
+            "internal error; reconnect".into(),
+            CloseCode::GoingAway,
+        )
+        .await;
     }
 
     /// Sends an error frame, then closes with `close`.
