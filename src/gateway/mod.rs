@@ -21,9 +21,10 @@ use crate::protocol::ErrorCode;
 use crate::state::ServerState;
 
 /// Per-connection socket buffers: small, so idle connections stay cheap (tungstenite's default
-/// read buffer is 128 KiB per connection).
-const READ_BUFFER: usize = 8 * 1024;
-const WRITE_BUFFER: usize = 8 * 1024;
+/// read buffer is 128 KiB per connection). The read buffer grows for a larger frame when one
+/// comes; most frames are a few hundred bytes.
+const READ_BUFFER: usize = 2 * 1024;
+const WRITE_BUFFER: usize = 4 * 1024;
 
 /// Upgrades to a WebSocket with the gateway's limits and runs the session.
 pub async fn upgrade(

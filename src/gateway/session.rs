@@ -125,7 +125,9 @@ async fn run_inner(
             state.metrics.logins.with_label_values(&["timeout"]).inc();
             "login timeout"
         }
-        Ok(first) => match session.login(first).await {
+        // Login, catch-up and each frame's handling run boxed: their futures are large and
+        // short-lived, and an idle connection should not carry their size for its lifetime.
+        Ok(first) => match Box::pin(session.login(first)).await {
             Ok((identity, hash, login)) => {
                 state.metrics.logins.with_label_values(&["ok"]).inc();
                 // Registered before the log's head is read: an event committed from here on is
@@ -140,7 +142,7 @@ async fn run_inner(
                 // registration kicked nobody; checking again after registering closes that gap.
                 if !session.still_valid(hash).await {
                     "token revoked during login"
-                } else if !session.catch_up(login.since, login.epoch).await {
+                } else if !Box::pin(session.catch_up(login.since, login.epoch)).await {
                     "catch-up failed"
                 } else {
                     session.read_loop(&mut stream).await
@@ -404,7 +406,7 @@ impl Session {
             match next {
                 Some(Ok(Message::Text(text))) => {
                     if bucket.take() {
-                        self.dispatch(&text).await;
+                        Box::pin(self.dispatch(&text)).await;
                     } else {
                         let (id, call) = ClientFrame::ids_of(&text);
                         let err = DecodeError::new(
