@@ -14,6 +14,8 @@ pub struct Metrics {
     pub connections: IntGauge,
     /// Persons with at least one live device (set at scrape time from the router).
     pub persons_online: IntGauge,
+    /// Logged-in connections in the routing table (set at scrape time from the router).
+    pub routed_connections: IntGauge,
     /// Logins by result: ok, auth_failed, bad_frame, timeout.
     pub logins: IntCounterVec,
     /// Frames received from devices, by op (`invalid` for frames that did not decode).
@@ -53,6 +55,11 @@ impl Metrics {
             persons_online: IntGauge::new(
                 "octet_persons_online",
                 "Persons with at least one live device",
+            )
+            .unwrap(),
+            routed_connections: IntGauge::new(
+                "octet_routed_connections",
+                "Logged-in connections in the routing table",
             )
             .unwrap(),
             logins: IntCounterVec::new(
@@ -134,6 +141,8 @@ impl Metrics {
         let r = &self.registry;
         r.register(Box::new(self.connections.clone())).unwrap();
         r.register(Box::new(self.persons_online.clone())).unwrap();
+        r.register(Box::new(self.routed_connections.clone()))
+            .unwrap();
         r.register(Box::new(self.logins.clone())).unwrap();
         r.register(Box::new(self.frames_in.clone())).unwrap();
         r.register(Box::new(self.frames_out.clone())).unwrap();

@@ -247,6 +247,10 @@ async fn metrics(
         .metrics
         .persons_online
         .set(state.router.person_count() as i64);
+    state
+        .metrics
+        .routed_connections
+        .set(state.router.connection_count() as i64);
     (
         [(
             axum::http::header::CONTENT_TYPE,

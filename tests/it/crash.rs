@@ -2,100 +2,13 @@
 //! of both persons after a restart and a reconnect with `since`, exactly once by `seq`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use octet::client::{Backend, Connection, Incoming};
 use octet::protocol::{ClientFrame, Login, Send, ServerFrame};
 use serde_json::value::RawValue;
 
-use crate::harness::{APP_TOKEN, APPID, WAIT};
-
-struct Broker {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Broker {
-    /// Starts the real binary on a free loopback port and waits until it is healthy.
-    async fn start(data_dir: &std::path::Path) -> Broker {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_octet"))
-            .args([
-                "serve",
-                "--listen",
-                &addr.to_string(),
-                "--app-token",
-                APP_TOKEN,
-                // The two senders stream as fast as the broker answers.
-                "--send-rate",
-                "100000",
-                "--send-burst",
-                "100000",
-            ])
-            .arg("--data-dir")
-            .arg(data_dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("octet binary starts");
-        let http = reqwest::Client::new();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(r) = http.get(format!("http://{addr}/readyz")).send().await
-                && r.status() == 200
-            {
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "broker never became ready"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Broker { child, addr }
-    }
-
-    fn ws(&self) -> String {
-        format!("ws://{}/ws", self.addr)
-    }
-
-    fn kill(&mut self) {
-        self.child.kill().expect("SIGKILL"); // std sends SIGKILL on unix
-        self.child.wait().unwrap();
-    }
-
-    /// Sends SIGTERM and waits (at most 15 s) for the exit.
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        assert!(sent.success(), "kill -TERM failed");
-        let deadline = std::time::Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "no exit within 15 s of SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use crate::harness::{APP_TOKEN, APPID, Broker, WAIT};
 
 /// What one device saw: seq → mid, and the sends it got `sent` for (client id → mid).
 #[derive(Default)]

@@ -7,6 +7,7 @@ mod backend_errors;
 mod backend_fuzz;
 mod backend_ops;
 mod calls;
+mod churn;
 mod config;
 mod crash;
 mod dashboard;
