@@ -91,7 +91,7 @@ async fn cycle(broker: &Broker, tokens: &[String], n: usize) {
             let _ = ws
                 .send(Message::text(serde_json::to_string(&login).unwrap()))
                 .await;
-            if n % 2 == 0 {
+            if n.is_multiple_of(2) {
                 let send = json!({"op":"send","id":format!("c{n}"),"to":format!("p{}@churn.test", n % PERSONS),"body":n});
                 let _ = ws.send(Message::text(send.to_string())).await;
             }
