@@ -7,10 +7,17 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use axum::Router as Routes;
+use axum::extract::ConnectInfo;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpSocket};
+use tower::ServiceExt;
 
 use crate::api;
 use crate::auth::{PlainToken, TokenHash};
@@ -153,7 +160,13 @@ pub fn routes(state: Arc<ServerState>) -> Routes {
         .with_state(state)
 }
 
-/// Serves until `shutdown` resolves, then closes every WebSocket with "going away".
+/// Serves until `shutdown` resolves, then closes every WebSocket with "going away", waits for
+/// the sessions and flushes the store.
+///
+/// The accept loop is octet's own (hyper's HTTP/1 server, with upgrades) rather than
+/// `axum::serve`, because `axum::serve` sets no deadline for reading a request's headers: a
+/// socket that connects and sends nothing would hold a file descriptor forever (slowloris).
+/// Here the headers must arrive within `login_timeout`.
 pub async fn run(
     listener: TcpListener,
     state: Arc<ServerState>,
@@ -161,22 +174,71 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let app = routes(state.clone());
     let pruner = tokio::spawn(prune_forever(state.clone()));
-    let closing = state.clone();
-    let app = app.into_make_service_with_connect_info::<SocketAddr>();
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!("shutting down: closing every connection with going-away");
-            // Sessions still logging in watch this; registered ones are kicked.
-            closing.shutdown.send_replace(true);
-            closing
-                .router
-                .kick_all(CloseCode::GoingAway, "server shutting down; reconnect");
-        })
-        .await;
+    // HTTP connections in flight (an upgraded WebSocket leaves this count once it is handed over).
+    let http_open = Arc::new(AtomicUsize::new(0));
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(state.config.login_timeout);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %err, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = app
+            .clone()
+            .map_request(move |req: hyper::Request<hyper::body::Incoming>| {
+                let mut req = req.map(axum::body::Body::new);
+                req.extensions_mut().insert(ConnectInfo(peer));
+                req
+            });
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+            .with_upgrades();
+        let mut down = state.shutdown.subscribe();
+        let open = http_open.clone();
+        open.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(async move {
+            let mut conn = std::pin::pin!(conn);
+            let ended = tokio::select! {
+                ended = conn.as_mut() => ended,
+                () = async { let _ = down.wait_for(|d| *d).await; } => {
+                    // Finish the request in flight, take no more on this connection.
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(err) = ended {
+                tracing::debug!(error = %err, peer = %peer, "http connection ended");
+            }
+            open.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+    tracing::info!("shutting down: closing every connection with going-away");
+    // Sessions still logging in watch this; registered ones are kicked.
+    state.shutdown.send_replace(true);
+    state
+        .router
+        .kick_all(CloseCode::GoingAway, "server shutting down; reconnect");
+    drop(listener);
+    // In-flight HTTP requests (backend ops) finish and get their answers.
+    let deadline = tokio::time::Instant::now() + state.config.shutdown_timeout;
+    while http_open.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     pruner.abort();
     drain(&state).await;
-    served
+    Ok(())
 }
 
 /// Waits (at most `shutdown_timeout`) for every session to end, then for every store write

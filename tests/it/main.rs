@@ -18,4 +18,5 @@ mod metrics;
 mod proto_examples;
 mod raw_frames;
 mod records;
+mod slowloris;
 mod sync;
