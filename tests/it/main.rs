@@ -19,4 +19,5 @@ mod proto_examples;
 mod raw_frames;
 mod records;
 mod slowloris;
+mod storm;
 mod sync;
