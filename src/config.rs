@@ -172,6 +172,11 @@ pub struct Settings {
     /// Deepest JSON nesting accepted in a frame or a backend request [default: 32].
     #[arg(long, env = "OCTET_MAX_JSON_DEPTH")]
     pub max_json_depth: Option<usize>,
+
+    /// Also serve a WebSocket echo endpoint at / and /conformance, with exactly the gateway's
+    /// WebSocket settings, for protocol conformance suites (Autobahn). Never in production.
+    #[arg(long, env = "OCTET_CONFORMANCE", num_args = 0..=1, default_missing_value = "true")]
+    pub conformance: Option<bool>,
 }
 
 macro_rules! prefer {
@@ -219,7 +224,8 @@ impl Settings {
             login_attempts,
             max_connections,
             allowed_origins,
-            max_json_depth
+            max_json_depth,
+            conformance
         )
     }
 }
@@ -269,6 +275,8 @@ pub struct Config {
     pub allowed_origins: Vec<String>,
     /// Deepest JSON nesting accepted.
     pub max_json_depth: usize,
+    /// Serve the WebSocket echo endpoint for conformance suites.
+    pub conformance: bool,
 }
 
 /// A setting that cannot work, with what to change.
@@ -317,6 +325,7 @@ impl Config {
             max_connections: 20_000,
             allowed_origins: Vec::new(),
             max_json_depth: 32,
+            conformance: false,
         }
     }
 
@@ -413,6 +422,7 @@ impl Config {
             max_connections: bounded("max_connections", s.max_connections, 20_000, 1, 1 << 24)?,
             allowed_origins: origins(s.allowed_origins.unwrap_or_default())?,
             max_json_depth: bounded("max_json_depth", s.max_json_depth, 32, 2, 128)?,
+            conformance: s.conformance.unwrap_or(false),
             sync: s.sync.unwrap_or_default(),
             log_format: s.log_format.unwrap_or_default(),
         })

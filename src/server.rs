@@ -141,7 +141,16 @@ pub fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
 
 /// The HTTP routes.
 pub fn routes(state: Arc<ServerState>) -> Routes {
-    Routes::new()
+    let routes = Routes::new();
+    // Only with --conformance: an echo endpoint for WebSocket conformance suites.
+    let routes = if state.config.conformance {
+        routes
+            .route("/", get(gateway::echo))
+            .route("/conformance", get(gateway::echo))
+    } else {
+        routes
+    };
+    routes
         .route(
             "/backend",
             post(api::backend).fallback(api::method_not_allowed),

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use std::net::SocketAddr;
 
-use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::{Message, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
@@ -25,6 +25,33 @@ use crate::state::ServerState;
 /// comes; most frames are a few hundred bytes.
 const READ_BUFFER: usize = 2 * 1024;
 const WRITE_BUFFER: usize = 4 * 1024;
+
+/// The gateway's WebSocket settings, shared by the real endpoint and the conformance echo.
+fn configure(ws: WebSocketUpgrade, max: usize) -> WebSocketUpgrade {
+    ws.read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
+        .max_message_size(max)
+        .max_frame_size(max)
+}
+
+/// `--conformance` only: echoes every text and binary message, with exactly the gateway's
+/// WebSocket settings, so a conformance suite tests the socket layer devices get. The one
+/// place besides `writer.rs` that writes to a socket: it has no session and no queue.
+pub async fn echo(State(state): State<Arc<ServerState>>, ws: WebSocketUpgrade) -> Response {
+    configure(ws, state.config.max_frame_bytes).on_upgrade(|mut socket| async move {
+        while let Some(Ok(message)) = socket.recv().await {
+            let reply = match message {
+                Message::Text(_) | Message::Binary(_) => message,
+                // tungstenite answers close and ping itself on the next read; keep reading
+                // until the stream ends so that answer goes out.
+                Message::Close(_) | Message::Ping(_) | Message::Pong(_) => continue,
+            };
+            if socket.send(reply).await.is_err() {
+                break;
+            }
+        }
+    })
+}
 
 /// Upgrades to a WebSocket with the gateway's limits and runs the session.
 pub async fn upgrade(
@@ -63,10 +90,6 @@ pub async fn upgrade(
             ),
         );
     }
-    let max = config.max_frame_bytes;
-    ws.read_buffer_size(READ_BUFFER)
-        .write_buffer_size(WRITE_BUFFER)
-        .max_message_size(max)
-        .max_frame_size(max)
+    configure(ws, config.max_frame_bytes)
         .on_upgrade(move |socket| session::run(state, socket, peer))
 }

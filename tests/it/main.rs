@@ -9,6 +9,7 @@ mod backend_ops;
 mod calls;
 mod churn;
 mod config;
+mod conformance;
 mod crash;
 mod dashboard;
 mod fanout;
