@@ -13,6 +13,7 @@ mod conformance;
 mod crash;
 mod dashboard;
 mod fanout;
+mod faults;
 mod limits;
 mod login;
 mod metrics;
