@@ -13,6 +13,7 @@ mod config;
 mod conformance;
 mod crash;
 mod dashboard;
+mod disk_full;
 mod fanout;
 mod faults;
 mod limits;
