@@ -1317,6 +1317,21 @@ mod fuzz_tests {
         }
     }
 
+    /// Inputs that once were, or could be, trouble: replayed on every test run
+    /// (`fuzz/corpus/`; add a file for every crash a longer run finds).
+    #[test]
+    fn fuzz_corpus_replays_cleanly() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus");
+        let mut replayed = 0;
+        for entry in std::fs::read_dir(dir).expect("fuzz/corpus exists") {
+            let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+            check(&String::from_utf8_lossy(&bytes));
+            let _ = check_depth(&bytes, 32);
+            replayed += 1;
+        }
+        assert!(replayed >= 10, "only {replayed} corpus files");
+    }
+
     #[test]
     fn every_valid_frame_decodes() {
         for text in VALID {

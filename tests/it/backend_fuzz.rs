@@ -78,6 +78,18 @@ async fn random_backend_requests_never_break_the_broker() {
             Ok(())
         })
         .unwrap();
+    // The corpus of hostile inputs (fuzz/corpus/) as backend bodies: every one refused cleanly.
+    let before = server.snapshot();
+    for entry in std::fs::read_dir("fuzz/corpus").unwrap() {
+        let path = entry.unwrap().path();
+        let body = String::from_utf8_lossy(&std::fs::read(&path).unwrap()).into_owned();
+        let (status, answer) = server.backend_raw(&body).await;
+        // Over the body limit is a transport error (413); everything else is a refusal.
+        let expected = if body.len() > 64 * 1024 { 413 } else { 200 };
+        assert_eq!(status, expected, "{}", path.display());
+        assert_eq!(answer["result"], false, "{}: {answer}", path.display());
+    }
+    assert_eq!(server.snapshot(), before);
     // Still serving.
     server.device("c@example.com", "c").await;
 }
