@@ -10,7 +10,7 @@ use indicatif::ProgressBar;
 use serde::Serialize;
 
 use crate::procstat;
-use crate::target::{Octet, sources};
+use crate::target::{Target, sources};
 
 /// What `connect` measured.
 #[derive(Debug, Clone, Serialize)]
@@ -33,7 +33,7 @@ pub struct Report {
 
 /// Opens `persons × devices` connections and holds them while measuring memory.
 pub async fn run(
-    target: &Octet,
+    target: &Target,
     persons: u32,
     devices: u32,
     inflight: usize,

@@ -17,7 +17,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::accounting::{Totals, Tracker};
 use crate::procstat::{self, ProcSample};
-use crate::target::{Creds, Octet, Stamp, Ws, sources};
+use crate::target::{Creds, Stamp, Target, Ws, sources};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -97,7 +97,7 @@ struct DeviceResult {
 }
 
 /// Runs the plan against an octet broker.
-pub async fn run(target: &Octet, plan: &Plan) -> anyhow::Result<Report> {
+pub async fn run(target: &Target, plan: &Plan) -> anyhow::Result<Report> {
     let creds = target.prepare(plan.persons, plan.devices, 32).await?;
     let total = creds.len() as u64;
     let bar = progress(plan.progress, total, "connecting");
@@ -213,7 +213,11 @@ pub async fn run(target: &Octet, plan: &Plan) -> anyhow::Result<Report> {
                         }
                     }
                     expected_by_phase[p].fetch_add(2 * devices as u64 - 1, Ordering::Relaxed);
-                    if sink.send(target.send_frame(to, &stamp)).await.is_err() {
+                    if sink
+                        .send(target.send_frame(person, to, &stamp))
+                        .await
+                        .is_err()
+                    {
                         break;
                     }
                     if !warm {
@@ -303,7 +307,7 @@ fn sinks_len(plan: &Plan) -> f64 {
 }
 
 async fn read_device(
-    target: Octet,
+    target: Target,
     mut stream: SplitStream<Ws>,
     epoch: Instant,
     phases: usize,
@@ -316,31 +320,31 @@ async fn read_device(
         counts: vec![0; phases],
         unique: vec![0; phases],
     };
+    let mut stamps = Vec::new();
     loop {
         let next = tokio::select! {
             _ = stop.changed() => break,
             next = stream.next() => next,
         };
-        let Some(Ok(Message::Text(text))) = next else {
-            if matches!(next, None | Some(Err(_))) {
-                break;
-            }
-            continue;
+        let message = match next {
+            Some(Ok(message)) => message,
+            None | Some(Err(_)) => break,
         };
-        let Some(stamp) = target.delivery(&text) else {
-            continue;
-        };
+        stamps.clear();
+        target.deliveries(&message, &mut stamps);
         let now = epoch.elapsed().as_nanos() as u64;
-        let new = result.tracker.observe(stamp.s, stamp.n);
-        deliveries.fetch_add(1, Ordering::Relaxed);
-        let p = stamp.p as usize;
-        if new && p < phases {
-            result.unique[p] += 1;
-        }
-        if stamp.w == 0 && p < phases {
-            let latency = now.saturating_sub(stamp.t).max(1);
-            result.hists[p].saturating_record(latency);
-            result.counts[p] += 1;
+        for stamp in stamps.drain(..) {
+            let new = result.tracker.observe(stamp.s, stamp.n);
+            deliveries.fetch_add(1, Ordering::Relaxed);
+            let p = stamp.p as usize;
+            if new && p < phases {
+                result.unique[p] += 1;
+            }
+            if stamp.w == 0 && p < phases {
+                let latency = now.saturating_sub(stamp.t).max(1);
+                result.hists[p].saturating_record(latency);
+                result.counts[p] += 1;
+            }
         }
     }
     result

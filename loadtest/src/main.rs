@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use octet_loadtest::target::{Octet, raise_nofile};
+use octet_loadtest::target::{Nats, Octet, Target, raise_nofile};
 use octet_loadtest::{connect, fanout, store};
 
 /// Load generator for octet.
@@ -62,15 +62,26 @@ enum Command {
     Store(store::Args),
 }
 
+/// The brokers the generator can drive.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Kind {
+    Octet,
+    Nats,
+}
+
 /// Where the broker is and how to reach it.
 #[derive(Args)]
 struct Broker {
     /// The broker's address (loopback only).
     #[arg(long, default_value = "127.0.0.1:8080")]
     addr: SocketAddr,
-    /// The app token (as printed at the broker's first start, or set with --app-token).
+    /// Which broker is at --addr: octet, or nats-server's WebSocket listener (the same work
+    /// in NATS terms, for comparison).
+    #[arg(long, value_enum, default_value = "octet")]
+    target: Kind,
+    /// octet's app token (as printed at its first start, or set with --app-token).
     #[arg(long, env = "OCTET_APP_TOKEN", hide_env_values = true)]
-    app_token: String,
+    app_token: Option<String>,
     /// The appid to issue tokens for.
     #[arg(long, default_value = "com.octet.loadtest")]
     appid: String,
@@ -89,16 +100,22 @@ struct Broker {
 }
 
 impl Broker {
-    fn target(&self) -> anyhow::Result<Octet> {
+    fn target(&self) -> anyhow::Result<Target> {
         // Load is only ever sent to this machine.
         anyhow::ensure!(
             self.addr.ip().is_loopback(),
             "--addr must be a loopback address (127.0.0.0/8 or [::1])"
         );
-        Ok(Octet {
-            addr: self.addr,
-            app_token: self.app_token.clone(),
-            appid: self.appid.clone(),
+        Ok(match self.target {
+            Kind::Octet => Target::Octet(Octet {
+                addr: self.addr,
+                app_token: self
+                    .app_token
+                    .clone()
+                    .ok_or_else(|| anyhow::anyhow!("--app-token is required for octet"))?,
+                appid: self.appid.clone(),
+            }),
+            Kind::Nats => Target::Nats(Nats { addr: self.addr }),
         })
     }
 

@@ -195,3 +195,170 @@ pub fn raise_nofile() -> u64 {
         Err(_) => 1024,
     }
 }
+
+/// A nats-server with its WebSocket listener, doing the same work: a person is a subject
+/// (`p.<n>`), each device a subscriber, and a send is a PUB to the recipient's subject and to
+/// the sender's (with `echo` off, so the sending connection does not get its own copy).
+#[derive(Debug, Clone)]
+pub struct Nats {
+    /// `host:port` of the WebSocket listener.
+    pub addr: SocketAddr,
+}
+
+impl Nats {
+    /// No credentials: every device connects anonymously.
+    pub fn prepare(&self, persons: u32, devices: u32) -> Vec<Creds> {
+        (0..persons)
+            .flat_map(|p| (0..devices).map(move |d| (p, d)))
+            .map(|(person, device)| Creds {
+                person,
+                device,
+                token: String::new(),
+            })
+            .collect()
+    }
+
+    /// Connects, subscribes to the person's subject and waits for the PONG that confirms it.
+    pub async fn open(&self, creds: &Creds, source: IpAddr) -> anyhow::Result<(Ws, Duration)> {
+        let started = Instant::now();
+        let socket = if source.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.bind(SocketAddr::new(source, 0))?;
+        socket.set_nodelay(true)?;
+        let stream = socket.connect(self.addr).await.context("tcp connect")?;
+        let config = WebSocketConfig::default()
+            .read_buffer_size(16 * 1024)
+            .write_buffer_size(0);
+        let url = format!("ws://{}/", self.addr);
+        let (mut ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(config))
+            .await
+            .context("websocket handshake")?;
+        let hello = format!(
+            "CONNECT {{\"echo\":false,\"verbose\":false,\"pedantic\":false}}\r\nSUB p.{} 1\r\nPING\r\n",
+            creds.person
+        );
+        ws.send(Message::binary(hello.into_bytes())).await?;
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Binary(data))) if contains(&data, b"PONG\r\n") => {
+                    return Ok((ws, started.elapsed()));
+                }
+                Some(Ok(Message::Text(text))) if text.contains("PONG\r\n") => {
+                    return Ok((ws, started.elapsed()));
+                }
+                Some(Ok(Message::Binary(data))) if contains(&data, b"-ERR") => {
+                    bail!("nats refused: {}", String::from_utf8_lossy(&data));
+                }
+                Some(Ok(_)) => {}
+                Some(Err(err)) => return Err(err.into()),
+                None => bail!("closed during connect"),
+            }
+        }
+    }
+
+    /// Two PUBs in one frame: to the recipient person and to the sender person.
+    pub fn send_frame(&self, from: u32, to: u32, stamp: &Stamp) -> Message {
+        let body = serde_json::to_string(stamp).expect("stamps serialize");
+        let frame = format!(
+            "PUB p.{to} {len}\r\n{body}\r\nPUB p.{from} {len}\r\n{body}\r\n",
+            len = body.len()
+        );
+        Message::binary(frame.into_bytes())
+    }
+
+    /// Every complete `MSG` in a frame (small payloads arrive whole).
+    pub fn deliveries(&self, frame: &[u8], out: &mut Vec<Stamp>) {
+        let mut rest = frame;
+        while let Some(at) = find(rest, b"MSG ") {
+            rest = &rest[at..];
+            let Some(eol) = find(rest, b"\r\n") else {
+                return;
+            };
+            let header = std::str::from_utf8(&rest[..eol]).unwrap_or("");
+            let Some(len) = header
+                .rsplit(' ')
+                .next()
+                .and_then(|n| n.parse::<usize>().ok())
+            else {
+                return;
+            };
+            let start = eol + 2;
+            if rest.len() < start + len {
+                return;
+            }
+            if let Ok(stamp) = serde_json::from_slice::<Stamp>(&rest[start..start + len]) {
+                out.push(stamp);
+            }
+            rest = &rest[start + len..];
+        }
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    find(haystack, needle).is_some()
+}
+
+/// The broker under test.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// octet.
+    Octet(Octet),
+    /// nats-server over WebSocket.
+    Nats(Nats),
+}
+
+impl Target {
+    /// Credentials for every device.
+    pub async fn prepare(
+        &self,
+        persons: u32,
+        devices: u32,
+        inflight: usize,
+    ) -> anyhow::Result<Vec<Creds>> {
+        match self {
+            Target::Octet(o) => o.prepare(persons, devices, inflight).await,
+            Target::Nats(n) => Ok(n.prepare(persons, devices)),
+        }
+    }
+
+    /// Connects and logs in (or subscribes) one device.
+    pub async fn open(&self, creds: &Creds, source: IpAddr) -> anyhow::Result<(Ws, Duration)> {
+        match self {
+            Target::Octet(o) => o.open(creds, source).await,
+            Target::Nats(n) => n.open(creds, source).await,
+        }
+    }
+
+    /// The frame for one send from person `from` to person `to`.
+    pub fn send_frame(&self, from: u32, to: u32, stamp: &Stamp) -> Message {
+        match self {
+            Target::Octet(o) => o.send_frame(to, stamp),
+            Target::Nats(n) => n.send_frame(from, to, stamp),
+        }
+    }
+
+    /// The deliveries in one received frame.
+    pub fn deliveries(&self, message: &Message, out: &mut Vec<Stamp>) {
+        match (self, message) {
+            (Target::Octet(o), Message::Text(text)) => out.extend(o.delivery(text)),
+            (Target::Nats(n), Message::Binary(data)) => n.deliveries(data, out),
+            (Target::Nats(n), Message::Text(text)) => n.deliveries(text.as_bytes(), out),
+            _ => {}
+        }
+    }
+
+    /// The broker's name, for reports.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Target::Octet(_) => "octet",
+            Target::Nats(_) => "nats",
+        }
+    }
+}

@@ -6,7 +6,7 @@ use std::time::Duration;
 use octet::config::Config;
 use octet::server;
 use octet_loadtest::fanout::{Plan, run};
-use octet_loadtest::target::Octet;
+use octet_loadtest::target::{Octet, Target};
 
 const APP_TOKEN: &str = "loadtest-app-token-0123456789";
 
@@ -25,11 +25,11 @@ async fn fanout_accounts_for_every_delivery() {
         let _ = stopped.await;
     }));
 
-    let target = Octet {
+    let target = Target::Octet(Octet {
         addr,
         app_token: APP_TOKEN.into(),
         appid: "com.octet.loadtest".into(),
-    };
+    });
     let plan = Plan {
         persons: 4,
         devices: 3,
