@@ -108,21 +108,7 @@ impl Octet {
     /// long the handshake and login took.
     pub async fn open(&self, creds: &Creds, source: IpAddr) -> anyhow::Result<(Ws, Duration)> {
         let started = Instant::now();
-        let socket = if source.is_ipv4() {
-            TcpSocket::new_v4()?
-        } else {
-            TcpSocket::new_v6()?
-        };
-        socket.bind(SocketAddr::new(source, 0))?;
-        socket.set_nodelay(true)?;
-        let stream = socket.connect(self.addr).await.context("tcp connect")?;
-        let config = WebSocketConfig::default()
-            .read_buffer_size(16 * 1024)
-            .write_buffer_size(0);
-        let url = format!("ws://{}/ws", self.addr);
-        let (mut ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(config))
-            .await
-            .context("websocket handshake")?;
+        let mut ws = connect_ws(self.addr, source, "/ws").await?;
         let login = ClientFrame::Login(Login {
             token: creds.token.clone(),
             appid: self.appid.clone(),
@@ -175,6 +161,27 @@ impl Octet {
     }
 }
 
+/// A WebSocket to `addr` + `path` from the source address `source`, with a lean client
+/// (16 KiB read buffer, writes go out at once).
+async fn connect_ws(addr: SocketAddr, source: IpAddr, path: &str) -> anyhow::Result<Ws> {
+    let socket = if source.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.bind(SocketAddr::new(source, 0))?;
+    socket.set_nodelay(true)?;
+    let stream = socket.connect(addr).await.context("tcp connect")?;
+    let config = WebSocketConfig::default()
+        .read_buffer_size(16 * 1024)
+        .write_buffer_size(0);
+    let url = format!("ws://{addr}{path}");
+    let (ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(config))
+        .await
+        .context("websocket handshake")?;
+    Ok(ws)
+}
+
 /// Source addresses to spread client sockets over (each gives ~28k ephemeral ports).
 pub fn sources(count: u8) -> Vec<IpAddr> {
     (1..=count.max(1))
@@ -221,21 +228,7 @@ impl Nats {
     /// Connects, subscribes to the person's subject and waits for the PONG that confirms it.
     pub async fn open(&self, creds: &Creds, source: IpAddr) -> anyhow::Result<(Ws, Duration)> {
         let started = Instant::now();
-        let socket = if source.is_ipv4() {
-            TcpSocket::new_v4()?
-        } else {
-            TcpSocket::new_v6()?
-        };
-        socket.bind(SocketAddr::new(source, 0))?;
-        socket.set_nodelay(true)?;
-        let stream = socket.connect(self.addr).await.context("tcp connect")?;
-        let config = WebSocketConfig::default()
-            .read_buffer_size(16 * 1024)
-            .write_buffer_size(0);
-        let url = format!("ws://{}/", self.addr);
-        let (mut ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(config))
-            .await
-            .context("websocket handshake")?;
+        let mut ws = connect_ws(self.addr, source, "/").await?;
         let hello = format!(
             "CONNECT {{\"echo\":false,\"verbose\":false,\"pedantic\":false}}\r\nSUB p.{} 1\r\nPING\r\n",
             creds.person

@@ -55,29 +55,13 @@ impl From<DecodeError> for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> ApiError {
-        let code = match &err {
-            StoreError::NoSuchUser(_) => ErrorCode::NoSuchUser,
-            StoreError::DeviceLimit { .. } => ErrorCode::DeviceLimit,
-            StoreError::BadLink(_) => ErrorCode::BadLink,
-            StoreError::UnknownRecipient(_) => ErrorCode::UnknownRecipient,
-            StoreError::DuplicateId(_) => ErrorCode::DuplicateId,
-            StoreError::BadPosition(_) | StoreError::ProfileTooLarge(_) => ErrorCode::BadValue,
-            StoreError::AuthFailed(_) => ErrorCode::AuthFailed,
-            StoreError::Sqlite(_)
-            | StoreError::Commit(_)
-            | StoreError::Corrupt(_)
-            | StoreError::Closed => {
+        match err.refusal() {
+            Some((code, message)) => ApiError::new(code, message),
+            None => {
                 tracing::error!(error = %err, "backend op failed in the store");
-                return ApiError::new(ErrorCode::Internal, "internal error; retry the request");
+                ApiError::new(ErrorCode::Internal, "internal error; retry the request")
             }
-        };
-        let message = match &err {
-            StoreError::DeviceLimit { .. } => {
-                format!("{err}; remove one with userdel before adding another device")
-            }
-            _ => err.to_string(),
-        };
-        ApiError::new(code, message)
+        }
     }
 }
 

@@ -505,25 +505,7 @@ impl Session {
         let appended = match self.state.store.append_message(msg, on_commit).await {
             Ok(appended) => appended,
             Err(err) => {
-                let err = match err {
-                    StoreError::UnknownRecipient(to) => DecodeError::new(
-                        ErrorCode::UnknownRecipient,
-                        format!("no user has the address {to}"),
-                    ),
-                    StoreError::DuplicateId(id) => DecodeError::new(
-                        ErrorCode::DuplicateId,
-                        format!(
-                            "client id {id} was already used for a different message; use a new id"
-                        ),
-                    ),
-                    other => {
-                        tracing::error!(error = %other, "send failed in the store");
-                        DecodeError::new(
-                            ErrorCode::Internal,
-                            "internal error; retry with the same id",
-                        )
-                    }
-                };
+                let err = store_refusal(err, "send", "internal error; retry with the same id");
                 return self.error(err, Some(client_id), None).await;
             }
         };
@@ -561,21 +543,8 @@ impl Session {
     }
 
     async fn marker_result(&self, result: Result<Vec<Marker>, StoreError>, op: &str) {
-        let err = match result {
-            Ok(_) => return,
-            Err(StoreError::BadPosition(message)) => DecodeError::new(ErrorCode::BadValue, message),
-            Err(err @ StoreError::ProfileTooLarge(_)) => {
-                DecodeError::new(ErrorCode::BadValue, err.to_string())
-            }
-            Err(StoreError::UnknownRecipient(peer)) => DecodeError::new(
-                ErrorCode::UnknownRecipient,
-                format!("no user has the address {peer}"),
-            ),
-            Err(other) => {
-                tracing::error!(error = %other, "{op} failed in the store");
-                DecodeError::new(ErrorCode::Internal, "internal error; send it again")
-            }
-        };
+        let Err(err) = result else { return };
+        let err = store_refusal(err, op, "internal error; send it again");
         self.error(err, None, None).await;
     }
 
@@ -658,16 +627,8 @@ impl Session {
             };
             let (callee, callee_address) = match self.state.store.resolve(to).await {
                 Ok(found) => found,
-                Err(StoreError::UnknownRecipient(to)) => {
-                    let err = DecodeError::new(
-                        ErrorCode::UnknownRecipient,
-                        format!("no user has the address {to}"),
-                    );
-                    return self.error(err, None, Some(call_id)).await;
-                }
-                Err(other) => {
-                    tracing::error!(error = %other, "ring failed in the store");
-                    let err = DecodeError::new(ErrorCode::Internal, "internal error; ring again");
+                Err(err) => {
+                    let err = store_refusal(err, "ring", "internal error; ring again");
                     return self.error(err, None, Some(call_id)).await;
                 }
             };
@@ -867,6 +828,19 @@ pub(super) async fn record_call(state: &Arc<ServerState>, ended: CallEnded) {
     let on_commit = deliver_markers(state.router.clone());
     if let Err(err) = state.store.append_call_record(record, on_commit).await {
         tracing::error!(error = %err, "could not record a call");
+    }
+}
+
+/// What a device is told when the store refuses `what` (the shared table in
+/// `StoreError::refusal`); a failure of the store itself is logged here and answered with
+/// `retry`.
+fn store_refusal(err: StoreError, what: &str, retry: &'static str) -> DecodeError {
+    match err.refusal() {
+        Some((code, message)) => DecodeError::new(code, message),
+        None => {
+            tracing::error!(error = %err, "{what} failed in the store");
+            DecodeError::new(ErrorCode::Internal, retry)
+        }
     }
 }
 

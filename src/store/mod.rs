@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use serde_json::value::RawValue;
 
 use crate::auth::{PlainToken, TokenHash};
-use crate::protocol::{Millis, Uid};
+use crate::protocol::{ErrorCode, Millis, Uid};
 
 pub use sqlite::SqliteStore;
 
@@ -62,6 +62,35 @@ pub enum StoreError {
     /// The store's writer thread is gone (shutting down).
     #[error("the store is closed")]
     Closed,
+}
+
+impl StoreError {
+    /// How a client is told about this refusal: the stable code and a message that says what
+    /// to do. `None` for a failure of the store itself, which clients see as `internal`. The one
+    /// table both the backend API and the gateway use.
+    pub fn refusal(&self) -> Option<(ErrorCode, String)> {
+        let code = match self {
+            StoreError::NoSuchUser(_) => ErrorCode::NoSuchUser,
+            StoreError::DeviceLimit { .. } => ErrorCode::DeviceLimit,
+            StoreError::BadLink(_) => ErrorCode::BadLink,
+            StoreError::UnknownRecipient(_) => ErrorCode::UnknownRecipient,
+            StoreError::DuplicateId(_) => ErrorCode::DuplicateId,
+            StoreError::BadPosition(_) | StoreError::ProfileTooLarge(_) => ErrorCode::BadValue,
+            StoreError::AuthFailed(_) => ErrorCode::AuthFailed,
+            StoreError::Sqlite(_)
+            | StoreError::Commit(_)
+            | StoreError::Corrupt(_)
+            | StoreError::Closed => return None,
+        };
+        let message = match self {
+            StoreError::DeviceLimit { .. } => {
+                format!("{self}; remove one with userdel before adding another device")
+            }
+            StoreError::DuplicateId(_) => format!("{self}; use a new id"),
+            _ => self.to_string(),
+        };
+        Some((code, message))
+    }
 }
 
 /// Why a login token was refused (for logs and the client's message).

@@ -299,6 +299,23 @@ impl Device {
         }
     }
 
+    /// Sends large messages to `to` (a person whose only device has stopped reading) until the
+    /// broker closes that device as a slow consumer; returns how many were sent. Panics if it
+    /// never does within 400 sends.
+    pub async fn send_until_kicked(&mut self, server: &TestServer, to: &str, person: u64) -> usize {
+        let big = "x".repeat(60_000);
+        let mut n = 0;
+        while server.state.router.online(person).len() == 1 {
+            assert!(
+                n < 400,
+                "the stalled device was never closed as a slow consumer"
+            );
+            n += 1;
+            self.send_msg(&format!("m{n}"), to, json!(big)).await;
+        }
+        n
+    }
+
     /// Asserts nothing arrives for a short while.
     pub async fn expect_silence(&mut self) {
         if let Ok(incoming) =

@@ -109,14 +109,9 @@ async fn slow_consumer_closes_are_counted() {
     let server = TestServer::start_with(|c| c.queue_frames = 8).await;
     let mut sender = server.device("alice@example.com", "a").await;
     let _stalled = server.device("bob@example.com", "b").await;
-    let big = "x".repeat(60_000);
-    let mut n = 0;
-    while server.state.router.online(2).len() == 1 && n < 400 {
-        n += 1;
-        sender
-            .send_msg(&format!("m{n}"), "bob@example.com", json!(big))
-            .await;
-    }
+    sender
+        .send_until_kicked(&server, "bob@example.com", 2)
+        .await;
     let text = scrape(&server).await;
     assert_eq!(sample(&text, "octet_slow_consumer_closes_total"), 1.0);
 }

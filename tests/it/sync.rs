@@ -248,14 +248,9 @@ async fn a_slow_reader_is_closed_and_then_catches_up() {
     let mut sender = server.device("alice@example.com", "a").await;
     let stalled = server.device("bob@example.com", "b").await;
     let token = stalled.token.clone();
-    let big = "z".repeat(60_000);
-    let mut n = 0;
-    while server.state.router.online(2).len() == 1 && n < 400 {
-        n += 1;
-        sender
-            .send_msg(&format!("m{n}"), "bob@example.com", json!(big))
-            .await;
-    }
+    let n = sender
+        .send_until_kicked(&server, "bob@example.com", 2)
+        .await;
     assert!(server.state.router.online(2).is_empty(), "never kicked");
     drop(stalled);
     // It held nothing (its welcome said seq 0): since 0 brings every message, in order.
