@@ -137,6 +137,14 @@ pub struct Settings {
     #[arg(long, env = "OCTET_MAX_BODY_KIB")]
     pub max_body_kib: Option<usize>,
 
+    /// Largest file a device may upload (POST /files), in MiB [default: 25].
+    #[arg(long, env = "OCTET_MAX_FILE_MIB")]
+    pub max_file_mib: Option<u64>,
+
+    /// Seconds a signed download URL (the `file_url` frame) stays valid [default: 600].
+    #[arg(long, env = "OCTET_FILE_URL_TTL")]
+    pub file_url_ttl: Option<u64>,
+
     /// Frames a connection's outbound queue holds before the device is closed as a slow
     /// consumer [default: 1024].
     #[arg(long, env = "OCTET_QUEUE_FRAMES")]
@@ -217,6 +225,8 @@ impl Settings {
             shutdown_timeout,
             max_frame_kib,
             max_body_kib,
+            max_file_mib,
+            file_url_ttl,
             queue_frames,
             idle_timeout,
             send_rate,
@@ -253,6 +263,12 @@ pub struct Config {
     pub retention: Option<Duration>,
     /// How often the background pruning runs.
     pub prune_every: Duration,
+    /// The largest upload.
+    pub max_file_bytes: u64,
+    /// How long a signed download URL works.
+    pub file_url_ttl: Duration,
+    /// How long an upload no message carries is kept.
+    pub upload_grace: Duration,
     /// Frames a connection's outbound queue holds before the device counts as a slow consumer.
     pub queue_frames: usize,
     /// SQLite durability.
@@ -314,6 +330,9 @@ impl Config {
             max_body_bytes: 64 * 1024,
             retention: Some(Duration::from_secs(30 * 86_400)),
             prune_every: Duration::from_secs(3600),
+            max_file_bytes: 25 * 1024 * 1024,
+            file_url_ttl: Duration::from_secs(600),
+            upload_grace: Duration::from_secs(86_400),
             queue_frames: 1024,
             sync: SyncMode::Normal,
             log_format: LogFormat::Human,
@@ -397,6 +416,22 @@ impl Config {
             queue_frames: bounded("queue_frames", s.queue_frames, 1024, 8, 1 << 20)?,
             retention,
             prune_every: defaults.prune_every,
+            max_file_bytes: bounded(
+                "max_file_mib",
+                s.max_file_mib.map(|v| v as usize),
+                25,
+                1,
+                4096,
+            )? as u64
+                * 1024
+                * 1024,
+            file_url_ttl: seconds(
+                "file_url_ttl",
+                s.file_url_ttl,
+                defaults.file_url_ttl,
+                7 * 86_400,
+            )?,
+            upload_grace: defaults.upload_grace,
             idle_timeout: seconds("idle_timeout", s.idle_timeout, defaults.idle_timeout, 3600)?,
             send_rate: bounded(
                 "send_rate",

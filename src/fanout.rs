@@ -33,6 +33,7 @@ pub fn deliver_message(
             ts: appended.ts,
             out,
             body,
+            files: appended.files.clone(),
         })
         .to_text()
         .into()
@@ -77,6 +78,7 @@ pub fn event_frame(event: &LogEvent) -> String {
             out,
             body,
             pv,
+            files,
         } => ServerFrame::Message(MessageFrame {
             pv: *pv,
             mid: *mid,
@@ -86,6 +88,7 @@ pub fn event_frame(event: &LogEvent) -> String {
             ts: event.ts,
             out: *out,
             body: body.clone(),
+            files: files.clone(),
         })
         .to_text(),
         EventKind::Receipt { mid, peer, status } => ServerFrame::Receipt(Receipt {

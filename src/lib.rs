@@ -22,6 +22,7 @@ pub mod client;
 pub mod config;
 pub mod dashboard;
 pub mod fanout;
+pub mod files;
 pub mod gateway;
 pub mod limits;
 pub mod metrics;

@@ -41,6 +41,12 @@ pub struct Metrics {
     /// Errors sent to clients, by code: WebSocket `error` frames and backend refusals. The
     /// codes are a fixed set (`ErrorCode`), so the label set stays bounded.
     pub errors: IntCounterVec,
+    /// Uploads stored (`POST /files` answered).
+    pub files_uploaded: IntCounter,
+    /// Bytes of those uploads.
+    pub file_bytes_uploaded: IntCounter,
+    /// Downloads served (files and previews, whole or ranges).
+    pub file_downloads: IntCounter,
 }
 
 impl Metrics {
@@ -131,6 +137,18 @@ impl Metrics {
                 &["code"],
             )
             .unwrap(),
+            files_uploaded: IntCounter::new("octet_files_uploaded_total", "Uploads stored")
+                .unwrap(),
+            file_bytes_uploaded: IntCounter::new(
+                "octet_file_bytes_uploaded_total",
+                "Bytes of the uploads stored",
+            )
+            .unwrap(),
+            file_downloads: IntCounter::new(
+                "octet_file_downloads_total",
+                "File and preview downloads served",
+            )
+            .unwrap(),
             registry,
         };
         metrics.register_all();
@@ -157,6 +175,10 @@ impl Metrics {
             .unwrap();
         r.register(Box::new(self.backend_calls.clone())).unwrap();
         r.register(Box::new(self.errors.clone())).unwrap();
+        r.register(Box::new(self.files_uploaded.clone())).unwrap();
+        r.register(Box::new(self.file_bytes_uploaded.clone()))
+            .unwrap();
+        r.register(Box::new(self.file_downloads.clone())).unwrap();
     }
 
     /// Records one store transaction (the store's batch observer).

@@ -94,6 +94,17 @@ pub enum ErrorCode {
     OriginNotAllowed,
     /// The broker is at its connection limit.
     ServerFull,
+    /// A file id names no file this person may use (never uploaded, not shared with this
+    /// person, or removed by retention).
+    NoSuchFile,
+    /// HTTP: an upload is larger than the file size limit.
+    FileTooLarge,
+    /// HTTP: an upload looks like an image (by its bytes) but cannot be decoded.
+    BadImage,
+    /// HTTP: an image's dimensions are over the limit (a decompression bomb, or simply huge).
+    ImageTooLarge,
+    /// HTTP: the `Range` asks for bytes the file does not have.
+    RangeNotSatisfiable,
     /// The server failed; the request may be retried.
     Internal,
 }
@@ -133,6 +144,11 @@ impl ErrorCode {
         ErrorCode::TooManyLogins,
         ErrorCode::OriginNotAllowed,
         ErrorCode::ServerFull,
+        ErrorCode::NoSuchFile,
+        ErrorCode::FileTooLarge,
+        ErrorCode::BadImage,
+        ErrorCode::ImageTooLarge,
+        ErrorCode::RangeNotSatisfiable,
         ErrorCode::Internal,
     ];
 
@@ -172,6 +188,11 @@ impl ErrorCode {
             ErrorCode::TooManyLogins => "too_many_logins",
             ErrorCode::OriginNotAllowed => "origin_not_allowed",
             ErrorCode::ServerFull => "server_full",
+            ErrorCode::NoSuchFile => "no_such_file",
+            ErrorCode::FileTooLarge => "file_too_large",
+            ErrorCode::BadImage => "bad_image",
+            ErrorCode::ImageTooLarge => "image_too_large",
+            ErrorCode::RangeNotSatisfiable => "range_not_satisfiable",
             ErrorCode::Internal => "internal",
         }
     }
@@ -441,12 +462,15 @@ pub enum ClientFrame {
     Read(ReadRequest),
     /// Change this person's profile, or get someone's.
     Profile(ProfileRequest),
+    /// A short-lived signed download URL for a file this person may read.
+    FileUrl(FileUrlRequest),
 }
 
 impl ClientFrame {
     /// The ops a device may send.
-    pub const OPS: &'static [&'static str] =
-        &["login", "send", "call", "history", "ack", "read", "profile"];
+    pub const OPS: &'static [&'static str] = &[
+        "login", "send", "call", "history", "ack", "read", "profile", "file_url",
+    ];
 
     /// Decodes a frame from a device.
     pub fn decode(text: &str) -> Result<ClientFrame, DecodeError> {
@@ -459,6 +483,7 @@ impl ClientFrame {
                 "ack" => decode_fields(text).map(ClientFrame::Ack),
                 "read" => decode_fields(text).map(ClientFrame::Read),
                 "profile" => decode_fields(text).map(ClientFrame::Profile),
+                "file_url" => decode_fields(text).map(ClientFrame::FileUrl),
                 _ => return None,
             })
         })
@@ -474,6 +499,7 @@ impl ClientFrame {
             ClientFrame::Ack(_) => "ack",
             ClientFrame::Read(_) => "read",
             ClientFrame::Profile(_) => "profile",
+            ClientFrame::FileUrl(_) => "file_url",
         }
     }
 
@@ -631,8 +657,23 @@ pub struct Send {
     pub id: String,
     /// Any address of the recipient person.
     pub to: String,
-    /// Any JSON; opaque to the broker.
-    pub body: Box<RawValue>,
+    /// Any JSON; opaque to the broker (a caption when `files` is given). Required unless
+    /// `files` is given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<Box<RawValue>>,
+    /// Ids of files (from `POST /files`) to attach, at most [`MAX_ATTACHMENTS`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<String>,
+}
+
+/// The most files one message may carry.
+pub const MAX_ATTACHMENTS: usize = 16;
+
+/// `file_url`: asks for a signed URL of a file (and its thumbnail), for an `<img src>`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct FileUrlRequest {
+    /// The file id.
+    pub id: String,
 }
 
 /// What a device does to a call.
@@ -694,6 +735,8 @@ pub enum ServerFrame {
     CallRecord(CallRecordFrame),
     /// A profile: a change of this person's (logged, with `seq`) or the answer to `get`.
     Profile(ProfileFrame),
+    /// A signed download URL (the answer to `file_url`).
+    FileUrl(FileUrl),
     /// Something this device sent was refused.
     Error(ErrorFrame),
 }
@@ -711,6 +754,7 @@ impl ServerFrame {
         "read",
         "call_record",
         "profile",
+        "file_url",
         "error",
     ];
 
@@ -729,6 +773,7 @@ impl ServerFrame {
                 "call_record" => decode_fields(text).map(ServerFrame::CallRecord),
                 "profile" => decode_fields(text).map(ServerFrame::Profile),
                 "error" => decode_fields(text).map(ServerFrame::Error),
+                "file_url" => decode_fields(text).map(ServerFrame::FileUrl),
                 _ => return None,
             })
         })
@@ -886,6 +931,70 @@ pub struct Message {
     /// profile of `from` is older asks for it with `profile get`.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub pv: u64,
+    /// The attached files, as a JSON array of [`Attachment`]s (kept raw: it is stored once and
+    /// sent as stored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<Box<RawValue>>,
+}
+
+/// A file as messages carry it and `POST /files` answers it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    /// The file id.
+    pub id: String,
+    /// The name it was uploaded with.
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// The content type, sniffed from the bytes.
+    #[serde(rename = "type")]
+    pub content_type: String,
+    /// SHA-256 of the bytes, hex.
+    pub sha256: String,
+    /// Images: width in pixels (as displayed, after the EXIF orientation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    /// Images: height in pixels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
+    /// Where to download it (`Authorization: Bearer <user token>`, or signed via `file_url`).
+    pub url: String,
+    /// Images: the preview made at upload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thumb: Option<Thumb>,
+    /// Images: a BlurHash of the picture, to paint before anything is downloaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blurhash: Option<String>,
+}
+
+/// An image's preview.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Thumb {
+    /// Where to download it.
+    pub url: String,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// Its content type.
+    #[serde(rename = "type")]
+    pub content_type: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// `file_url`: signed URLs that work without a token until `expires`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct FileUrl {
+    /// The file id.
+    pub id: String,
+    /// The file.
+    pub url: String,
+    /// The thumbnail, for images.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thumb_url: Option<String>,
+    /// When both stop working (milliseconds since the epoch).
+    pub expires: Millis,
 }
 
 /// What a device learns about a call.
@@ -1191,6 +1300,17 @@ pub struct DeviceOut {
     pub primary: bool,
     /// The last seq this device acked (0 if it never acked).
     pub acked: u64,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Files: POST /files
+// ---------------------------------------------------------------------------------------------
+
+/// The body of a `POST /files` answer (inside a [`BackendResponse`] with op `upload`).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct UploadBody {
+    /// The stored file, as messages will carry it.
+    pub file: Attachment,
 }
 
 #[cfg(test)]

@@ -106,6 +106,13 @@ pub async fn prepare(config: Config) -> Result<Prepared, StartError> {
     }
     store.set_app_credentials(creds).await?;
     let epoch = store.epoch().await?;
+    let files =
+        crate::files::Files::open(&config.data_dir, store.url_key().await?).map_err(|source| {
+            StartError::DataDir {
+                path: config.data_dir.join("files").display().to_string(),
+                source,
+            }
+        })?;
     let state = Arc::new(ServerState {
         config,
         store: Box::new(store),
@@ -113,6 +120,7 @@ pub async fn prepare(config: Config) -> Result<Prepared, StartError> {
         metrics,
         credentials: std::sync::RwLock::new(creds),
         epoch,
+        files,
         shutdown: tokio::sync::watch::channel(false).0,
         login_failures: Default::default(),
     });
@@ -165,6 +173,7 @@ pub fn routes(state: Arc<ServerState>) -> Routes {
         // Browsers opening the dashboard ask for it; a 404 would count as a client error.
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .merge(crate::dashboard::routes(state.clone()))
+        .merge(crate::files::http::routes())
         .fallback(api::not_found)
         .with_state(state)
 }
@@ -275,39 +284,50 @@ async fn drain(state: &ServerState) {
 /// only milliseconds.
 const PRUNE_CHUNK: usize = 1000;
 
-/// Removes expired events in small transactions, every `prune_every`.
+/// Every `prune_every`: removes expired events in small transactions, then the files no
+/// retained event references any more (and uploads never sent, after `upload_grace`).
 async fn prune_forever(state: Arc<ServerState>) {
-    let Some(retention) = state.config.retention else {
-        return;
-    };
     let mut tick = tokio::time::interval(state.config.prune_every);
     loop {
         tick.tick().await;
-        let now = crate::state::now_millis();
-        let cutoff = now - retention.as_millis() as i64;
-        // Client ids (idempotent retries) are remembered at least a day, however short the
-        // retention.
-        let ids_cutoff = cutoff.min(now - 86_400_000);
-        let mut total = 0;
-        loop {
-            match state.store.prune(cutoff, ids_cutoff, PRUNE_CHUNK).await {
-                Ok(n) => {
-                    total += n;
-                    if n < PRUNE_CHUNK {
-                        break;
-                    }
-                    // Let queued sends in between chunks.
-                    tokio::task::yield_now().await;
-                }
-                Err(err) => {
-                    tracing::error!(error = %err, "pruning failed; retrying next round");
+        if let Some(retention) = state.config.retention {
+            prune_events(&state, retention).await;
+        }
+        let unsent_before =
+            crate::state::now_millis() - state.config.upload_grace.as_millis() as i64;
+        match state.store.prune_files(unsent_before).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(files = n, "pruned files no event references"),
+            Err(err) => tracing::error!(error = %err, "pruning files failed; retrying next round"),
+        }
+    }
+}
+
+async fn prune_events(state: &ServerState, retention: std::time::Duration) {
+    let now = crate::state::now_millis();
+    let cutoff = now - retention.as_millis() as i64;
+    // Client ids (idempotent retries) are remembered at least a day, however short the
+    // retention.
+    let ids_cutoff = cutoff.min(now - 86_400_000);
+    let mut total = 0;
+    loop {
+        match state.store.prune(cutoff, ids_cutoff, PRUNE_CHUNK).await {
+            Ok(n) => {
+                total += n;
+                if n < PRUNE_CHUNK {
                     break;
                 }
+                // Let queued sends in between chunks.
+                tokio::task::yield_now().await;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "pruning failed; retrying next round");
+                break;
             }
         }
-        if total > 0 {
-            tracing::info!(events = total, "pruned expired events");
-        }
+    }
+    if total > 0 {
+        tracing::info!(events = total, "pruned expired events");
     }
 }
 

@@ -35,6 +35,8 @@ pub struct ServerState {
     pub metrics: Arc<Metrics>,
     /// The event log's epoch (fixed for the life of the database).
     pub epoch: String,
+    /// Where uploaded files live, and the key download URLs are signed with.
+    pub files: crate::files::Files,
 }
 
 impl ServerState {

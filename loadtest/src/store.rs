@@ -84,6 +84,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                         client_id: format!("{n}"),
                         to: to.clone(),
                         body: RawValue::from_string(format!("{{\"n\":{n}}}")).unwrap(),
+                        files: Vec::new(),
                         ts: 0,
                     };
                     if store.append_message(msg, Box::new(|_| {})).await.is_err() {

@@ -140,7 +140,8 @@ impl Octet {
         let frame = ClientFrame::Send(Send {
             id: format!("{}-{}", stamp.s, stamp.n),
             to: address(to),
-            body,
+            body: Some(body),
+            files: Vec::new(),
         });
         Message::text(serde_json::to_string(&frame).expect("frames serialize"))
     }

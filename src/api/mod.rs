@@ -39,7 +39,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
+    pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
         ApiError {
             code,
             message: message.into(),
@@ -333,7 +333,7 @@ fn check_content_type(metrics: &Metrics, headers: &HeaderMap) -> Option<Response
 }
 
 /// A `result:false` answer; every one is counted in `octet_errors_total` by its code.
-fn refusal(metrics: &Metrics, op: &str, id: Option<Value>, err: ApiError) -> Response {
+pub(crate) fn refusal(metrics: &Metrics, op: &str, id: Option<Value>, err: ApiError) -> Response {
     metrics.errors.with_label_values(&[err.code.as_str()]).inc();
     axum::Json(BackendResponse {
         op: op.to_string(),

@@ -15,12 +15,13 @@ use tracing::{Instrument, field};
 use super::writer;
 use crate::auth::TokenHash;
 use crate::fanout::{deliver_markers, deliver_message, event_frame};
+use crate::files::{self, Variant};
 use crate::limits::TokenBucket;
 use crate::protocol::{
     Ack, CallAction, CallRequest, ClientFrame, CloseCode, DecodeError, ErrorCode, ErrorFrame,
-    HISTORY_DEFAULT, HISTORY_MAX, History, HistoryRequest, Login, ProfileFrame, ProfileRequest,
-    ReadRequest, Send, Sent, ServerFrame, Synced, UserRef, Welcome, check_depth,
-    check_profile_patch,
+    FileUrl, FileUrlRequest, HISTORY_DEFAULT, HISTORY_MAX, History, HistoryRequest, Login,
+    MAX_ATTACHMENTS, ProfileFrame, ProfileRequest, ReadRequest, Send, Sent, ServerFrame, Synced,
+    UserRef, Welcome, check_depth, check_profile_patch,
 };
 use crate::router::{CallEnded, CallError, ConnHandle, Frame, KickReason, Outbound, Party};
 use crate::state::{ServerState, now_millis};
@@ -448,6 +449,7 @@ impl Session {
         self.state.metrics.frames_in.with_label_values(&[op]).inc();
         match frame {
             Ok(ClientFrame::Send(send)) => self.send(send).await,
+            Ok(ClientFrame::FileUrl(req)) => self.file_url(req).await,
             Ok(ClientFrame::Call(call)) => self.call(call).await,
             Ok(ClientFrame::History(req)) => self.history(req).await,
             Ok(ClientFrame::Ack(ack)) => self.ack(ack).await,
@@ -477,11 +479,35 @@ impl Session {
             return self.error(err, Some(send.id), None).await;
         }
         let client_id = send.id.clone();
+        if send.files.len() > MAX_ATTACHMENTS {
+            let err = DecodeError::new(
+                ErrorCode::BadValue,
+                format!(
+                    "a message carries at most {MAX_ATTACHMENTS} files; send the rest in another"
+                ),
+            );
+            return self.error(err, Some(client_id), None).await;
+        }
+        let body = match send.body {
+            Some(body) => body,
+            // A message of files alone has no caption.
+            None if !send.files.is_empty() => {
+                RawValue::from_string("null".into()).expect("null is JSON")
+            }
+            None => {
+                let err = DecodeError::new(
+                    ErrorCode::MissingField,
+                    "missing field `body` (required unless `files` is given)",
+                );
+                return self.error(err, Some(client_id), None).await;
+            }
+        };
         let msg = NewMessage {
             from: identity.clone(),
             client_id: send.id,
             to: send.to,
-            body: send.body,
+            body,
+            files: send.files,
             ts: now_millis(),
         };
         // Live delivery runs on the store's writer thread right after the commit, in commit
@@ -516,6 +542,33 @@ impl Session {
             ts: appended.ts,
         });
         self.push(sent.to_text().into()).await;
+    }
+
+    /// `file_url`: signed URLs for a file this person may read.
+    async fn file_url(&mut self, req: FileUrlRequest) {
+        let identity = self.identity.clone().expect("file_url runs after login");
+        let file = match self.state.store.file(&req.id, Some(identity.person)).await {
+            Ok(file) => file,
+            Err(err) => {
+                let err = store_refusal(err, "file_url", "internal error; retry");
+                return self.error(err, Some(req.id), None).await;
+            }
+        };
+        let expires = now_millis() + self.state.config.file_url_ttl.as_millis() as i64;
+        let signer = &self.state.files.signer;
+        let signed =
+            |url: String, variant| format!("{url}?{}", signer.query(&file.id, variant, expires));
+        let frame = ServerFrame::FileUrl(FileUrl {
+            url: signed(files::file_url(&file.id), Variant::Data),
+            thumb_url: file
+                .blob
+                .thumb
+                .as_ref()
+                .map(|_| signed(files::thumb_url(&file.id), Variant::Thumb)),
+            id: file.id,
+            expires,
+        });
+        self.push(frame.to_text().into()).await;
     }
 
     /// `ack`: records the device's position; newly delivered messages get receipts.

@@ -62,6 +62,12 @@ pub enum StoreError {
     /// The store's writer thread is gone (shutting down).
     #[error("the store is closed")]
     Closed,
+    /// The file id names no file the person may use.
+    #[error("no file {0} that this user may use; upload it with POST /files first")]
+    NoSuchFile(String),
+    /// Moving an upload into place failed.
+    #[error("file storage: {0}")]
+    Io(#[from] std::io::Error),
 }
 
 impl StoreError {
@@ -77,7 +83,9 @@ impl StoreError {
             StoreError::DuplicateId(_) => ErrorCode::DuplicateId,
             StoreError::BadPosition(_) | StoreError::ProfileTooLarge(_) => ErrorCode::BadValue,
             StoreError::AuthFailed(_) => ErrorCode::AuthFailed,
-            StoreError::Sqlite(_)
+            StoreError::NoSuchFile(_) => ErrorCode::NoSuchFile,
+            StoreError::Io(_)
+            | StoreError::Sqlite(_)
             | StoreError::Commit(_)
             | StoreError::Corrupt(_)
             | StoreError::Closed => return None,
@@ -298,6 +306,8 @@ pub struct NewMessage {
     pub to: String,
     /// The body, raw.
     pub body: Box<RawValue>,
+    /// Ids of the files to attach; each must be readable by the sender's person.
+    pub files: Vec<String>,
     /// When the broker accepted it.
     pub ts: Millis,
 }
@@ -323,6 +333,8 @@ pub struct Appended {
     pub pv: u64,
     /// True when this was a retry of a stored message: nothing new to deliver.
     pub duplicate: bool,
+    /// The attachments as delivered (a JSON array), if any.
+    pub files: Option<Box<RawValue>>,
 }
 
 /// Called on the store's writer thread right after the message's transaction commits, in commit
@@ -395,6 +407,8 @@ pub enum EventKind {
         body: Box<RawValue>,
         /// The sender person's profile version (0 if never set).
         pv: u64,
+        /// The attachments (a JSON array), if any.
+        files: Option<Box<RawValue>>,
     },
     /// A message of this person reached (`delivered`) or was read by (`read`) the peer.
     Receipt {
@@ -436,6 +450,73 @@ pub enum EventKind {
     },
 }
 
+/// What the broker knows of stored bytes (shared by every upload of the same bytes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobMeta {
+    /// SHA-256 of the bytes, hex: the blob's name.
+    pub sha256: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Sniffed content type.
+    pub content_type: String,
+    /// Images: displayed width and height.
+    pub dimensions: Option<(u32, u32)>,
+    /// Images: the preview made at upload.
+    pub thumb: Option<ThumbMeta>,
+    /// Images: a BlurHash.
+    pub blurhash: Option<String>,
+}
+
+/// An image preview.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThumbMeta {
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// Content type.
+    pub content_type: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// Files an upload wrote to the temporary dir, to move into place if the blob is new.
+#[derive(Debug, Clone)]
+pub struct Staged {
+    /// The bytes.
+    pub data: std::path::PathBuf,
+    /// The preview, if one was made.
+    pub thumb: Option<std::path::PathBuf>,
+}
+
+/// One finished upload.
+#[derive(Debug, Clone)]
+pub struct NewFile {
+    /// The new file id.
+    pub id: String,
+    /// The name it was uploaded with.
+    pub name: String,
+    /// The uploader's person.
+    pub uploader: PersonId,
+    /// Upload time.
+    pub ts: Millis,
+    /// The bytes' facts.
+    pub blob: BlobMeta,
+    /// The bytes on disk, still in the temporary dir.
+    pub staged: Staged,
+}
+
+/// A stored file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileRecord {
+    /// The file id.
+    pub id: String,
+    /// The name it was uploaded with.
+    pub name: String,
+    /// The bytes' facts.
+    pub blob: BlobMeta,
+}
+
 /// Durable state. Every method is one transaction.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -459,6 +540,9 @@ pub trait Store: Send + Sync + 'static {
         appid: &str,
         now: Millis,
     ) -> Result<Identity, StoreError>;
+    /// Who holds this token, if it is live, whatever its appid (HTTP file requests carry only
+    /// the token).
+    async fn identify(&self, hash: TokenHash, now: Millis) -> Result<Identity, StoreError>;
     /// The person an address belongs to, and that person's primary address.
     async fn resolve(&self, address: &str) -> Result<(PersonId, String), StoreError>;
     /// Records that the device was seen (login, disconnect).
@@ -534,6 +618,19 @@ pub trait Store: Send + Sync + 'static {
         ids_before_ts: Millis,
         max_events: usize,
     ) -> Result<usize, StoreError>;
+    /// The facts of stored bytes, if a blob with this SHA-256 exists.
+    async fn blob(&self, sha256: &str) -> Result<Option<BlobMeta>, StoreError>;
+    /// Records an upload; moves its staged bytes into the blob dir unless the same bytes are
+    /// already stored (then the staged copy is removed). Returns the stored facts.
+    async fn add_file(&self, file: NewFile) -> Result<FileRecord, StoreError>;
+    /// A file, if `reader` may read it: the uploader's person, or a person that sent or
+    /// received a message carrying it. `None` skips the check (a signed URL was verified).
+    async fn file(&self, id: &str, reader: Option<PersonId>) -> Result<FileRecord, StoreError>;
+    /// Removes files no retained event references (never-sent uploads once older than
+    /// `unsent_before`), then blobs no file uses, and their bytes. Returns how many files went.
+    async fn prune_files(&self, unsent_before: Millis) -> Result<usize, StoreError>;
+    /// The key signed download URLs are made with; created on first use.
+    async fn url_key(&self) -> Result<[u8; 32], StoreError>;
     /// Revokes every token of a user (`tokendel`).
     async fn tokendel(&self, who: UserKey) -> Result<Revoked, StoreError>;
     /// Removes a user; a primary takes its whole person with it (`userdel`).

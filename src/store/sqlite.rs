@@ -5,6 +5,7 @@
 //! each inside its own SAVEPOINT (so one refusal rolls back only itself), commits once, and only
 //! then answers every job. A `sent` therefore never precedes durability.
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,12 +17,13 @@ use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    AppCredentials, Appended, AuthFailure, CallRecord, DeviceRecord, EventKind, Identity,
-    IssuedUser, LogEvent, LogHead, MAX_DEVICES, MAX_PROFILE_BYTES, Marker, NewMessage, NewUser,
-    OnCommit, PersonDevices, PersonId, Removed, Revoked, Store, StoreError, StoreStats,
-    TokenRequest, TokenTerms, UserKey,
+    AppCredentials, Appended, AuthFailure, BlobMeta, CallRecord, DeviceRecord, EventKind,
+    FileRecord, Identity, IssuedUser, LogEvent, LogHead, MAX_DEVICES, MAX_PROFILE_BYTES, Marker,
+    NewFile, NewMessage, NewUser, OnCommit, PersonDevices, PersonId, Removed, Revoked, Store,
+    StoreError, StoreStats, ThumbMeta, TokenRequest, TokenTerms, UserKey,
 };
 use crate::auth::{PlainToken, TokenHash};
+use crate::files::BlobDir;
 use crate::protocol::{Millis, Uid};
 
 /// The most jobs one transaction takes (the default group-commit size).
@@ -35,6 +37,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_sync.sql"),
     include_str!("migrations/0003_admin.sql"),
+    include_str!("migrations/0004_files.sql"),
 ];
 
 type Reply = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
@@ -49,6 +52,11 @@ pub struct SqliteStore {
     jobs: mpsc::Sender<Job>,
     readers: Arc<Vec<Mutex<Connection>>>,
     next_reader: AtomicUsize,
+    blobs: BlobDir,
+    /// Blobs whose rows a pruning removed and whose bytes go once that commit is done; an
+    /// upload of the same bytes in between takes its blob back out (both run on the writer
+    /// thread, so the two never race).
+    doomed: Arc<Mutex<HashSet<String>>>,
 }
 
 impl SqliteStore {
@@ -92,6 +100,8 @@ impl SqliteStore {
             jobs,
             readers: Arc::new(readers),
             next_reader: AtomicUsize::new(0),
+            blobs: BlobDir::new(dir),
+            doomed: Arc::default(),
         })
     }
 
@@ -295,6 +305,18 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn identify(&self, hash: TokenHash, now: Millis) -> Result<Identity, StoreError> {
+        self.read(move |conn| {
+            let (_, expires_at, identity) =
+                token_holder(conn, &hash)?.ok_or(StoreError::AuthFailed(AuthFailure::Unknown))?;
+            if expires_at <= now {
+                return Err(StoreError::AuthFailed(AuthFailure::Expired));
+            }
+            Ok(identity)
+        })
+        .await
+    }
+
     async fn resolve(&self, address: &str) -> Result<(PersonId, String), StoreError> {
         let address = address.to_string();
         self.read(move |conn| {
@@ -464,6 +486,75 @@ impl Store for SqliteStore {
     ) -> Result<usize, StoreError> {
         self.write(move |conn| prune(conn, before_ts, ids_before_ts, max_events))
             .await
+    }
+
+    async fn blob(&self, sha256: &str) -> Result<Option<BlobMeta>, StoreError> {
+        let sha256 = sha256.to_string();
+        self.read(move |conn| find_blob(conn, &sha256)).await
+    }
+
+    async fn add_file(&self, file: NewFile) -> Result<FileRecord, StoreError> {
+        let blobs = self.blobs.clone();
+        let doomed = self.doomed.clone();
+        self.write(move |conn| add_file(conn, &blobs, &doomed, file))
+            .await
+    }
+
+    async fn file(&self, id: &str, reader: Option<PersonId>) -> Result<FileRecord, StoreError> {
+        let id = id.to_string();
+        self.read(move |conn| readable_file(conn, &id, reader))
+            .await
+    }
+
+    async fn prune_files(&self, unsent_before: Millis) -> Result<usize, StoreError> {
+        let doomed = self.doomed.clone();
+        let blobs = self.blobs.clone();
+        let (files, _) = self
+            .write_then(
+                {
+                    let doomed = doomed.clone();
+                    move |conn| prune_files(conn, &doomed, unsent_before)
+                },
+                move |(_, gone): &(usize, Vec<String>)| {
+                    let mut doomed = doomed.lock().unwrap_or_else(|p| p.into_inner());
+                    for sha256 in gone {
+                        if doomed.remove(sha256) {
+                            blobs.remove(sha256);
+                        }
+                    }
+                },
+            )
+            .await?;
+        Ok(files)
+    }
+
+    async fn url_key(&self) -> Result<[u8; 32], StoreError> {
+        self.write(|conn| {
+            let stored: Option<String> = conn
+                .query_row("SELECT value FROM meta WHERE key = 'url_key'", [], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            let hex_key = match stored {
+                Some(key) => key,
+                None => {
+                    let mut key = [0u8; 32];
+                    getrandom::fill(&mut key)
+                        .map_err(|err| StoreError::Corrupt(format!("no randomness: {err}")))?;
+                    let key = hex::encode(key);
+                    conn.execute(
+                        "INSERT INTO meta (key, value) VALUES ('url_key', ?1)",
+                        [&key],
+                    )?;
+                    key
+                }
+            };
+            let mut key = [0u8; 32];
+            hex::decode_to_slice(&hex_key, &mut key)
+                .map_err(|err| StoreError::Corrupt(format!("url_key: {err}")))?;
+            Ok(key)
+        })
+        .await
     }
 
     async fn tokendel(&self, who: UserKey) -> Result<Revoked, StoreError> {
@@ -920,7 +1011,8 @@ fn token_linkto(
 }
 
 const EVENT_SELECT: &str = "SELECT e.seq, e.ts, e.kind, e.out, e.mid, m.from_address, m.to_address,
-            m.body, e.peer, e.status, e.call, e.duration, e.data, e.version, coalesce(m.pv, 0)
+            m.body, e.peer, e.status, e.call, e.duration, e.data, e.version, coalesce(m.pv, 0),
+            m.files
      FROM events e LEFT JOIN messages m ON m.mid = e.mid";
 
 /// Maps one row of [`EVENT_SELECT`]; the inner result carries data that cannot be read back.
@@ -935,6 +1027,11 @@ fn log_event(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<LogEvent, StoreEr
                 Some(Err(err)) => return corrupt(format!("stored body: {err}")),
                 None => return corrupt("a message event without its message".into()),
             };
+            let files = match r.get::<_, Option<String>>(15)?.map(RawValue::from_string) {
+                Some(Ok(files)) => Some(files),
+                Some(Err(err)) => return corrupt(format!("stored attachments: {err}")),
+                None => None,
+            };
             EventKind::Message {
                 out: r.get(3)?,
                 mid: r.get(4)?,
@@ -942,6 +1039,7 @@ fn log_event(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<LogEvent, StoreEr
                 to: r.get(6)?,
                 body,
                 pv: r.get(14)?,
+                files,
             }
         }
         "call" => EventKind::Call {
@@ -1278,17 +1376,28 @@ fn append_message(conn: &Connection, msg: NewMessage) -> Result<Appended, StoreE
                     recipient_seq: r.get(6)?,
                     pv: 0, // not delivered again
                     duplicate: true,
+                    files: None,
                 },
                 r.get::<_, String>(7)?,
             ))
         })
         .optional()?;
     if let Some((appended, body)) = stored {
-        if body != msg.body.get() {
+        if body != msg.body.get() || attached_ids(conn, appended.mid)? != msg.files {
             return Err(StoreError::DuplicateId(msg.client_id));
         }
         return Ok(appended);
     }
+    // Each file must be one the sender's person may read, checked in this transaction so a
+    // concurrent pruning cannot take it away between the check and the message.
+    let attachments = msg
+        .files
+        .iter()
+        .map(|id| readable_file(conn, id, Some(sender)).map(|f| crate::files::attachment(&f)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let files_json = (!attachments.is_empty()).then(|| {
+        serde_json::value::to_raw_value(&attachments).expect("attachments always serialize")
+    });
 
     let recipient = find_user(conn, &UserKey::Address(msg.to.clone()))?
         .ok_or_else(|| StoreError::UnknownRecipient(msg.to.clone()))?;
@@ -1321,6 +1430,15 @@ fn append_message(conn: &Connection, msg: NewMessage) -> Result<Appended, StoreE
         msg.body.get()
     ])?;
     let mid = conn.last_insert_rowid() as u64;
+    if let Some(files) = &files_json {
+        conn.prepare_cached("UPDATE messages SET files = ?2 WHERE mid = ?1")?
+            .execute(params![mid, files.get()])?;
+        let mut link = conn
+            .prepare_cached("INSERT INTO message_files (mid, pos, file_id) VALUES (?1, ?2, ?3)")?;
+        for (pos, id) in msg.files.iter().enumerate() {
+            link.execute(params![mid, pos, id])?;
+        }
+    }
     let pv: u64 = conn
         .prepare_cached(
             "UPDATE messages SET pv = (SELECT profile_version FROM persons WHERE person = ?2)
@@ -1344,5 +1462,200 @@ fn append_message(conn: &Connection, msg: NewMessage) -> Result<Appended, StoreE
         recipient_seq,
         pv,
         duplicate: false,
+        files: files_json,
     })
+}
+
+/// The ids of the files a stored message carries, in order.
+fn attached_ids(conn: &Connection, mid: u64) -> Result<Vec<String>, StoreError> {
+    let mut stmt =
+        conn.prepare_cached("SELECT file_id FROM message_files WHERE mid = ?1 ORDER BY pos")?;
+    let ids = stmt
+        .query_map([mid], |r| r.get(0))?
+        .collect::<Result<Vec<String>, _>>()?;
+    Ok(ids)
+}
+
+/// The holder of a token: its appid, expiry and identity.
+fn token_holder(
+    conn: &Connection,
+    hash: &TokenHash,
+) -> Result<Option<(String, i64, Identity)>, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT t.appid, t.expires_at, u.uid, u.address, p.uid, p.address
+             FROM tokens t
+             JOIN users u ON u.uid = t.uid
+             JOIN users p ON p.uid = coalesce(u.primary_uid, u.uid)
+             WHERE t.hash = ?1",
+        )?
+        .query_row([&hash.0[..]], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                Identity {
+                    uid: r.get(2)?,
+                    address: r.get(3)?,
+                    person: r.get(4)?,
+                    primary_address: r.get(5)?,
+                },
+            ))
+        })
+        .optional()?)
+}
+
+const BLOB_COLUMNS: &str = "b.sha256, b.size, b.content_type, b.width, b.height, b.thumb_type,
+     b.thumb_width, b.thumb_height, b.thumb_size, b.blurhash";
+
+/// Maps [`BLOB_COLUMNS`] starting at column `at`.
+fn blob_meta(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<BlobMeta> {
+    let width: Option<u32> = r.get(at + 3)?;
+    let height: Option<u32> = r.get(at + 4)?;
+    let thumb_type: Option<String> = r.get(at + 5)?;
+    Ok(BlobMeta {
+        sha256: r.get(at)?,
+        size: r.get(at + 1)?,
+        content_type: r.get(at + 2)?,
+        dimensions: width.zip(height),
+        thumb: match thumb_type {
+            Some(content_type) => Some(ThumbMeta {
+                width: r.get(at + 6)?,
+                height: r.get(at + 7)?,
+                content_type,
+                size: r.get(at + 8)?,
+            }),
+            None => None,
+        },
+        blurhash: r.get(at + 9)?,
+    })
+}
+
+fn find_blob(conn: &Connection, sha256: &str) -> Result<Option<BlobMeta>, StoreError> {
+    let sql = format!("SELECT {BLOB_COLUMNS} FROM blobs b WHERE b.sha256 = ?1");
+    Ok(conn
+        .prepare_cached(&sql)?
+        .query_row([sha256], |r| blob_meta(r, 0))
+        .optional()?)
+}
+
+/// A file `reader` may read (`None`: anyone), else [`StoreError::NoSuchFile`] — the same answer
+/// whether the file is missing or someone else's, so ids cannot be probed.
+fn readable_file(
+    conn: &Connection,
+    id: &str,
+    reader: Option<PersonId>,
+) -> Result<FileRecord, StoreError> {
+    let sql = format!(
+        "SELECT f.id, f.name, {BLOB_COLUMNS}
+         FROM files f JOIN blobs b ON b.sha256 = f.sha256
+         WHERE f.id = ?1 AND (?2 IS NULL OR f.uploader = ?2 OR EXISTS (
+             SELECT 1 FROM message_files mf JOIN messages m ON m.mid = mf.mid
+             WHERE mf.file_id = f.id AND (m.sender_person = ?2 OR m.recipient_person = ?2)))"
+    );
+    conn.prepare_cached(&sql)?
+        .query_row(params![id, reader], |r| {
+            Ok(FileRecord {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                blob: blob_meta(r, 2)?,
+            })
+        })
+        .optional()?
+        .ok_or_else(|| StoreError::NoSuchFile(id.to_string()))
+}
+
+fn add_file(
+    conn: &Connection,
+    blobs: &BlobDir,
+    doomed: &Mutex<HashSet<String>>,
+    file: NewFile,
+) -> Result<FileRecord, StoreError> {
+    let NewFile {
+        id,
+        name,
+        uploader,
+        ts,
+        mut blob,
+        staged,
+    } = file;
+    // The same bytes again take their blob back from a pruning in this same batch.
+    doomed
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&blob.sha256);
+    match find_blob(conn, &blob.sha256)? {
+        Some(stored) => {
+            blob = stored;
+            // Only the stored copy is kept.
+            let _ = std::fs::remove_file(&staged.data);
+            if let Some(thumb) = &staged.thumb {
+                let _ = std::fs::remove_file(thumb);
+            }
+        }
+        None => {
+            // The upload found the blob stored, but a pruning removed it since: its preview
+            // went with it and this upload made none.
+            if staged.thumb.is_none() {
+                blob.thumb = None;
+            }
+            blobs.put(&blob.sha256, &staged.data, staged.thumb.as_deref())?;
+            let (width, height) = blob.dimensions.unzip();
+            let thumb = blob.thumb.as_ref();
+            conn.prepare_cached(
+                "INSERT INTO blobs (sha256, size, content_type, width, height, thumb_type,
+                                    thumb_width, thumb_height, thumb_size, blurhash, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            )?
+            .execute(params![
+                blob.sha256,
+                blob.size,
+                blob.content_type,
+                width,
+                height,
+                thumb.map(|t| &t.content_type),
+                thumb.map(|t| t.width),
+                thumb.map(|t| t.height),
+                thumb.map(|t| t.size),
+                blob.blurhash,
+                ts
+            ])?;
+        }
+    }
+    conn.prepare_cached(
+        "INSERT INTO files (id, sha256, uploader, name, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![id, blob.sha256, uploader, name, ts])?;
+    Ok(FileRecord { id, name, blob })
+}
+
+/// Removes files no retained event references — at once for files that were sent (their
+/// messages' events are gone), after `unsent_before` for uploads never sent — then blobs no
+/// file uses. Returns the number of files and the blobs to delete from disk after commit.
+fn prune_files(
+    conn: &Connection,
+    doomed: &Mutex<HashSet<String>>,
+    unsent_before: Millis,
+) -> Result<(usize, Vec<String>), StoreError> {
+    let files = conn
+        .prepare_cached(
+            "DELETE FROM files WHERE
+               NOT EXISTS (SELECT 1 FROM message_files mf JOIN events e ON e.mid = mf.mid
+                           WHERE mf.file_id = files.id)
+               AND (created_at < ?1
+                    OR EXISTS (SELECT 1 FROM message_files mf WHERE mf.file_id = files.id))",
+        )?
+        .execute([unsent_before])?;
+    let gone = conn
+        .prepare_cached(
+            "DELETE FROM blobs
+             WHERE NOT EXISTS (SELECT 1 FROM files f WHERE f.sha256 = blobs.sha256)
+             RETURNING sha256",
+        )?
+        .query_map([], |r| r.get::<_, String>(0))?
+        .collect::<Result<Vec<_>, _>>()?;
+    doomed
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .extend(gone.iter().cloned());
+    Ok((files, gone))
 }

@@ -52,7 +52,8 @@ async fn drive(mut conn: Connection, sends: Vec<(String, String)>, mut seen: See
             let frame = ClientFrame::Send(Send {
                 id: id.clone(),
                 to,
-                body: RawValue::from_string(format!("\"{id}\"")).unwrap(),
+                body: Some(RawValue::from_string(format!("\"{id}\"")).unwrap()),
+                files: Vec::new(),
             });
             let to_again = match &frame {
                 ClientFrame::Send(send) => send.to.clone(),
@@ -218,7 +219,8 @@ async fn stop_mid_stream(stop: Stop) {
                 ClientFrame::Send(Send {
                     id: id.clone(),
                     to: to.clone(),
-                    body: RawValue::from_string(body).unwrap(),
+                    body: Some(RawValue::from_string(body).unwrap()),
+                    files: Vec::new(),
                 })
             };
             conn.send(&retry(format!("\"{id}\""))).await.unwrap();

@@ -39,7 +39,8 @@ async fn send(conn: &mut Connection, id: &str, body: &str) -> Result<u64, String
     let frame = ClientFrame::Send(Send {
         id: id.into(),
         to: "bob@example.com".into(),
-        body: RawValue::from_string(serde_json::to_string(body).unwrap()).unwrap(),
+        body: Some(RawValue::from_string(serde_json::to_string(body).unwrap()).unwrap()),
+        files: Vec::new(),
     });
     conn.send(&frame).await.unwrap();
     loop {

@@ -84,7 +84,8 @@ async fn a_thousand_devices_reconnect_at_once_and_lose_nothing() {
         let frame = ClientFrame::Send(Send {
             id: format!("s{n}"),
             to: address(to),
-            body: RawValue::from_string(n.to_string()).unwrap(),
+            body: Some(RawValue::from_string(n.to_string()).unwrap()),
+            files: Vec::new(),
         });
         sender.send(&frame).await.unwrap();
         loop {

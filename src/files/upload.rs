@@ -1,0 +1,165 @@
+//! Receiving an upload: the body is streamed to a temporary file while it is hashed and
+//! counted, never held whole in memory. Whatever goes wrong — too large, interrupted, stalled,
+//! the request dropped — the temporary file is removed ([`TempFile`]'s `Drop`).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+
+use super::FileError;
+use super::media::SNIFF_BYTES;
+
+/// A file in the upload dir that is deleted when dropped, unless it was moved away first.
+#[derive(Debug)]
+pub struct TempFile {
+    path: PathBuf,
+}
+
+impl TempFile {
+    /// A name in `dir` no other upload uses.
+    pub fn new(dir: &Path, suffix: &str) -> TempFile {
+        TempFile {
+            path: dir.join(format!("{}.{suffix}", super::new_file_id())),
+        }
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        // After a successful upload the store has moved the file away: nothing to remove.
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// A complete upload in the temporary dir.
+#[derive(Debug)]
+pub struct Received {
+    /// The bytes.
+    pub data: TempFile,
+    /// Their SHA-256, hex.
+    pub sha256: String,
+    /// Their count.
+    pub size: u64,
+    /// The first bytes, for sniffing.
+    pub head: Vec<u8>,
+}
+
+/// Streams `body` into a new file in `dir`: at most `limit` bytes, and never a pause longer
+/// than `stall` between chunks (a slow-body attack would hold the socket and the file forever).
+pub async fn receive<S, E>(
+    body: S,
+    dir: &Path,
+    limit: u64,
+    stall: Duration,
+) -> Result<Received, FileError>
+where
+    S: Stream<Item = Result<Bytes, E>>,
+    E: std::fmt::Display,
+{
+    let mut body = std::pin::pin!(body);
+    let data = TempFile::new(dir, "part");
+    let file = tokio::fs::File::create(data.path())
+        .await
+        .map_err(FileError::Io)?;
+    let mut out = tokio::io::BufWriter::with_capacity(256 * 1024, file);
+    let mut hasher = Sha256::new();
+    let mut size: u64 = 0;
+    let mut head = Vec::with_capacity(SNIFF_BYTES);
+    loop {
+        let chunk = match tokio::time::timeout(stall, body.next()).await {
+            Err(_) => return Err(FileError::Stalled(stall)),
+            Ok(None) => break,
+            Ok(Some(Err(err))) => return Err(FileError::Interrupted(err.to_string())),
+            Ok(Some(Ok(chunk))) => chunk,
+        };
+        size += chunk.len() as u64;
+        if size > limit {
+            return Err(FileError::TooLarge { limit });
+        }
+        let room = SNIFF_BYTES.saturating_sub(head.len()).min(chunk.len());
+        head.extend_from_slice(&chunk[..room]);
+        hasher.update(&chunk);
+        out.write_all(&chunk).await.map_err(FileError::Io)?;
+    }
+    if size == 0 {
+        return Err(FileError::Empty);
+    }
+    out.flush().await.map_err(FileError::Io)?;
+    // A message may carry the file as soon as the upload is answered: the bytes must be on disk.
+    out.get_ref().sync_all().await.map_err(FileError::Io)?;
+    Ok(Received {
+        data,
+        sha256: hex::encode(hasher.finalize()),
+        size,
+        head,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunks(parts: &[&'static [u8]]) -> impl Stream<Item = Result<Bytes, std::io::Error>> {
+        futures::stream::iter(
+            parts
+                .iter()
+                .map(|p| Ok(Bytes::from_static(p)))
+                .collect::<Vec<_>>(),
+        )
+    }
+
+    fn leftovers(dir: &Path) -> usize {
+        std::fs::read_dir(dir).unwrap().count()
+    }
+
+    #[tokio::test]
+    async fn a_body_is_hashed_counted_and_kept_until_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let got = receive(
+            chunks(&[b"hello ", b"world"]),
+            dir.path(),
+            100,
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+        assert_eq!(got.size, 11);
+        assert_eq!(got.head, b"hello world");
+        assert_eq!(
+            got.sha256,
+            "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9"
+        );
+        assert_eq!(std::fs::read(got.data.path()).unwrap(), b"hello world");
+        drop(got);
+        assert_eq!(leftovers(dir.path()), 0);
+    }
+
+    #[tokio::test]
+    async fn too_large_interrupted_and_empty_leave_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let stall = Duration::from_secs(5);
+        let err = receive(chunks(&[b"0123456789", b"x"]), dir.path(), 10, stall).await;
+        assert!(matches!(err, Err(FileError::TooLarge { limit: 10 })));
+        let broken = futures::stream::iter(vec![
+            Ok(Bytes::from_static(b"abc")),
+            Err(std::io::Error::other("connection reset")),
+        ]);
+        let err = receive(broken, dir.path(), 10, stall).await;
+        assert!(matches!(err, Err(FileError::Interrupted(_))));
+        let err = receive(chunks(&[]), dir.path(), 10, stall).await;
+        assert!(matches!(err, Err(FileError::Empty)));
+        let silent = futures::stream::pending::<Result<Bytes, std::io::Error>>();
+        let err = receive(silent, dir.path(), 10, Duration::from_millis(20)).await;
+        assert!(matches!(err, Err(FileError::Stalled(_))));
+        assert_eq!(leftovers(dir.path()), 0);
+    }
+}
