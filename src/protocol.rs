@@ -658,12 +658,21 @@ pub struct Send {
     /// Any address of the recipient person.
     pub to: String,
     /// Any JSON; opaque to the broker (a caption when `files` is given). Required unless
-    /// `files` is given.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// `files` is given; an explicit `null` is a body.
+    #[serde(
+        default,
+        deserialize_with = "present_raw",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub body: Option<Box<RawValue>>,
     /// Ids of files (from `POST /files`) to attach, at most [`MAX_ATTACHMENTS`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<String>,
+}
+
+/// A field that is present is `Some`, even when it is `null` (absent is `None`, by `default`).
+fn present_raw<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Box<RawValue>>, D::Error> {
+    Box::<RawValue>::deserialize(d).map(Some)
 }
 
 /// The most files one message may carry.

@@ -17,7 +17,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
-use super::upload::{Received, TempFile, receive};
+use super::upload::{Received, TempFile, drain, receive};
 use super::{FileError, Variant, attachment, clean_name, media, new_file_id};
 use crate::api::{ApiError, refusal};
 use crate::auth::TokenHash;
@@ -144,7 +144,8 @@ async fn upload_inner(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit + MULTIPART_OVERHEAD) {
-        // Refused before a byte is read.
+        // Refused before a byte is stored.
+        drain(&mut request.into_body().into_data_stream()).await;
         return Err(FileError::TooLarge { limit });
     }
     let dir = state.files.dir.tmp();
@@ -159,7 +160,7 @@ async fn upload_inner(
             .await
             .map_err(|err| FileError::Interrupted(err.body_text()))?;
         loop {
-            let field = multipart
+            let mut field = multipart
                 .next_field()
                 .await
                 .map_err(|err| FileError::Interrupted(err.body_text()))?
@@ -168,16 +169,23 @@ async fn upload_inner(
                 continue; // another form field
             }
             let name = field.file_name().map(str::to_string).or(query.name.clone());
-            let received = receive(field, &dir, limit, stall).await?;
-            break (received, name);
+            let received = receive(&mut field, &dir, limit, stall).await;
+            if let Err(FileError::TooLarge { .. }) = received {
+                drain(&mut field).await;
+            }
+            break (received?, name);
         }
     } else {
         let name = query
             .name
             .clone()
             .or_else(|| disposition_name(request.headers()));
-        let body = request.into_body().into_data_stream();
-        (receive(body, &dir, limit, stall).await?, name)
+        let mut body = request.into_body().into_data_stream();
+        let received = receive(&mut body, &dir, limit, stall).await;
+        if let Err(FileError::TooLarge { .. }) = received {
+            drain(&mut body).await;
+        }
+        (received?, name)
     };
     let name = clean_name(name.as_deref().unwrap_or_default());
     store_upload(state, identity.person, name, received).await

@@ -102,17 +102,24 @@ pub fn inspect(
     thumb_path: &Path,
 ) -> Result<ImageFacts, FileError> {
     // The header alone first: a bomb is refused before a pixel is decoded.
-    let (width, height) = open(path, format)?
+    let mut header = ImageReader::open(path).map_err(FileError::Io)?;
+    header.set_format(format);
+    let (width, height) = header
         .into_dimensions()
         .map_err(|err| image_error(format, err))?;
-    if u64::from(width) * u64::from(height) > MAX_PIXELS {
-        return Err(FileError::ImageTooLarge(format!(
-            "{width}x{height} is more than {MAX_PIXELS} pixels"
-        )));
+    if width > MAX_SIDE || height > MAX_SIDE || u64::from(width) * u64::from(height) > MAX_PIXELS {
+        return Err(FileError::ImageTooLarge(format!("{width}x{height} pixels")));
     }
     let mut decoder = open(path, format)?
         .into_decoder()
         .map_err(|err| image_error(format, err))?;
+    // The decoder's own allocation limit is not checked by every format before it allocates.
+    let decoded = decoder.total_bytes();
+    if decoded > MAX_DECODE_BYTES {
+        return Err(FileError::ImageTooLarge(format!(
+            "{width}x{height} pixels, {decoded} bytes decoded"
+        )));
+    }
     let orientation = decoder
         .orientation()
         .map_err(|err| image_error(format, err))?;

@@ -56,16 +56,15 @@ pub struct Received {
 /// Streams `body` into a new file in `dir`: at most `limit` bytes, and never a pause longer
 /// than `stall` between chunks (a slow-body attack would hold the socket and the file forever).
 pub async fn receive<S, E>(
-    body: S,
+    body: &mut S,
     dir: &Path,
     limit: u64,
     stall: Duration,
 ) -> Result<Received, FileError>
 where
-    S: Stream<Item = Result<Bytes, E>>,
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
     E: std::fmt::Display,
 {
-    let mut body = std::pin::pin!(body);
     let data = TempFile::new(dir, "part");
     let file = tokio::fs::File::create(data.path())
         .await
@@ -104,11 +103,37 @@ where
     })
 }
 
+/// How long a refused upload's remaining body is read (and thrown away) before answering.
+const DRAIN_TIME: Duration = Duration::from_secs(5);
+/// How much of it at most.
+const DRAIN_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Reads and discards what is left of a refused upload's body (bounded in time and bytes), so
+/// the client, still sending, reads the refusal: closing a socket with unread data resets it,
+/// and the client would see a reset instead of the answer.
+pub async fn drain<S, E>(body: &mut S)
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+{
+    let mut left = DRAIN_BYTES;
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        while let Some(Ok(chunk)) = body.next().await {
+            left = left.saturating_sub(chunk.len() as u64);
+            if left == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn chunks(parts: &[&'static [u8]]) -> impl Stream<Item = Result<Bytes, std::io::Error>> {
+    fn chunks(
+        parts: &[&'static [u8]],
+    ) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Unpin {
         futures::stream::iter(
             parts
                 .iter()
@@ -125,7 +150,7 @@ mod tests {
     async fn a_body_is_hashed_counted_and_kept_until_dropped() {
         let dir = tempfile::tempdir().unwrap();
         let got = receive(
-            chunks(&[b"hello ", b"world"]),
+            &mut chunks(&[b"hello ", b"world"]),
             dir.path(),
             100,
             Duration::from_secs(5),
@@ -147,18 +172,18 @@ mod tests {
     async fn too_large_interrupted_and_empty_leave_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let stall = Duration::from_secs(5);
-        let err = receive(chunks(&[b"0123456789", b"x"]), dir.path(), 10, stall).await;
+        let err = receive(&mut chunks(&[b"0123456789", b"x"]), dir.path(), 10, stall).await;
         assert!(matches!(err, Err(FileError::TooLarge { limit: 10 })));
-        let broken = futures::stream::iter(vec![
+        let mut broken = futures::stream::iter(vec![
             Ok(Bytes::from_static(b"abc")),
             Err(std::io::Error::other("connection reset")),
         ]);
-        let err = receive(broken, dir.path(), 10, stall).await;
+        let err = receive(&mut broken, dir.path(), 10, stall).await;
         assert!(matches!(err, Err(FileError::Interrupted(_))));
-        let err = receive(chunks(&[]), dir.path(), 10, stall).await;
+        let err = receive(&mut chunks(&[]), dir.path(), 10, stall).await;
         assert!(matches!(err, Err(FileError::Empty)));
-        let silent = futures::stream::pending::<Result<Bytes, std::io::Error>>();
-        let err = receive(silent, dir.path(), 10, Duration::from_millis(20)).await;
+        let mut silent = futures::stream::pending::<Result<Bytes, std::io::Error>>();
+        let err = receive(&mut silent, dir.path(), 10, Duration::from_millis(20)).await;
         assert!(matches!(err, Err(FileError::Stalled(_))));
         assert_eq!(leftovers(dir.path()), 0);
     }

@@ -16,6 +16,7 @@ mod dashboard;
 mod disk_full;
 mod fanout;
 mod faults;
+mod files;
 mod limits;
 mod login;
 mod metrics;
