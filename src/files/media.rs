@@ -128,8 +128,12 @@ pub fn inspect(
     picture.apply_orientation(orientation);
     let dimensions = (picture.width(), picture.height());
 
-    let preview = picture.thumbnail(THUMB_SIDE, THUMB_SIDE);
-    drop(picture);
+    // Never upscale: a picture already small enough is its own preview (re-encoded).
+    let preview = if picture.width() <= THUMB_SIDE && picture.height() <= THUMB_SIDE {
+        picture
+    } else {
+        picture.thumbnail(THUMB_SIDE, THUMB_SIDE)
+    };
     let blurhash = {
         let tiny = preview.thumbnail(32, 32).to_rgba8();
         blurhash::encode(4, 3, tiny.width(), tiny.height(), tiny.as_raw()).map_err(|err| {

@@ -27,7 +27,7 @@ const ADMIN_TOKEN: &str = "proto-admin-token-0123456789";
 /// User tokens in examples are written `octu_<name>`: bound to the real token on first sight.
 const USER_TOKEN_PREFIX: &str = "octu_";
 /// The examples files, under `proto/examples/`.
-const EXAMPLE_FILES: &[&str] = &["backend.json", "frames.json"];
+const EXAMPLE_FILES: &[&str] = &["backend.json", "frames.json", "files.json"];
 /// How long a device must stay quiet at the end of a scenario.
 const SILENCE: Duration = Duration::from_millis(300);
 
@@ -62,6 +62,7 @@ struct Scenario {
 struct ScenarioConfig {
     ring_timeout_ms: Option<u64>,
     login_timeout_ms: Option<u64>,
+    max_file_kib: Option<u64>,
 }
 
 /// One step: a backend request (`request`, `raw` or `http`), a device action (`device` with
@@ -77,6 +78,8 @@ struct Step {
     http: Option<Http>,
     status: Option<u16>,
     response: Option<Value>,
+    /// Response headers that must be present with exactly these values.
+    response_headers: BTreeMap<String, String>,
     device: Option<String>,
     send: Option<Value>,
     send_text: Option<String>,
@@ -101,6 +104,15 @@ struct Http {
     content_type: String,
     /// A JSON body of exactly this many bytes (`{"pad":"xxx…"}`).
     body_bytes: Option<usize>,
+    /// A body of this text, as is.
+    body_text: Option<String>,
+    /// A body of these bytes, in hex.
+    body_hex: Option<String>,
+    /// `Authorization: Bearer <this>` (a user token placeholder).
+    bearer: Option<String>,
+    /// More request headers.
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
 }
 
 fn default_method() -> String {
@@ -201,15 +213,27 @@ fn is_token_placeholder(s: &str) -> bool {
     token_prefix_of(s).is_some()
 }
 
-/// `octu_<name>` stands for a user token, `octa_<name>` for an app token a response issued.
+/// `octu_<name>` stands for a user token, `octa_<name>` for an app token a response issued,
+/// `f_<name>` for a file id an upload answered.
 fn token_prefix_of(s: &str) -> Option<&'static str> {
-    if !s.ends_with('>') {
+    if !s.ends_with('>') || s[..s.len() - 1].contains('>') {
         return None;
     }
-    ["octu_<", "octa_<"]
+    ["octu_<", "octa_<", "f_<"]
         .into_iter()
         .find(|p| s.starts_with(p))
-        .map(|p| &p[..5])
+        .map(|p| &p[..p.len() - 1])
+}
+
+/// A signed URL's query (`exp=<ms>&sig=<64 hex digits>`), which `?<signed>` stands for.
+fn is_signed_query(query: &str) -> bool {
+    let Some((exp, sig)) = query.split_once("&sig=") else {
+        return false;
+    };
+    exp.strip_prefix("exp=")
+        .is_some_and(|e| !e.is_empty() && e.bytes().all(|b| b.is_ascii_digit()))
+        && sig.len() == 64
+        && sig.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// `"<x*N>"` in a request or a sent frame stands for a string of N `x` characters (for limits
@@ -262,6 +286,31 @@ fn compare(
                     }
                     bind.strings.insert(s.clone(), real.to_string());
                 }
+            }
+        }
+        (_, Value::String(s)) if s.contains("f_<") => {
+            // A file id inside a longer string (a URL): filled in from its binding.
+            let filled = bind.fill_text(s);
+            let (want, signed) = match filled.strip_suffix("?<signed>") {
+                Some(base) => (base.to_string(), true),
+                None => (filled.clone(), false),
+            };
+            let got = actual.as_str().unwrap_or_default();
+            let ok = if filled.contains("f_<") {
+                false
+            } else if signed {
+                got.split_once('?')
+                    .is_some_and(|(base, query)| base == want && is_signed_query(query))
+            } else {
+                got == want
+            };
+            if !ok {
+                diffs.push(format!("{path}: expected {s} (as {filled}), got {actual}"));
+            }
+        }
+        (Some("expires"), Value::Number(_)) => {
+            if !actual.as_i64().is_some_and(|t| t > 0) {
+                diffs.push(format!("{path}: expected a timestamp in ms, got {actual}"));
             }
         }
         (Some("ts"), Value::Number(n)) => {
@@ -371,6 +420,9 @@ async fn run_scenario(scenario: Scenario) -> Vec<String> {
         if let Some(ms) = config.login_timeout_ms {
             c.login_timeout = Duration::from_millis(ms);
         }
+        if let Some(kib) = config.max_file_kib {
+            c.max_file_bytes = kib * 1024;
+        }
     })
     .await;
     let mut bind = Bindings::new();
@@ -427,7 +479,9 @@ async fn run_step(
         errors.push("a step does exactly one thing (or only expects)".into());
         return;
     }
-    if !backend && (step.response.is_some() || step.status.is_some()) {
+    if !backend
+        && (step.response.is_some() || step.status.is_some() || !step.response_headers.is_empty())
+    {
         errors.push("`response` and `status` belong to backend steps".into());
         return;
     }
@@ -489,43 +543,69 @@ async fn run_backend(
     bind: &mut Bindings,
     errors: &mut Vec<String>,
 ) {
-    let body = match (
+    let http = step.http.as_ref();
+    let body: Vec<u8> = match (
         &step.request,
         &step.raw,
-        step.http.as_ref().and_then(|h| h.body_bytes),
+        http.and_then(|h| h.body_bytes),
+        http.and_then(|h| h.body_text.as_ref()),
+        http.and_then(|h| h.body_hex.as_ref()),
     ) {
-        (Some(request), None, None) => bind.fill(request, errors).to_string(),
-        (None, Some(raw), None) => bind.fill_text(raw),
-        (None, None, Some(n)) => {
+        (Some(request), None, None, None, None) => bind.fill(request, errors).to_string().into(),
+        (None, Some(raw), None, None, None) => bind.fill_text(raw).into(),
+        (None, None, Some(n), None, None) => {
             let pad = n.saturating_sub(r#"{"pad":""}"#.len());
-            format!(r#"{{"pad":"{}"}}"#, "x".repeat(pad))
+            format!(r#"{{"pad":"{}"}}"#, "x".repeat(pad)).into()
         }
-        (None, None, None) => String::new(),
+        (None, None, None, Some(text), None) => text.clone().into(),
+        (None, None, None, None, Some(hex)) => hex::decode(hex).expect("`body_hex` is hex"),
+        (None, None, None, None, None) => Vec::new(),
         _ => {
-            errors.push("a backend step has one of `request`, `raw`, `http.body_bytes`".into());
+            errors.push(
+                "a backend step has one of `request`, `raw`, `http.body_bytes`, `http.body_text`, `http.body_hex`"
+                    .into(),
+            );
             return;
         }
     };
+    let mut headers = reqwest::header::HeaderMap::new();
     let (status, answer) = match &step.http {
-        None => server.backend_raw(&body).await,
+        None => server.backend_raw(&String::from_utf8(body).expect("UTF-8")).await,
         Some(http) => {
             let method = reqwest::Method::from_bytes(http.method.as_bytes()).expect("a method");
             let mut request = reqwest::Client::new()
-                .request(method, server.http_url(&http.path))
+                .request(method, server.http_url(&bind.fill_text(&http.path)))
                 .timeout(WAIT);
             if !http.content_type.is_empty() {
                 request = request.header("content-type", &http.content_type);
+            }
+            if let Some(token) = &http.bearer {
+                match bind.strings.get(token) {
+                    Some(real) => request = request.bearer_auth(real),
+                    None => errors.push(format!("{token} is used before a response issued it")),
+                }
+            }
+            for (name, value) in &http.headers {
+                request = request.header(name, bind.fill_text(value));
             }
             if !body.is_empty() {
                 request = request.body(body);
             }
             let response = request.send().await.expect("the server answers");
             let status = response.status().as_u16();
+            headers = response.headers().clone();
             let text = response.text().await.expect("a body");
             let answer = serde_json::from_str(&text).unwrap_or(Value::String(text));
             (status, answer)
         }
     };
+    for (name, want) in &step.response_headers {
+        let want = bind.fill_text(want);
+        let got = headers.get(name).and_then(|v| v.to_str().ok());
+        if got != Some(want.as_str()) {
+            errors.push(format!("response header {name}: expected {want:?}, got {got:?}"));
+        }
+    }
     let want_status = step.status.unwrap_or(200);
     if status != want_status {
         errors.push(format!(
