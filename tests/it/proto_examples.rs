@@ -570,7 +570,11 @@ async fn run_backend(
     };
     let mut headers = reqwest::header::HeaderMap::new();
     let (status, answer) = match &step.http {
-        None => server.backend_raw(&String::from_utf8(body).expect("UTF-8")).await,
+        None => {
+            server
+                .backend_raw(&String::from_utf8(body).expect("UTF-8"))
+                .await
+        }
         Some(http) => {
             let method = reqwest::Method::from_bytes(http.method.as_bytes()).expect("a method");
             let mut request = reqwest::Client::new()
@@ -603,7 +607,9 @@ async fn run_backend(
         let want = bind.fill_text(want);
         let got = headers.get(name).and_then(|v| v.to_str().ok());
         if got != Some(want.as_str()) {
-            errors.push(format!("response header {name}: expected {want:?}, got {got:?}"));
+            errors.push(format!(
+                "response header {name}: expected {want:?}, got {got:?}"
+            ));
         }
     }
     let want_status = step.status.unwrap_or(200);
