@@ -309,7 +309,7 @@ fn compare(
             }
         }
         (Some("expires"), Value::Number(_)) => {
-            if !actual.as_i64().is_some_and(|t| t > 0) {
+            if actual.as_i64().is_none_or(|t| t <= 0) {
                 diffs.push(format!("{path}: expected a timestamp in ms, got {actual}"));
             }
         }
