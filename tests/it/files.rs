@@ -813,3 +813,55 @@ fn bomb_fixture_is_a_png_header_the_decoder_reads() {
             .unwrap();
     assert_eq!(dims, (50_000, 50_000));
 }
+
+#[tokio::test]
+async fn gif_and_webp_get_previews_too_and_uploads_are_counted() {
+    let server = TestServer::start().await;
+    let alice = server.device("alice@example.com", "a").await;
+    let frame = image::RgbaImage::from_fn(500, 250, |x, _| image::Rgba([x as u8, 20, 200, 255]));
+    let mut gif = Vec::new();
+    image::DynamicImage::from(frame.clone())
+        .write_to(&mut std::io::Cursor::new(&mut gif), image::ImageFormat::Gif)
+        .unwrap();
+    let mut webp = Vec::new();
+    image::DynamicImage::from(frame)
+        .write_to(
+            &mut std::io::Cursor::new(&mut webp),
+            image::ImageFormat::WebP,
+        )
+        .unwrap();
+    for (bytes, kind) in [(gif, "image/gif"), (webp, "image/webp")] {
+        let file = upload_ok(&server, &alice.token, bytes, "anim").await;
+        assert_eq!(file["type"], kind);
+        assert_eq!(
+            (file["width"].as_u64(), file["height"].as_u64()),
+            (Some(500), Some(250))
+        );
+        assert_eq!(file["thumb"]["width"], 320, "{file}");
+        assert_eq!(file["thumb"]["height"], 160, "{file}");
+        assert!(file["blurhash"].is_string());
+        let thumb = get(
+            &server,
+            file["thumb"]["url"].as_str().unwrap(),
+            Some(&alice.token),
+        )
+        .await;
+        assert_eq!(thumb.status(), 200);
+        let preview = image::load_from_memory(&thumb.bytes().await.unwrap()).unwrap();
+        assert_eq!((preview.width(), preview.height()), (320, 160));
+    }
+    let metrics = reqwest::get(server.http_url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("octet_files_uploaded_total 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("octet_file_downloads_total 2"),
+        "{metrics}"
+    );
+}
