@@ -110,6 +110,15 @@ fn count(server: &TestServer, table: &str) -> i64 {
         .unwrap()
 }
 
+/// Waits (at most [`WAIT`]) until `done`; fails with `what` otherwise.
+async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn send_files(dev: &mut Device, id: &str, to: &str, files: &[&Value], body: Option<Value>) {
     let mut frame = json!({"op":"send","id":id,"to":to,"files":files.iter().map(|f| f["id"].clone()).collect::<Vec<_>>()});
     if let Some(body) = body {
@@ -427,14 +436,10 @@ async fn uploads_over_the_limit_or_without_a_token_are_refused_and_leave_nothing
     upload_ok(&server, &alice.token, vec![7u8; 64 * 1024], "edge.bin").await;
     assert_eq!(count(&server, "files"), 1);
     assert_eq!(stored(&server).len(), 1);
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while upload_dir_entries(&server) > 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "a refused upload left its bytes"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until("a refused upload left its bytes", || {
+        upload_dir_entries(&server) == 0
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -451,23 +456,15 @@ async fn an_interrupted_upload_leaves_nothing_behind() {
     socket.write_all(&vec![3u8; 100_000]).unwrap();
     socket.flush().unwrap();
     // The upload is under way: its partial file exists.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while upload_dir_entries(&server) == 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the upload never started"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until("the upload never started", || {
+        upload_dir_entries(&server) > 0
+    })
+    .await;
     drop(socket);
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while upload_dir_entries(&server) > 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the partial upload was left behind"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until("the partial upload was left behind", || {
+        upload_dir_entries(&server) == 0
+    })
+    .await;
     assert_eq!(count(&server, "files"), 0);
     assert_eq!(count(&server, "blobs"), 0);
     assert!(stored(&server).is_empty());
@@ -732,14 +729,10 @@ async fn pruning_removes_unreferenced_files_only() {
     send_files(&mut alice, "m1", "bob@example.com", &[&sent], None).await;
     alice.expect("sent").await;
 
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while count(&server, "files") > 1 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the unsent upload was never pruned"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until("the unsent upload was never pruned", || {
+        count(&server, "files") <= 1
+    })
+    .await;
     let url = |f: &Value| f["url"].as_str().unwrap().to_string();
     assert_eq!(
         get(&server, &url(&unsent), Some(&alice.token))
@@ -781,14 +774,10 @@ async fn files_go_with_the_events_that_carried_them() {
     // Uploaded after the send: young, never sent, kept for its grace period.
     let fresh = upload_ok(&server, &alice.token, b"draft".to_vec(), "draft.txt").await;
 
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while count(&server, "blobs") > 1 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the expired file was never pruned"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until("the expired file was never pruned", || {
+        count(&server, "blobs") <= 1
+    })
+    .await;
     let status = |f: &Value| {
         let url = f["url"].as_str().unwrap().to_string();
         let token = alice.token.clone();
