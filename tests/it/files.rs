@@ -854,3 +854,25 @@ async fn gif_and_webp_get_previews_too_and_uploads_are_counted() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn files_and_signed_urls_survive_a_restart() {
+    let server = TestServer::start().await;
+    let mut alice = server.device("alice@example.com", "a").await;
+    let file = upload_ok(&server, &alice.token, jpeg(400, 300), "cat.jpg").await;
+    alice
+        .send_json(json!({"op":"file_url","id":file["id"]}))
+        .await;
+    let signed = alice.expect("file_url").await;
+    let token = alice.token.clone();
+    drop(alice);
+    let server = server.restart().await;
+    let url = file["url"].as_str().unwrap();
+    let whole = get(&server, url, Some(&token)).await;
+    assert_eq!(whole.status(), 200);
+    assert_eq!(whole.bytes().await.unwrap().as_ref(), &jpeg(400, 300)[..]);
+    // The signing key is kept in the database: links handed out before still work.
+    let thumb = get(&server, signed["thumb_url"].as_str().unwrap(), None).await;
+    assert_eq!(thumb.status(), 200);
+    assert_eq!(thumb.headers()["content-type"], "image/jpeg");
+}
