@@ -876,3 +876,60 @@ async fn files_and_signed_urls_survive_a_restart() {
     assert_eq!(thumb.status(), 200);
     assert_eq!(thumb.headers()["content-type"], "image/jpeg");
 }
+
+/// A page on its own origin that loads the `signed` and `bare` query URLs as images and puts
+/// what happened in its title.
+const IMG_PAGE: &str = r#"<!doctype html><title>loading</title><script>
+const q = new URLSearchParams(location.search);
+const results = {};
+for (const name of ['signed', 'bare']) {
+  const img = new Image();
+  img.onload = () => { results[name] = img.naturalWidth + 'x' + img.naturalHeight; done(); };
+  img.onerror = () => { results[name] = 'error'; done(); };
+  img.src = q.get(name);
+}
+function done() { if (Object.keys(results).length == 2) document.title = JSON.stringify(results); }
+</script>"#;
+
+#[tokio::test]
+async fn a_browser_shows_a_signed_url_in_an_img_and_not_a_bare_one() {
+    let server = TestServer::start().await;
+    let mut alice = server.device("alice@example.com", "a").await;
+    let file = upload_ok(&server, &alice.token, jpeg(400, 300), "cat.jpg").await;
+    alice
+        .send_json(json!({"op":"file_url","id":file["id"]}))
+        .await;
+    let signed = alice.expect("file_url").await;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let page_addr = listener.local_addr().unwrap();
+    let app = axum::Router::new().route(
+        "/",
+        axum::routing::get(|| async { axum::response::Html(IMG_PAGE) }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let base = format!("http://{}", server.addr);
+    let query = |url: &str| {
+        percent_encoding::utf8_percent_encode(url, percent_encoding::NON_ALPHANUMERIC).to_string()
+    };
+    let page_url = format!(
+        "http://{page_addr}/?signed={}&bare={}",
+        query(&format!("{base}{}", signed["url"].as_str().unwrap())),
+        query(&format!("{base}{}", file["url"].as_str().unwrap())),
+    );
+    let browser = crate::browser::Browser::launch().await;
+    let mut cdp = browser.connect().await;
+    let page = cdp.open_page(&page_url).await;
+    let title = cdp
+        .wait_for(
+            &page,
+            "both images to load or fail",
+            "document.title",
+            |t| t.as_str().is_some_and(|t| t.starts_with('{')),
+        )
+        .await;
+    let results: Value = serde_json::from_str(title.as_str().unwrap()).unwrap();
+    assert_eq!(results, json!({"signed":"400x300","bare":"error"}));
+    browser.close(cdp).await;
+}
