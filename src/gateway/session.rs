@@ -9,7 +9,6 @@ use std::sync::Arc;
 use axum::extract::ws::{Message, WebSocket};
 use futures::StreamExt;
 use futures::stream::SplitStream;
-use tokio::sync::{mpsc, watch};
 use tracing::{Instrument, field};
 
 use super::writer;
@@ -22,7 +21,7 @@ use crate::protocol::{
     ReadRequest, Send, Sent, ServerFrame, Synced, UserRef, Welcome, check_depth,
     check_profile_patch,
 };
-use crate::router::{CallEnded, CallError, ConnHandle, Frame, KickReason, Outbound, Party};
+use crate::router::{CallEnded, CallError, ConnHandle, Frame, Mailbox, Outbound, OwnQueue, Party};
 use crate::state::{ServerState, now_millis};
 use crate::store::{Appended, CallRecord, Identity, Marker, NewMessage, OnCommit, StoreError};
 use serde_json::value::RawValue;
@@ -56,24 +55,16 @@ async fn run_inner(
     peer: std::net::IpAddr,
 ) {
     let (sink, mut stream) = socket.split();
-    // Two bounded queues: the session's own (replies, catch-up) and the live one the router
-    // fills; the writer holds the live one until the catch-up is done.
-    let (queue_tx, own) = mpsc::channel(state.config.queue_frames);
-    let (live_tx, live) = mpsc::channel(state.config.queue_frames);
-    let (kick_tx, kick_rx) = watch::channel(None);
+    // One mailbox: the session's own queue (replies, catch-up), the live one the router fills
+    // and the kick; the writer holds the live queue until the catch-up is done.
+    let mailbox = Mailbox::new(state.config.queue_frames);
     let writer = tokio::spawn(
-        writer::run(
-            sink,
-            writer::Queues { own, live },
-            kick_rx.clone(),
-            state.metrics.clone(),
-        )
-        .instrument(tracing::Span::current()),
+        writer::run(sink, mailbox.clone(), state.metrics.clone())
+            .instrument(tracing::Span::current()),
     );
     let mut session = Session {
         state: state.clone(),
-        queue: queue_tx,
-        kick: kick_rx,
+        queue: OwnQueue::new(mailbox),
         conn_id,
         identity: None,
         appid: String::new(),
@@ -132,7 +123,8 @@ async fn run_inner(
                 state.metrics.logins.with_label_values(&["ok"]).inc();
                 // Registered before the log's head is read: an event committed from here on is
                 // delivered live (and dropped by the writer if the catch-up also sent it).
-                let handle = ConnHandle::new(identity.uid, conn_id, live_tx, kick_tx);
+                let handle =
+                    ConnHandle::new(identity.uid, conn_id, session.queue.mailbox().clone());
                 state.router.register(identity.person, handle);
                 if let Err(err) = state.store.touch(identity.uid, now_millis()).await {
                     tracing::warn!(error = %err, "could not record last seen");
@@ -178,8 +170,7 @@ async fn run_inner(
 
 struct Session {
     state: Arc<ServerState>,
-    queue: mpsc::Sender<Outbound>,
-    kick: watch::Receiver<Option<KickReason>>,
+    queue: OwnQueue,
     conn_id: u64,
     identity: Option<Identity>,
     /// The appid the device logged in with.
@@ -373,7 +364,7 @@ impl Session {
 
     /// Reads frames until the device leaves, breaks the protocol, or is kicked.
     async fn read_loop(&mut self, stream: &mut SplitStream<WebSocket>) -> &'static str {
-        let mut kick = self.kick.clone();
+        let mailbox = self.queue.mailbox().clone();
         let state = self.state.clone();
         let config = &state.config;
         let idle = config.idle_timeout;
@@ -386,7 +377,7 @@ impl Session {
         loop {
             let next = tokio::select! {
                 // Kicked (replaced, revoked, slow, shutdown): the writer sends the close frame.
-                _ = kick.wait_for(Option::is_some) => return "kicked",
+                _ = mailbox.kicked() => return "kicked",
                 next = stream.next() => Some(next),
                 _ = keepalive.tick() => None,
             };
