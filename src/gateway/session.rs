@@ -132,7 +132,7 @@ async fn run_inner(
                 session.identity = Some(identity);
                 // A tokendel or userdel that committed between our token check and the
                 // registration kicked nobody; checking again after registering closes that gap.
-                if !session.still_valid(hash).await {
+                if !Box::pin(session.still_valid(hash)).await {
                     "token revoked during login"
                 } else if !Box::pin(session.catch_up(login.since, login.epoch)).await {
                     "catch-up failed"
@@ -155,7 +155,7 @@ async fn run_inner(
 
     if let Some(identity) = &session.identity {
         for ended in state.router.unregister(identity.person, conn_id) {
-            record_call(&state, ended).await;
+            Box::pin(record_call(&state, ended)).await;
         }
         if let Err(err) = state.store.touch(identity.uid, now_millis()).await {
             tracing::warn!(error = %err, "could not record last seen");
@@ -390,7 +390,7 @@ impl Session {
                         .await;
                     return "idle timeout";
                 }
-                let _ = self.queue.send(Outbound::Ping).await;
+                let _ = Box::pin(self.queue.send(Outbound::Ping)).await;
                 continue;
             };
             last_heard = tokio::time::Instant::now();
@@ -407,17 +407,17 @@ impl Session {
                                 config.send_rate, config.send_burst
                             ),
                         );
-                        self.error(err, id, call).await;
+                        Box::pin(self.error(err, id, call)).await;
                     }
                 }
                 Some(Ok(Message::Binary(_))) => {
-                    self.refuse_binary().await;
+                    Box::pin(self.refuse_binary()).await;
                     return "binary frame";
                 }
                 Some(Ok(Message::Close(_))) | None => return "closed by device",
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
                 Some(Err(err)) => {
-                    self.refuse_read_error(err).await;
+                    Box::pin(self.refuse_read_error(err)).await;
                     return "read error";
                 }
             }
