@@ -59,8 +59,16 @@ async fn run_inner(
     // and the kick; the writer holds the live queue until the catch-up is done.
     let mailbox = Mailbox::new(state.config.queue_frames);
     let writer = tokio::spawn(
-        writer::run(sink, mailbox.clone(), state.metrics.clone())
-            .instrument(tracing::Span::current()),
+        writer::run(
+            sink,
+            mailbox.clone(),
+            state.metrics.clone(),
+            writer::Ending {
+                slow_close_wait: state.config.idle_timeout,
+                shutdown: state.shutdown.subscribe(),
+            },
+        )
+        .instrument(tracing::Span::current()),
     );
     let mut session = Session {
         state: state.clone(),

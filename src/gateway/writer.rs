@@ -8,6 +8,7 @@
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures::SinkExt;
 use futures::stream::SplitSink;
+use tokio::sync::watch;
 
 use std::sync::Arc;
 
@@ -27,21 +28,48 @@ enum Step {
     Close(CloseCode, String),
 }
 
+/// How the writer ends.
+pub struct Ending {
+    /// How long a slow consumer's close frame may wait behind what its socket still holds
+    /// (the idle timeout: as long as any silent connection is kept).
+    pub slow_close_wait: std::time::Duration,
+    /// Server shutdown: stop waiting for a slow consumer.
+    pub shutdown: watch::Receiver<bool>,
+}
+
 /// Runs until the session ends, a close is queued, or the connection is kicked.
 pub async fn run(
     mut sink: SplitSink<WebSocket, Message>,
     mailbox: Arc<Mailbox>,
     metrics: Arc<Metrics>,
+    mut ending: Ending,
 ) {
     let close = write_loop(&mut sink, &mailbox, &metrics).await;
     // Nothing more is written: senders waiting for room give up, queued frames are dropped.
     mailbox.writer_done();
     if let Some((code, reason)) = close {
+        // A slow consumer's socket is full: its close frame goes out behind what is already
+        // buffered, once the device reads again, so it learns to resync (4008) rather than
+        // seeing a bare reset. Bounded by the idle timeout and by shutdown.
+        let slow = code == CloseCode::SlowConsumer;
         let frame = CloseFrame {
             code: code.code(),
             reason: reason.into(),
         };
-        let _ = tokio::time::timeout(CLOSE_WAIT, sink.send(Message::Close(Some(frame)))).await;
+        let wait = if slow {
+            ending.slow_close_wait
+        } else {
+            CLOSE_WAIT
+        };
+        let send = tokio::time::timeout(wait, sink.send(Message::Close(Some(frame))));
+        if slow {
+            tokio::select! {
+                _ = send => {}
+                _ = ending.shutdown.wait_for(|down| *down) => {}
+            }
+        } else {
+            let _ = send.await;
+        }
     }
     // A peer that stopped reading must not hold the task (and its socket) forever.
     let _ = tokio::time::timeout(CLOSE_WAIT, sink.close()).await;
@@ -87,13 +115,13 @@ async fn write_loop(
             }
             Ok::<(), axum::Error>(())
         };
-        // A kick must win even while a write is stuck on a peer that stopped reading.
+        // A kick must win even while a write is stuck on a peer that stopped reading. The
+        // frames already fed stay buffered whole; the close frame goes out after them.
         let written = tokio::select! {
             biased;
             reason = mailbox.kicked() => {
-                // The socket is stuck; a close frame could not get through either.
-                tracing::debug!(code = reason.code.code(), "dropping a stuck connection");
-                return None;
+                tracing::debug!(code = reason.code.code(), "kicked during a stuck write");
+                return Some((reason.code, reason.reason));
             }
             written = write => written,
         };
