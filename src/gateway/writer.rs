@@ -116,14 +116,21 @@ async fn write_loop(
             Ok::<(), axum::Error>(())
         };
         // A kick must win even while a write is stuck on a peer that stopped reading. The
-        // frames already fed stay buffered whole; the close frame goes out after them.
-        let written = tokio::select! {
-            biased;
-            reason = mailbox.kicked() => {
-                tracing::debug!(code = reason.code.code(), "kicked during a stuck write");
-                return Some((reason.code, reason.reason));
+        // frames already fed stay buffered whole; the close frame goes out after them. Most
+        // writes finish at once, so the kick is raced only when one would wait.
+        let written = {
+            let mut write = std::pin::pin!(write);
+            match futures::poll!(write.as_mut()) {
+                std::task::Poll::Ready(written) => written,
+                std::task::Poll::Pending => tokio::select! {
+                    biased;
+                    reason = mailbox.kicked() => {
+                        tracing::debug!(code = reason.code.code(), "kicked during a stuck write");
+                        return Some((reason.code, reason.reason));
+                    }
+                    written = write => written,
+                },
             }
-            written = write => written,
         };
         if written.is_err() {
             return None; // the peer is gone
