@@ -195,6 +195,12 @@ async fn main() -> anyhow::Result<()> {
             if let Some(per) = report.rss_per_connection_bytes {
                 println!("broker RSS / conn  {:.1} KiB", per / 1024.0);
             }
+            if let Some(cpu) = report.server_cpu_us_per_login {
+                println!("broker CPU / login {cpu:.0} µs");
+            }
+            if let Some(cpu) = report.client_cpu_us_per_login {
+                println!("loadgen CPU / login {cpu:.0} µs (same machine)");
+            }
             broker.write_json(&report)?;
         }
         Command::Fanout {

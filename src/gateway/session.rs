@@ -41,7 +41,9 @@ pub async fn run(state: Arc<ServerState>, socket: WebSocket, peer: std::net::Soc
         person.id = field::Empty
     );
     state.metrics.connections.inc();
-    span.in_scope(|| tracing::info!(peer = %peer, "connection opened"));
+    // At debug: "logged in" and "connection closed" (with the peer) tell a connection's story
+    // at info, and a third line per connection cost ~10 µs of a login's CPU.
+    span.in_scope(|| tracing::debug!(peer = %peer, "connection opened"));
     run_inner(state.clone(), socket, conn_id, peer.ip())
         .instrument(span)
         .await;
@@ -169,7 +171,7 @@ async fn run_inner(
             tracing::warn!(error = %err, "could not record last seen");
         }
     }
-    tracing::info!(reason = ended, "connection closed");
+    tracing::info!(peer = %peer, reason = ended, "connection closed");
     // Dropping the session drops its queue sender; with the router's handle gone the writer
     // drains what is queued, writes the close frame and ends.
     drop(session);
