@@ -30,6 +30,8 @@ pub const MAX_BATCH: usize = 512;
 const QUEUE: usize = 4096;
 /// Read connections.
 const READERS: usize = 4;
+/// WAL pages between the writer's own checkpoints (64 MiB at 4 KiB pages).
+const WAL_PAGES: i64 = 16_384;
 
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
@@ -83,10 +85,13 @@ impl SqliteStore {
                 Ok(Mutex::new(conn))
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
-        // Checkpoints (copying the WAL back into the database file, with an fsync) run on
-        // their own thread and connection instead of inside a writer's COMMIT, where one took
-        // 5-10 ms and stalled every send queued behind it (loadtest/RESULTS.md).
-        writer.pragma_update(None, "wal_autocheckpoint", 0)?;
+        // A checkpoint (copying the WAL back into the database file, then an fsync) inside a
+        // writer's COMMIT took 5-10 ms and stalled every send queued behind it, about 18 times a
+        // second at 3,000 sends/s with SQLite's default of one per 1,000 WAL pages. Here a
+        // helper thread copies committed frames every 100 ms (PASSIVE: beside the writer,
+        // never blocking it), and the writer checkpoints itself only every WAL_PAGES pages,
+        // when little is left to copy; that keeps the WAL bounded and restarting it.
+        writer.pragma_update(None, "wal_autocheckpoint", WAL_PAGES)?;
         let checkpointer = Connection::open(&path)?;
         configure(&checkpointer)?;
         let (checkpoint, wanted) = std::sync::mpsc::sync_channel(1);
@@ -600,7 +605,7 @@ fn authenticate(
 }
 
 /// How often the writer asks for a checkpoint while it commits.
-const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Runs PASSIVE checkpoints when the writer asks: they copy committed WAL frames into the
 /// database file beside the writer, never blocking it. Ends with the writer thread.
