@@ -299,9 +299,41 @@ impl Store for SqliteStore {
         if let Some(found) = self.try_read_here(|conn| authenticate(conn, &hash, appid, now)) {
             return found;
         }
+
         let appid = appid.to_string();
-        self.read(move |conn| authenticate(conn, &hash, &appid, now))
-            .await
+        self.read(move |conn| {
+            let row = conn
+                .prepare_cached(
+                    "SELECT t.appid, t.expires_at, u.uid, u.address, p.uid, p.address
+                     FROM tokens t
+                     JOIN users u ON u.uid = t.uid
+                     JOIN users p ON p.uid = coalesce(u.primary_uid, u.uid)
+                     WHERE t.hash = ?1",
+                )?
+                .query_row([&hash.0[..]], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, i64>(1)?,
+                        Identity {
+                            uid: r.get(2)?,
+                            address: r.get(3)?,
+                            person: r.get(4)?,
+                            primary_address: r.get(5)?,
+                        },
+                    ))
+                })
+                .optional()?;
+            let (token_appid, expires_at, identity) =
+                row.ok_or(StoreError::AuthFailed(AuthFailure::Unknown))?;
+            if expires_at <= now {
+                return Err(StoreError::AuthFailed(AuthFailure::Expired));
+            }
+            if token_appid != appid {
+                return Err(StoreError::AuthFailed(AuthFailure::WrongAppid));
+            }
+            Ok(identity)
+        })
+        .await
     }
 
     async fn resolve(&self, address: &str) -> Result<(PersonId, String), StoreError> {
