@@ -17,7 +17,7 @@ cargo build --release -p octet -p octet-loadtest
 
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
-flags=(--persons 250 --senders 250 --rates 1000,3000,6000 --warmup 1 --measure 4 --quiet "$@")
+flags=(--persons 250 --senders 250 --rates 1000,3000,4500,6000 --warmup 1 --measure 4 --quiet "$@")
 
 echo "== octet"
 token=compare-app-token-0123456789

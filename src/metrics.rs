@@ -7,9 +7,15 @@ use prometheus::{
     Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
 
+/// The ops most frames out carry (their counters are cached).
+const OUT_OPS: [&str; 4] = ["message", "sent", "welcome", "synced"];
+
 /// Every metric octet exports. Names follow Prometheus conventions (`_total`, `_seconds`).
 pub struct Metrics {
     registry: Registry,
+    /// `frames_out` children for the common ops, resolved once: looking a label up takes a
+    /// lock shared by every writer, and it ran once per delivered frame.
+    frames_out_by_op: [std::sync::OnceLock<IntCounter>; OUT_OPS.len()],
     /// WebSocket connections open (logged in or not).
     pub connections: IntGauge,
     /// Persons with at least one live device (set at scrape time from the router).
@@ -150,6 +156,7 @@ impl Metrics {
             )
             .unwrap(),
             registry,
+            frames_out_by_op: Default::default(),
         };
         metrics.register_all();
         metrics
@@ -194,7 +201,12 @@ impl Metrics {
             .strip_prefix("{\"op\":\"")
             .and_then(|rest| rest.split('"').next())
             .unwrap_or("other");
-        self.frames_out.with_label_values(&[op]).inc();
+        match OUT_OPS.iter().position(|known| *known == op) {
+            Some(idx) => self.frames_out_by_op[idx]
+                .get_or_init(|| self.frames_out.with_label_values(&[op]))
+                .inc(),
+            None => self.frames_out.with_label_values(&[op]).inc(),
+        }
     }
 
     /// The Prometheus text exposition of every metric.

@@ -29,6 +29,10 @@ pub struct Report {
     pub rss_after_bytes: Option<u64>,
     /// (after − before) / connections.
     pub rss_per_connection_bytes: Option<f64>,
+    /// Broker CPU seconds per login (TCP, handshake, token check, registration, catch-up).
+    pub server_cpu_us_per_login: Option<f64>,
+    /// This generator's own CPU per login, which shares the machine.
+    pub client_cpu_us_per_login: Option<f64>,
 }
 
 /// Opens `persons × devices` connections and holds them while measuring memory.
@@ -42,7 +46,9 @@ pub async fn run(
     show: bool,
 ) -> anyhow::Result<Report> {
     let creds = target.prepare(persons, devices, 32).await?;
-    let rss_before = procstat::maybe(server_pid).map(|s| s.rss_bytes);
+    let before = procstat::maybe(server_pid);
+    let rss_before = before.map(|s| s.rss_bytes);
+    let me_before = procstat::sample(std::process::id()).ok();
     let bar = if show {
         ProgressBar::new(creds.len() as u64)
     } else {
@@ -72,12 +78,19 @@ pub async fn run(
         held.push(ws);
     }
     let elapsed = started.elapsed();
+    let after_login = procstat::maybe(server_pid);
+    let me_after = procstat::sample(std::process::id()).ok();
     bar.finish_and_clear();
     // Let the broker settle before reading its memory.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_after = procstat::maybe(server_pid).map(|s| s.rss_bytes);
     let n = held.len() as u64;
     drop(held);
+    let per_login = |b: Option<procstat::ProcSample>, a: Option<procstat::ProcSample>| match (b, a)
+    {
+        (Some(b), Some(a)) if n > 0 => Some((a.cpu_seconds - b.cpu_seconds) * 1e6 / n as f64),
+        _ => None,
+    };
     Ok(Report {
         connections: n,
         logins_per_sec: n as f64 / elapsed.as_secs_f64(),
@@ -89,5 +102,7 @@ pub async fn run(
             (Some(b), Some(a)) if n > 0 => Some((a as f64 - b as f64) / n as f64),
             _ => None,
         },
+        server_cpu_us_per_login: per_login(before, after_login),
+        client_cpu_us_per_login: per_login(me_before, me_after),
     })
 }

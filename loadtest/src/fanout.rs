@@ -350,12 +350,12 @@ async fn read_device(
     result
 }
 
-fn new_hist() -> Histogram<u64> {
+pub(crate) fn new_hist() -> Histogram<u64> {
     // 1 µs to 60 s at 3 significant digits, in nanoseconds.
     Histogram::new_with_bounds(1_000, 60_000_000_000, 3).expect("valid histogram bounds")
 }
 
-fn progress(show: bool, len: u64, what: &str) -> ProgressBar {
+pub(crate) fn progress(show: bool, len: u64, what: &str) -> ProgressBar {
     if !show {
         return ProgressBar::hidden();
     }
@@ -369,10 +369,10 @@ fn progress(show: bool, len: u64, what: &str) -> ProgressBar {
 }
 
 /// A tiny xorshift generator: recipients need to be random, not secure.
-struct XorShift(u64);
+pub(crate) struct XorShift(pub(crate) u64);
 
 impl XorShift {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x << 13;
         x ^= x >> 7;

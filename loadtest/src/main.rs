@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use octet_loadtest::target::{Nats, Octet, Target, raise_nofile};
-use octet_loadtest::{connect, fanout, store};
+use octet_loadtest::{connect, fanout, slow, store};
 
 /// Load generator for octet.
 #[derive(Parser)]
@@ -54,6 +54,40 @@ enum Command {
         /// Measured seconds per phase.
         #[arg(long, default_value_t = 5)]
         measure: u64,
+        /// Handshakes in flight while connecting.
+        #[arg(long, default_value_t = 256)]
+        inflight: usize,
+    },
+    /// Fanout at one rate while 1% of the devices stop reading: the others' latency and loss,
+    /// the broker's memory, and how the stalled devices were closed (octet: 4008).
+    Slow {
+        #[command(flatten)]
+        broker: Broker,
+        /// Persons.
+        #[arg(long, default_value_t = 50)]
+        persons: u32,
+        /// Devices per person.
+        #[arg(long, default_value_t = 8)]
+        devices: u32,
+        /// Sending devices (one per person).
+        #[arg(long, default_value_t = 50)]
+        senders: u32,
+        /// Aggregate sends per second.
+        #[arg(long, default_value_t = 2000)]
+        rate: u32,
+        /// Unmeasured seconds at the start.
+        #[arg(long, default_value_t = 2)]
+        warmup: u64,
+        /// Measured seconds (the stalled devices' queues must fill in this time).
+        #[arg(long, default_value_t = 20)]
+        measure: u64,
+        /// Percent of the devices that stop reading.
+        #[arg(long, default_value_t = 1.0)]
+        stall_percent: f64,
+        /// Filler bytes per message body (the stalled devices' socket buffers and queues must
+        /// fill within the run).
+        #[arg(long, default_value_t = 4096)]
+        pad: usize,
         /// Handshakes in flight while connecting.
         #[arg(long, default_value_t = 256)]
         inflight: usize,
@@ -161,6 +195,12 @@ async fn main() -> anyhow::Result<()> {
             if let Some(per) = report.rss_per_connection_bytes {
                 println!("broker RSS / conn  {:.1} KiB", per / 1024.0);
             }
+            if let Some(cpu) = report.server_cpu_us_per_login {
+                println!("broker CPU / login {cpu:.0} µs");
+            }
+            if let Some(cpu) = report.client_cpu_us_per_login {
+                println!("loadgen CPU / login {cpu:.0} µs (same machine)");
+            }
             broker.write_json(&report)?;
         }
         Command::Fanout {
@@ -236,6 +276,79 @@ async fn main() -> anyhow::Result<()> {
                 None => println!("headline: no rate met p99 ≤ 10 ms with nothing lost"),
             }
             broker.write_json(&report)?;
+        }
+        Command::Slow {
+            broker,
+            persons,
+            devices,
+            senders,
+            rate,
+            warmup,
+            measure,
+            stall_percent,
+            pad,
+            inflight,
+        } => {
+            let limit = raise_nofile();
+            let wanted = u64::from(persons) * u64::from(devices);
+            anyhow::ensure!(
+                wanted + 256 <= limit,
+                "{wanted} connections need more than this process's {limit} open files; lower --persons"
+            );
+            let plan = slow::Plan {
+                persons,
+                devices,
+                senders: senders.min(persons),
+                rate,
+                warmup: Duration::from_secs(warmup),
+                measure: Duration::from_secs(measure),
+                stall_percent,
+                pad,
+                inflight,
+                sources: broker.sources,
+                server_pid: broker.server_pid,
+                progress: !broker.quiet,
+            };
+            let target = broker.target()?;
+            let r = slow::run(&target, &plan).await?;
+            let mib = |b: Option<u64>| {
+                b.map(|b| format!("{:.1} MiB", b as f64 / 1048576.0))
+                    .unwrap_or("-".into())
+            };
+            println!(
+                "connections        {} ({} stalled)",
+                r.connections, r.stalled
+            );
+            println!("sends              {} ({rate}/s)", r.sends);
+            println!("others' deliv/s    {:.0}", r.deliveries_per_sec);
+            println!(
+                "others' latency    p50 {} µs, p99 {} µs, p99.9 {} µs, max {} µs",
+                r.p50_us, r.p99_us, r.p999_us, r.max_us
+            );
+            let t = r.totals;
+            println!(
+                "others' accounting expected {} received {} lost {} duplicated {} out-of-order {}",
+                t.expected, t.received, t.lost, t.duplicated, t.out_of_order
+            );
+            println!(
+                "broker RSS         start {}, peak {}, end {}",
+                mib(r.rss_start_bytes),
+                mib(r.rss_peak_bytes),
+                mib(r.rss_end_bytes)
+            );
+            if let Some(cpu) = r.server_cpu_seconds {
+                println!("broker CPU         {cpu:.2} s in the measured window");
+            }
+            for (outcome, n) in &r.stalled_outcomes {
+                println!("stalled devices    {n} × {outcome}");
+            }
+            if matches!(target, Target::Nats(_)) {
+                println!(
+                    "(NATS has no close codes: it drops a slow consumer's connection once a write \
+                     stalls past its write_deadline, or its pending bytes exceed max_pending)"
+                );
+            }
+            broker.write_json(&r)?;
         }
         Command::Store(args) => store::run(args).await?,
     }

@@ -32,6 +32,18 @@ pub struct Stamp {
     pub w: u8,
 }
 
+/// A stamp as JSON, with `pad` filler bytes in an extra field `x` (ignored when read back).
+fn stamp_body(stamp: &Stamp, pad: usize) -> String {
+    let mut body = serde_json::to_string(stamp).expect("stamps serialize");
+    if pad > 0 {
+        body.pop();
+        body.push_str(",\"x\":\"");
+        body.extend(std::iter::repeat_n('x', pad));
+        body.push_str("\"}");
+    }
+    body
+}
+
 /// An octet broker.
 #[derive(Debug, Clone)]
 pub struct Octet {
@@ -106,9 +118,14 @@ impl Octet {
 
     /// Connects from `source` and logs in; returns the socket once `synced` arrived, and how
     /// long the handshake and login took.
-    pub async fn open(&self, creds: &Creds, source: IpAddr) -> anyhow::Result<(Ws, Duration)> {
+    pub async fn open(
+        &self,
+        creds: &Creds,
+        source: IpAddr,
+        rcvbuf: Option<u32>,
+    ) -> anyhow::Result<(Ws, Duration)> {
         let started = Instant::now();
-        let mut ws = connect_ws(self.addr, source, "/ws").await?;
+        let mut ws = connect_ws(self.addr, source, "/ws", rcvbuf).await?;
         let login = ClientFrame::Login(Login {
             token: creds.token.clone(),
             appid: self.appid.clone(),
@@ -135,8 +152,9 @@ impl Octet {
     }
 
     /// The frame that sends `stamp` from a device of person `from` to person `to`.
-    pub fn send_frame(&self, to: u32, stamp: &Stamp) -> Message {
-        let body = serde_json::value::to_raw_value(stamp).expect("stamps serialize");
+    pub fn send_frame(&self, to: u32, stamp: &Stamp, pad: usize) -> Message {
+        let body = serde_json::value::RawValue::from_string(stamp_body(stamp, pad))
+            .expect("stamps serialize");
         let frame = ClientFrame::Send(Send {
             id: format!("{}-{}", stamp.s, stamp.n),
             to: address(to),
@@ -164,14 +182,30 @@ impl Octet {
 
 /// A WebSocket to `addr` + `path` from the source address `source`, with a lean client
 /// (16 KiB read buffer, writes go out at once).
-async fn connect_ws(addr: SocketAddr, source: IpAddr, path: &str) -> anyhow::Result<Ws> {
+/// `rcvbuf` shrinks the socket's receive buffer (a device that stops reading then fills the
+/// broker's side sooner).
+async fn connect_ws(
+    addr: SocketAddr,
+    source: IpAddr,
+    path: &str,
+    rcvbuf: Option<u32>,
+) -> anyhow::Result<Ws> {
     let socket = if source.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
         TcpSocket::new_v6()?
     };
+    // Runs one after another leave tens of thousands of client ports in TIME_WAIT. A plain
+    // bind picks its port without knowing the destination and searches past them
+    // (milliseconds of kernel time per socket at 18,000 connections, which showed up as the
+    // generator's CPU and slowed logins). IP_BIND_ADDRESS_NO_PORT defers the port to
+    // connect(), which picks by the whole address pair and reuses TIME_WAIT ports on loopback.
+    bind_address_no_port(&socket);
     socket.bind(SocketAddr::new(source, 0))?;
     socket.set_nodelay(true)?;
+    if let Some(size) = rcvbuf {
+        socket.set_recv_buffer_size(size)?;
+    }
     let stream = socket.connect(addr).await.context("tcp connect")?;
     let config = WebSocketConfig::default()
         .read_buffer_size(16 * 1024)
@@ -181,6 +215,27 @@ async fn connect_ws(addr: SocketAddr, source: IpAddr, path: &str) -> anyhow::Res
         .await
         .context("websocket handshake")?;
     Ok(ws)
+}
+
+/// Sets IP_BIND_ADDRESS_NO_PORT (Linux); elsewhere, or if refused, the bind picks a port.
+fn bind_address_no_port(socket: &TcpSocket) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let on: libc::c_int = 1;
+        // SAFETY: a valid socket descriptor and a c_int option value of the right size.
+        unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::IPPROTO_IP,
+                libc::IP_BIND_ADDRESS_NO_PORT,
+                (&on as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = socket;
 }
 
 /// Source addresses to spread client sockets over (each gives ~28k ephemeral ports).
@@ -227,9 +282,14 @@ impl Nats {
     }
 
     /// Connects, subscribes to the person's subject and waits for the PONG that confirms it.
-    pub async fn open(&self, creds: &Creds, source: IpAddr) -> anyhow::Result<(Ws, Duration)> {
+    pub async fn open(
+        &self,
+        creds: &Creds,
+        source: IpAddr,
+        rcvbuf: Option<u32>,
+    ) -> anyhow::Result<(Ws, Duration)> {
         let started = Instant::now();
-        let mut ws = connect_ws(self.addr, source, "/").await?;
+        let mut ws = connect_ws(self.addr, source, "/", rcvbuf).await?;
         let hello = format!(
             "CONNECT {{\"echo\":false,\"verbose\":false,\"pedantic\":false}}\r\nSUB p.{} 1\r\nPING\r\n",
             creds.person
@@ -254,8 +314,8 @@ impl Nats {
     }
 
     /// Two PUBs in one frame: to the recipient person and to the sender person.
-    pub fn send_frame(&self, from: u32, to: u32, stamp: &Stamp) -> Message {
-        let body = serde_json::to_string(stamp).expect("stamps serialize");
+    pub fn send_frame(&self, from: u32, to: u32, stamp: &Stamp, pad: usize) -> Message {
+        let body = stamp_body(stamp, pad);
         let frame = format!(
             "PUB p.{to} {len}\r\n{body}\r\nPUB p.{from} {len}\r\n{body}\r\n",
             len = body.len()
@@ -324,17 +384,32 @@ impl Target {
 
     /// Connects and logs in (or subscribes) one device.
     pub async fn open(&self, creds: &Creds, source: IpAddr) -> anyhow::Result<(Ws, Duration)> {
+        self.open_with(creds, source, None).await
+    }
+
+    /// Like [`Target::open`], with the socket's receive buffer set to `rcvbuf` bytes.
+    pub async fn open_with(
+        &self,
+        creds: &Creds,
+        source: IpAddr,
+        rcvbuf: Option<u32>,
+    ) -> anyhow::Result<(Ws, Duration)> {
         match self {
-            Target::Octet(o) => o.open(creds, source).await,
-            Target::Nats(n) => n.open(creds, source).await,
+            Target::Octet(o) => o.open(creds, source, rcvbuf).await,
+            Target::Nats(n) => n.open(creds, source, rcvbuf).await,
         }
     }
 
     /// The frame for one send from person `from` to person `to`.
     pub fn send_frame(&self, from: u32, to: u32, stamp: &Stamp) -> Message {
+        self.send_frame_padded(from, to, stamp, 0)
+    }
+
+    /// Like [`Target::send_frame`], with `pad` filler bytes in the body.
+    pub fn send_frame_padded(&self, from: u32, to: u32, stamp: &Stamp, pad: usize) -> Message {
         match self {
-            Target::Octet(o) => o.send_frame(to, stamp),
-            Target::Nats(n) => n.send_frame(from, to, stamp),
+            Target::Octet(o) => o.send_frame(to, stamp, pad),
+            Target::Nats(n) => n.send_frame(from, to, stamp, pad),
         }
     }
 

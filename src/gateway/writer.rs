@@ -8,26 +8,17 @@
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures::SinkExt;
 use futures::stream::SplitSink;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use std::sync::Arc;
 
 use crate::metrics::Metrics;
 use crate::protocol::CloseCode;
-use crate::router::{Frame, KickReason, Outbound};
+use crate::router::mailbox::Work;
+use crate::router::{Frame, Mailbox, Outbound};
 
-/// Frames written before one flush.
-const BATCH: usize = 64;
 /// How long the close frame and the socket shutdown may take.
 const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// The two queues a connection's writer drains.
-pub struct Queues {
-    /// The session's own frames, in order.
-    pub own: mpsc::Receiver<Outbound>,
-    /// Live frames from the router.
-    pub live: mpsc::Receiver<Outbound>,
-}
 
 /// What to do with one queued item.
 enum Step {
@@ -37,84 +28,117 @@ enum Step {
     Close(CloseCode, String),
 }
 
+/// How the writer ends.
+pub struct Ending {
+    /// How long a slow consumer's close frame may wait behind what its socket still holds
+    /// (the idle timeout: as long as any silent connection is kept).
+    pub slow_close_wait: std::time::Duration,
+    /// Server shutdown: stop waiting for a slow consumer.
+    pub shutdown: watch::Receiver<bool>,
+}
+
 /// Runs until the session ends, a close is queued, or the connection is kicked.
 pub async fn run(
     mut sink: SplitSink<WebSocket, Message>,
-    mut queues: Queues,
-    mut kick: watch::Receiver<Option<KickReason>>,
+    mailbox: Arc<Mailbox>,
     metrics: Arc<Metrics>,
+    mut ending: Ending,
 ) {
-    // None while the catch-up runs: the live queue waits.
-    let mut live_after: Option<u64> = None;
-    let close = 'outer: loop {
-        // A kick must win even while a write is stuck on a peer that stopped reading, so both
-        // the wait for work and the write itself race against it.
-        let item = tokio::select! {
-            biased;
-            reason = kicked(&mut kick) => break Some(reason),
-            item = queues.own.recv() => match item {
-                Some(item) => item,
-                None => break Some((CloseCode::Normal, String::new())),
-            },
-            Some(item) = queues.live.recv(), if live_after.is_some() => item,
-        };
-        let mut batch = Vec::with_capacity(BATCH);
-        let mut then_close = None;
-        let mut next = Some(item);
-        while let Some(item) = next.take() {
-            match step(item, &mut live_after) {
-                Step::Write(frame) => {
-                    metrics.count_out(&frame);
-                    batch.push(Message::Text(frame));
-                }
-                Step::Ping => batch.push(Message::Ping(Default::default())),
-                Step::Skip => {}
-                Step::Close(code, reason) => {
-                    then_close = Some((code, reason));
-                    break;
-                }
-            }
-            if batch.len() < BATCH {
-                next = queues
-                    .own
-                    .try_recv()
-                    .ok()
-                    .or_else(|| live_after.and_then(|_| queues.live.try_recv().ok()));
-            }
-        }
-        if !batch.is_empty() {
-            let write = async {
-                for message in batch {
-                    sink.feed(message).await?;
-                }
-                sink.flush().await
-            };
-            let written = tokio::select! {
-                biased;
-                reason = kicked(&mut kick) => {
-                    // The socket is stuck; a close frame could not get through either.
-                    tracing::debug!(code = reason.0.code(), "dropping a stuck connection");
-                    break 'outer None;
-                }
-                written = write => written,
-            };
-            if written.is_err() {
-                break None; // the peer is gone
-            }
-        }
-        if let Some(close) = then_close {
-            break Some(close);
-        }
-    };
+    let close = write_loop(&mut sink, &mailbox, &metrics).await;
+    // Nothing more is written: senders waiting for room give up, queued frames are dropped.
+    mailbox.writer_done();
     if let Some((code, reason)) = close {
+        // A slow consumer's socket is full: its close frame goes out behind what is already
+        // buffered, once the device reads again, so it learns to resync (4008) rather than
+        // seeing a bare reset. Bounded by the idle timeout and by shutdown.
+        let slow = code == CloseCode::SlowConsumer;
         let frame = CloseFrame {
             code: code.code(),
             reason: reason.into(),
         };
-        let _ = tokio::time::timeout(CLOSE_WAIT, sink.send(Message::Close(Some(frame)))).await;
+        let wait = if slow {
+            ending.slow_close_wait
+        } else {
+            CLOSE_WAIT
+        };
+        let send = tokio::time::timeout(wait, sink.send(Message::Close(Some(frame))));
+        if slow {
+            tokio::select! {
+                _ = send => {}
+                _ = ending.shutdown.wait_for(|down| *down) => {}
+            }
+        } else {
+            let _ = send.await;
+        }
     }
     // A peer that stopped reading must not hold the task (and its socket) forever.
     let _ = tokio::time::timeout(CLOSE_WAIT, sink.close()).await;
+}
+
+/// Writes batches until the connection is to close; returns the close frame to send, if any.
+async fn write_loop(
+    sink: &mut SplitSink<WebSocket, Message>,
+    mailbox: &Mailbox,
+    metrics: &Metrics,
+) -> Option<(CloseCode, String)> {
+    // None while the catch-up runs: the live queue waits.
+    let mut live_after: Option<u64> = None;
+    loop {
+        // Everything queued is taken at once (the session's own items first) and written as
+        // one batch with one flush: one write to the socket for all of it.
+        let items = match mailbox.next(live_after.is_some()).await {
+            Work::Kicked(reason) => return Some((reason.code, reason.reason)),
+            Work::SessionDone => return Some((CloseCode::Normal, String::new())),
+            Work::Items(items) => items,
+        };
+        let mut then_close = None;
+        let mut fed = 0usize;
+        let write = async {
+            for item in items {
+                let message = match step(item, &mut live_after) {
+                    Step::Write(frame) => {
+                        metrics.count_out(&frame);
+                        Message::Text(frame)
+                    }
+                    Step::Ping => Message::Ping(Default::default()),
+                    Step::Skip => continue,
+                    Step::Close(code, reason) => {
+                        then_close = Some((code, reason));
+                        break;
+                    }
+                };
+                sink.feed(message).await?;
+                fed += 1;
+            }
+            if fed > 0 {
+                sink.flush().await?;
+            }
+            Ok::<(), axum::Error>(())
+        };
+        // A kick must win even while a write is stuck on a peer that stopped reading. The
+        // frames already fed stay buffered whole; the close frame goes out after them. Most
+        // writes finish at once, so the kick is raced only when one would wait.
+        let written = {
+            let mut write = std::pin::pin!(write);
+            match futures::poll!(write.as_mut()) {
+                std::task::Poll::Ready(written) => written,
+                std::task::Poll::Pending => tokio::select! {
+                    biased;
+                    reason = mailbox.kicked() => {
+                        tracing::debug!(code = reason.code.code(), "kicked during a stuck write");
+                        return Some((reason.code, reason.reason));
+                    }
+                    written = write => written,
+                },
+            }
+        };
+        if written.is_err() {
+            return None; // the peer is gone
+        }
+        if then_close.is_some() {
+            return then_close;
+        }
+    }
 }
 
 fn step(item: Outbound, live_after: &mut Option<u64>) -> Step {
@@ -130,18 +154,5 @@ fn step(item: Outbound, live_after: &mut Option<u64>) -> Step {
         }
         Outbound::Close(code, reason) => Step::Close(code, reason),
         Outbound::Ping => Step::Ping,
-    }
-}
-
-async fn kicked(kick: &mut watch::Receiver<Option<KickReason>>) -> (CloseCode, String) {
-    let reason = kick
-        .wait_for(Option::is_some)
-        .await
-        .ok()
-        .and_then(|reason| reason.clone());
-    match reason {
-        Some(reason) => (reason.code, reason.reason),
-        // The handle is gone without a kick: never resolve, the queue decides.
-        None => std::future::pending().await,
     }
 }

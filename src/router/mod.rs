@@ -6,6 +6,7 @@
 //! kicked with [`CloseCode::SlowConsumer`], never silently skipped.
 
 pub mod calls;
+pub mod mailbox;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,13 +14,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use axum::extract::ws::Utf8Bytes;
 use dashmap::DashMap;
 use smallvec::SmallVec;
-use tokio::sync::{mpsc, watch};
 
 use crate::metrics::Metrics;
 use crate::protocol::{CloseCode, Uid};
 use crate::store::PersonId;
 
 pub use calls::{CallEnded, CallError, CallOutcome, Party};
+pub use mailbox::{Mailbox, OwnQueue};
 
 /// A serialized text frame; cloning shares the same bytes.
 pub type Frame = Utf8Bytes;
@@ -59,37 +60,23 @@ pub struct ConnHandle {
     pub uid: Uid,
     /// Unique per connection, so a late cleanup never removes a newer connection of the same uid.
     pub conn_id: u64,
-    queue: mpsc::Sender<Outbound>,
-    kick: watch::Sender<Option<KickReason>>,
+    mailbox: Arc<Mailbox>,
 }
 
 impl ConnHandle {
-    /// Builds a handle; the session keeps the receivers (queue, kick).
-    pub fn new(
-        uid: Uid,
-        conn_id: u64,
-        queue: mpsc::Sender<Outbound>,
-        kick: watch::Sender<Option<KickReason>>,
-    ) -> ConnHandle {
+    /// Builds a handle to the connection's mailbox (the session and writer share it).
+    pub fn new(uid: Uid, conn_id: u64, mailbox: Arc<Mailbox>) -> ConnHandle {
         ConnHandle {
             uid,
             conn_id,
-            queue,
-            kick,
+            mailbox,
         }
     }
 
     /// Closes the connection from outside: urgent, so it bypasses the (maybe full) queue.
     /// The first reason wins.
     pub fn kick(&self, code: CloseCode, reason: impl Into<String>) {
-        let reason = reason.into();
-        self.kick.send_if_modified(|current| {
-            if current.is_some() {
-                return false;
-            }
-            *current = Some(KickReason { code, reason });
-            true
-        });
+        self.mailbox.kick(code, reason);
     }
 
     /// Hands a frame to the connection's queue without waiting. Returns false if it was kicked.
@@ -98,26 +85,25 @@ impl ConnHandle {
             Some(seq) => Outbound::Event(seq, frame.clone()),
             None => Outbound::Frame(frame.clone()),
         };
-        match self.queue.try_send(item) {
+        match self.mailbox.offer(item) {
             Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                if self.kick.borrow().is_none() {
-                    metrics.slow_consumer_closes.inc();
-                }
-                tracing::warn!(
-                    user.uid = self.uid,
-                    conn.id = self.conn_id,
-                    "kicked uid {}: slow consumer",
-                    self.uid
-                );
-                self.kick(
+            Err(mailbox::Refused::Full) => {
+                if self.mailbox.kick(
                     CloseCode::SlowConsumer,
                     "slow consumer: reconnect and resync",
-                );
+                ) {
+                    metrics.slow_consumer_closes.inc();
+                    tracing::warn!(
+                        user.uid = self.uid,
+                        conn.id = self.conn_id,
+                        "kicked uid {}: slow consumer",
+                        self.uid
+                    );
+                }
                 false
             }
             // The session is ending; its cleanup removes the handle.
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Err(mailbox::Refused::Closed) => false,
         }
     }
 }
