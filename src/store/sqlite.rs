@@ -306,36 +306,21 @@ impl Store for SqliteStore {
         // Every login checks its token twice: one indexed lookup each, cheaper than the two
         // thread hand-offs of a blocking-pool read, so it runs right here when a reader
         // connection is free (never waiting for one), and on the pool otherwise.
-        if let Some(found) = self.try_read_here(|conn| authenticate(conn, &hash, appid, now)) {
+        if let Some(found) = self.try_read_here(|conn| check_token(conn, &hash, Some(appid), now)) {
             return found;
         }
 
         let appid = appid.to_string();
-        self.read(move |conn| {
-            let row = token_holder(conn, &hash)?;
-            let (token_appid, expires_at, identity) =
-                row.ok_or(StoreError::AuthFailed(AuthFailure::Unknown))?;
-            if expires_at <= now {
-                return Err(StoreError::AuthFailed(AuthFailure::Expired));
-            }
-            if token_appid != appid {
-                return Err(StoreError::AuthFailed(AuthFailure::WrongAppid));
-            }
-            Ok(identity)
-        })
-        .await
+        self.read(move |conn| check_token(conn, &hash, Some(&appid), now))
+            .await
     }
 
     async fn identify(&self, hash: TokenHash, now: Millis) -> Result<Identity, StoreError> {
-        self.read(move |conn| {
-            let (_, expires_at, identity) =
-                token_holder(conn, &hash)?.ok_or(StoreError::AuthFailed(AuthFailure::Unknown))?;
-            if expires_at <= now {
-                return Err(StoreError::AuthFailed(AuthFailure::Expired));
-            }
-            Ok(identity)
-        })
-        .await
+        if let Some(found) = self.try_read_here(|conn| check_token(conn, &hash, None, now)) {
+            return found;
+        }
+        self.read(move |conn| check_token(conn, &hash, None, now))
+            .await
     }
 
     async fn resolve(&self, address: &str) -> Result<(PersonId, String), StoreError> {
@@ -668,40 +653,19 @@ fn run_writer(
     }
 }
 
-/// The identity a token stands for, if it is known, unexpired and issued for `appid`.
-fn authenticate(
+/// Who holds a live token; with `appid`, only if the token was issued for it.
+fn check_token(
     conn: &Connection,
     hash: &TokenHash,
-    appid: &str,
+    appid: Option<&str>,
     now: Millis,
 ) -> Result<Identity, StoreError> {
-    let row = conn
-        .prepare_cached(
-            "SELECT t.appid, t.expires_at, u.uid, u.address, p.uid, p.address
-             FROM tokens t
-             JOIN users u ON u.uid = t.uid
-             JOIN users p ON p.uid = coalesce(u.primary_uid, u.uid)
-             WHERE t.hash = ?1",
-        )?
-        .query_row([&hash.0[..]], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, i64>(1)?,
-                Identity {
-                    uid: r.get(2)?,
-                    address: r.get(3)?,
-                    person: r.get(4)?,
-                    primary_address: r.get(5)?,
-                },
-            ))
-        })
-        .optional()?;
     let (token_appid, expires_at, identity) =
-        row.ok_or(StoreError::AuthFailed(AuthFailure::Unknown))?;
+        token_holder(conn, hash)?.ok_or(StoreError::AuthFailed(AuthFailure::Unknown))?;
     if expires_at <= now {
         return Err(StoreError::AuthFailed(AuthFailure::Expired));
     }
-    if token_appid != appid {
+    if appid.is_some_and(|appid| appid != token_appid) {
         return Err(StoreError::AuthFailed(AuthFailure::WrongAppid));
     }
     Ok(identity)
