@@ -29,6 +29,18 @@ impl Seen {
         }
     }
 
+    /// A frame of the catch-up after `since`. A replayed seq at or below `since` is a
+    /// duplicate; one above it that the device already held (above a hole) is what a client
+    /// resuming from `since` is told to expect and skip, but it must be the same message.
+    fn record_replayed(&mut self, seq: u64, mid: u64, since: u64) {
+        match self.by_seq.get(&seq) {
+            Some(held) if seq > since => {
+                assert_eq!(*held, mid, "seq {seq} replayed as another message")
+            }
+            _ => self.record(seq, mid),
+        }
+    }
+
     /// The highest seq held without a gap below it: what a client resumes from. (Its own
     /// `sent` and the live frames come through different queues, so a kill can leave a hole.)
     fn position(&self) -> u64 {
@@ -207,7 +219,9 @@ async fn stop_mid_stream(stop: Stop) {
                 .expect("catch-up in time")
                 .unwrap()
             {
-                Incoming::Frame(_, ServerFrame::Message(m)) => dev.record(m.seq, m.mid),
+                Incoming::Frame(_, ServerFrame::Message(m)) => {
+                    dev.record_replayed(m.seq, m.mid, since)
+                }
                 Incoming::Frame(_, ServerFrame::Synced(_)) => break,
                 other => panic!("unexpected during catch-up: {other:?}"),
             }
