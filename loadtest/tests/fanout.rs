@@ -3,33 +3,14 @@
 
 use std::time::Duration;
 
-use octet::config::Config;
-use octet::server;
 use octet_loadtest::fanout::{Plan, run};
-use octet_loadtest::target::{Octet, Target};
 
-const APP_TOKEN: &str = "loadtest-app-token-0123456789";
+mod common;
 
 #[tokio::test]
 async fn fanout_accounts_for_every_delivery() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::new(dir.path().to_path_buf());
-    config.app_token = Some(APP_TOKEN.into());
-    config.send_rate = 100_000;
-    config.send_burst = 100_000;
-    let prepared = server::prepare(config).await.unwrap();
-    let listener = server::bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = tokio::spawn(server::run(listener, prepared.state, async {
-        let _ = stopped.await;
-    }));
-
-    let target = Target::Octet(Octet {
-        addr,
-        app_token: APP_TOKEN.into(),
-        appid: "com.octet.loadtest".into(),
-    });
+    let broker = common::Broker::start(|_| {}).await;
+    let target = &broker.target;
     let plan = Plan {
         persons: 4,
         devices: 3,
@@ -42,7 +23,7 @@ async fn fanout_accounts_for_every_delivery() {
         server_pid: Some(std::process::id()),
         progress: false,
     };
-    let report = tokio::time::timeout(Duration::from_secs(30), run(&target, &plan))
+    let report = tokio::time::timeout(Duration::from_secs(30), run(target, &plan))
         .await
         .expect("the run ends by itself")
         .unwrap();
@@ -63,6 +44,4 @@ async fn fanout_accounts_for_every_delivery() {
         assert!(phase.server_cpu_seconds.is_some());
         assert_eq!(phase.lost, 0);
     }
-    let _ = stop.send(());
-    let _ = serving.await;
 }

@@ -3,35 +3,18 @@
 
 use std::time::Duration;
 
-use octet::config::Config;
-use octet::server;
 use octet_loadtest::slow::{Plan, run};
-use octet_loadtest::target::{Octet, Target};
 
-const APP_TOKEN: &str = "loadtest-app-token-0123456789";
+mod common;
 
 #[tokio::test]
 async fn stalled_devices_are_closed_with_4008_and_the_others_lose_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::new(dir.path().to_path_buf());
-    config.app_token = Some(APP_TOKEN.into());
-    config.send_rate = 100_000;
-    config.send_burst = 100_000;
-    // A small live queue, so the stalled device's fills within the run.
-    config.queue_frames = 8;
-    let prepared = server::prepare(config).await.unwrap();
-    let listener = server::bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = tokio::spawn(server::run(listener, prepared.state, async {
-        let _ = stopped.await;
-    }));
-
-    let target = Target::Octet(Octet {
-        addr,
-        app_token: APP_TOKEN.into(),
-        appid: "com.octet.loadtest".into(),
-    });
+    let broker = common::Broker::start(|c| {
+        // A small live queue, so the stalled device's fills within the run.
+        c.queue_frames = 8;
+    })
+    .await;
+    let target = &broker.target;
     let plan = Plan {
         persons: 4,
         devices: 3,
@@ -46,7 +29,7 @@ async fn stalled_devices_are_closed_with_4008_and_the_others_lose_nothing() {
         server_pid: Some(std::process::id()),
         progress: false,
     };
-    let report = tokio::time::timeout(Duration::from_secs(60), run(&target, &plan))
+    let report = tokio::time::timeout(Duration::from_secs(60), run(target, &plan))
         .await
         .expect("the run ends by itself")
         .unwrap();
@@ -63,6 +46,4 @@ async fn stalled_devices_are_closed_with_4008_and_the_others_lose_nothing() {
     assert_eq!((t.lost, t.duplicated, t.out_of_order), (0, 0, 0), "{t:?}");
     assert_eq!(t.received, t.expected);
     assert!(report.rss_peak_bytes.is_some());
-    let _ = stop.send(());
-    let _ = serving.await;
 }
