@@ -855,15 +855,21 @@ async fn gif_and_webp_get_previews_too_and_uploads_are_counted() {
     );
 }
 
-#[tokio::test]
-async fn files_and_signed_urls_survive_a_restart() {
-    let server = TestServer::start().await;
+/// Alice, a 400 × 300 JPEG she uploaded, and its `file_url` answer.
+async fn signed_photo(server: &TestServer) -> (Device, Value, Value) {
     let mut alice = server.device("alice@example.com", "a").await;
-    let file = upload_ok(&server, &alice.token, jpeg(400, 300), "cat.jpg").await;
+    let file = upload_ok(server, &alice.token, jpeg(400, 300), "cat.jpg").await;
     alice
         .send_json(json!({"op":"file_url","id":file["id"]}))
         .await;
     let signed = alice.expect("file_url").await;
+    (alice, file, signed)
+}
+
+#[tokio::test]
+async fn files_and_signed_urls_survive_a_restart() {
+    let server = TestServer::start().await;
+    let (alice, file, signed) = signed_photo(&server).await;
     let token = alice.token.clone();
     drop(alice);
     let server = server.restart().await;
@@ -894,12 +900,7 @@ function done() { if (Object.keys(results).length == 2) document.title = JSON.st
 #[tokio::test]
 async fn a_browser_shows_a_signed_url_in_an_img_and_not_a_bare_one() {
     let server = TestServer::start().await;
-    let mut alice = server.device("alice@example.com", "a").await;
-    let file = upload_ok(&server, &alice.token, jpeg(400, 300), "cat.jpg").await;
-    alice
-        .send_json(json!({"op":"file_url","id":file["id"]}))
-        .await;
-    let signed = alice.expect("file_url").await;
+    let (_alice, file, signed) = signed_photo(&server).await;
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let page_addr = listener.local_addr().unwrap();
