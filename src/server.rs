@@ -291,43 +291,53 @@ async fn prune_forever(state: Arc<ServerState>) {
     loop {
         tick.tick().await;
         if let Some(retention) = state.config.retention {
-            prune_events(&state, retention).await;
+            let now = crate::state::now_millis();
+            let cutoff = now - retention.as_millis() as i64;
+            // Client ids (idempotent retries) are remembered at least a day, however short
+            // the retention.
+            let ids_cutoff = cutoff.min(now - 86_400_000);
+            let events = in_chunks("events", || {
+                state.store.prune(cutoff, ids_cutoff, PRUNE_CHUNK)
+            })
+            .await;
+            if events > 0 {
+                tracing::info!(events, "pruned expired events");
+            }
         }
         let unsent_before =
             crate::state::now_millis() - state.config.upload_grace.as_millis() as i64;
-        match state.store.prune_files(unsent_before).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(files = n, "pruned files no event references"),
-            Err(err) => tracing::error!(error = %err, "pruning files failed; retrying next round"),
+        let files = in_chunks("files", || {
+            state.store.prune_files(unsent_before, PRUNE_CHUNK)
+        })
+        .await;
+        if files > 0 {
+            tracing::info!(files, "pruned files no event references");
         }
     }
 }
 
-async fn prune_events(state: &ServerState, retention: std::time::Duration) {
-    let now = crate::state::now_millis();
-    let cutoff = now - retention.as_millis() as i64;
-    // Client ids (idempotent retries) are remembered at least a day, however short the
-    // retention.
-    let ids_cutoff = cutoff.min(now - 86_400_000);
+/// Runs one pruning step (at most [`PRUNE_CHUNK`] rows, one transaction) until a step removes
+/// less, letting queued sends in between; returns the rows removed.
+async fn in_chunks<F, Fut>(what: &str, mut step: F) -> usize
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<usize, crate::store::StoreError>>,
+{
     let mut total = 0;
     loop {
-        match state.store.prune(cutoff, ids_cutoff, PRUNE_CHUNK).await {
+        match step().await {
             Ok(n) => {
                 total += n;
                 if n < PRUNE_CHUNK {
-                    break;
+                    return total;
                 }
-                // Let queued sends in between chunks.
                 tokio::task::yield_now().await;
             }
             Err(err) => {
-                tracing::error!(error = %err, "pruning failed; retrying next round");
-                break;
+                tracing::error!(error = %err, what, "pruning failed; retrying next round");
+                return total;
             }
         }
-    }
-    if total > 0 {
-        tracing::info!(events = total, "pruned expired events");
     }
 }
 

@@ -17,7 +17,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
-use super::upload::{Received, TempFile, drain, receive};
+use super::upload::{Received, TempFile, bounded, drain, receive};
 use super::{FileError, Variant, attachment, clean_name, media, new_file_id};
 use crate::api::{ApiError, refusal};
 use crate::auth::TokenHash;
@@ -144,8 +144,15 @@ async fn upload_inner(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit + MULTIPART_OVERHEAD) {
-        // Refused before a byte is stored.
-        drain(&mut request.into_body().into_data_stream()).await;
+        // Refused before a byte is stored. A client that waits for `100 Continue` sends
+        // nothing more; any other is read to the end (bounded) so that it reads the refusal.
+        let expects_continue = request
+            .headers()
+            .get(header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        if !expects_continue {
+            drain(&mut request.into_body().into_data_stream()).await;
+        }
         return Err(FileError::TooLarge { limit });
     }
     let dir = state.files.dir.tmp();
@@ -156,10 +163,15 @@ async fn upload_inner(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.to_ascii_lowercase().starts_with("multipart/form-data"));
     let (received, name) = if is_multipart {
+        // The whole multipart body is bounded too: form fields and boundaries count, and a
+        // stall anywhere ends it.
+        let (parts, body) = request.into_parts();
+        let body = bounded(body.into_data_stream(), limit + MULTIPART_OVERHEAD, stall);
+        let request = Request::from_parts(parts, Body::from_stream(body));
         let mut multipart = Multipart::from_request(request, state)
             .await
             .map_err(|err| FileError::Interrupted(err.body_text()))?;
-        loop {
+        let (received, name) = loop {
             let mut field = multipart
                 .next_field()
                 .await
@@ -173,8 +185,17 @@ async fn upload_inner(
             if let Err(FileError::TooLarge { .. }) = received {
                 drain(&mut field).await;
             }
-            break (received?, name);
-        }
+            break (received, name);
+        };
+        // Whatever follows the file (more fields, the closing boundary) is read, so the client
+        // reads the answer instead of a reset.
+        let rest = async {
+            while let Ok(Some(mut field)) = multipart.next_field().await {
+                drain(&mut field).await;
+            }
+        };
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), rest).await;
+        (received?, name)
     } else {
         let name = query
             .name
@@ -190,6 +211,9 @@ async fn upload_inner(
     let name = clean_name(name.as_deref().unwrap_or_default());
     store_upload(state, identity.person, name, received).await
 }
+
+/// How long an upload waits for its turn to decode an image before it is refused as busy.
+const DECODE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Slack for multipart boundaries and headers around a file of exactly the limit.
 const MULTIPART_OVERHEAD: u64 = 16 * 1024;
@@ -218,10 +242,9 @@ async fn store_upload(
         size,
         head,
     } = received;
-    let thumb = TempFile::new(&state.files.dir.tmp(), "thumb");
-    let (blob, made_thumb) = match state.store.blob(&sha256).await? {
+    let (blob, thumb) = match state.store.blob(&sha256).await? {
         // The same bytes are stored: their facts and preview are reused.
-        Some(blob) => (blob, false),
+        Some(blob) => (blob, None),
         None => {
             let (content_type, format) = media::sniff(&head);
             let mut blob = BlobMeta {
@@ -232,24 +255,31 @@ async fn store_upload(
                 thumb: None,
                 blurhash: None,
             };
+            let mut thumb = None;
             if let Some(format) = format {
-                let _permit = state
-                    .files
-                    .decoding
-                    .acquire()
-                    .await
-                    .map_err(|_| FileError::Io(std::io::Error::other("shutting down")))?;
-                let (source, target) = (data.path().to_path_buf(), thumb.path().to_path_buf());
-                let facts =
-                    tokio::task::spawn_blocking(move || media::inspect(&source, format, &target))
+                let permit =
+                    tokio::time::timeout(DECODE_WAIT, state.files.decoding.clone().acquire_owned())
                         .await
-                        .map_err(|err| FileError::Io(std::io::Error::other(err)))??;
+                        .map_err(|_| FileError::Busy)?
+                        .map_err(|_| FileError::Busy)?;
+                let source = data.path().to_path_buf();
+                let target = TempFile::new(&state.files.dir.tmp(), "thumb");
+                // The permit and the preview's file go with the decode: if this request is
+                // dropped (the client left), the decode still holds its permit until it ends,
+                // and its preview is deleted with the unclaimed result.
+                let (facts, target) = tokio::task::spawn_blocking(move || {
+                    let _permit = permit;
+                    (media::inspect(&source, format, target.path()), target)
+                })
+                .await
+                .map_err(|err| FileError::Io(std::io::Error::other(err)))?;
+                let facts = facts?;
                 blob.dimensions = Some(facts.dimensions);
                 blob.thumb = Some(facts.thumb);
                 blob.blurhash = Some(facts.blurhash);
+                thumb = Some(target);
             }
-            let made = blob.thumb.is_some();
-            (blob, made)
+            (blob, thumb)
         }
     };
     let file = NewFile {
@@ -260,7 +290,7 @@ async fn store_upload(
         blob,
         staged: Staged {
             data: data.path().to_path_buf(),
-            thumb: made_thumb.then(|| thumb.path().to_path_buf()),
+            thumb: thumb.as_ref().map(|t| t.path().to_path_buf()),
         },
     };
     let record = state.store.add_file(file).await?;
@@ -341,7 +371,13 @@ async fn download_inner(
             )
         }
     };
-    let response = serve(&path, &content_type, &etag, &file.name, headers).await?;
+    let response = match serve(&path, &content_type, &etag, &file.name, headers).await {
+        // A pruning removed the bytes since the check: the file is gone.
+        Err(FileError::Io(err)) if err.kind() == std::io::ErrorKind::NotFound => {
+            return Err(not_found());
+        }
+        other => other?,
+    };
     state.metrics.file_downloads.inc();
     Ok(response)
 }

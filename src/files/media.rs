@@ -9,6 +9,7 @@
 use std::io::Write;
 use std::path::Path;
 
+use image::metadata::Orientation;
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits};
 
 use super::FileError;
@@ -123,17 +124,29 @@ pub fn inspect(
     let orientation = decoder
         .orientation()
         .map_err(|err| image_error(format, err))?;
-    let mut picture =
-        DynamicImage::from_decoder(decoder).map_err(|err| image_error(format, err))?;
-    picture.apply_orientation(orientation);
-    let dimensions = (picture.width(), picture.height());
+    let picture = DynamicImage::from_decoder(decoder).map_err(|err| image_error(format, err))?;
+    // Orientation is applied to the preview only: rotating the full picture would hold a
+    // second copy of it.
+    let turned = matches!(
+        orientation,
+        Orientation::Rotate90
+            | Orientation::Rotate270
+            | Orientation::Rotate90FlipH
+            | Orientation::Rotate270FlipH
+    );
+    let dimensions = if turned {
+        (picture.height(), picture.width())
+    } else {
+        (picture.width(), picture.height())
+    };
 
     // Never upscale: a picture already small enough is its own preview (re-encoded).
-    let preview = if picture.width() <= THUMB_SIDE && picture.height() <= THUMB_SIDE {
+    let mut preview = if picture.width() <= THUMB_SIDE && picture.height() <= THUMB_SIDE {
         picture
     } else {
         picture.thumbnail(THUMB_SIDE, THUMB_SIDE)
     };
+    preview.apply_orientation(orientation);
     let blurhash = {
         let tiny = preview.thumbnail(32, 32).to_rgba8();
         blurhash::encode(4, 3, tiny.width(), tiny.height(), tiny.as_raw()).map_err(|err| {

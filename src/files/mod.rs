@@ -34,7 +34,7 @@ pub struct Files {
     /// Signs download URLs.
     pub signer: UrlSigner,
     /// Image decoding is memory-hungry: one at a time bounds the broker's memory.
-    decoding: tokio::sync::Semaphore,
+    decoding: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl Files {
@@ -45,7 +45,7 @@ impl Files {
         Ok(Files {
             dir,
             signer: UrlSigner::new(url_key),
-            decoding: tokio::sync::Semaphore::new(1),
+            decoding: std::sync::Arc::new(tokio::sync::Semaphore::new(1)),
         })
     }
 }
@@ -103,6 +103,9 @@ pub enum FileError {
     /// The query string could not be read.
     #[error("bad query string: {0}")]
     BadQuery(String),
+    /// Another image has been decoding for too long.
+    #[error("the broker is busy making previews of other images; retry in a minute")]
+    Busy,
     /// The `Range` asks for bytes past the end.
     #[error("the range is outside the file's {0} bytes")]
     Range(u64),
@@ -135,6 +138,7 @@ impl FileError {
             FileError::ImageTooLarge(_) => {
                 (ErrorCode::ImageTooLarge, StatusCode::UNPROCESSABLE_ENTITY)
             }
+            FileError::Busy => (ErrorCode::ServerFull, StatusCode::SERVICE_UNAVAILABLE),
             FileError::Range(_) => (
                 ErrorCode::RangeNotSatisfiable,
                 StatusCode::RANGE_NOT_SATISFIABLE,
@@ -186,6 +190,27 @@ impl BlobDir {
             let _ = std::fs::remove_file(entry?.path());
         }
         Ok(())
+    }
+
+    /// Every stored file (bytes and previews) with the blob it belongs to.
+    pub fn entries(&self) -> std::io::Result<Vec<(String, PathBuf)>> {
+        let mut found = Vec::new();
+        let Ok(dirs) = std::fs::read_dir(&self.root) else {
+            return Ok(found); // nothing stored yet
+        };
+        for dir in dirs {
+            let dir = dir?;
+            if dir.file_name().len() != 2 || !dir.file_type()?.is_dir() {
+                continue; // tmp/
+            }
+            for file in std::fs::read_dir(dir.path())? {
+                let path = file?.path();
+                let name = path.file_name().unwrap_or_default().to_string_lossy();
+                let sha256 = name.trim_end_matches(".thumb").to_string();
+                found.push((sha256, path));
+            }
+        }
+        Ok(found)
     }
 
     /// Moves staged bytes (and preview) into place as the blob `sha256`.
@@ -264,7 +289,7 @@ pub fn clean_name(given: &str) -> String {
     let last = given.rsplit(['/', '\\']).next().unwrap_or_default();
     let name: String = last
         .chars()
-        .filter(|c| !c.is_control())
+        .filter(|c| !c.is_control() && !is_invisible_format(*c))
         .take(MAX_NAME_CHARS)
         .collect();
     let name = name.trim();
@@ -273,6 +298,12 @@ pub fn clean_name(given: &str) -> String {
     } else {
         name.to_string()
     }
+}
+
+/// Bidirectional overrides and zero-width characters: they make `invoice\u{202E}fdp.exe` show
+/// as `invoiceexe.pdf`.
+fn is_invisible_format(c: char) -> bool {
+    matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{061C}' | '\u{FEFF}')
 }
 
 #[cfg(test)]
@@ -291,6 +322,7 @@ mod tests {
             MAX_NAME_CHARS
         );
         assert_eq!(clean_name("résumé.pdf"), "résumé.pdf");
+        assert_eq!(clean_name("invoice\u{202E}fdp.exe"), "invoicefdp.exe");
     }
 
     #[test]

@@ -103,6 +103,41 @@ where
     })
 }
 
+/// `body`, failing once more than `cap` bytes came or nothing came for `stall`: for bodies read
+/// by a parser (multipart) rather than by [`receive`].
+pub fn bounded<S, E>(
+    body: S,
+    cap: u64,
+    stall: Duration,
+) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin + Send + 'static,
+    E: std::fmt::Display,
+{
+    futures::stream::unfold(Some((body, 0u64)), move |state| async move {
+        let (mut body, seen) = state?;
+        let failed = |err: std::io::Error| Some((Err(err), None));
+        match tokio::time::timeout(stall, body.next()).await {
+            Err(_) => failed(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no bytes for {stall:?}"),
+            )),
+            Ok(None) => None,
+            Ok(Some(Err(err))) => failed(std::io::Error::other(err.to_string())),
+            Ok(Some(Ok(chunk))) => {
+                let seen = seen + chunk.len() as u64;
+                if seen > cap {
+                    failed(std::io::Error::other(format!(
+                        "the body is over {cap} bytes"
+                    )))
+                } else {
+                    Some((Ok(chunk), Some((body, seen))))
+                }
+            }
+        }
+    })
+}
+
 /// How long a refused upload's remaining body is read (and thrown away) before answering.
 const DRAIN_TIME: Duration = Duration::from_secs(5);
 /// How much of it at most.

@@ -626,9 +626,14 @@ pub trait Store: Send + Sync + 'static {
     /// A file, if `reader` may read it: the uploader's person, or a person that sent or
     /// received a message carrying it. `None` skips the check (a signed URL was verified).
     async fn file(&self, id: &str, reader: Option<PersonId>) -> Result<FileRecord, StoreError>;
-    /// Removes files no retained event references (never-sent uploads once older than
-    /// `unsent_before`), then blobs no file uses, and their bytes. Returns how many files went.
-    async fn prune_files(&self, unsent_before: Millis) -> Result<usize, StoreError>;
+    /// Removes up to `max_files` files no retained event references (never-sent uploads once
+    /// older than `unsent_before`), then blobs no file uses, and their bytes. Returns how many
+    /// files went; call again while it returns `max_files`.
+    async fn prune_files(
+        &self,
+        unsent_before: Millis,
+        max_files: usize,
+    ) -> Result<usize, StoreError>;
     /// The key signed download URLs are made with; created on first use.
     async fn url_key(&self) -> Result<[u8; 32], StoreError>;
     /// Revokes every token of a user (`tokendel`).

@@ -86,6 +86,8 @@ impl SqliteStore {
             writer.pragma_update(None, "synchronous", "FULL")?;
         }
         migrate(&mut writer)?;
+        let blobs = BlobDir::new(dir);
+        remove_orphans(&writer, &blobs)?;
         let readers = (0..READERS)
             .map(|_| {
                 let conn = Connection::open(&path)?;
@@ -116,7 +118,7 @@ impl SqliteStore {
             jobs,
             readers: Arc::new(readers),
             next_reader: AtomicUsize::new(0),
-            blobs: BlobDir::new(dir),
+            blobs,
             doomed: Arc::default(),
         })
     }
@@ -512,14 +514,18 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn prune_files(&self, unsent_before: Millis) -> Result<usize, StoreError> {
+    async fn prune_files(
+        &self,
+        unsent_before: Millis,
+        max_files: usize,
+    ) -> Result<usize, StoreError> {
         let doomed = self.doomed.clone();
         let blobs = self.blobs.clone();
         let (files, _) = self
             .write_then(
                 {
                     let doomed = doomed.clone();
-                    move |conn| prune_files(conn, &doomed, unsent_before)
+                    move |conn| prune_files(conn, &doomed, unsent_before, max_files)
                 },
                 move |(_, gone): &(usize, Vec<String>)| {
                     let mut doomed = doomed.lock().unwrap_or_else(|p| p.into_inner());
@@ -1510,14 +1516,36 @@ fn append_message(conn: &Connection, msg: NewMessage) -> Result<Appended, StoreE
     })
 }
 
+/// Deletes stored bytes no `blobs` row names: left by a batch whose commit failed after its
+/// upload was moved into place, or by a crash between a pruning's commit and its deletes.
+fn remove_orphans(conn: &Connection, blobs: &BlobDir) -> Result<(), StoreError> {
+    let mut known = conn.prepare("SELECT 1 FROM blobs WHERE sha256 = ?1")?;
+    for (sha256, path) in blobs.entries()? {
+        if !known.exists([&sha256])? {
+            tracing::info!(path = %path.display(), "removing stored bytes no file refers to");
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+    Ok(())
+}
+
 /// The ids of the files a stored message carries, in order.
+/// Read from the attachments as stored with the message, which outlive a pruned file (its
+/// `message_files` rows go with it), so an honest retry still matches.
 fn attached_ids(conn: &Connection, mid: u64) -> Result<Vec<String>, StoreError> {
-    let mut stmt =
-        conn.prepare_cached("SELECT file_id FROM message_files WHERE mid = ?1 ORDER BY pos")?;
-    let ids = stmt
-        .query_map([mid], |r| r.get(0))?
-        .collect::<Result<Vec<String>, _>>()?;
-    Ok(ids)
+    #[derive(serde::Deserialize)]
+    struct Id {
+        id: String,
+    }
+    let stored: Option<String> = conn
+        .prepare_cached("SELECT files FROM messages WHERE mid = ?1")?
+        .query_row([mid], |r| r.get(0))?;
+    let Some(stored) = stored else {
+        return Ok(Vec::new());
+    };
+    let ids: Vec<Id> = serde_json::from_str(&stored)
+        .map_err(|err| StoreError::Corrupt(format!("stored attachments: {err}")))?;
+    Ok(ids.into_iter().map(|f| f.id).collect())
 }
 
 /// The holder of a token: its appid, expiry and identity.
@@ -1639,7 +1667,7 @@ fn add_file(
         None => {
             // The upload found the blob stored, but a pruning removed it since: its preview
             // went with it and this upload made none.
-            if staged.thumb.is_none() {
+            if staged.thumb.is_none() && !blobs.thumb(&blob.sha256).exists() {
                 blob.thumb = None;
             }
             blobs.put(&blob.sha256, &staged.data, staged.thumb.as_deref())?;
@@ -1679,16 +1707,19 @@ fn prune_files(
     conn: &Connection,
     doomed: &Mutex<HashSet<String>>,
     unsent_before: Millis,
+    max_files: usize,
 ) -> Result<(usize, Vec<String>), StoreError> {
     let files = conn
         .prepare_cached(
-            "DELETE FROM files WHERE
-               NOT EXISTS (SELECT 1 FROM message_files mf JOIN events e ON e.mid = mf.mid
-                           WHERE mf.file_id = files.id)
-               AND (created_at < ?1
-                    OR EXISTS (SELECT 1 FROM message_files mf WHERE mf.file_id = files.id))",
+            "DELETE FROM files WHERE id IN (
+               SELECT id FROM files WHERE
+                 NOT EXISTS (SELECT 1 FROM message_files mf JOIN events e ON e.mid = mf.mid
+                             WHERE mf.file_id = files.id)
+                 AND (created_at < ?1
+                      OR EXISTS (SELECT 1 FROM message_files mf WHERE mf.file_id = files.id))
+               LIMIT ?2)",
         )?
-        .execute([unsent_before])?;
+        .execute(params![unsent_before, max_files as i64])?;
     let gone = conn
         .prepare_cached(
             "DELETE FROM blobs

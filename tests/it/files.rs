@@ -483,7 +483,14 @@ async fn multipart_uploads_take_the_file_field_and_its_name() {
     .unwrap();
     write!(body, "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"photo.jpg\"\r\nContent-Type: text/plain\r\n\r\n").unwrap();
     body.extend_from_slice(&jpeg(64, 48));
-    write!(body, "\r\n--{boundary}--\r\n").unwrap();
+    // A field after the file is read too (browsers send form fields in page order).
+    write!(
+        body,
+        "\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"after\"\r\n\r\n{}\r\n",
+        "y".repeat(10_000)
+    )
+    .unwrap();
+    write!(body, "--{boundary}--\r\n").unwrap();
     let response = reqwest::Client::new()
         .post(server.http_url("/files"))
         .bearer_auth(&alice.token)
@@ -872,7 +879,12 @@ async fn files_and_signed_urls_survive_a_restart() {
     let (alice, file, signed) = signed_photo(&server).await;
     let token = alice.token.clone();
     drop(alice);
+    // Bytes no file refers to (a commit that failed after the move) are removed at start.
+    let orphan = server.state.config.data_dir.join("files/00/00orphan");
+    std::fs::create_dir_all(orphan.parent().unwrap()).unwrap();
+    std::fs::write(&orphan, b"left behind").unwrap();
     let server = server.restart().await;
+    assert!(!orphan.exists(), "the orphan was kept");
     let url = file["url"].as_str().unwrap();
     let whole = get(&server, url, Some(&token)).await;
     assert_eq!(whole.status(), 200);

@@ -38,3 +38,6 @@ CREATE INDEX message_files_file ON message_files(file_id);
 
 -- The attachments as delivered (a JSON array), so a replay sends exactly what went live.
 ALTER TABLE messages ADD COLUMN files TEXT;
+
+-- Pruning asks, per file, whether any event still carries one of its messages.
+CREATE INDEX events_mid ON events(mid);
