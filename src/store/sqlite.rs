@@ -371,6 +371,11 @@ impl Store for SqliteStore {
     }
 
     async fn head(&self, person: PersonId) -> Result<LogHead, StoreError> {
+        // Read at every login: one indexed lookup, like the token check, so it too runs here
+        // when a reader connection is free.
+        if let Some(found) = self.try_read_here(|conn| log_head(conn, person)) {
+            return found;
+        }
         self.read(move |conn| log_head(conn, person)).await
     }
 
