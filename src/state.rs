@@ -58,6 +58,9 @@ impl ServerState {
     }
 }
 
+/// Last-seen times written per store transaction.
+const LAST_SEEN_CHUNK: usize = 1000;
+
 /// Last-seen times recorded at login and disconnect, written to the store together (one
 /// transaction a second, `server::last_seen_forever`, and at shutdown) instead of one awaited
 /// store write per login and per disconnect. `devices` answers with the newer of the stored and
@@ -92,14 +95,15 @@ impl LastSeen {
             let pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
             pending.iter().map(|(&uid, &at)| (uid, at)).collect()
         };
-        if seen.is_empty() {
-            return Ok(());
-        }
-        store.touch(seen.clone()).await?;
-        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        for (uid, at) in seen {
-            if pending.get(&uid) == Some(&at) {
-                pending.remove(&uid);
+        // In transactions of LAST_SEEN_CHUNK, so sends queued behind a login storm's times
+        // wait for a short transaction, not one of ten thousand updates.
+        for chunk in seen.chunks(LAST_SEEN_CHUNK) {
+            store.touch(chunk.to_vec()).await?;
+            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            for (uid, at) in chunk {
+                if pending.get(uid) == Some(at) {
+                    pending.remove(uid);
+                }
             }
         }
         Ok(())
