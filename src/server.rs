@@ -123,6 +123,7 @@ pub async fn prepare(config: Config) -> Result<Prepared, StartError> {
         files,
         shutdown: tokio::sync::watch::channel(false).0,
         login_failures: Default::default(),
+        last_seen: Default::default(),
     });
     Ok(Prepared {
         state,
@@ -192,6 +193,7 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let app = routes(state.clone());
     let pruner = tokio::spawn(prune_forever(state.clone()));
+    let last_seen = tokio::spawn(last_seen_forever(state.clone()));
     // HTTP connections in flight (an upgraded WebSocket leaves this count once it is handed over).
     let http_open = Arc::new(AtomicUsize::new(0));
     let mut builder = http1::Builder::new();
@@ -255,6 +257,7 @@ pub async fn run(
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     pruner.abort();
+    last_seen.abort();
     drain(&state).await;
     Ok(())
 }
@@ -273,10 +276,31 @@ async fn drain(state: &ServerState) {
             "shutdown timeout: closing with connections open"
         );
     }
-    match tokio::time::timeout_at(deadline, state.store.flush()).await {
+    // The sessions' last-seen times, then everything queued before them.
+    let flushed = async {
+        state.last_seen.flush(&*state.store).await?;
+        state.store.flush().await
+    };
+    match tokio::time::timeout_at(deadline, flushed).await {
         Ok(Ok(())) => tracing::info!("store flushed; shutdown complete"),
         Ok(Err(err)) => tracing::error!(error = %err, "store flush failed at shutdown"),
         Err(_) => tracing::error!("shutdown timeout: store writes still in flight"),
+    }
+}
+
+/// How often pending last-seen times are written.
+const LAST_SEEN_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Writes the pending last-seen times once a second, in one transaction (a login storm's
+/// logins each recorded theirs in memory instead of waiting for a commit of their own).
+async fn last_seen_forever(state: Arc<ServerState>) {
+    let mut tick = tokio::time::interval(LAST_SEEN_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(err) = state.last_seen.flush(&*state.store).await {
+            tracing::warn!(error = %err, "could not record last seen");
+        }
     }
 }
 

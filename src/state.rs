@@ -4,7 +4,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use std::sync::Arc;
 
-use std::sync::RwLock;
+use std::collections::HashMap;
+use std::sync::{Mutex, RwLock};
 
 use tokio::sync::watch;
 
@@ -12,9 +13,9 @@ use crate::auth::TokenHash;
 use crate::config::Config;
 use crate::limits::LoginLimiter;
 use crate::metrics::Metrics;
-use crate::protocol::Millis;
+use crate::protocol::{Millis, Uid};
 use crate::router::Router;
-use crate::store::{AppCredentials, Store};
+use crate::store::{AppCredentials, Store, StoreError};
 
 /// Everything a handler may touch, wired once in [`crate::server`].
 pub struct ServerState {
@@ -37,6 +38,8 @@ pub struct ServerState {
     pub epoch: String,
     /// Where uploaded files live, and the key download URLs are signed with.
     pub files: crate::files::Files,
+    /// Last-seen times not yet written to the store.
+    pub last_seen: LastSeen,
 }
 
 impl ServerState {
@@ -52,6 +55,58 @@ impl ServerState {
         let hash = TokenHash::of(given);
         let creds = *self.credentials.read().unwrap_or_else(|p| p.into_inner());
         !given.is_empty() & creds.admin_matches(&hash)
+    }
+}
+
+/// Last-seen times written per store transaction.
+const LAST_SEEN_CHUNK: usize = 1000;
+
+/// Last-seen times recorded at login and disconnect, written to the store together (one
+/// transaction a second, `server::last_seen_forever`, and at shutdown) instead of one awaited
+/// store write per login and per disconnect. `devices` answers with the newer of the stored and
+/// the pending time, so what it reports does not depend on when the last write happened.
+#[derive(Default)]
+pub struct LastSeen {
+    pending: Mutex<HashMap<Uid, Millis>>,
+}
+
+impl LastSeen {
+    /// Records that `uid` was seen at `at`. Never waits for the store.
+    pub fn record(&self, uid: Uid, at: Millis) {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let seen = pending.entry(uid).or_insert(at);
+        *seen = (*seen).max(at);
+    }
+
+    /// The newer of `stored` and the pending time for `uid`.
+    pub fn merged(&self, uid: Uid, stored: Option<Millis>) -> Option<Millis> {
+        let pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        match (pending.get(&uid).copied(), stored) {
+            (Some(p), Some(s)) => Some(p.max(s)),
+            (p, s) => p.or(s),
+        }
+    }
+
+    /// Writes every pending time in one store transaction. An entry leaves the pending set
+    /// only after its write committed (and only if it was not recorded again meanwhile), so
+    /// `merged` never goes back to an older time while a write is in flight.
+    pub async fn flush(&self, store: &dyn Store) -> Result<(), StoreError> {
+        let seen: Vec<(Uid, Millis)> = {
+            let pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            pending.iter().map(|(&uid, &at)| (uid, at)).collect()
+        };
+        // In transactions of LAST_SEEN_CHUNK, so sends queued behind a login storm's times
+        // wait for a short transaction, not one of ten thousand updates.
+        for chunk in seen.chunks(LAST_SEEN_CHUNK) {
+            store.touch(chunk.to_vec()).await?;
+            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            for (uid, at) in chunk {
+                if pending.get(uid) == Some(at) {
+                    pending.remove(uid);
+                }
+            }
+        }
+        Ok(())
     }
 }
 

@@ -24,7 +24,7 @@ pub(super) async fn devices(state: &ServerState, reply: Reply<'_>, value: &Value
             address: d.address,
             device: d.device,
             appid: d.appid,
-            last_seen: d.last_seen,
+            last_seen: state.last_seen.merged(d.uid, d.last_seen),
             acked: d.acked_seq,
         })
         .collect();

@@ -137,9 +137,7 @@ async fn run_inner(
                 let handle =
                     ConnHandle::new(identity.uid, conn_id, session.queue.mailbox().clone());
                 state.router.register(identity.person, handle);
-                if let Err(err) = state.store.touch(identity.uid, now_millis()).await {
-                    tracing::warn!(error = %err, "could not record last seen");
-                }
+                state.last_seen.record(identity.uid, now_millis());
                 session.identity = Some(identity);
                 // A tokendel or userdel that committed between our token check and the
                 // registration kicked nobody; checking again after registering closes that gap.
@@ -168,9 +166,7 @@ async fn run_inner(
         for ended in state.router.unregister(identity.person, conn_id) {
             Box::pin(record_call(&state, ended)).await;
         }
-        if let Err(err) = state.store.touch(identity.uid, now_millis()).await {
-            tracing::warn!(error = %err, "could not record last seen");
-        }
+        state.last_seen.record(identity.uid, now_millis());
     }
     tracing::info!(peer = %peer, reason = ended, "connection closed");
     // Dropping the session drops its queue sender; with the router's handle gone the writer

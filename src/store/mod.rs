@@ -545,8 +545,8 @@ pub trait Store: Send + Sync + 'static {
     async fn identify(&self, hash: TokenHash, now: Millis) -> Result<Identity, StoreError>;
     /// The person an address belongs to, and that person's primary address.
     async fn resolve(&self, address: &str) -> Result<(PersonId, String), StoreError>;
-    /// Records that the device was seen (login, disconnect).
-    async fn touch(&self, uid: Uid, now: Millis) -> Result<(), StoreError>;
+    /// Records when devices were last seen (login, disconnect), all in one transaction.
+    async fn touch(&self, seen: Vec<(Uid, Millis)>) -> Result<(), StoreError>;
     /// Stores a message in the logs of both persons, or finds the stored one for a retry.
     /// `on_commit` runs after the commit, in commit order, before this returns.
     async fn append_message(

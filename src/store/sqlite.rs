@@ -340,10 +340,13 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn touch(&self, uid: Uid, now: Millis) -> Result<(), StoreError> {
+    async fn touch(&self, seen: Vec<(Uid, Millis)>) -> Result<(), StoreError> {
         self.write(move |conn| {
-            conn.prepare_cached("UPDATE users SET last_seen = ?2 WHERE uid = ?1")?
-                .execute(params![uid, now])?;
+            let mut update =
+                conn.prepare_cached("UPDATE users SET last_seen = ?2 WHERE uid = ?1")?;
+            for (uid, at) in seen {
+                update.execute(params![uid, at])?;
+            }
             Ok(())
         })
         .await
@@ -370,19 +373,12 @@ impl Store for SqliteStore {
     }
 
     async fn head(&self, person: PersonId) -> Result<LogHead, StoreError> {
-        self.read(move |conn| {
-            let head = conn
-                .prepare_cached("SELECT last_seq, pruned_upto FROM persons WHERE person = ?1")?
-                .query_row([person], |r| {
-                    Ok(LogHead {
-                        seq: r.get(0)?,
-                        pruned_upto: r.get(1)?,
-                    })
-                })
-                .optional()?;
-            head.ok_or_else(|| StoreError::NoSuchUser(format!("with uid {person}")))
-        })
-        .await
+        // Read at every login: one indexed lookup, like the token check, so it too runs here
+        // when a reader connection is free.
+        if let Some(found) = self.try_read_here(|conn| log_head(conn, person)) {
+            return found;
+        }
+        self.read(move |conn| log_head(conn, person)).await
     }
 
     async fn events_after(
@@ -657,6 +653,20 @@ fn run_writer(
             });
         }
     }
+}
+
+/// Where a person's log stands.
+fn log_head(conn: &Connection, person: PersonId) -> Result<LogHead, StoreError> {
+    let head = conn
+        .prepare_cached("SELECT last_seq, pruned_upto FROM persons WHERE person = ?1")?
+        .query_row([person], |r| {
+            Ok(LogHead {
+                seq: r.get(0)?,
+                pruned_upto: r.get(1)?,
+            })
+        })
+        .optional()?;
+    head.ok_or_else(|| StoreError::NoSuchUser(format!("with uid {person}")))
 }
 
 /// Who holds a live token; with `appid`, only if the token was issued for it.

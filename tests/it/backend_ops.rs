@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use crate::harness::{APPID, TestServer};
+use crate::harness::{APPID, TestServer, WAIT};
 
 fn token_of(answer: &serde_json::Value) -> String {
     answer["user"]["token"]
@@ -238,6 +238,54 @@ async fn devices_lists_every_device_with_online_state() {
     assert_eq!(devices[1]["appid"], APPID);
     assert_eq!(devices[1]["online"], false);
     assert_eq!(devices[1]["last_seen"], json!(null));
+}
+
+/// `last_seen` in the table, not merged with what is pending.
+fn stored_last_seen(server: &TestServer, uid: u64) -> Option<i64> {
+    let conn = rusqlite::Connection::open(server.state.config.data_dir.join("octet.db")).unwrap();
+    conn.query_row("SELECT last_seen FROM users WHERE uid = ?1", [uid], |r| {
+        r.get(0)
+    })
+    .unwrap()
+}
+
+#[tokio::test]
+async fn last_seen_reaches_the_store_within_seconds_and_at_shutdown() {
+    let server = TestServer::start().await;
+    let phone = server.device("xyz@example.com", "phone").await;
+    // Logins record last_seen in memory; `devices` reports it at once.
+    let seen = server.devices("xyz@example.com").await["devices"][0]["last_seen"]
+        .as_i64()
+        .unwrap();
+    assert!(seen > 0);
+    // The periodic write stores it within about a second.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while stored_last_seen(&server, phone.uid).is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "last_seen never stored"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(stored_last_seen(&server, phone.uid).unwrap() >= seen);
+    // The disconnect's time is written at the latest by the shutdown, before the store's last
+    // flush.
+    let uid = phone.uid;
+    drop(phone);
+    while server.devices("xyz@example.com").await["devices"][0]["online"] == json!(true) {
+        assert!(tokio::time::Instant::now() < deadline, "still online");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let disconnected = server.devices("xyz@example.com").await["devices"][0]["last_seen"]
+        .as_i64()
+        .unwrap();
+    let server = server.restart().await;
+    assert_eq!(stored_last_seen(&server, uid), Some(disconnected));
+    assert_eq!(
+        server.devices("xyz@example.com").await["devices"][0]["last_seen"],
+        json!(disconnected)
+    );
 }
 
 #[tokio::test]

@@ -11,6 +11,7 @@ use octet::config::Config;
 use octet::protocol::{ClientFrame, Login};
 use octet::server;
 use octet::state::ServerState;
+use rusqlite::types::ValueRef;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 use tokio::sync::oneshot;
@@ -192,10 +193,23 @@ impl TestServer {
                 .prepare(&format!("SELECT * FROM {table} ORDER BY 1"))
                 .unwrap();
             let n = stmt.column_count();
+            // Last-seen times reach the table up to a second late; the state is the table's
+            // with the pending ones merged in (what `devices` reports), whenever it is taken.
+            let last_seen = (table == "users")
+                .then(|| stmt.column_index("last_seen").unwrap())
+                .zip(stmt.column_index("uid").ok());
             let mut q = stmt.query([]).unwrap();
             while let Some(row) = q.next().unwrap() {
                 let cols: Vec<String> = (0..n)
-                    .map(|i| format!("{:?}", row.get_ref(i).unwrap()))
+                    .map(|i| match last_seen {
+                        Some((col, uid)) if col == i => {
+                            let stored = row.get::<_, Option<i64>>(i).unwrap();
+                            let uid = row.get(uid).unwrap();
+                            let seen = self.state.last_seen.merged(uid, stored);
+                            format!("{:?}", seen.map_or(ValueRef::Null, ValueRef::Integer))
+                        }
+                        _ => format!("{:?}", row.get_ref(i).unwrap()),
+                    })
                     .collect();
                 rows.push(format!("{table}: {}", cols.join(" | ")));
             }
