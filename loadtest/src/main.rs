@@ -161,6 +161,18 @@ impl Broker {
     }
 }
 
+/// Raises the open-file limit and checks that `persons` × `devices` sockets fit in it (with
+/// room for the process's other files), saying what to lower when they do not.
+fn room_for(persons: u32, devices: u32) -> anyhow::Result<()> {
+    let limit = raise_nofile();
+    let wanted = u64::from(persons) * u64::from(devices);
+    anyhow::ensure!(
+        wanted + 256 <= limit,
+        "{wanted} connections need more than this process's {limit} open files; lower --persons"
+    );
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
@@ -170,12 +182,7 @@ async fn main() -> anyhow::Result<()> {
             devices,
             inflight,
         } => {
-            let limit = raise_nofile();
-            let wanted = u64::from(persons) * u64::from(devices);
-            anyhow::ensure!(
-                wanted + 256 <= limit,
-                "{wanted} connections need more than this process's {limit} open files; lower --persons"
-            );
+            room_for(persons, devices)?;
             let report = connect::run(
                 &broker.target()?,
                 persons,
@@ -214,12 +221,7 @@ async fn main() -> anyhow::Result<()> {
             inflight,
         } => {
             anyhow::ensure!(persons >= 2, "--persons must be at least 2");
-            let limit = raise_nofile();
-            let wanted = u64::from(persons) * u64::from(devices);
-            anyhow::ensure!(
-                wanted + 256 <= limit,
-                "{wanted} connections need more than this process's {limit} open files; lower --persons"
-            );
+            room_for(persons, devices)?;
             let plan = fanout::Plan {
                 persons,
                 devices,
@@ -289,12 +291,7 @@ async fn main() -> anyhow::Result<()> {
             pad,
             inflight,
         } => {
-            let limit = raise_nofile();
-            let wanted = u64::from(persons) * u64::from(devices);
-            anyhow::ensure!(
-                wanted + 256 <= limit,
-                "{wanted} connections need more than this process's {limit} open files; lower --persons"
-            );
+            room_for(persons, devices)?;
             let plan = slow::Plan {
                 persons,
                 devices,
