@@ -162,11 +162,15 @@ pub fn routes(state: Arc<ServerState>) -> Routes {
     routes
         .route(
             "/backend",
-            post(api::backend).fallback(api::method_not_allowed),
+            post(api::backend)
+                .fallback(api::method_not_allowed("POST", "use POST with a JSON body")),
         )
         .route(
             "/ws",
-            get(gateway::upgrade).fallback(api::method_not_allowed_ws),
+            get(gateway::upgrade).fallback(api::method_not_allowed(
+                "GET",
+                "/ws is the WebSocket gateway: open it with a GET upgrade request",
+            )),
         )
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))

@@ -361,32 +361,23 @@ pub(crate) fn transport_error(
         .into_response()
 }
 
-/// Any method but POST on `/backend`.
-pub async fn method_not_allowed(State(state): State<Arc<ServerState>>) -> Response {
-    let mut response = transport_error(
-        &state.metrics,
-        StatusCode::METHOD_NOT_ALLOWED,
-        ErrorCode::MethodNotAllowed,
-        "use POST with a JSON body".into(),
-    );
-    response
-        .headers_mut()
-        .insert(header::ALLOW, header::HeaderValue::from_static("POST"));
-    response
-}
-
-/// Any method but GET on `/ws`.
-pub async fn method_not_allowed_ws(State(state): State<Arc<ServerState>>) -> Response {
-    let mut response = transport_error(
-        &state.metrics,
-        StatusCode::METHOD_NOT_ALLOWED,
-        ErrorCode::MethodNotAllowed,
-        "/ws is the WebSocket gateway: open it with a GET upgrade request".into(),
-    );
-    response
-        .headers_mut()
-        .insert(header::ALLOW, header::HeaderValue::from_static("GET"));
-    response
+/// A handler for the methods a path does not take: 405 with `Allow: allow` and `message`.
+pub fn method_not_allowed(
+    allow: &'static str,
+    message: &'static str,
+) -> impl Fn(State<Arc<ServerState>>) -> std::future::Ready<Response> + Clone {
+    move |State(state): State<Arc<ServerState>>| {
+        let mut response = transport_error(
+            &state.metrics,
+            StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::MethodNotAllowed,
+            message.into(),
+        );
+        response
+            .headers_mut()
+            .insert(header::ALLOW, header::HeaderValue::from_static(allow));
+        std::future::ready(response)
+    }
 }
 
 /// Any unknown path.

@@ -19,7 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::upload::{Received, TempFile, bounded, drain, receive};
 use super::{FileError, Variant, attachment, clean_name, media, new_file_id};
-use crate::api::{ApiError, refusal};
+use crate::api::{ApiError, method_not_allowed, refusal};
 use crate::auth::TokenHash;
 use crate::protocol::{BackendResponse, ErrorCode, UploadBody};
 use crate::state::{ServerState, now_millis};
@@ -28,34 +28,22 @@ use crate::store::{BlobMeta, FileRecord, Identity, NewFile, PersonId, Staged};
 /// The routes, merged into the server's.
 pub fn routes() -> axum::Router<Arc<ServerState>> {
     axum::Router::new()
-        .route("/files", post(upload).fallback(not_allowed("POST")))
+        .route(
+            "/files",
+            post(upload).fallback(method_not_allowed("POST", "use POST on this path")),
+        )
         .route(
             "/files/{id}",
-            get(|s, p, q, h| download(s, p, q, h, Variant::Data)).fallback(not_allowed("GET")),
+            get(|s, p, q, h| download(s, p, q, h, Variant::Data))
+                .fallback(method_not_allowed("GET", "use GET on this path")),
         )
         .route(
             "/files/{id}/thumb",
-            get(|s, p, q, h| download(s, p, q, h, Variant::Thumb)).fallback(not_allowed("GET")),
+            get(|s, p, q, h| download(s, p, q, h, Variant::Thumb))
+                .fallback(method_not_allowed("GET", "use GET on this path")),
         )
         // The upload enforces its own limit (--max-file-mib) while streaming.
         .layer(DefaultBodyLimit::disable())
-}
-
-fn not_allowed(
-    allow: &'static str,
-) -> impl Fn(State<Arc<ServerState>>) -> std::future::Ready<Response> + Clone {
-    move |State(state): State<Arc<ServerState>>| {
-        let mut response = crate::api::transport_error(
-            &state.metrics,
-            StatusCode::METHOD_NOT_ALLOWED,
-            ErrorCode::MethodNotAllowed,
-            format!("use {allow} on this path"),
-        );
-        response
-            .headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static(allow));
-        std::future::ready(response)
-    }
 }
 
 fn failure(state: &ServerState, op: &str, err: FileError) -> Response {

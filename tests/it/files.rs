@@ -703,6 +703,13 @@ async fn hostile_and_corrupt_images_are_refused_in_bounded_memory() {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap();
     assert!(peak_kib < 200 * 1024, "peak RSS {peak_kib} KiB");
+    let db = rusqlite::Connection::open(dir.path().join("octet.db")).unwrap();
+    for table in ["files", "blobs"] {
+        let rows: i64 = db
+            .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 0, "a refused upload left a row in {table}");
+    }
     let files = dir.path().join("files");
     let leftovers: Vec<_> = walk(&files);
     assert!(leftovers.is_empty(), "refused uploads left {leftovers:?}");
@@ -945,4 +952,26 @@ async fn a_browser_shows_a_signed_url_in_an_img_and_not_a_bare_one() {
     let results: Value = serde_json::from_str(title.as_str().unwrap()).unwrap();
     assert_eq!(results, json!({"signed":"400x300","bare":"error"}));
     browser.close(cdp).await;
+}
+
+#[tokio::test]
+async fn other_methods_are_told_which_one_to_use() {
+    let server = TestServer::start().await;
+    let client = reqwest::Client::new();
+    for (method, path, allow) in [
+        (reqwest::Method::GET, "/files", "POST"),
+        (reqwest::Method::DELETE, "/files/f_x", "GET"),
+        (reqwest::Method::PUT, "/files/f_x/thumb", "GET"),
+    ] {
+        let response = client
+            .request(method, server.http_url(path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 405, "{path}");
+        assert_eq!(response.headers()["allow"], allow);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"], "method_not_allowed");
+        assert_eq!(body["message"], format!("use {allow} on this path"));
+    }
 }
