@@ -7,6 +7,32 @@
 
 use std::collections::HashMap;
 
+/// Send→deliver latency percentiles in microseconds, from a histogram of nanoseconds. Flattened
+/// into the reports, so the JSON keeps `p50_us`, `p99_us`, `p999_us` and `max_us` at their top.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct Latency {
+    /// Median.
+    pub p50_us: u64,
+    /// 99th percentile.
+    pub p99_us: u64,
+    /// 99.9th percentile.
+    pub p999_us: u64,
+    /// Maximum.
+    pub max_us: u64,
+}
+
+impl Latency {
+    /// The percentiles of `nanos`.
+    pub fn of(nanos: &hdrhistogram::Histogram<u64>) -> Latency {
+        Latency {
+            p50_us: nanos.value_at_quantile(0.5) / 1000,
+            p99_us: nanos.value_at_quantile(0.99) / 1000,
+            p999_us: nanos.value_at_quantile(0.999) / 1000,
+            max_us: nanos.max() / 1000,
+        }
+    }
+}
+
 /// One device's view.
 #[derive(Debug, Default)]
 pub struct Tracker {
@@ -76,6 +102,21 @@ impl Totals {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn latency_is_in_microseconds_under_the_report_keys() {
+        let mut nanos = hdrhistogram::Histogram::<u64>::new(3).unwrap();
+        for us in 1..=1000u64 {
+            nanos.record(us * 1000).unwrap();
+        }
+        let latency = Latency::of(&nanos);
+        assert_eq!((latency.p50_us, latency.max_us), (500, 1000));
+        assert!(latency.p99_us >= 989 && latency.p99_us <= latency.p999_us);
+        let json = serde_json::to_value(latency).unwrap();
+        for key in ["p50_us", "p99_us", "p999_us", "max_us"] {
+            assert!(json.get(key).is_some(), "{json}");
+        }
+    }
 
     #[test]
     fn counts_loss_duplicates_and_reordering() {

@@ -15,7 +15,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::accounting::{Totals, Tracker};
+use crate::accounting::{Latency, Totals, Tracker};
 use crate::procstat::{self, ProcSample};
 use crate::target::{Creds, Stamp, Target, Ws, sources};
 
@@ -53,14 +53,9 @@ pub struct Phase {
     pub sends: u64,
     /// Deliveries in the measured window, per second.
     pub deliveries_per_sec: f64,
-    /// Latency percentiles in microseconds.
-    pub p50_us: u64,
-    /// 99th percentile.
-    pub p99_us: u64,
-    /// 99.9th percentile.
-    pub p999_us: u64,
-    /// Maximum.
-    pub max_us: u64,
+    /// Latency percentiles (µs).
+    #[serde(flatten)]
+    pub latency: Latency,
     /// Broker CPU seconds during the measured window.
     pub server_cpu_seconds: Option<f64>,
     /// Deliveries per broker CPU second.
@@ -277,10 +272,7 @@ pub async fn run(target: &Target, plan: &Plan) -> anyhow::Result<Report> {
             rate,
             sends,
             deliveries_per_sec: counts[p] as f64 / measure,
-            p50_us: h.value_at_quantile(0.5) / 1000,
-            p99_us: h.value_at_quantile(0.99) / 1000,
-            p999_us: h.value_at_quantile(0.999) / 1000,
-            max_us: h.max() / 1000,
+            latency: Latency::of(h),
             server_cpu_seconds: cpu,
             deliveries_per_cpu_second: cpu.filter(|c| *c > 0.0).map(|c| counts[p] as f64 / c),
             server_rss_bytes: after.map(|a| a.rss_bytes),
@@ -291,7 +283,7 @@ pub async fn run(target: &Target, plan: &Plan) -> anyhow::Result<Report> {
     }
     let headline = report_phases
         .iter()
-        .filter(|p| p.p99_us <= 10_000 && p.lost == 0)
+        .filter(|p| p.latency.p99_us <= 10_000 && p.lost == 0)
         .max_by_key(|p| p.rate);
     Ok(Report {
         connections: total,

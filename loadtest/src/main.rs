@@ -252,10 +252,10 @@ async fn main() -> anyhow::Result<()> {
                     "{:>8} {:>12.0} {:>8} {:>8} {:>8} {:>8} {:>10} {:>12} {:>8}",
                     p.rate,
                     p.deliveries_per_sec,
-                    p.p50_us,
-                    p.p99_us,
-                    p.p999_us,
-                    p.max_us,
+                    p.latency.p50_us,
+                    p.latency.p99_us,
+                    p.latency.p999_us,
+                    p.latency.max_us,
                     p.server_cpu_seconds
                         .map(|c| format!("{c:.2}"))
                         .unwrap_or("-".into()),
@@ -320,7 +320,7 @@ async fn main() -> anyhow::Result<()> {
             println!("others' deliv/s    {:.0}", r.deliveries_per_sec);
             println!(
                 "others' latency    p50 {} µs, p99 {} µs, p99.9 {} µs, max {} µs",
-                r.p50_us, r.p99_us, r.p999_us, r.max_us
+                r.latency.p50_us, r.latency.p99_us, r.latency.p999_us, r.latency.max_us
             );
             let t = r.totals;
             println!(

@@ -16,7 +16,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::accounting::{Totals, Tracker};
+use crate::accounting::{Latency, Totals, Tracker};
 use crate::fanout::{XorShift, new_hist, progress};
 use crate::procstat;
 use crate::target::{Creds, Stamp, Target, Ws, sources};
@@ -79,14 +79,9 @@ pub struct Report {
     pub sends: u64,
     /// Deliveries to the reading devices in the measured window, per second.
     pub deliveries_per_sec: f64,
-    /// Reading devices' latency percentiles (µs).
-    pub p50_us: u64,
-    /// 99th percentile.
-    pub p99_us: u64,
-    /// 99.9th percentile.
-    pub p999_us: u64,
-    /// Maximum.
-    pub max_us: u64,
+    /// The reading devices' latency percentiles (µs).
+    #[serde(flatten)]
+    pub latency: Latency,
     /// Accounting over the reading devices only (the stalled ones owe nothing).
     pub totals: Totals,
     /// Broker RSS once every device was connected.
@@ -320,10 +315,7 @@ pub async fn run(target: &Target, plan: &Plan) -> anyhow::Result<Report> {
         stalled: stalled.len() as u64,
         sends,
         deliveries_per_sec: measured as f64 / plan.measure.as_secs_f64(),
-        p50_us: hist.value_at_quantile(0.5) / 1000,
-        p99_us: hist.value_at_quantile(0.99) / 1000,
-        p999_us: hist.value_at_quantile(0.999) / 1000,
-        max_us: hist.max() / 1000,
+        latency: Latency::of(&hist),
         totals,
         rss_start_bytes: rss_start,
         rss_peak_bytes: rss_start.map(|_| rss_peak),
