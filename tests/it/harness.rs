@@ -217,6 +217,15 @@ impl TestServer {
         rows
     }
 
+    /// How many users (devices) the person at `address` has.
+    pub async fn device_count(&self, address: &str) -> usize {
+        let answer = self.devices(address).await;
+        answer["devices"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no devices list: {answer}"))
+            .len()
+    }
+
     /// The `devices` answer for a person, by any address.
     pub async fn devices(&self, address: &str) -> Value {
         self.backend(json!({"op":"devices","user":{"address":address}}))
