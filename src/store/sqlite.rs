@@ -80,6 +80,9 @@ impl SqliteStore {
         let max_batch = max_batch.max(1);
         let path = dir.join("octet.db");
         let mut writer = Connection::open(&path)?;
+        // Only takes effect while the file is new (a database keeps the page size it was
+        // created with; in WAL mode only a VACUUM after leaving WAL changes it).
+        writer.pragma_update(None, "page_size", PAGE_SIZE)?;
         writer.pragma_update(None, "journal_mode", "WAL")?;
         configure(&writer)?;
         if full_sync {
@@ -621,7 +624,7 @@ fn run_writer(
         }
         let started = std::time::Instant::now();
         let jobs = batch.len();
-        if let Err(err) = conn.execute_batch("BEGIN IMMEDIATE") {
+        if let Err(err) = exec(&conn, "BEGIN IMMEDIATE") {
             // Dropping the jobs drops their reply channels: each caller sees StoreError::Closed.
             tracing::error!(error = %err, "store could not begin a transaction");
             batch.clear();
@@ -633,9 +636,9 @@ fn run_writer(
             .drain(..)
             .map(|job| job((!conn.is_autocommit()).then_some(&conn)))
             .collect();
-        let commit = conn.execute_batch("COMMIT").map_err(|err| {
+        let commit = exec(&conn, "COMMIT").map_err(|err| {
             tracing::error!(error = %err, "store commit failed");
-            let _ = conn.execute_batch("ROLLBACK");
+            let _ = exec(&conn, "ROLLBACK");
             err
         });
         if let Some(observe) = &observer {
@@ -687,6 +690,14 @@ fn check_token(
     Ok(identity)
 }
 
+/// SQLite's page size for new databases. Every commit appends each page it changed to the WAL
+/// whole: a send changes about six pages (the message, its dedup index, two log rows, the
+/// `events_mid` index, the persons' seq counters), so 4 KiB pages wrote ~24 KiB per commit and
+/// `pwrite` was a third of the writer's CPU. With 1 KiB pages the store commits 35–40% more
+/// sends per second (`octet-loadtest store`, loadtest/RESULTS.md); rows here are small, and a
+/// 64 KiB body simply spans more overflow pages.
+const PAGE_SIZE: u32 = 1024;
+
 /// How often the writer asks for a checkpoint while it commits.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
@@ -704,17 +715,25 @@ fn in_savepoint<T>(
     conn: &Connection,
     f: impl FnOnce(&Connection) -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
-    conn.execute_batch("SAVEPOINT job")?;
+    exec(conn, "SAVEPOINT job")?;
     match f(conn) {
         Ok(value) => {
-            conn.execute_batch("RELEASE job")?;
+            exec(conn, "RELEASE job")?;
             Ok(value)
         }
         Err(err) => {
-            conn.execute_batch("ROLLBACK TO job; RELEASE job")?;
+            exec(conn, "ROLLBACK TO job")?;
+            exec(conn, "RELEASE job")?;
             Err(err)
         }
     }
+}
+
+/// Runs one transaction-control statement from the connection's statement cache: these run
+/// several times per send, and `execute_batch` parsed them anew each time (callgrind: SQLite's
+/// parser was 6% of the broker's instructions on the fan-out workload).
+fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }
 
 fn configure(conn: &Connection) -> Result<(), StoreError> {
@@ -1467,7 +1486,14 @@ fn append_message(conn: &Connection, msg: NewMessage) -> Result<Appended, StoreE
     } else {
         recipient.address
     };
-    let sender_seq = next_seq(conn, sender)?;
+    // The sender's seq and profile version in one statement: `pv` is stored with the message
+    // so a replay shows the version it was sent with.
+    let (sender_seq, pv): (u64, u64) = conn
+        .prepare_cached(
+            "UPDATE persons SET last_seq = last_seq + 1 WHERE person = ?1
+             RETURNING last_seq, profile_version",
+        )?
+        .query_row([sender], |r| Ok((r.get(0)?, r.get(1)?)))?;
     let recipient_seq = if recipient_person == sender {
         sender_seq
     } else {
@@ -1475,8 +1501,8 @@ fn append_message(conn: &Connection, msg: NewMessage) -> Result<Appended, StoreE
     };
     conn.prepare_cached(
         "INSERT INTO messages (sender_person, client_id, from_address, to_address, recipient_person,
-                               sender_seq, recipient_seq, ts, body)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                               sender_seq, recipient_seq, ts, body, pv, files)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     )?
     .execute(params![
         sender,
@@ -1487,24 +1513,18 @@ fn append_message(conn: &Connection, msg: NewMessage) -> Result<Appended, StoreE
         sender_seq,
         recipient_seq,
         msg.ts,
-        msg.body.get()
+        msg.body.get(),
+        pv,
+        files_json.as_ref().map(|f| f.get()),
     ])?;
     let mid = conn.last_insert_rowid() as u64;
-    if let Some(files) = &files_json {
-        conn.prepare_cached("UPDATE messages SET files = ?2 WHERE mid = ?1")?
-            .execute(params![mid, files.get()])?;
+    if files_json.is_some() {
         let mut link = conn
             .prepare_cached("INSERT INTO message_files (mid, pos, file_id) VALUES (?1, ?2, ?3)")?;
         for (pos, id) in msg.files.iter().enumerate() {
             link.execute(params![mid, pos, id])?;
         }
     }
-    let pv: u64 = conn
-        .prepare_cached(
-            "UPDATE messages SET pv = (SELECT profile_version FROM persons WHERE person = ?2)
-             WHERE mid = ?1 RETURNING pv",
-        )?
-        .query_row(params![mid, sender], |r| r.get(0))?;
     let mut event = conn.prepare_cached(
         "INSERT INTO events (person, seq, kind, mid, out, ts) VALUES (?1, ?2, 'message', ?3, ?4, ?5)",
     )?;
