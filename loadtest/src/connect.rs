@@ -2,15 +2,14 @@
 //! most K handshakes in flight, and reports logins/s, login latency and broker memory per
 //! connection.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use indicatif::ProgressBar;
 use serde::Serialize;
 
+use crate::fanout::progress;
 use crate::procstat;
-use crate::target::{Target, sources};
+use crate::target::Target;
 
 /// What `connect` measured.
 #[derive(Debug, Clone, Serialize)]
@@ -49,35 +48,16 @@ pub async fn run(
     let before = procstat::maybe(server_pid);
     let rss_before = before.map(|s| s.rss_bytes);
     let me_before = procstat::sample(std::process::id()).ok();
-    let bar = if show {
-        ProgressBar::new(creds.len() as u64)
-    } else {
-        ProgressBar::hidden()
-    };
-    let srcs = sources(source_count);
-    let sem = Arc::new(tokio::sync::Semaphore::new(inflight.max(1)));
+    let bar = progress(show, creds.len() as u64, "connecting");
     let started = Instant::now();
-    let mut tasks = Vec::with_capacity(creds.len());
-    for (idx, c) in creds.into_iter().enumerate() {
-        let target = target.clone();
-        let sem = sem.clone();
-        let source = srcs[idx % srcs.len()];
-        let bar = bar.clone();
-        tasks.push(tokio::spawn(async move {
-            let _permit = sem.acquire().await?;
-            let opened = target.open(&c, source).await;
-            bar.inc(1);
-            opened
-        }));
-    }
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-    let mut held = Vec::with_capacity(tasks.len());
-    for task in tasks {
-        let (ws, took) = task.await??;
-        hist.saturating_record(took.as_micros() as u64);
-        held.push(ws);
-    }
+    let held = target
+        .open_all(creds, inflight, source_count, &bar, |_| None)
+        .await?;
     let elapsed = started.elapsed();
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    for (_, _, took) in &held {
+        hist.saturating_record(took.as_micros() as u64);
+    }
     let after_login = procstat::maybe(server_pid);
     let me_after = procstat::sample(std::process::id()).ok();
     bar.finish_and_clear();

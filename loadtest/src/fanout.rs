@@ -17,7 +17,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::accounting::{Latency, Totals, Tracker};
 use crate::procstat::{self, ProcSample};
-use crate::target::{Creds, Stamp, Target, Ws, sources};
+use crate::target::{Stamp, Target, Ws};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -96,25 +96,9 @@ pub async fn run(target: &Target, plan: &Plan) -> anyhow::Result<Report> {
     let creds = target.prepare(plan.persons, plan.devices, 32).await?;
     let total = creds.len() as u64;
     let bar = progress(plan.progress, total, "connecting");
-    let srcs = sources(plan.sources);
-    let sem = Arc::new(tokio::sync::Semaphore::new(plan.inflight.max(1)));
-    let mut opens = Vec::with_capacity(creds.len());
-    for (idx, c) in creds.iter().cloned().enumerate() {
-        let target = target.clone();
-        let sem = sem.clone();
-        let source = srcs[idx % srcs.len()];
-        let bar = bar.clone();
-        opens.push(tokio::spawn(async move {
-            let _permit = sem.acquire().await?;
-            let (ws, _) = target.open(&c, source).await?;
-            bar.inc(1);
-            anyhow::Ok((c, ws))
-        }));
-    }
-    let mut conns: Vec<(Creds, Ws)> = Vec::with_capacity(opens.len());
-    for open in opens {
-        conns.push(open.await??);
-    }
+    let conns = target
+        .open_all(creds, plan.inflight, plan.sources, &bar, |_| None)
+        .await?;
     bar.finish_and_clear();
 
     let epoch = Instant::now();
@@ -128,7 +112,7 @@ pub async fn run(target: &Target, plan: &Plan) -> anyhow::Result<Report> {
         Arc::new((0..phases).map(|_| AtomicU64::new(0)).collect());
     let mut readers = Vec::new();
     let mut sinks: Vec<(u32, SplitSink<Ws, Message>)> = Vec::new();
-    for (c, ws) in conns {
+    for (c, ws, _) in conns {
         let (sink, stream) = ws.split();
         if c.device == 0 && c.person < plan.senders {
             sinks.push((c.person, sink));

@@ -19,7 +19,7 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::accounting::{Latency, Totals, Tracker};
 use crate::fanout::{XorShift, new_hist, progress};
 use crate::procstat;
-use crate::target::{Creds, Stamp, Target, Ws, sources};
+use crate::target::{Creds, Stamp, Target, Ws};
 
 /// Receive buffer of a stalled device's socket: small, so the broker's side fills soon.
 const STALLED_RCVBUF: u32 = 4096;
@@ -134,26 +134,11 @@ pub async fn run(target: &Target, plan: &Plan) -> anyhow::Result<Report> {
     let is_stalled = |c: &Creds| stalled.contains(&(c.person, c.device));
     let total = creds.len() as u64;
     let bar = progress(plan.progress, total, "connecting");
-    let srcs = sources(plan.sources);
-    let sem = Arc::new(tokio::sync::Semaphore::new(plan.inflight.max(1)));
-    let mut opens = Vec::with_capacity(creds.len());
-    for (idx, c) in creds.iter().cloned().enumerate() {
-        let target = target.clone();
-        let sem = sem.clone();
-        let source = srcs[idx % srcs.len()];
-        let bar = bar.clone();
-        let rcvbuf = is_stalled(&c).then_some(STALLED_RCVBUF);
-        opens.push(tokio::spawn(async move {
-            let _permit = sem.acquire().await?;
-            let (ws, _) = target.open_with(&c, source, rcvbuf).await?;
-            bar.inc(1);
-            anyhow::Ok((c, ws))
-        }));
-    }
-    let mut conns: Vec<(Creds, Ws)> = Vec::with_capacity(opens.len());
-    for open in opens {
-        conns.push(open.await??);
-    }
+    let conns = target
+        .open_all(creds, plan.inflight, plan.sources, &bar, |c| {
+            is_stalled(c).then_some(STALLED_RCVBUF)
+        })
+        .await?;
     bar.finish_and_clear();
 
     let epoch = Instant::now();
@@ -164,11 +149,11 @@ pub async fn run(target: &Target, plan: &Plan) -> anyhow::Result<Report> {
     let expected: Arc<Vec<AtomicU64>> =
         Arc::new((0..conns.len()).map(|_| AtomicU64::new(0)).collect());
     let stalled_flags: Arc<Vec<bool>> =
-        Arc::new(conns.iter().map(|(c, _)| is_stalled(c)).collect());
+        Arc::new(conns.iter().map(|(c, _, _)| is_stalled(c)).collect());
     let mut readers = Vec::new();
     let mut held = Vec::new();
     let mut sinks = Vec::new();
-    for (idx, (c, ws)) in conns.into_iter().enumerate() {
+    for (idx, (c, ws, _)) in conns.into_iter().enumerate() {
         let (sink, stream) = ws.split();
         if c.device == 0 && c.person < plan.senders {
             sinks.push((c.person, sink));

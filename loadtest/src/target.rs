@@ -382,12 +382,8 @@ impl Target {
         }
     }
 
-    /// Connects and logs in (or subscribes) one device.
-    pub async fn open(&self, creds: &Creds, source: IpAddr) -> anyhow::Result<(Ws, Duration)> {
-        self.open_with(creds, source, None).await
-    }
-
-    /// Like [`Target::open`], with the socket's receive buffer set to `rcvbuf` bytes.
+    /// Connects and logs in (or subscribes) one device, with the socket's receive buffer set to
+    /// `rcvbuf` bytes (`None`: the system's).
     pub async fn open_with(
         &self,
         creds: &Creds,
@@ -398,6 +394,41 @@ impl Target {
             Target::Octet(o) => o.open(creds, source, rcvbuf).await,
             Target::Nats(n) => n.open(creds, source, rcvbuf).await,
         }
+    }
+
+    /// Opens every device in `creds` with at most `inflight` handshakes at once, spread over
+    /// `source_count` source addresses, ticking `bar` per connection. `rcvbuf` picks a device's
+    /// socket receive buffer (`None`: the system's). In `creds`' order, each with how long its
+    /// handshake and login took.
+    pub async fn open_all(
+        &self,
+        creds: Vec<Creds>,
+        inflight: usize,
+        source_count: u8,
+        bar: &indicatif::ProgressBar,
+        rcvbuf: impl Fn(&Creds) -> Option<u32>,
+    ) -> anyhow::Result<Vec<(Creds, Ws, Duration)>> {
+        let srcs = sources(source_count);
+        let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(inflight.max(1)));
+        let mut opens = Vec::with_capacity(creds.len());
+        for (idx, c) in creds.into_iter().enumerate() {
+            let target = self.clone();
+            let sem = sem.clone();
+            let source = srcs[idx % srcs.len()];
+            let bar = bar.clone();
+            let rcvbuf = rcvbuf(&c);
+            opens.push(tokio::spawn(async move {
+                let _permit = sem.acquire().await?;
+                let (ws, took) = target.open_with(&c, source, rcvbuf).await?;
+                bar.inc(1);
+                anyhow::Ok((c, ws, took))
+            }));
+        }
+        let mut conns = Vec::with_capacity(opens.len());
+        for open in opens {
+            conns.push(open.await??);
+        }
+        Ok(conns)
     }
 
     /// The frame for one send from person `from` to person `to`.
