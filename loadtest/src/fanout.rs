@@ -225,11 +225,7 @@ pub async fn run(target: &Target, plan: &Plan) -> anyhow::Result<Report> {
     }
 
     // Let the last deliveries arrive, then stop the readers.
-    let owed: u64 = expected.iter().map(|e| e.load(Ordering::Relaxed)).sum();
-    let drain_until = Instant::now() + Duration::from_secs(3);
-    while deliveries.load(Ordering::Relaxed) < owed && Instant::now() < drain_until {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    await_deliveries(&deliveries, &expected).await;
     let _ = stop_tx.send(true);
     let mut totals = Totals::default();
     let mut hists: Vec<Histogram<u64>> = (0..phases).map(|_| new_hist()).collect();
@@ -324,6 +320,16 @@ async fn read_device(
         }
     }
     result
+}
+
+/// Waits until the readers counted every delivery owed (the sum of `expected`), for at most
+/// 3 s: what is still missing then is reported as lost.
+pub(crate) async fn await_deliveries(deliveries: &AtomicU64, expected: &[AtomicU64]) {
+    let owed: u64 = expected.iter().map(|e| e.load(Ordering::Relaxed)).sum();
+    let until = Instant::now() + Duration::from_secs(3);
+    while deliveries.load(Ordering::Relaxed) < owed && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 pub(crate) fn new_hist() -> Histogram<u64> {

@@ -17,7 +17,7 @@ use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::accounting::{Latency, Totals, Tracker};
-use crate::fanout::{XorShift, new_hist, progress};
+use crate::fanout::{XorShift, await_deliveries, new_hist, progress};
 use crate::procstat;
 use crate::target::{Creds, Stamp, Target, Ws};
 
@@ -260,11 +260,7 @@ pub async fn run(target: &Target, plan: &Plan) -> anyhow::Result<Report> {
     let cpu_after = procstat::maybe(plan.server_pid);
 
     // Let the reading devices' last deliveries arrive.
-    let owed: u64 = expected.iter().map(|e| e.load(Ordering::Relaxed)).sum();
-    let drain_until = Instant::now() + Duration::from_secs(3);
-    while deliveries.load(Ordering::Relaxed) < owed && Instant::now() < drain_until {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    await_deliveries(&deliveries, &expected).await;
     sampler.abort();
     let rss_end = procstat::maybe(plan.server_pid).map(|s| s.rss_bytes);
     let _ = stop_tx.send(true);
