@@ -150,6 +150,12 @@ pub struct Settings {
     #[arg(long, env = "OCTET_QUEUE_FRAMES")]
     pub queue_frames: Option<usize>,
 
+    /// KiB of frames each of a connection's two outbound queues (replies, live events) holds,
+    /// counted until written to the socket, before the device has to wait or is closed as a
+    /// slow consumer [default: 2048].
+    #[arg(long, env = "OCTET_QUEUE_KIB")]
+    pub queue_kib: Option<usize>,
+
     /// Seconds without any frame from a device (pongs included) before its connection is
     /// closed as dead; the broker pings every third of it [default: 60].
     #[arg(long, env = "OCTET_IDLE_TIMEOUT")]
@@ -228,6 +234,7 @@ impl Settings {
             max_file_mib,
             file_url_ttl,
             queue_frames,
+            queue_kib,
             idle_timeout,
             send_rate,
             send_burst,
@@ -271,6 +278,8 @@ pub struct Config {
     pub upload_grace: Duration,
     /// Frames a connection's outbound queue holds before the device counts as a slow consumer.
     pub queue_frames: usize,
+    /// Bytes of frames each outbound queue of a connection holds until they are written.
+    pub queue_bytes: usize,
     /// SQLite durability.
     pub sync: SyncMode,
     /// Log output.
@@ -334,6 +343,7 @@ impl Config {
             file_url_ttl: Duration::from_secs(600),
             upload_grace: Duration::from_secs(86_400),
             queue_frames: 1024,
+            queue_bytes: 2048 * 1024,
             sync: SyncMode::Normal,
             log_format: LogFormat::Human,
             shutdown_timeout: Duration::from_secs(10),
@@ -411,9 +421,12 @@ impl Config {
                 defaults.shutdown_timeout,
                 600,
             )?,
-            max_frame_bytes: bounded("max_frame_kib", s.max_frame_kib, 64, 1, 16 * 1024)? * 1024,
+            // At most 960 KiB: a message frame (the body plus its envelope) must stay within
+            // the 1 MiB every frame octet sends is held to (`protocol::MAX_OUT_FRAME`).
+            max_frame_bytes: bounded("max_frame_kib", s.max_frame_kib, 64, 1, 960)? * 1024,
             max_body_bytes: bounded("max_body_kib", s.max_body_kib, 64, 1, 16 * 1024)? * 1024,
             queue_frames: bounded("queue_frames", s.queue_frames, 1024, 8, 1 << 20)?,
+            queue_bytes: bounded("queue_kib", s.queue_kib, 2048, 64, 1 << 20)? * 1024,
             retention,
             prune_every: defaults.prune_every,
             max_file_bytes: bounded(
