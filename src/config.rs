@@ -129,7 +129,8 @@ pub struct Settings {
     #[arg(long, env = "OCTET_SHUTDOWN_TIMEOUT")]
     pub shutdown_timeout: Option<u64>,
 
-    /// Largest WebSocket frame a device may send, in KiB [default: 64].
+    /// Largest WebSocket frame a device may send, in KiB, at most 960 (the broker's own
+    /// frames stay within 1 MiB) [default: 64].
     #[arg(long, env = "OCTET_MAX_FRAME_KIB")]
     pub max_frame_kib: Option<usize>,
 
@@ -161,11 +162,12 @@ pub struct Settings {
     #[arg(long, env = "OCTET_IDLE_TIMEOUT")]
     pub idle_timeout: Option<u64>,
 
-    /// Frames per second a connection may send, on average (token bucket) [default: 100].
+    /// Frames per second a person (all of its devices and connections together, across
+    /// reconnects) may send, on average (token bucket) [default: 100].
     #[arg(long, env = "OCTET_SEND_RATE")]
     pub send_rate: Option<u32>,
 
-    /// Frames a connection may send in a burst above the rate [default: 200].
+    /// Frames a person may send in a burst above the rate [default: 200].
     #[arg(long, env = "OCTET_SEND_BURST")]
     pub send_burst: Option<u32>,
 
@@ -288,7 +290,7 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Silence after which a connection counts as dead.
     pub idle_timeout: Duration,
-    /// Frames per second a connection may send on average.
+    /// Frames per second a person may send on average.
     pub send_rate: u32,
     /// Burst above the rate.
     pub send_burst: u32,

@@ -76,7 +76,7 @@ async fn run_inner(
     );
     let mut session = Session {
         state: state.clone(),
-        queue: OwnQueue::new(mailbox, state.config.idle_timeout),
+        queue: OwnQueue::new(mailbox, state.config.idle_timeout, state.metrics.clone()),
         conn_id,
         identity: None,
         appid: String::new(),

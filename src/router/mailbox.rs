@@ -24,6 +24,7 @@ use futures::task::AtomicWaker;
 use tokio::sync::Notify;
 
 use super::{KickReason, Outbound};
+use crate::metrics::Metrics;
 use crate::protocol::CloseCode;
 
 /// A connection's mailbox, shared by its session, its writer and the router.
@@ -76,8 +77,8 @@ pub enum Refused {
 pub enum NotQueued {
     /// The connection is closing (kicked, or the writer is gone).
     Closed,
-    /// The queue stayed full for the whole `stall` wait: the peer is not reading. The
-    /// connection is kicked as a slow consumer.
+    /// The queue stayed full for the whole `stall` wait: the peer is not reading. This wait
+    /// kicked the connection as a slow consumer.
     Stalled,
 }
 
@@ -168,14 +169,18 @@ impl Mailbox {
                 }
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                self.kick(
-                    CloseCode::SlowConsumer,
-                    format!(
-                        "nothing read for {} s while frames waited; reconnect and resync",
-                        stall.as_secs()
-                    ),
-                );
-                return Err(NotQueued::Stalled);
+                let waited = if stall.subsec_millis() == 0 {
+                    format!("{} s", stall.as_secs())
+                } else {
+                    format!("{} ms", stall.as_millis())
+                };
+                let reason =
+                    format!("nothing read for {waited} while frames waited; reconnect and resync");
+                return if self.kick(CloseCode::SlowConsumer, reason) {
+                    Err(NotQueued::Stalled)
+                } else {
+                    Err(NotQueued::Closed)
+                };
             }
         }
     }
@@ -294,23 +299,43 @@ impl Mailbox {
 }
 
 /// The session's end of its own queue; dropping it tells the writer the session is gone.
-#[derive(Debug)]
 pub struct OwnQueue {
     mailbox: Arc<Mailbox>,
     /// The longest wait for room (the idle timeout) before the peer counts as gone.
     stall: Duration,
+    /// Counts the slow consumers a stalled wait closes.
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for OwnQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OwnQueue")
+            .field("mailbox", &self.mailbox)
+            .field("stall", &self.stall)
+            .finish_non_exhaustive()
+    }
 }
 
 impl OwnQueue {
     /// The session's handle to `mailbox`; a wait for room longer than `stall` kicks.
-    pub fn new(mailbox: Arc<Mailbox>, stall: Duration) -> OwnQueue {
-        OwnQueue { mailbox, stall }
+    pub fn new(mailbox: Arc<Mailbox>, stall: Duration, metrics: Arc<Metrics>) -> OwnQueue {
+        OwnQueue {
+            mailbox,
+            stall,
+            metrics,
+        }
     }
 
     /// Queues an item for the writer, waiting for room (at most `stall`); waiting slows only
     /// this connection.
     pub async fn send(&self, item: Outbound) -> Result<(), NotQueued> {
-        self.mailbox.send_own(item, self.stall).await
+        let sent = self.mailbox.send_own(item, self.stall).await;
+        if sent == Err(NotQueued::Stalled) {
+            self.metrics.slow_consumer_closes.inc();
+            // Inside the connection's span, which names the uid.
+            tracing::warn!("kicked: slow consumer (nothing read while its own queue was full)");
+        }
+        sent
     }
 
     /// The shared mailbox.
