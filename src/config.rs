@@ -129,7 +129,8 @@ pub struct Settings {
     #[arg(long, env = "OCTET_SHUTDOWN_TIMEOUT")]
     pub shutdown_timeout: Option<u64>,
 
-    /// Largest WebSocket frame a device may send, in KiB [default: 64].
+    /// Largest WebSocket frame a device may send, in KiB, at most 960 (the broker's own
+    /// frames stay within 1 MiB) [default: 64].
     #[arg(long, env = "OCTET_MAX_FRAME_KIB")]
     pub max_frame_kib: Option<usize>,
 
@@ -150,16 +151,23 @@ pub struct Settings {
     #[arg(long, env = "OCTET_QUEUE_FRAMES")]
     pub queue_frames: Option<usize>,
 
+    /// KiB of frames each of a connection's two outbound queues (replies, live events) holds,
+    /// counted until written to the socket, before the device has to wait or is closed as a
+    /// slow consumer [default: 2048].
+    #[arg(long, env = "OCTET_QUEUE_KIB")]
+    pub queue_kib: Option<usize>,
+
     /// Seconds without any frame from a device (pongs included) before its connection is
     /// closed as dead; the broker pings every third of it [default: 60].
     #[arg(long, env = "OCTET_IDLE_TIMEOUT")]
     pub idle_timeout: Option<u64>,
 
-    /// Frames per second a connection may send, on average (token bucket) [default: 100].
+    /// Frames per second a person (all of its devices and connections together, across
+    /// reconnects) may send, on average (token bucket) [default: 100].
     #[arg(long, env = "OCTET_SEND_RATE")]
     pub send_rate: Option<u32>,
 
-    /// Frames a connection may send in a burst above the rate [default: 200].
+    /// Frames a person may send in a burst above the rate [default: 200].
     #[arg(long, env = "OCTET_SEND_BURST")]
     pub send_burst: Option<u32>,
 
@@ -228,6 +236,7 @@ impl Settings {
             max_file_mib,
             file_url_ttl,
             queue_frames,
+            queue_kib,
             idle_timeout,
             send_rate,
             send_burst,
@@ -271,6 +280,8 @@ pub struct Config {
     pub upload_grace: Duration,
     /// Frames a connection's outbound queue holds before the device counts as a slow consumer.
     pub queue_frames: usize,
+    /// Bytes of frames each outbound queue of a connection holds until they are written.
+    pub queue_bytes: usize,
     /// SQLite durability.
     pub sync: SyncMode,
     /// Log output.
@@ -279,7 +290,7 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Silence after which a connection counts as dead.
     pub idle_timeout: Duration,
-    /// Frames per second a connection may send on average.
+    /// Frames per second a person may send on average.
     pub send_rate: u32,
     /// Burst above the rate.
     pub send_burst: u32,
@@ -334,6 +345,7 @@ impl Config {
             file_url_ttl: Duration::from_secs(600),
             upload_grace: Duration::from_secs(86_400),
             queue_frames: 1024,
+            queue_bytes: 2048 * 1024,
             sync: SyncMode::Normal,
             log_format: LogFormat::Human,
             shutdown_timeout: Duration::from_secs(10),
@@ -411,9 +423,12 @@ impl Config {
                 defaults.shutdown_timeout,
                 600,
             )?,
-            max_frame_bytes: bounded("max_frame_kib", s.max_frame_kib, 64, 1, 16 * 1024)? * 1024,
+            // At most 960 KiB: a message frame (the body plus its envelope) must stay within
+            // the 1 MiB every frame octet sends is held to (`protocol::MAX_OUT_FRAME`).
+            max_frame_bytes: bounded("max_frame_kib", s.max_frame_kib, 64, 1, 960)? * 1024,
             max_body_bytes: bounded("max_body_kib", s.max_body_kib, 64, 1, 16 * 1024)? * 1024,
             queue_frames: bounded("queue_frames", s.queue_frames, 1024, 8, 1 << 20)?,
+            queue_bytes: bounded("queue_kib", s.queue_kib, 2048, 64, 1 << 20)? * 1024,
             retention,
             prune_every: defaults.prune_every,
             max_file_bytes: bounded(

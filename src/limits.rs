@@ -1,12 +1,17 @@
-//! Per-connection and per-address limits: the send-rate token bucket, failed logins per IP
+//! Per-person and per-address limits: the send-rate token buckets, failed logins per IP
 //! address, and the browser `Origin` allow-list. Nothing here awaits.
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
+use dashmap::mapref::entry::Entry;
 
-/// A connection's allowance of frames: `rate` per second, up to `burst` saved up.
+use crate::store::PersonId;
+
+/// An allowance of frames: `rate` per second, up to `burst` saved up.
+#[derive(Debug)]
 pub struct TokenBucket {
     tokens: f64,
     rate: f64,
@@ -37,6 +42,83 @@ impl TokenBucket {
         } else {
             false
         }
+    }
+
+    /// Whether the bucket has refilled completely: then it is the same as a new one.
+    fn is_full(&self, now: Instant) -> bool {
+        self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate >= self.burst
+    }
+}
+
+/// Buckets are swept when the map grows past this many (or twice what the last sweep kept).
+const SWEEP_FLOOR: usize = 4096;
+
+/// The send-rate budget of every person: one [`TokenBucket`] per person, shared by all of its
+/// devices and connections and kept across reconnects (logging in again does not refill it).
+///
+/// Bounded: a bucket that has refilled completely is indistinguishable from a new one, so
+/// sweeps drop those losslessly. What remains are persons who sent within the last
+/// `burst / rate` seconds; a sweep runs only when the map has doubled since the last one, so
+/// its cost per frame is constant on average.
+#[derive(Debug)]
+pub struct SendRates {
+    buckets: DashMap<PersonId, TokenBucket>,
+    rate: u32,
+    burst: u32,
+    /// Entries, approximately (inserts since the last sweep plus what it kept).
+    len: AtomicUsize,
+    /// Sweep when `len` passes this.
+    sweep_at: AtomicUsize,
+}
+
+impl SendRates {
+    /// Every person starts with a full bucket of `burst`, refilled at `rate` per second.
+    pub fn new(rate: u32, burst: u32) -> SendRates {
+        SendRates {
+            buckets: DashMap::new(),
+            rate,
+            burst,
+            len: AtomicUsize::new(0),
+            sweep_at: AtomicUsize::new(SWEEP_FLOOR),
+        }
+    }
+
+    /// Takes one of `person`'s tokens; false when the person's devices used them all.
+    pub fn take(&self, person: PersonId) -> bool {
+        let allowed = match self.buckets.entry(person) {
+            Entry::Occupied(mut bucket) => bucket.get_mut().take(),
+            Entry::Vacant(vacant) => {
+                let mut bucket = TokenBucket::new(self.rate, self.burst);
+                let allowed = bucket.take();
+                vacant.insert(bucket);
+                self.len.fetch_add(1, Ordering::Relaxed);
+                allowed
+            }
+        };
+        if self.len.load(Ordering::Relaxed) > self.sweep_at.load(Ordering::Relaxed) {
+            self.sweep();
+        }
+        allowed
+    }
+
+    /// Drops every bucket that has refilled (losslessly), and sets the next sweep's size.
+    fn sweep(&self) {
+        let now = Instant::now();
+        self.buckets.retain(|_, bucket| !bucket.is_full(now));
+        let kept = self.buckets.len();
+        self.len.store(kept, Ordering::Relaxed);
+        self.sweep_at
+            .store((kept * 2).max(SWEEP_FLOOR), Ordering::Relaxed);
+    }
+
+    /// Buckets held (for tests and metrics).
+    pub fn len(&self) -> usize {
+        self.buckets.len()
+    }
+
+    /// Whether no bucket is held.
+    pub fn is_empty(&self) -> bool {
+        self.buckets.is_empty()
     }
 }
 
@@ -97,6 +179,23 @@ mod tests {
         assert!(!bucket.take());
         std::thread::sleep(Duration::from_millis(120));
         assert!(bucket.take());
+    }
+
+    #[test]
+    fn a_person_budget_is_shared_and_refilled_buckets_are_forgotten() {
+        let rates = SendRates::new(1, 2);
+        assert!(rates.take(7) && rates.take(7));
+        assert!(
+            !rates.take(7),
+            "the burst is the person's, however it is spread"
+        );
+        assert!(rates.take(8), "another person has its own");
+        // Many one-off senders: their buckets refill (rate 1 000 000/s) and are swept.
+        let fast = SendRates::new(1_000_000, 1);
+        for person in 0..(3 * SWEEP_FLOOR as PersonId) {
+            fast.take(person);
+        }
+        assert!(fast.len() <= 2 * SWEEP_FLOOR, "{} buckets kept", fast.len());
     }
 
     #[test]

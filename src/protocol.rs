@@ -542,6 +542,9 @@ pub struct Login {
 pub const HISTORY_DEFAULT: u32 = 50;
 /// The largest page of `history`.
 pub const HISTORY_MAX: u32 = 500;
+/// The largest frame the broker sends, in bytes: a `history` page is cut to fit (with
+/// `more:true`), and clients whose WebSocket libraries cap messages at 1 MiB can read them all.
+pub const MAX_OUT_FRAME: usize = 1 << 20;
 
 /// `ack`: this device holds its person's log up to `seq`.
 #[derive(Debug, Serialize, Deserialize)]

@@ -113,6 +113,7 @@ pub async fn prepare(config: Config) -> Result<Prepared, StartError> {
                 source,
             }
         })?;
+    let send_rates = crate::limits::SendRates::new(config.send_rate, config.send_burst);
     let state = Arc::new(ServerState {
         config,
         store: Box::new(store),
@@ -123,6 +124,7 @@ pub async fn prepare(config: Config) -> Result<Prepared, StartError> {
         files,
         shutdown: tokio::sync::watch::channel(false).0,
         login_failures: Default::default(),
+        send_rates,
         last_seen: Default::default(),
     });
     Ok(Prepared {

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 
 use crate::auth::TokenHash;
 use crate::config::Config;
-use crate::limits::LoginLimiter;
+use crate::limits::{LoginLimiter, SendRates};
 use crate::metrics::Metrics;
 use crate::protocol::{Millis, Uid};
 use crate::router::Router;
@@ -30,6 +30,8 @@ pub struct ServerState {
     pub credentials: RwLock<AppCredentials>,
     /// Failed logins per IP address.
     pub login_failures: LoginLimiter,
+    /// Each person's send-rate budget, shared by its devices and kept across reconnects.
+    pub send_rates: SendRates,
     /// Set once when shutdown starts: sessions still logging in close with going-away.
     pub shutdown: watch::Sender<bool>,
     /// Prometheus metrics.

@@ -4,6 +4,7 @@
 //! only code that writes to a socket.
 
 mod session;
+mod sync;
 mod writer;
 
 use std::sync::Arc;

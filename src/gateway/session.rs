@@ -13,24 +13,22 @@ use tracing::{Instrument, field};
 
 use super::writer;
 use crate::auth::TokenHash;
-use crate::fanout::{deliver_markers, deliver_message, event_frame};
+use crate::fanout::{deliver_markers, deliver_message};
 use crate::files::{self, Variant};
-use crate::limits::TokenBucket;
 use crate::protocol::{
     Ack, CallAction, CallRequest, ClientFrame, CloseCode, DecodeError, ErrorCode, ErrorFrame,
-    FileUrl, FileUrlRequest, HISTORY_DEFAULT, HISTORY_MAX, History, HistoryRequest, Login,
-    MAX_ATTACHMENTS, ProfileFrame, ProfileRequest, ReadRequest, Send, Sent, ServerFrame, Synced,
-    UserRef, Welcome, check_depth, check_profile_patch,
+    FileUrl, FileUrlRequest, Login, MAX_ATTACHMENTS, ProfileFrame, ProfileRequest, ReadRequest,
+    Send, Sent, ServerFrame, check_depth, check_profile_patch,
 };
-use crate::router::{CallEnded, CallError, ConnHandle, Frame, Mailbox, Outbound, OwnQueue, Party};
+use crate::router::{
+    Bounds, CallEnded, CallError, ConnHandle, Frame, Mailbox, Outbound, OwnQueue, Party,
+};
 use crate::state::{ServerState, now_millis};
 use crate::store::{Appended, CallRecord, Identity, Marker, NewMessage, OnCommit, StoreError};
 use serde_json::value::RawValue;
 
 /// Longest client id accepted in `send`.
 const MAX_CLIENT_ID: usize = 128;
-/// Events read from the store per catch-up page.
-const REPLAY_PAGE: usize = 500;
 
 /// Runs one connection to its end.
 pub async fn run(state: Arc<ServerState>, socket: WebSocket, peer: std::net::SocketAddr) {
@@ -60,7 +58,10 @@ async fn run_inner(
     let (sink, mut stream) = socket.split();
     // One mailbox: the session's own queue (replies, catch-up), the live one the router fills
     // and the kick; the writer holds the live queue until the catch-up is done.
-    let mailbox = Mailbox::new(state.config.queue_frames);
+    let mailbox = Mailbox::new(Bounds {
+        frames: state.config.queue_frames,
+        bytes: state.config.queue_bytes,
+    });
     let writer = tokio::spawn(
         writer::run(
             sink,
@@ -75,7 +76,7 @@ async fn run_inner(
     );
     let mut session = Session {
         state: state.clone(),
-        queue: OwnQueue::new(mailbox),
+        queue: OwnQueue::new(mailbox, state.config.idle_timeout, state.metrics.clone()),
         conn_id,
         identity: None,
         appid: String::new(),
@@ -175,11 +176,11 @@ async fn run_inner(
     let _ = writer.await;
 }
 
-struct Session {
-    state: Arc<ServerState>,
-    queue: OwnQueue,
+pub(super) struct Session {
+    pub(super) state: Arc<ServerState>,
+    pub(super) queue: OwnQueue,
     conn_id: u64,
-    identity: Option<Identity>,
+    pub(super) identity: Option<Identity>,
     /// The appid the device logged in with.
     appid: String,
     /// The device's IP address (failed logins are counted per address).
@@ -266,84 +267,6 @@ impl Session {
         }
     }
 
-    /// Sends `welcome`, replays the events after `since`, sends `synced`, then lets live events
-    /// flow. Returns false if the connection is closing.
-    async fn catch_up(&mut self, since: Option<u64>, epoch: Option<String>) -> bool {
-        let identity = self.identity.clone().expect("catch-up runs after login");
-        let head = match self.state.store.head(identity.person).await {
-            Ok(head) => head,
-            Err(err) => {
-                self.close_internal(&err, "reading the log head failed")
-                    .await;
-                return false;
-            }
-        };
-        // A new device (no `since`) starts live from here and pages history. A device with a
-        // position (0 included: it holds nothing yet) gets everything after it, unless part of
-        // that is pruned or the position is from another epoch: then it is told so, never
-        // half-filled.
-        let new_device = since.is_none();
-        let since = since.unwrap_or(0);
-        let same_epoch = epoch.as_deref().is_none_or(|e| e == self.state.epoch);
-        let beyond = since > head.seq && same_epoch;
-        let replay = !new_device && same_epoch && !beyond && since >= head.pruned_upto;
-        let recovered = new_device || replay;
-        let welcome = ServerFrame::Welcome(Welcome {
-            uid: identity.uid,
-            address: identity.address.clone(),
-            primary: UserRef {
-                uid: identity.person,
-                address: identity.primary_address.clone(),
-            },
-            seq: head.seq,
-            epoch: self.state.epoch.clone(),
-            recovered,
-        });
-        self.push(welcome.to_text().into()).await;
-        if beyond {
-            let err = DecodeError::new(
-                ErrorCode::BadValue,
-                format!(
-                    "`since` is {since}, beyond this person's newest seq {}; resync with history",
-                    head.seq
-                ),
-            );
-            self.error(err, None, None).await;
-        }
-        let mut replayed = 0u64;
-        if replay {
-            let mut after = since;
-            while after < head.seq {
-                let page = match self
-                    .state
-                    .store
-                    .events_after(identity.person, after, head.seq, REPLAY_PAGE)
-                    .await
-                {
-                    Ok(page) if !page.is_empty() => page,
-                    Ok(_) => break,
-                    Err(err) => {
-                        self.close_internal(&err, "catch-up read failed").await;
-                        return false;
-                    }
-                };
-                for event in &page {
-                    // Waits on this connection's own queue only: other devices are not stalled.
-                    self.push(event_frame(event).into()).await;
-                }
-                replayed += page.len() as u64;
-                after = page.last().map(|e| e.seq).unwrap_or(head.seq);
-            }
-        }
-        let synced = ServerFrame::Synced(Synced {
-            seq: head.seq,
-            replayed,
-        });
-        self.push(synced.to_text().into()).await;
-        let _ = self.queue.send(Outbound::Live { after: head.seq }).await;
-        true
-    }
-
     /// Re-checks the login token; on failure the connection is told and closing.
     async fn still_valid(&self, hash: TokenHash) -> bool {
         let identity = self.identity.as_ref().expect("checked after login");
@@ -380,11 +303,27 @@ impl Session {
         keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         keepalive.tick().await;
         let mut last_heard = tokio::time::Instant::now();
-        let mut bucket = TokenBucket::new(config.send_rate, config.send_burst);
+        let identity = self
+            .identity
+            .clone()
+            .expect("the read loop runs after login");
+        // The token's expiry, on the monotonic clock: the connection lives no longer than the
+        // token it logged in with.
+        let left = identity.token_expires.saturating_sub(now_millis()).max(0) as u64;
+        let expiry = tokio::time::sleep(std::time::Duration::from_millis(left));
+        let mut expiry = std::pin::pin!(expiry);
         loop {
             let next = tokio::select! {
                 // Kicked (replaced, revoked, slow, shutdown): the writer sends the close frame.
                 _ = mailbox.kicked() => return "kicked",
+                () = expiry.as_mut() => {
+                    let _ = Box::pin(self.queue.send(Outbound::Close(
+                        CloseCode::Revoked,
+                        "the token expired; log in again with a new token".into(),
+                    )))
+                    .await;
+                    return "token expired";
+                }
                 next = stream.next() => Some(next),
                 _ = keepalive.tick() => None,
             };
@@ -403,14 +342,16 @@ impl Session {
             last_heard = tokio::time::Instant::now();
             match next {
                 Some(Ok(Message::Text(text))) => {
-                    if bucket.take() {
+                    // The budget is the person's, shared by its devices and kept across
+                    // reconnects (`limits::SendRates`).
+                    if state.send_rates.take(identity.person) {
                         Box::pin(self.dispatch(&text)).await;
                     } else {
                         let (id, call) = ClientFrame::ids_of(&text);
                         let err = DecodeError::new(
                             ErrorCode::RateLimited,
                             format!(
-                                "more than {} frames per second (bursts of {}); this frame was dropped, send it again later",
+                                "more than {} frames per second from this person's devices (bursts of {}); this frame was dropped, send it again later",
                                 config.send_rate, config.send_burst
                             ),
                         );
@@ -598,59 +539,6 @@ impl Session {
         self.error(err, None, None).await;
     }
 
-    /// `history`: a page of the person's retained events older than `before`.
-    async fn history(&mut self, req: HistoryRequest) {
-        let person = self
-            .identity
-            .as_ref()
-            .expect("history runs after login")
-            .person;
-        let limit = req.limit.unwrap_or(HISTORY_DEFAULT);
-        if limit == 0 || limit > HISTORY_MAX {
-            let err = DecodeError::new(
-                ErrorCode::BadValue,
-                format!("`limit` is {limit}; use 1 to {HISTORY_MAX}"),
-            );
-            return self.error(err, None, None).await;
-        }
-        let result = async {
-            let head = self.state.store.head(person).await?;
-            let before = req.before.unwrap_or(head.seq + 1);
-            if before > head.seq + 1 {
-                return Ok(Err(DecodeError::new(
-                    ErrorCode::BadValue,
-                    format!("`before` is {before}, beyond the newest seq {}", head.seq),
-                )));
-            }
-            let mut events = self
-                .state
-                .store
-                .events_before(person, before, limit as usize + 1)
-                .await?;
-            let more = events.len() > limit as usize;
-            if more {
-                events.remove(0);
-            }
-            let events = events
-                .iter()
-                .map(|event| {
-                    RawValue::from_string(event_frame(event)).expect("frames are valid JSON")
-                })
-                .collect();
-            Ok::<_, StoreError>(Ok(History { events, more }))
-        }
-        .await;
-        match result {
-            Ok(Ok(page)) => self.push(ServerFrame::History(page).to_text().into()).await,
-            Ok(Err(err)) => self.error(err, None, None).await,
-            Err(err) => {
-                tracing::error!(error = %err, "history failed in the store");
-                let err = DecodeError::new(ErrorCode::Internal, "internal error; ask again");
-                self.error(err, None, None).await
-            }
-        }
-    }
-
     async fn call(&mut self, req: CallRequest) {
         let identity = self.identity.clone().expect("call runs after login");
         let call_id = req.call.clone();
@@ -758,12 +646,14 @@ impl Session {
         }
     }
 
-    /// Queues a frame for this connection; waiting here slows only this device's reader.
-    async fn push(&self, frame: Frame) {
-        let _ = self.queue.send(Outbound::Frame(frame)).await;
+    /// Queues a frame for this connection; waiting here slows only this device's reader, and
+    /// at most the idle timeout (then the device is kicked as a slow consumer). False when the
+    /// connection is closing.
+    pub(super) async fn push(&self, frame: Frame) -> bool {
+        self.queue.send(Outbound::Frame(frame)).await.is_ok()
     }
 
-    async fn error(&self, err: DecodeError, id: Option<String>, call: Option<String>) {
+    pub(super) async fn error(&self, err: DecodeError, id: Option<String>, call: Option<String>) {
         self.state
             .metrics
             .errors
@@ -780,7 +670,7 @@ impl Session {
 
     /// A store failure the device cannot fix: logged once here, and the device is told to
     /// reconnect (1001).
-    async fn close_internal(&self, err: &StoreError, what: &str) {
+    pub(super) async fn close_internal(&self, err: &StoreError, what: &str) {
         tracing::error!(error = %err, "{what}");
         self.refuse(
             ErrorCode::Internal,
@@ -884,7 +774,7 @@ pub(super) async fn record_call(state: &Arc<ServerState>, ended: CallEnded) {
 /// What a device is told when the store refuses `what` (the shared table in
 /// `StoreError::refusal`); a failure of the store itself is logged here and answered with
 /// `retry`.
-fn store_refusal(err: StoreError, what: &str, retry: &'static str) -> DecodeError {
+pub(super) fn store_refusal(err: StoreError, what: &str, retry: &'static str) -> DecodeError {
     match err.refusal() {
         Some((code, message)) => DecodeError::new(code, message),
         None => {

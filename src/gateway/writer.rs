@@ -86,10 +86,10 @@ async fn write_loop(
     loop {
         // Everything queued is taken at once (the session's own items first) and written as
         // one batch with one flush: one write to the socket for all of it.
-        let items = match mailbox.next(live_after.is_some()).await {
+        let (items, taken) = match mailbox.next(live_after.is_some()).await {
             Work::Kicked(reason) => return Some((reason.code, reason.reason)),
             Work::SessionDone => return Some((CloseCode::Normal, String::new())),
-            Work::Items(items) => items,
+            Work::Items(items, taken) => (items, taken),
         };
         let mut then_close = None;
         let mut fed = 0usize;
@@ -135,6 +135,8 @@ async fn write_loop(
         if written.is_err() {
             return None; // the peer is gone
         }
+        // Handed to the socket: room for the session's next frames.
+        mailbox.written(taken);
         if then_close.is_some() {
             return then_close;
         }

@@ -6,18 +6,25 @@
 //! costs one small allocation. The writer takes everything queued in one lock and writes it
 //! as one batch; the router's hand-off is a push and a wake.
 //!
-//! Bounds are as before: each queue holds at most `capacity` items. The session waits for room
-//! in its own queue; a full live queue is refused (the router kicks the slow consumer).
+//! Bounds: each queue holds at most `frames` items and `bytes` bytes of frames, counted from
+//! the moment a frame is queued until the writer has handed it to the socket (so a batch the
+//! writer is stuck writing still counts). A connection therefore holds at most about
+//! `2 × bytes` of frames whatever its peer does. The session waits for room in its own queue,
+//! but at most `stall` (the idle timeout): a peer that lets it stay full that long is kicked as
+//! a slow consumer. A full live queue is refused (the router kicks the slow consumer).
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
+use std::time::Duration;
+
 use futures::task::AtomicWaker;
 use tokio::sync::Notify;
 
 use super::{KickReason, Outbound};
+use crate::metrics::Metrics;
 use crate::protocol::CloseCode;
 
 /// A connection's mailbox, shared by its session, its writer and the router.
@@ -28,13 +35,27 @@ pub struct Mailbox {
     writer: AtomicWaker,
     /// Sessions waiting for room in their queue, and anyone waiting for a kick.
     notify: Notify,
-    capacity: usize,
+    bounds: Bounds,
+}
+
+/// How much one connection's queues may hold.
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    /// Items per queue.
+    pub frames: usize,
+    /// Bytes of frames per queue, until the writer has written them. One item is always
+    /// accepted into an empty queue, whatever its size.
+    pub bytes: usize,
 }
 
 #[derive(Debug, Default)]
 struct Inner {
     own: VecDeque<Outbound>,
     live: VecDeque<Outbound>,
+    /// Bytes of the session's own frames queued or being written.
+    own_bytes: usize,
+    /// Bytes of live frames queued or being written.
+    live_bytes: usize,
     kick: Option<KickReason>,
     /// The session is gone: the writer writes what is queued, then closes normally.
     session_done: bool,
@@ -51,11 +72,28 @@ pub enum Refused {
     Closed,
 }
 
+/// Why one of the session's own items was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotQueued {
+    /// The connection is closing (kicked, or the writer is gone).
+    Closed,
+    /// The queue stayed full for the whole `stall` wait: the peer is not reading. This wait
+    /// kicked the connection as a slow consumer.
+    Stalled,
+}
+
+/// A batch the writer took; hand it back with [`Mailbox::written`] once it is written.
+#[derive(Debug, Default)]
+pub struct Taken {
+    own_bytes: usize,
+    live_bytes: usize,
+}
+
 /// The writer's next piece of work.
 #[derive(Debug)]
 pub enum Work {
-    /// Items to write, the session's own first.
-    Items(VecDeque<Outbound>),
+    /// Items to write, the session's own first, and what they weigh.
+    Items(VecDeque<Outbound>, Taken),
     /// The session ended and everything it queued was taken: close normally.
     SessionDone,
     /// Kicked: close with this reason now, whatever is queued.
@@ -63,14 +101,23 @@ pub enum Work {
 }
 
 impl Mailbox {
-    /// An empty mailbox whose queues hold at most `capacity` items each.
-    pub fn new(capacity: usize) -> Arc<Mailbox> {
+    /// An empty mailbox whose queues hold at most `bounds` each.
+    pub fn new(bounds: Bounds) -> Arc<Mailbox> {
         Arc::new(Mailbox {
             inner: Mutex::new(Inner::default()),
             writer: AtomicWaker::new(),
             notify: Notify::new(),
-            capacity: capacity.max(1),
+            bounds: Bounds {
+                frames: bounds.frames.max(1),
+                bytes: bounds.bytes.max(1),
+            },
         })
+    }
+
+    /// Whether a queue holding `len` items and `bytes` bytes (queued or being written) has
+    /// room for an item of `size` bytes. Nothing waiting admits any one item.
+    fn room(&self, len: usize, bytes: usize, size: usize) -> bool {
+        len < self.bounds.frames && (bytes == 0 || bytes + size <= self.bounds.bytes)
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -84,39 +131,71 @@ impl Mailbox {
             if inner.writer_done || inner.kick.is_some() {
                 return Err(Refused::Closed);
             }
-            if inner.live.len() >= self.capacity {
+            let size = item.size();
+            if !self.room(inner.live.len(), inner.live_bytes, size) {
                 return Err(Refused::Full);
             }
+            inner.live_bytes += size;
             inner.live.push_back(item);
         }
         self.writer.wake();
         Ok(())
     }
 
-    /// Queues one of the session's own items, waiting for room. Returns false when the
-    /// writer is gone (the item is dropped).
-    pub async fn send_own(&self, item: Outbound) -> bool {
+    /// Queues one of the session's own items, waiting at most `stall` for room. If no room
+    /// comes in time the peer has stopped reading: the connection is kicked as a slow
+    /// consumer (4008). The item is dropped when it is not queued.
+    pub async fn send_own(&self, item: Outbound, stall: Duration) -> Result<(), NotQueued> {
+        let size = item.size();
         let mut item = Some(item);
+        let deadline = tokio::time::Instant::now() + stall;
         loop {
             let notified = self.notify.notified();
             let mut notified = std::pin::pin!(notified);
             notified.as_mut().enable();
             {
                 let mut inner = self.lock();
-                if inner.writer_done {
-                    return false;
+                if inner.writer_done || inner.kick.is_some() {
+                    return Err(NotQueued::Closed);
                 }
-                if inner.own.len() < self.capacity {
+                if self.room(inner.own.len(), inner.own_bytes, size) {
+                    inner.own_bytes += size;
                     inner
                         .own
                         .push_back(item.take().expect("item is queued once"));
                     drop(inner);
                     self.writer.wake();
-                    return true;
+                    return Ok(());
                 }
             }
-            notified.await;
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                let waited = if stall.subsec_millis() == 0 {
+                    format!("{} s", stall.as_secs())
+                } else {
+                    format!("{} ms", stall.as_millis())
+                };
+                let reason =
+                    format!("nothing read for {waited} while frames waited; reconnect and resync");
+                return if self.kick(CloseCode::SlowConsumer, reason) {
+                    Err(NotQueued::Stalled)
+                } else {
+                    Err(NotQueued::Closed)
+                };
+            }
         }
+    }
+
+    /// The writer handed a batch to the socket: its bytes no longer count.
+    pub fn written(&self, taken: Taken) {
+        if taken.own_bytes == 0 && taken.live_bytes == 0 {
+            return;
+        }
+        {
+            let mut inner = self.lock();
+            inner.own_bytes = inner.own_bytes.saturating_sub(taken.own_bytes);
+            inner.live_bytes = inner.live_bytes.saturating_sub(taken.live_bytes);
+        }
+        self.notify.notify_waiters();
     }
 
     /// The session is gone: the writer drains what it queued and closes.
@@ -172,7 +251,7 @@ impl Mailbox {
         if let Some(reason) = &inner.kick {
             return Poll::Ready(Work::Kicked(reason.clone()));
         }
-        let own_was_full = inner.own.len() >= self.capacity;
+        let own_was_full = inner.own.len() >= self.bounds.frames;
         let take_live = live_open && !inner.live.is_empty();
         if inner.own.is_empty() && !take_live {
             return if inner.session_done {
@@ -182,8 +261,12 @@ impl Mailbox {
             };
         }
         // The queues are handed over whole: no copy, and an idle connection keeps no buffer.
+        // Their bytes stay counted until the writer says they are written.
+        let mut taken = Taken::default();
         let mut items = std::mem::take(&mut inner.own);
+        taken.own_bytes = items.iter().map(Outbound::size).sum();
         if take_live {
+            taken.live_bytes = inner.live.iter().map(Outbound::size).sum();
             if items.is_empty() {
                 items = std::mem::take(&mut inner.live);
             } else {
@@ -195,7 +278,7 @@ impl Mailbox {
         if own_was_full {
             self.notify.notify_waiters();
         }
-        Poll::Ready(Work::Items(items))
+        Poll::Ready(Work::Items(items, taken))
     }
 
     /// The writer ended: nothing more will be written, and waiting senders give up.
@@ -203,6 +286,8 @@ impl Mailbox {
         let (own, live) = {
             let mut inner = self.lock();
             inner.writer_done = true;
+            inner.own_bytes = 0;
+            inner.live_bytes = 0;
             (
                 std::mem::take(&mut inner.own),
                 std::mem::take(&mut inner.live),
@@ -214,36 +299,53 @@ impl Mailbox {
 }
 
 /// The session's end of its own queue; dropping it tells the writer the session is gone.
-#[derive(Debug)]
-pub struct OwnQueue(Arc<Mailbox>);
+pub struct OwnQueue {
+    mailbox: Arc<Mailbox>,
+    /// The longest wait for room (the idle timeout) before the peer counts as gone.
+    stall: Duration,
+    /// Counts the slow consumers a stalled wait closes.
+    metrics: Arc<Metrics>,
+}
 
-/// The writer is gone.
-#[derive(Debug)]
-pub struct Closed;
+impl std::fmt::Debug for OwnQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OwnQueue")
+            .field("mailbox", &self.mailbox)
+            .field("stall", &self.stall)
+            .finish_non_exhaustive()
+    }
+}
 
 impl OwnQueue {
-    /// The session's handle to `mailbox`.
-    pub fn new(mailbox: Arc<Mailbox>) -> OwnQueue {
-        OwnQueue(mailbox)
+    /// The session's handle to `mailbox`; a wait for room longer than `stall` kicks.
+    pub fn new(mailbox: Arc<Mailbox>, stall: Duration, metrics: Arc<Metrics>) -> OwnQueue {
+        OwnQueue {
+            mailbox,
+            stall,
+            metrics,
+        }
     }
 
-    /// Queues an item for the writer, waiting for room; waiting slows only this connection.
-    pub async fn send(&self, item: Outbound) -> Result<(), Closed> {
-        if self.0.send_own(item).await {
-            Ok(())
-        } else {
-            Err(Closed)
+    /// Queues an item for the writer, waiting for room (at most `stall`); waiting slows only
+    /// this connection.
+    pub async fn send(&self, item: Outbound) -> Result<(), NotQueued> {
+        let sent = self.mailbox.send_own(item, self.stall).await;
+        if sent == Err(NotQueued::Stalled) {
+            self.metrics.slow_consumer_closes.inc();
+            // Inside the connection's span, which names the uid.
+            tracing::warn!("kicked: slow consumer (nothing read while its own queue was full)");
         }
+        sent
     }
 
     /// The shared mailbox.
     pub fn mailbox(&self) -> &Arc<Mailbox> {
-        &self.0
+        &self.mailbox
     }
 }
 
 impl Drop for OwnQueue {
     fn drop(&mut self) {
-        self.0.session_done();
+        self.mailbox.session_done();
     }
 }

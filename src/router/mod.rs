@@ -20,7 +20,7 @@ use crate::protocol::{CloseCode, Uid};
 use crate::store::PersonId;
 
 pub use calls::{CallEnded, CallError, CallOutcome, Party};
-pub use mailbox::{Mailbox, OwnQueue};
+pub use mailbox::{Bounds, Mailbox, NotQueued, OwnQueue};
 
 /// A serialized text frame; cloning shares the same bytes.
 pub type Frame = Utf8Bytes;
@@ -42,6 +42,17 @@ pub enum Outbound {
     Close(CloseCode, String),
     /// Send a WebSocket ping (keepalive).
     Ping,
+}
+
+impl Outbound {
+    /// The bytes this item holds while it waits (what the queues' byte bound counts).
+    pub fn size(&self) -> usize {
+        match self {
+            Outbound::Frame(frame) | Outbound::Event(_, frame) => frame.len(),
+            Outbound::Close(_, reason) => reason.len(),
+            Outbound::Live { .. } | Outbound::Ping => 0,
+        }
+    }
 }
 
 /// Why a connection is being closed from outside its own session.

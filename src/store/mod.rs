@@ -293,6 +293,9 @@ pub struct Identity {
     pub person: PersonId,
     /// The primary's address: what others see.
     pub primary_address: String,
+    /// When the token this identity was resolved from expires (ms since the Unix epoch): a
+    /// connection logged in with it is closed then.
+    pub token_expires: Millis,
 }
 
 /// A validated `send`.

@@ -1593,14 +1593,16 @@ fn token_holder(
              WHERE t.hash = ?1",
         )?
         .query_row([&hash.0[..]], |r| {
+            let expires = r.get::<_, i64>(1)?;
             Ok((
                 r.get::<_, String>(0)?,
-                r.get::<_, i64>(1)?,
+                expires,
                 Identity {
                     uid: r.get(2)?,
                     address: r.get(3)?,
                     person: r.get(4)?,
                     primary_address: r.get(5)?,
+                    token_expires: expires,
                 },
             ))
         })
@@ -1793,6 +1795,7 @@ mod tests {
                 address: address.into(),
                 person: uid,
                 primary_address: address.into(),
+                token_expires: Millis::MAX,
             });
         }
         let msg = NewMessage {

@@ -2,6 +2,7 @@
 
 mod harness;
 
+mod abuse;
 mod admin;
 mod backend_errors;
 mod backend_fuzz;
