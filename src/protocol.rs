@@ -60,7 +60,7 @@ pub enum ErrorCode {
     LoginRequired,
     /// The recipient address names no user.
     UnknownRecipient,
-    /// A `send` reused a client id with a different body.
+    /// A `send` reused a client id with a different body, other files or another recipient.
     DuplicateId,
     /// The frame exceeds the size limit.
     FrameTooLarge,

@@ -4,6 +4,7 @@
 //! the embedded default. Every method is one transaction: a refusal writes nothing. The store
 //! knows nothing of axum, WebSockets or the router.
 
+mod receipts;
 pub mod sqlite;
 
 use async_trait::async_trait;
