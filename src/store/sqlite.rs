@@ -43,6 +43,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_sync.sql"),
     include_str!("migrations/0003_admin.sql"),
     include_str!("migrations/0004_files.sql"),
+    include_str!("migrations/0005_person_epoch.sql"),
 ];
 
 type Reply = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
@@ -367,17 +368,6 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn epoch(&self) -> Result<String, StoreError> {
-        self.read(|conn| {
-            Ok(
-                conn.query_row("SELECT value FROM meta WHERE key = 'epoch'", [], |r| {
-                    r.get(0)
-                })?,
-            )
-        })
-        .await
-    }
-
     async fn head(&self, person: PersonId) -> Result<LogHead, StoreError> {
         // Read at every login: one indexed lookup, like the token check, so it too runs here
         // when a reader connection is free.
@@ -664,11 +654,12 @@ fn run_writer(
 /// Where a person's log stands.
 fn log_head(conn: &Connection, person: PersonId) -> Result<LogHead, StoreError> {
     let head = conn
-        .prepare_cached("SELECT last_seq, pruned_upto FROM persons WHERE person = ?1")?
+        .prepare_cached("SELECT last_seq, pruned_upto, epoch FROM persons WHERE person = ?1")?
         .query_row([person], |r| {
             Ok(LogHead {
                 seq: r.get(0)?,
                 pruned_upto: r.get(1)?,
+                epoch: r.get(2)?,
             })
         })
         .optional()?;
@@ -868,9 +859,12 @@ fn find_or_create(
     })
 }
 
+/// Creates a person's log, with a random epoch of its own (migration 0005).
 fn create_person(conn: &Connection, uid: Uid) -> Result<(), StoreError> {
-    conn.prepare_cached("INSERT OR IGNORE INTO persons (person) VALUES (?1)")?
-        .execute([uid])?;
+    conn.prepare_cached(
+        "INSERT OR IGNORE INTO persons (person, epoch) VALUES (?1, lower(hex(randomblob(8))))",
+    )?
+    .execute([uid])?;
     Ok(())
 }
 
@@ -1074,8 +1068,17 @@ fn token_linkto(
                 }
             }
             // The user's own (empty or abandoned) person log goes; it now shares the person's.
-            conn.prepare_cached("DELETE FROM persons WHERE person = ?1")?
-                .execute([user.uid])?;
+            let left: Option<String> = conn
+                .prepare_cached("DELETE FROM persons WHERE person = ?1 RETURNING epoch")?
+                .query_row([user.uid], |r| r.get(0))
+                .optional()?;
+            // Its devices hold positions in the log it left. Two persons from before migration
+            // 0005 share the database's epoch; then the target's log gets a new one, so no such
+            // position is ever replayed against this log.
+            conn.prepare_cached(
+                "UPDATE persons SET epoch = lower(hex(randomblob(8))) WHERE person = ?1 AND epoch = ?2",
+            )?
+            .execute(params![person, left])?;
             conn.prepare_cached("UPDATE users SET primary_uid = ?2 WHERE uid = ?1")?
                 .execute(params![user.uid, person])?;
             moved = true;

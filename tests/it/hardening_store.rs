@@ -126,3 +126,106 @@ async fn the_same_id_to_another_recipient_is_a_duplicate_id() {
     assert_eq!(retry["mid"], sent["mid"]);
     assert_eq!(server.snapshot(), before);
 }
+
+/// Logs in with `since` and `epoch` and returns the `welcome` and the `synced` after it.
+async fn relogin(server: &TestServer, token: &str, since: u64, epoch: &Value) -> (Value, Value) {
+    let mut dev = server.login_since(token, Some(since), epoch.as_str()).await;
+    let welcome = dev.expect("welcome").await;
+    let synced = dev.next().await;
+    assert_eq!(synced["op"], "synced", "a replay: {synced}");
+    (welcome, synced)
+}
+
+/// Sends `n` messages from `from` to `to`, so `to`'s log has at least `n` events.
+async fn fill(from: &mut Device, to: &str, n: usize) {
+    for i in 0..n {
+        from.send_msg(&format!("fill-{to}-{i}"), to, json!(i)).await;
+    }
+}
+
+/// A device that moves into another person by `linkto` holds a position in the log it left:
+/// that `since` is not replayed against the new person's log.
+#[tokio::test]
+async fn a_since_from_before_a_linkto_is_not_replayed() {
+    let server = TestServer::start().await;
+    let mut alice = server.device("alice@example.com", "a").await;
+    let carol_token = server.device_token("carol@example.com", "c").await["user"]["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut carol = server.login(&carol_token).await;
+    let carol_epoch = carol.expect("welcome").await["epoch"].clone();
+    server.device_token("dave@example.com", "d").await;
+    fill(&mut alice, "carol@example.com", 1).await;
+    fill(&mut alice, "dave@example.com", 3).await;
+    carol.expect("message").await;
+
+    let answer = server
+        .backend(json!({"op":"useradd","user":{"address":"carol@example.com","token":{"appid":APPID,"linkto":"dave@example.com"}}}))
+        .await;
+    assert_eq!(answer["result"], true, "{answer}");
+    let token = answer["user"]["token"].as_str().unwrap();
+    let (welcome, synced) = relogin(&server, token, 1, &carol_epoch).await;
+    assert_eq!(welcome["primary"]["address"], "dave@example.com");
+    assert_ne!(welcome["epoch"], carol_epoch);
+    assert_eq!(welcome["recovered"], false, "{welcome}");
+    assert_eq!(synced["replayed"], 0);
+}
+
+/// Two persons created before migration 0005 share the database's epoch; a `linkto` between
+/// them renews the target's, so the moved device's position still means nothing there.
+#[tokio::test]
+async fn a_linkto_between_two_migrated_persons_renews_the_epoch() {
+    let server = TestServer::start().await;
+    let mut alice = server.device("alice@example.com", "a").await;
+    let carol = server.device("carol@example.com", "c").await;
+    let dave = server.device("dave@example.com", "d").await;
+    fill(&mut alice, "carol@example.com", 1).await;
+    fill(&mut alice, "dave@example.com", 3).await;
+    // What migration 0005 leaves: every person with the database's epoch.
+    let db = rusqlite::Connection::open(server.state.config.data_dir.join("octet.db")).unwrap();
+    db.busy_timeout(crate::harness::WAIT).unwrap();
+    db.execute(
+        "UPDATE persons SET epoch = (SELECT value FROM meta WHERE key = 'epoch')",
+        [],
+    )
+    .unwrap();
+    let legacy = json!(server.epoch(carol.uid).await);
+    assert_eq!(server.epoch(dave.uid).await, legacy);
+
+    let answer = server
+        .backend(json!({"op":"useradd","user":{"address":"carol@example.com","token":{"appid":APPID,"linkto":"dave@example.com"}}}))
+        .await;
+    assert_eq!(answer["result"], true, "{answer}");
+    let token = answer["user"]["token"].as_str().unwrap();
+    let (welcome, synced) = relogin(&server, token, 1, &legacy).await;
+    assert_eq!(welcome["recovered"], false, "{welcome}");
+    assert_eq!(synced["replayed"], 0);
+    // Dave's own device is told its position is from another epoch too, and pages history.
+    let (welcome, _) = relogin(&server, &dave.token, 3, &legacy).await;
+    assert_eq!(welcome["recovered"], false, "{welcome}");
+}
+
+/// An address deleted and created again is a new person with a new log: a device's `since`
+/// from the deleted one is not replayed.
+#[tokio::test]
+async fn a_since_from_a_deleted_person_is_not_replayed() {
+    let server = TestServer::start().await;
+    let mut bob = server.device("bob@example.com", "b").await;
+    let mut alice = server.device("alice@example.com", "a").await;
+    fill(&mut bob, "alice@example.com", 1).await;
+    alice.expect("message").await;
+    let old_epoch = json!(server.epoch(alice.uid).await);
+
+    let answer = server
+        .backend(json!({"op":"userdel","user":{"address":"alice@example.com"}}))
+        .await;
+    assert_eq!(answer["result"], true, "{answer}");
+    let answer = server.device_token("alice@example.com", "a").await;
+    let token = answer["user"]["token"].as_str().unwrap();
+    fill(&mut bob, "alice@example.com", 3).await;
+    let (welcome, synced) = relogin(&server, token, 1, &old_epoch).await;
+    assert_ne!(welcome["epoch"], old_epoch);
+    assert_eq!(welcome["recovered"], false, "{welcome}");
+    assert_eq!(synced["replayed"], 0);
+}
