@@ -60,7 +60,7 @@ pub enum ErrorCode {
     LoginRequired,
     /// The recipient address names no user.
     UnknownRecipient,
-    /// A `send` reused a client id with a different body.
+    /// A `send` reused a client id with a different body, other files or another recipient.
     DuplicateId,
     /// The frame exceeds the size limit.
     FrameTooLarge,
@@ -817,7 +817,8 @@ pub struct Welcome {
     pub primary: UserRef,
     /// The person's newest `seq` when the connection went live.
     pub seq: u64,
-    /// The log's epoch; a `since` from another epoch cannot be caught up.
+    /// The epoch of this person's log (random per log); a `since` from another epoch (another
+    /// person's log, a deleted one's, another database's) cannot be caught up.
     pub epoch: String,
     /// True when every event after `since` follows (then `synced`); false when part of it is no
     /// longer retained or `since` is from another epoch: page `history` instead.

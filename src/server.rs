@@ -105,7 +105,6 @@ pub async fn prepare(config: Config) -> Result<Prepared, StartError> {
         None => {}
     }
     store.set_app_credentials(creds).await?;
-    let epoch = store.epoch().await?;
     let files =
         crate::files::Files::open(&config.data_dir, store.url_key().await?).map_err(|source| {
             StartError::DataDir {
@@ -120,7 +119,6 @@ pub async fn prepare(config: Config) -> Result<Prepared, StartError> {
         router: Arc::new(Router::new(metrics.clone())),
         metrics,
         credentials: std::sync::RwLock::new(creds),
-        epoch,
         files,
         shutdown: tokio::sync::watch::channel(false).0,
         login_failures: Default::default(),

@@ -36,8 +36,6 @@ pub struct ServerState {
     pub shutdown: watch::Sender<bool>,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
-    /// The event log's epoch (fixed for the life of the database).
-    pub epoch: String,
     /// Where uploaded files live, and the key download URLs are signed with.
     pub files: crate::files::Files,
     /// Last-seen times not yet written to the store.

@@ -78,7 +78,7 @@ impl Session {
         // half-filled.
         let new_device = since.is_none();
         let since = since.unwrap_or(0);
-        let same_epoch = epoch.as_deref().is_none_or(|e| e == self.state.epoch);
+        let same_epoch = epoch.as_deref().is_none_or(|e| e == head.epoch);
         let beyond = since > head.seq && same_epoch;
         let replay = !new_device && same_epoch && !beyond && since >= head.pruned_upto;
         let recovered = new_device || replay;
@@ -90,7 +90,7 @@ impl Session {
                 address: identity.primary_address.clone(),
             },
             seq: head.seq,
-            epoch: self.state.epoch.clone(),
+            epoch: head.epoch.clone(),
             recovered,
         });
         if !self.push(welcome.to_text().into()).await {

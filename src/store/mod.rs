@@ -4,6 +4,7 @@
 //! the embedded default. Every method is one transaction: a refusal writes nothing. The store
 //! knows nothing of axum, WebSockets or the router.
 
+mod receipts;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -374,12 +375,15 @@ pub struct CallRecord {
 pub const MAX_PROFILE_BYTES: usize = 8 * 1024;
 
 /// Where a person's log stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogHead {
     /// The last seq issued (0 for an empty log).
     pub seq: u64,
     /// Every event with seq ≤ this was removed by retention.
     pub pruned_upto: u64,
+    /// Names this log: random when the person's log is created, so a `since` from any other
+    /// log (another person's, a deleted one's, another database's) is never replayed here.
+    pub epoch: String,
 }
 
 /// One event of a person's log.
@@ -557,8 +561,6 @@ pub trait Store: Send + Sync + 'static {
         msg: NewMessage,
         on_commit: OnCommit,
     ) -> Result<Appended, StoreError>;
-    /// This database's log epoch.
-    async fn epoch(&self) -> Result<String, StoreError>;
     /// Where a person's log stands.
     async fn head(&self, person: PersonId) -> Result<LogHead, StoreError>;
     /// Events with `after < seq ≤ upto`, oldest first, at most `limit`.

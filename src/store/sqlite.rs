@@ -26,6 +26,8 @@ use crate::auth::{PlainToken, TokenHash};
 use crate::files::BlobDir;
 use crate::protocol::{Millis, Uid};
 
+use super::receipts::{ack, append_call_record, append_marker, next_seq};
+
 /// The most jobs one transaction takes (the default group-commit size).
 pub const MAX_BATCH: usize = 512;
 /// Jobs waiting for the writer; senders wait (back-pressure) when it is full.
@@ -41,6 +43,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_sync.sql"),
     include_str!("migrations/0003_admin.sql"),
     include_str!("migrations/0004_files.sql"),
+    include_str!("migrations/0005_person_epoch.sql"),
 ];
 
 type Reply = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
@@ -365,17 +368,6 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn epoch(&self) -> Result<String, StoreError> {
-        self.read(|conn| {
-            Ok(
-                conn.query_row("SELECT value FROM meta WHERE key = 'epoch'", [], |r| {
-                    r.get(0)
-                })?,
-            )
-        })
-        .await
-    }
-
     async fn head(&self, person: PersonId) -> Result<LogHead, StoreError> {
         // Read at every login: one indexed lookup, like the token check, so it too runs here
         // when a reader connection is free.
@@ -662,11 +654,12 @@ fn run_writer(
 /// Where a person's log stands.
 fn log_head(conn: &Connection, person: PersonId) -> Result<LogHead, StoreError> {
     let head = conn
-        .prepare_cached("SELECT last_seq, pruned_upto FROM persons WHERE person = ?1")?
+        .prepare_cached("SELECT last_seq, pruned_upto, epoch FROM persons WHERE person = ?1")?
         .query_row([person], |r| {
             Ok(LogHead {
                 seq: r.get(0)?,
                 pruned_upto: r.get(1)?,
+                epoch: r.get(2)?,
             })
         })
         .optional()?;
@@ -866,9 +859,12 @@ fn find_or_create(
     })
 }
 
+/// Creates a person's log, with a random epoch of its own (migration 0005).
 fn create_person(conn: &Connection, uid: Uid) -> Result<(), StoreError> {
-    conn.prepare_cached("INSERT OR IGNORE INTO persons (person) VALUES (?1)")?
-        .execute([uid])?;
+    conn.prepare_cached(
+        "INSERT OR IGNORE INTO persons (person, epoch) VALUES (?1, lower(hex(randomblob(8))))",
+    )?
+    .execute([uid])?;
     Ok(())
 }
 
@@ -1072,8 +1068,17 @@ fn token_linkto(
                 }
             }
             // The user's own (empty or abandoned) person log goes; it now shares the person's.
-            conn.prepare_cached("DELETE FROM persons WHERE person = ?1")?
-                .execute([user.uid])?;
+            let left: Option<String> = conn
+                .prepare_cached("DELETE FROM persons WHERE person = ?1 RETURNING epoch")?
+                .query_row([user.uid], |r| r.get(0))
+                .optional()?;
+            // Its devices hold positions in the log it left. Two persons from before migration
+            // 0005 share the database's epoch; then the target's log gets a new one, so no such
+            // position is ever replayed against this log.
+            conn.prepare_cached(
+                "UPDATE persons SET epoch = lower(hex(randomblob(8))) WHERE person = ?1 AND epoch = ?2",
+            )?
+            .execute(params![person, left])?;
             conn.prepare_cached("UPDATE users SET primary_uid = ?2 WHERE uid = ?1")?
                 .execute(params![user.uid, person])?;
             moved = true;
@@ -1159,47 +1164,6 @@ fn log_event(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<LogEvent, StoreEr
     }))
 }
 
-/// `append_call_record`: the call's record in the caller's log (out) and the callee's.
-fn append_call_record(conn: &Connection, record: &CallRecord) -> Result<Vec<Marker>, StoreError> {
-    let mut markers = Vec::with_capacity(2);
-    let sides = [
-        (&record.caller, &record.callee, true),
-        (&record.callee, &record.caller, false),
-    ];
-    for ((person, _), (_, peer), out) in sides {
-        let seq = next_seq(conn, *person)?;
-        conn.prepare_cached(
-            "INSERT INTO events (person, seq, kind, out, ts, peer, status, call, duration)
-             VALUES (?1, ?2, 'call', ?3, ?4, ?5, ?6, ?7, ?8)",
-        )?
-        .execute(params![
-            person,
-            seq,
-            out,
-            record.ts,
-            peer,
-            record.status,
-            record.call,
-            record.duration_ms
-        ])?;
-        markers.push(Marker {
-            person: *person,
-            event: LogEvent {
-                seq,
-                ts: record.ts,
-                kind: EventKind::Call {
-                    call: record.call.clone(),
-                    peer: peer.clone(),
-                    out,
-                    status: record.status.to_string(),
-                    duration_ms: record.duration_ms,
-                },
-            },
-        });
-    }
-    Ok(markers)
-}
-
 /// `set_profile`: merges the patch (null removes a key), bumps the version, logs the change.
 fn set_profile(
     conn: &Connection,
@@ -1250,83 +1214,6 @@ fn set_profile(
     }])
 }
 
-/// Appends a receipt or read marker to a person's log.
-fn append_marker(
-    conn: &Connection,
-    person: PersonId,
-    kind: &str,
-    mid: u64,
-    peer: &str,
-    status: Option<&str>,
-    ts: Millis,
-) -> Result<LogEvent, StoreError> {
-    let seq = next_seq(conn, person)?;
-    conn.prepare_cached(
-        "INSERT INTO events (person, seq, kind, mid, out, ts, peer, status)
-         VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6, ?7)",
-    )?
-    .execute(params![person, seq, kind, mid, ts, peer, status])?;
-    let kind = match status {
-        Some(status) => EventKind::Receipt {
-            mid,
-            peer: peer.to_string(),
-            status: status.to_string(),
-        },
-        None => EventKind::Read {
-            upto: mid,
-            peer: peer.to_string(),
-        },
-    };
-    Ok(LogEvent { seq, ts, kind })
-}
-
-/// `ack`: records the device's position and sends `delivered` receipts for messages the
-/// person had not acked on any device yet.
-fn ack(conn: &Connection, who: &Identity, seq: u64, ts: Millis) -> Result<Vec<Marker>, StoreError> {
-    let (last_seq, delivered_upto): (u64, u64) = conn
-        .prepare_cached("SELECT last_seq, delivered_upto FROM persons WHERE person = ?1")?
-        .query_row([who.person], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    if seq > last_seq {
-        return Err(StoreError::BadPosition(format!(
-            "ack of seq {seq}, but the newest seq is {last_seq}"
-        )));
-    }
-    conn.prepare_cached("UPDATE users SET acked_seq = max(acked_seq, ?2) WHERE uid = ?1")?
-        .execute(params![who.uid, seq])?;
-    if seq <= delivered_upto {
-        return Ok(Vec::new());
-    }
-    conn.prepare_cached("UPDATE persons SET delivered_upto = ?2 WHERE person = ?1")?
-        .execute(params![who.person, seq])?;
-    let mut stmt = conn.prepare_cached(
-        "SELECT m.mid, m.sender_person FROM events e JOIN messages m ON m.mid = e.mid
-         WHERE e.person = ?1 AND e.seq > ?2 AND e.seq <= ?3 AND e.kind = 'message' AND e.out = 0
-         ORDER BY e.seq",
-    )?;
-    let delivered = stmt
-        .query_map(params![who.person, delivered_upto, seq], |r| {
-            Ok((r.get::<_, u64>(0)?, r.get::<_, PersonId>(1)?))
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut markers = Vec::with_capacity(delivered.len());
-    for (mid, sender) in delivered {
-        let event = append_marker(
-            conn,
-            sender,
-            "receipt",
-            mid,
-            &who.primary_address,
-            Some("delivered"),
-            ts,
-        )?;
-        markers.push(Marker {
-            person: sender,
-            event,
-        });
-    }
-    Ok(markers)
-}
-
 /// `read`: a read marker in the reader's log and a `read` receipt in the peer's.
 fn mark_read(
     conn: &Connection,
@@ -1362,6 +1249,8 @@ fn mark_read(
          ON CONFLICT (person, peer_person) DO UPDATE SET upto = excluded.upto",
     )?
     .execute(params![who.person, peer_person, upto])?;
+    // Both persons exist: the reader is logged in and the peer was just found in this
+    // transaction, so neither marker is skipped.
     let own = append_marker(conn, who.person, "read", upto, &peer_address, None, ts)?;
     let receipt = append_marker(
         conn,
@@ -1372,16 +1261,11 @@ fn mark_read(
         Some("read"),
         ts,
     )?;
-    Ok(vec![
-        Marker {
-            person: who.person,
-            event: own,
-        },
-        Marker {
-            person: peer_person,
-            event: receipt,
-        },
-    ])
+    let markers = [(who.person, own), (peer_person, receipt)];
+    Ok(markers
+        .into_iter()
+        .filter_map(|(person, event)| event.map(|event| Marker { person, event }))
+        .collect())
 }
 
 /// Deletes the oldest expired events (at most `max_events`), records each person's horizon,
@@ -1429,14 +1313,6 @@ fn prune(
     Ok(removed)
 }
 
-fn next_seq(conn: &Connection, person: PersonId) -> Result<u64, StoreError> {
-    Ok(conn
-        .prepare_cached(
-            "UPDATE persons SET last_seq = last_seq + 1 WHERE person = ?1 RETURNING last_seq",
-        )?
-        .query_row([person], |r| r.get(0))?)
-}
-
 fn append_message(conn: &Connection, msg: NewMessage) -> Result<Appended, StoreError> {
     let sender = msg.from.person;
     let stored = conn
@@ -1463,7 +1339,12 @@ fn append_message(conn: &Connection, msg: NewMessage) -> Result<Appended, StoreE
         })
         .optional()?;
     if let Some((appended, body)) = stored {
-        if body != msg.body.get() || attached_ids(conn, appended.mid)? != msg.files {
+        // A retry is the same message to the same person: a different body, files or
+        // recipient is another message reusing the id, which must not be answered as sent.
+        if body != msg.body.get()
+            || attached_ids(conn, appended.mid)? != msg.files
+            || !same_recipient(conn, &msg.to, &appended)?
+        {
             return Err(StoreError::DuplicateId(msg.client_id));
         }
         return Ok(appended);
@@ -1545,6 +1426,16 @@ fn append_message(conn: &Connection, msg: NewMessage) -> Result<Appended, StoreE
         duplicate: false,
         files: files_json,
     })
+}
+
+/// Whether `to` names the person a stored message went to: its stored primary address, or any
+/// address of that person now. (A recipient deleted since is no longer anyone's address.)
+fn same_recipient(conn: &Connection, to: &str, stored: &Appended) -> Result<bool, StoreError> {
+    if to == stored.to {
+        return Ok(true);
+    }
+    Ok(find_user(conn, &UserKey::Address(to.to_string()))?
+        .is_some_and(|user| user.person() == stored.recipient))
 }
 
 /// Deletes stored bytes no `blobs` row names: left by a batch whose commit failed after its

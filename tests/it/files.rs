@@ -198,7 +198,7 @@ async fn offline_and_newly_linked_devices_see_attachments_on_catch_up_and_histor
     let server = TestServer::start().await;
     let mut alice = server.device("alice@example.com", "a").await;
     let b1 = server.device("bob@example.com", "b1").await;
-    let token = b1.token.clone();
+    let (token, bob_person) = (b1.token.clone(), b1.uid);
     b1.conn.close().await.unwrap();
 
     let doc = upload_ok(&server, &alice.token, b"%PDF-1.7\n...".to_vec(), "menu.pdf").await;
@@ -219,7 +219,7 @@ async fn offline_and_newly_linked_devices_see_attachments_on_catch_up_and_histor
 
     // The device that was away catches up with the attachment.
     let mut b1 = server
-        .login_since(&token, Some(0), Some(&server.state.epoch))
+        .login_since(&token, Some(0), Some(&server.epoch(bob_person).await))
         .await;
     b1.expect("welcome").await;
     let replayed = b1.expect("message").await;

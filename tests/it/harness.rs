@@ -217,6 +217,16 @@ impl TestServer {
         rows
     }
 
+    /// The epoch of a person's log (what its devices' `welcome` shows).
+    pub async fn epoch(&self, person: u64) -> String {
+        self.state
+            .store
+            .head(person)
+            .await
+            .expect("person exists")
+            .epoch
+    }
+
     /// How many users (devices) the person at `address` has.
     pub async fn device_count(&self, address: &str) -> usize {
         let answer = self.devices(address).await;

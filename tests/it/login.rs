@@ -20,7 +20,7 @@ async fn welcome_names_the_device_and_its_primary() {
         welcome,
         json!({"op":"welcome","uid":2,"address":"xyz@example.com-linked-1",
                "primary":{"uid":1,"address":"xyz@example.com"},
-               "seq":0,"epoch":server.state.epoch,"recovered":true})
+               "seq":0,"epoch":server.epoch(1).await,"recovered":true})
     );
     assert_eq!(
         dev.next().await,

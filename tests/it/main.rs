@@ -18,6 +18,7 @@ mod disk_full;
 mod fanout;
 mod faults;
 mod files;
+mod hardening_store;
 mod limits;
 mod login;
 mod metrics;

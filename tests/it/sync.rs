@@ -38,7 +38,7 @@ async fn an_offline_device_catches_up_in_order_without_gaps() {
             .await;
     }
     let mut b2 = server
-        .login_since(&token, Some(held), Some(&server.state.epoch))
+        .login_since(&token, Some(held), Some(&server.epoch(b1.uid).await))
         .await;
     let (welcome, replayed) = until_synced(&mut b2).await;
     assert_eq!(welcome["seq"], 101);

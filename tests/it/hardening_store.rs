@@ -1,0 +1,231 @@
+//! Issue 13, the store's part: receipts and call records that survive a deletion, client ids
+//! bound to their recipient, an epoch per log, poison bodies, large integers, lookalike
+//! addresses, the call cap, and frames with a duplicate `op` or a BOM.
+
+use serde_json::{Value, json};
+
+use crate::harness::{APPID, Device, TestServer};
+
+/// The next `call_record`, passing over the `call` frames before it.
+async fn record(dev: &mut Device) -> Value {
+    loop {
+        let frame = dev.next().await;
+        if frame["op"] == "call_record" {
+            return frame;
+        }
+        assert_eq!(frame["op"], "call", "unexpected {frame}");
+    }
+}
+
+/// How far the device with `uid` acked, as `devices` reports it.
+async fn acked(server: &TestServer, address: &str, uid: u64) -> u64 {
+    let answer = server.devices(address).await;
+    let devices = answer["devices"].as_array().expect("devices list");
+    let device = devices
+        .iter()
+        .find(|d| d["uid"] == uid)
+        .unwrap_or_else(|| panic!("uid {uid} not in {answer}"));
+    device["acked"].as_u64().unwrap()
+}
+
+/// Links the primary at `address` (which has no linked users) to the person of `linkto`.
+async fn link(server: &TestServer, address: &str, linkto: &str) {
+    let answer = server
+        .backend(json!({"op":"useradd","user":{"address":address,"token":{"appid":APPID,"linkto":linkto}}}))
+        .await;
+    assert_eq!(answer["result"], true, "linkto refused: {answer}");
+}
+
+/// An ack covering a message from a user that is gone (deleted, or moved into another person
+/// by `linkto`) commits, and the acks after it too.
+#[tokio::test]
+async fn an_ack_commits_after_the_sender_is_deleted_or_moved() {
+    let server = TestServer::start().await;
+    let mut alice = server.device("alice@example.com", "a").await;
+    let mut carol = server.device("carol@example.com", "c").await;
+    server.device_token("dave@example.com", "d").await;
+    let mut bob = server.device("bob@example.com", "b").await;
+    alice.send_msg("m1", "bob@example.com", json!("hi")).await;
+    carol.send_msg("m1", "bob@example.com", json!("hey")).await;
+    let first = bob.expect("message").await["seq"].as_u64().unwrap();
+    let second = bob.expect("message").await["seq"].as_u64().unwrap();
+
+    let deleted = server
+        .backend(json!({"op":"userdel","user":{"address":"alice@example.com"}}))
+        .await;
+    assert_eq!(deleted["result"], true, "{deleted}");
+    link(&server, "carol@example.com", "dave@example.com").await;
+
+    bob.send_json(json!({"op":"ack","seq":first})).await;
+    bob.expect_silence().await;
+    assert_eq!(acked(&server, "bob@example.com", bob.uid).await, first);
+    bob.send_json(json!({"op":"ack","seq":second})).await;
+    bob.expect_silence().await;
+    assert_eq!(acked(&server, "bob@example.com", bob.uid).await, second);
+}
+
+/// A call whose other party was deleted, or moved into another person, still ends with a
+/// record in the log of the party that remains.
+#[tokio::test]
+async fn a_call_is_recorded_for_the_party_that_remains() {
+    let server = TestServer::start().await;
+    let mut bob = server.device("bob@example.com", "b").await;
+    server.device_token("dave@example.com", "d").await;
+    for (caller, how) in [
+        ("alice@example.com", "userdel"),
+        ("carol@example.com", "linkto"),
+    ] {
+        let mut dev = server.device(caller, "x").await;
+        dev.send_json(json!({"op":"call","to":"bob@example.com","call":how,"action":"ring"}))
+            .await;
+        bob.expect("call").await;
+        bob.send_json(json!({"op":"call","call":how,"action":"answer"}))
+            .await;
+        dev.expect("call").await;
+        if how == "userdel" {
+            let answer = server
+                .backend(json!({"op":"userdel","user":{"address":caller}}))
+                .await;
+            assert_eq!(answer["result"], true, "{answer}");
+        } else {
+            link(&server, caller, "dave@example.com").await;
+        }
+        let rec = record(&mut bob).await;
+        assert_eq!(rec["call"], how);
+        assert_eq!(rec["status"], "answered");
+        assert_eq!(rec["peer"], caller);
+    }
+}
+
+/// A client id reused for another recipient is another message: `duplicate_id`, and nothing
+/// stored; the same id to the same person (by any of its addresses) is still a retry.
+#[tokio::test]
+async fn the_same_id_to_another_recipient_is_a_duplicate_id() {
+    let server = TestServer::start().await;
+    let mut alice = server.device("alice@example.com", "a").await;
+    let mut bob = server.device("bob@example.com", "b1").await;
+    server.device_token("bob@example.com", "b2").await;
+    let mut carol = server.device("carol@example.com", "c").await;
+    let sent = alice.send_msg("5", "bob@example.com", json!("ok")).await;
+    bob.expect("message").await;
+
+    let before = server.snapshot();
+    alice
+        .send_json(json!({"op":"send","id":"5","to":"carol@example.com","body":"ok"}))
+        .await;
+    let err = alice.expect("error").await;
+    assert_eq!(err["code"], "duplicate_id", "{err}");
+    assert_eq!(err["id"], "5");
+    assert_eq!(server.snapshot(), before);
+    carol.expect_silence().await;
+
+    // A retry through another address of bob's person is the same message.
+    let retry = alice
+        .send_msg("5", "bob@example.com-linked-1", json!("ok"))
+        .await;
+    assert_eq!(retry["mid"], sent["mid"]);
+    assert_eq!(server.snapshot(), before);
+}
+
+/// Logs in with `since` and `epoch` and returns the `welcome` and the `synced` after it.
+async fn relogin(server: &TestServer, token: &str, since: u64, epoch: &Value) -> (Value, Value) {
+    let mut dev = server.login_since(token, Some(since), epoch.as_str()).await;
+    let welcome = dev.expect("welcome").await;
+    let synced = dev.next().await;
+    assert_eq!(synced["op"], "synced", "a replay: {synced}");
+    (welcome, synced)
+}
+
+/// Sends `n` messages from `from` to `to`, so `to`'s log has at least `n` events.
+async fn fill(from: &mut Device, to: &str, n: usize) {
+    for i in 0..n {
+        from.send_msg(&format!("fill-{to}-{i}"), to, json!(i)).await;
+    }
+}
+
+/// A device that moves into another person by `linkto` holds a position in the log it left:
+/// that `since` is not replayed against the new person's log.
+#[tokio::test]
+async fn a_since_from_before_a_linkto_is_not_replayed() {
+    let server = TestServer::start().await;
+    let mut alice = server.device("alice@example.com", "a").await;
+    let carol_token = server.device_token("carol@example.com", "c").await["user"]["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut carol = server.login(&carol_token).await;
+    let carol_epoch = carol.expect("welcome").await["epoch"].clone();
+    server.device_token("dave@example.com", "d").await;
+    fill(&mut alice, "carol@example.com", 1).await;
+    fill(&mut alice, "dave@example.com", 3).await;
+    carol.expect("message").await;
+
+    let answer = server
+        .backend(json!({"op":"useradd","user":{"address":"carol@example.com","token":{"appid":APPID,"linkto":"dave@example.com"}}}))
+        .await;
+    assert_eq!(answer["result"], true, "{answer}");
+    let token = answer["user"]["token"].as_str().unwrap();
+    let (welcome, synced) = relogin(&server, token, 1, &carol_epoch).await;
+    assert_eq!(welcome["primary"]["address"], "dave@example.com");
+    assert_ne!(welcome["epoch"], carol_epoch);
+    assert_eq!(welcome["recovered"], false, "{welcome}");
+    assert_eq!(synced["replayed"], 0);
+}
+
+/// Two persons created before migration 0005 share the database's epoch; a `linkto` between
+/// them renews the target's, so the moved device's position still means nothing there.
+#[tokio::test]
+async fn a_linkto_between_two_migrated_persons_renews_the_epoch() {
+    let server = TestServer::start().await;
+    let mut alice = server.device("alice@example.com", "a").await;
+    let carol = server.device("carol@example.com", "c").await;
+    let dave = server.device("dave@example.com", "d").await;
+    fill(&mut alice, "carol@example.com", 1).await;
+    fill(&mut alice, "dave@example.com", 3).await;
+    // What migration 0005 leaves: every person with the database's epoch.
+    let db = rusqlite::Connection::open(server.state.config.data_dir.join("octet.db")).unwrap();
+    db.busy_timeout(crate::harness::WAIT).unwrap();
+    db.execute(
+        "UPDATE persons SET epoch = (SELECT value FROM meta WHERE key = 'epoch')",
+        [],
+    )
+    .unwrap();
+    let legacy = json!(server.epoch(carol.uid).await);
+    assert_eq!(server.epoch(dave.uid).await, legacy);
+
+    let answer = server
+        .backend(json!({"op":"useradd","user":{"address":"carol@example.com","token":{"appid":APPID,"linkto":"dave@example.com"}}}))
+        .await;
+    assert_eq!(answer["result"], true, "{answer}");
+    let token = answer["user"]["token"].as_str().unwrap();
+    let (welcome, synced) = relogin(&server, token, 1, &legacy).await;
+    assert_eq!(welcome["recovered"], false, "{welcome}");
+    assert_eq!(synced["replayed"], 0);
+    // Dave's own device is told its position is from another epoch too, and pages history.
+    let (welcome, _) = relogin(&server, &dave.token, 3, &legacy).await;
+    assert_eq!(welcome["recovered"], false, "{welcome}");
+}
+
+/// An address deleted and created again is a new person with a new log: a device's `since`
+/// from the deleted one is not replayed.
+#[tokio::test]
+async fn a_since_from_a_deleted_person_is_not_replayed() {
+    let server = TestServer::start().await;
+    let mut bob = server.device("bob@example.com", "b").await;
+    let mut alice = server.device("alice@example.com", "a").await;
+    fill(&mut bob, "alice@example.com", 1).await;
+    alice.expect("message").await;
+    let old_epoch = json!(server.epoch(alice.uid).await);
+
+    let answer = server
+        .backend(json!({"op":"userdel","user":{"address":"alice@example.com"}}))
+        .await;
+    assert_eq!(answer["result"], true, "{answer}");
+    let answer = server.device_token("alice@example.com", "a").await;
+    let token = answer["user"]["token"].as_str().unwrap();
+    fill(&mut bob, "alice@example.com", 3).await;
+    let (welcome, synced) = relogin(&server, token, 1, &old_epoch).await;
+    assert_ne!(welcome["epoch"], old_epoch);
+    assert_eq!(welcome["recovered"], false, "{welcome}");
+    assert_eq!(synced["replayed"], 0);
+}
