@@ -119,6 +119,7 @@ pub async fn prepare(config: Config) -> Result<Prepared, StartError> {
         router: Arc::new(Router::new(metrics.clone())),
         metrics,
         credentials: std::sync::RwLock::new(creds),
+        rotation: Default::default(),
         epoch,
         files,
         shutdown: tokio::sync::watch::channel(false).0,

@@ -28,6 +28,9 @@ pub struct ServerState {
     /// The app and admin tokens' hashes, checked in constant time. Behind a lock because the
     /// app token can be rotated while serving; never held across an await.
     pub credentials: RwLock<AppCredentials>,
+    /// Held by `apptokenrotate` from reading the current token to publishing the new one, so
+    /// two rotations never both succeed from the same token (the loser's token would be dead).
+    pub rotation: tokio::sync::Mutex<()>,
     /// Failed logins per IP address.
     pub login_failures: LoginLimiter,
     /// Set once when shutdown starts: sessions still logging in close with going-away.
