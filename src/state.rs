@@ -31,8 +31,10 @@ pub struct ServerState {
     /// Held by `apptokenrotate` from reading the current token to publishing the new one, so
     /// two rotations never both succeed from the same token (the loser's token would be dead).
     pub rotation: tokio::sync::Mutex<()>,
-    /// Failed logins per IP address.
+    /// Failed logins per client address.
     pub login_failures: LoginLimiter,
+    /// Caps on WebSockets not logged in yet, and the count of logged-in ones.
+    pub admission: Arc<crate::gateway::admission::Admission>,
     /// Set once when shutdown starts: sessions still logging in close with going-away.
     pub shutdown: watch::Sender<bool>,
     /// Prometheus metrics.
