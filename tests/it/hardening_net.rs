@@ -495,3 +495,33 @@ async fn metrics_need_the_token_or_a_loopback_client() {
     assert_eq!(status, 403);
     assert_eq!(body["error"], "bad_metrics_token");
 }
+
+/// A keep-alive connection that goes quiet after its answer is closed within the header
+/// deadline (`login_timeout`), like one that never sent a request.
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_by_the_header_deadline() {
+    let server = TestServer::start_with(|c| c.login_timeout = Duration::from_millis(500)).await;
+    let mut socket = TcpStream::connect(server.addr).await.unwrap();
+    socket
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 1024];
+    let closed = tokio::time::timeout(Duration::from_secs(4), async {
+        loop {
+            match socket.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(String::from_utf8_lossy(&seen).starts_with("HTTP/1.1 200"));
+    assert!(
+        closed.is_ok(),
+        "idle keep-alive connection still open after 4 s"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(400));
+}
