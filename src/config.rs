@@ -72,6 +72,17 @@ pub enum LogFormat {
     Json,
 }
 
+/// Which header a trusted proxy names the client in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProxyHeader {
+    /// `X-Forwarded-For: client, proxy1, proxy2` (what most proxies append to).
+    #[default]
+    XForwardedFor,
+    /// RFC 7239 `Forwarded: for=client, for=proxy1`.
+    Forwarded,
+}
+
 /// Every setting. Unset ones fall back to the file, then to the default shown.
 #[derive(Clone, Default, clap::Args, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -193,6 +204,51 @@ pub struct Settings {
     /// WebSocket settings, for protocol conformance suites (Autobahn). Never in production.
     #[arg(long, env = "OCTET_CONFORMANCE", num_args = 0..=1, default_missing_value = "true")]
     pub conformance: Option<bool>,
+
+    // The network edge under abuse: body deadline, connection caps, proxies, /metrics.
+    /// Seconds a request body (POST /backend) has to arrive in full; a slower one is answered
+    /// 408 `request_timeout` and its connection closed [default: login_timeout].
+    #[arg(long, env = "OCTET_BODY_TIMEOUT")]
+    pub body_timeout: Option<u64>,
+
+    /// Most HTTP connections open at once (a WebSocket leaves this count once upgraded); more
+    /// are answered 503 `server_full` and closed [default: 10000].
+    #[arg(long, env = "OCTET_MAX_HTTP_CONNECTIONS")]
+    pub max_http_connections: Option<usize>,
+
+    /// Most HTTP connections one client address (IPv6: one /64) may hold; more are answered
+    /// 429 `too_many_connections`. Trusted proxies are exempt [default: 512].
+    #[arg(long, env = "OCTET_MAX_HTTP_CONNECTIONS_PER_IP")]
+    pub max_http_connections_per_ip: Option<usize>,
+
+    /// Most WebSockets open that have not logged in yet; past it the oldest of them is closed
+    /// with 4002. They do not count against max_connections [default: 5000].
+    #[arg(long, env = "OCTET_MAX_ANONYMOUS")]
+    pub max_anonymous: Option<usize>,
+
+    /// Most WebSockets one client address (IPv6: one /64) may hold before logging in; more are
+    /// refused with HTTP 429 `too_many_connections` [default: 256].
+    #[arg(long, env = "OCTET_MAX_ANONYMOUS_PER_IP")]
+    pub max_anonymous_per_ip: Option<usize>,
+
+    /// Reverse proxies (comma-separated CIDRs, e.g. 10.0.0.0/8,::1/128) whose forwarded client
+    /// address is believed: the rightmost untrusted hop of proxy_header is the client
+    /// [default: none].
+    #[arg(long, env = "OCTET_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Option<Vec<String>>,
+
+    /// The header trusted proxies name the client in [default: x-forwarded-for].
+    #[arg(long, env = "OCTET_PROXY_HEADER", value_enum)]
+    pub proxy_header: Option<ProxyHeader>,
+
+    /// Bearer token GET /metrics requires. Without it, /metrics answers loopback clients only
+    /// [default: none].
+    #[arg(long, env = "OCTET_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
+
+    /// Read the metrics token from this file.
+    #[arg(long, env = "OCTET_METRICS_TOKEN_FILE")]
+    pub metrics_token_file: Option<PathBuf>,
 }
 
 macro_rules! prefer {
@@ -244,7 +300,16 @@ impl Settings {
             max_connections,
             allowed_origins,
             max_json_depth,
-            conformance
+            conformance,
+            body_timeout,
+            max_http_connections,
+            max_http_connections_per_ip,
+            max_anonymous,
+            max_anonymous_per_ip,
+            trusted_proxies,
+            proxy_header,
+            metrics_token,
+            metrics_token_file
         )
     }
 }
@@ -304,6 +369,22 @@ pub struct Config {
     pub max_json_depth: usize,
     /// Serve the WebSocket echo endpoint for conformance suites.
     pub conformance: bool,
+    /// How long a request body may take to arrive.
+    pub body_timeout: Duration,
+    /// Most HTTP connections open at once.
+    pub max_http_connections: usize,
+    /// Most HTTP connections per client address (trusted proxies exempt).
+    pub max_http_connections_per_ip: usize,
+    /// Most WebSockets not logged in yet.
+    pub max_anonymous: usize,
+    /// Most WebSockets not logged in yet per client address.
+    pub max_anonymous_per_ip: usize,
+    /// Proxies whose forwarded client address is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// The header they name the client in.
+    pub proxy_header: ProxyHeader,
+    /// The bearer token `/metrics` requires; `None` serves loopback clients only.
+    pub metrics_token: Option<Secret>,
 }
 
 /// A setting that cannot work, with what to change.
@@ -357,6 +438,14 @@ impl Config {
             allowed_origins: Vec::new(),
             max_json_depth: 32,
             conformance: false,
+            body_timeout: Duration::from_secs(10),
+            max_http_connections: 10_000,
+            max_http_connections_per_ip: 512,
+            max_anonymous: 5_000,
+            max_anonymous_per_ip: 256,
+            trusted_proxies: Vec::new(),
+            proxy_header: ProxyHeader::XForwardedFor,
+            metrics_token: None,
         }
     }
 
@@ -403,7 +492,45 @@ impl Config {
                 });
             }
         };
+        let login_timeout = seconds(
+            "login_timeout",
+            s.login_timeout,
+            defaults.login_timeout,
+            300,
+        )?;
         Ok(Config {
+            body_timeout: seconds("body_timeout", s.body_timeout, login_timeout, 300)?,
+            max_http_connections: bounded(
+                "max_http_connections",
+                s.max_http_connections,
+                defaults.max_http_connections,
+                1,
+                1 << 24,
+            )?,
+            max_http_connections_per_ip: bounded(
+                "max_http_connections_per_ip",
+                s.max_http_connections_per_ip,
+                defaults.max_http_connections_per_ip,
+                1,
+                1 << 24,
+            )?,
+            max_anonymous: bounded(
+                "max_anonymous",
+                s.max_anonymous,
+                defaults.max_anonymous,
+                1,
+                1 << 24,
+            )?,
+            max_anonymous_per_ip: bounded(
+                "max_anonymous_per_ip",
+                s.max_anonymous_per_ip,
+                defaults.max_anonymous_per_ip,
+                1,
+                1 << 24,
+            )?,
+            trusted_proxies: proxies(s.trusted_proxies.unwrap_or_default())?,
+            proxy_header: s.proxy_header.unwrap_or_default(),
+            metrics_token: secret("metrics_token", s.metrics_token, s.metrics_token_file)?,
             listen: s
                 .listen
                 .unwrap_or_else(|| "127.0.0.1:8080".parse().expect("valid")),
@@ -411,12 +538,7 @@ impl Config {
             app_token: secret("app_token", s.app_token, s.app_token_file)?,
             admin_token: secret("admin_token", s.admin_token, s.admin_token_file)?,
             ring_timeout: seconds("ring_timeout", s.ring_timeout, defaults.ring_timeout, 3600)?,
-            login_timeout: seconds(
-                "login_timeout",
-                s.login_timeout,
-                defaults.login_timeout,
-                300,
-            )?,
+            login_timeout,
             shutdown_timeout: seconds(
                 "shutdown_timeout",
                 s.shutdown_timeout,
@@ -497,6 +619,25 @@ fn origins(list: Vec<String>) -> Result<Vec<String>, ConfigError> {
                     message: format!("{o} is not an origin; write it as https://host[:port]"),
                 })
             }
+        })
+        .collect()
+}
+
+/// Trusted proxies as CIDRs; a bare address is one host.
+fn proxies(list: Vec<String>) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+    list.iter()
+        .map(|p| p.trim())
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            p.parse::<ipnet::IpNet>()
+                .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map(|net| net.trunc())
+                .map_err(|_| ConfigError::Invalid {
+                    key: "trusted_proxies",
+                    message: format!(
+                        "{p} is not a CIDR; write it as 10.0.0.0/8, 192.0.2.7 or 2001:db8::/32"
+                    ),
+                })
         })
         .collect()
 }

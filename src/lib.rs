@@ -21,6 +21,7 @@ pub mod auth;
 pub mod client;
 pub mod config;
 pub mod dashboard;
+pub mod edge;
 pub mod fanout;
 pub mod files;
 pub mod gateway;

@@ -1,9 +1,15 @@
-//! Per-person and per-address limits: the send-rate token buckets, failed logins per IP
-//! address, and the browser `Origin` allow-list. Nothing here awaits.
+//! Per-person and per-address limits: the send-rate token buckets (per person), failed logins
+//! per client address (`login`), who the client is behind proxies (`client_ip`), and the browser
+//! `Origin` allow-list. Nothing here awaits.
 
-use std::net::IpAddr;
+mod client_ip;
+mod login;
+
+pub use client_ip::{client_ip, ip_key, trusted};
+pub use login::LoginLimiter;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
@@ -122,39 +128,6 @@ impl SendRates {
     }
 }
 
-/// Failed logins per IP address in fixed one-minute windows.
-#[derive(Debug, Default)]
-pub struct LoginLimiter {
-    failures: DashMap<IpAddr, (Instant, u32)>,
-}
-
-/// The window failed logins are counted in.
-const WINDOW: Duration = Duration::from_secs(60);
-
-impl LoginLimiter {
-    /// Whether `ip` has used up its `limit` of failed logins in the current window.
-    pub fn blocked(&self, ip: IpAddr, limit: u32) -> bool {
-        self.failures
-            .get(&ip)
-            .is_some_and(|entry| entry.0.elapsed() < WINDOW && entry.1 >= limit)
-    }
-
-    /// Counts one failed login from `ip`.
-    pub fn failed(&self, ip: IpAddr) {
-        let mut entry = self.failures.entry(ip).or_insert((Instant::now(), 0));
-        if entry.0.elapsed() >= WINDOW {
-            *entry = (Instant::now(), 0);
-        }
-        entry.1 += 1;
-        drop(entry);
-        // Bounded memory: past windows are forgotten once the table grows.
-        if self.failures.len() > 10_000 {
-            self.failures
-                .retain(|_, (start, _)| start.elapsed() < WINDOW);
-        }
-    }
-}
-
 /// Whether a browser `Origin` may open a WebSocket; `allowed` empty allows any, and a request
 /// without `Origin` (not from a browser) is always allowed.
 pub fn origin_allowed(origin: Option<&str>, allowed: &[String]) -> bool {
@@ -171,6 +144,7 @@ pub fn origin_allowed(origin: Option<&str>, allowed: &[String]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn the_bucket_allows_a_burst_then_the_rate() {
@@ -196,19 +170,6 @@ mod tests {
             fast.take(person);
         }
         assert!(fast.len() <= 2 * SWEEP_FLOOR, "{} buckets kept", fast.len());
-    }
-
-    #[test]
-    fn failed_logins_block_an_address_not_others() {
-        let limiter = LoginLimiter::default();
-        let a: IpAddr = "127.0.0.2".parse().unwrap();
-        let b: IpAddr = "127.0.0.3".parse().unwrap();
-        for _ in 0..3 {
-            assert!(!limiter.blocked(a, 3));
-            limiter.failed(a);
-        }
-        assert!(limiter.blocked(a, 3));
-        assert!(!limiter.blocked(b, 3));
     }
 
     #[test]

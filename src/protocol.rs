@@ -88,12 +88,19 @@ pub enum ErrorCode {
     TooDeep,
     /// The connection sends faster than its rate limit; the frame was dropped.
     RateLimited,
-    /// Too many failed logins from this address, or the broker is full.
+    /// Too many failed logins from this address: a failed login is answered late with this.
     TooManyLogins,
     /// The page's origin is not in the broker's allow-list.
     OriginNotAllowed,
     /// The broker is at its connection limit.
     ServerFull,
+    /// This client address holds as many connections (HTTP, or WebSockets not yet logged in)
+    /// as one address may.
+    TooManyConnections,
+    /// A request body did not arrive within `body_timeout`; the connection is closed.
+    RequestTimeout,
+    /// `/metrics` needs the metrics token as `Authorization: Bearer`, or a loopback client.
+    BadMetricsToken,
     /// A file id names no file this person may use (never uploaded, not shared with this
     /// person, or removed by retention).
     NoSuchFile,
@@ -144,6 +151,9 @@ impl ErrorCode {
         ErrorCode::TooManyLogins,
         ErrorCode::OriginNotAllowed,
         ErrorCode::ServerFull,
+        ErrorCode::TooManyConnections,
+        ErrorCode::RequestTimeout,
+        ErrorCode::BadMetricsToken,
         ErrorCode::NoSuchFile,
         ErrorCode::FileTooLarge,
         ErrorCode::BadImage,
@@ -188,6 +198,9 @@ impl ErrorCode {
             ErrorCode::TooManyLogins => "too_many_logins",
             ErrorCode::OriginNotAllowed => "origin_not_allowed",
             ErrorCode::ServerFull => "server_full",
+            ErrorCode::TooManyConnections => "too_many_connections",
+            ErrorCode::RequestTimeout => "request_timeout",
+            ErrorCode::BadMetricsToken => "bad_metrics_token",
             ErrorCode::NoSuchFile => "no_such_file",
             ErrorCode::FileTooLarge => "file_too_large",
             ErrorCode::BadImage => "bad_image",

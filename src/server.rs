@@ -7,8 +7,6 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use axum::Router as Routes;
 use axum::extract::ConnectInfo;
 use axum::http::StatusCode;
@@ -119,10 +117,12 @@ pub async fn prepare(config: Config) -> Result<Prepared, StartError> {
         router: Arc::new(Router::new(metrics.clone())),
         metrics,
         credentials: std::sync::RwLock::new(creds),
+        rotation: Default::default(),
         files,
         shutdown: tokio::sync::watch::channel(false).0,
         login_failures: Default::default(),
         send_rates,
+        admission: Default::default(),
         last_seen: Default::default(),
     });
     Ok(Prepared {
@@ -198,8 +198,9 @@ pub async fn run(
     let app = routes(state.clone());
     let pruner = tokio::spawn(prune_forever(state.clone()));
     let last_seen = tokio::spawn(last_seen_forever(state.clone()));
-    // HTTP connections in flight (an upgraded WebSocket leaves this count once it is handed over).
-    let http_open = Arc::new(AtomicUsize::new(0));
+    // HTTP connections in flight (an upgraded WebSocket leaves this count once it is handed
+    // over), capped in total and per client address.
+    let http_open = Arc::new(crate::edge::HttpConnections::default());
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -218,6 +219,16 @@ pub async fn run(
             },
             () = &mut shutdown => break,
         };
+        let slot = match http_open.admit(peer.ip(), &state.config) {
+            Ok(slot) => slot,
+            Err(refused) => {
+                // Refused before reading anything: one non-blocking write of the answer (the
+                // fresh socket's send buffer has room), then close. No task, no wait.
+                tracing::info!(peer = %peer, "connection refused: {refused}");
+                let _ = stream.try_write(&crate::edge::raw_refusal(&state.metrics, &refused));
+                continue;
+            }
+        };
         let _ = stream.set_nodelay(true);
         let service = app
             .clone()
@@ -230,8 +241,6 @@ pub async fn run(
             .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
             .with_upgrades();
         let mut down = state.shutdown.subscribe();
-        let open = http_open.clone();
-        open.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
             let mut conn = std::pin::pin!(conn);
             let ended = tokio::select! {
@@ -245,7 +254,7 @@ pub async fn run(
             if let Err(err) = ended {
                 tracing::debug!(error = %err, peer = %peer, "http connection ended");
             }
-            open.fetch_sub(1, Ordering::Relaxed);
+            drop(slot);
         });
     }
     tracing::info!("shutting down: closing every connection with going-away");
@@ -257,7 +266,7 @@ pub async fn run(
     drop(listener);
     // In-flight HTTP requests (backend ops) finish and get their answers.
     let deadline = tokio::time::Instant::now() + state.config.shutdown_timeout;
-    while http_open.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < deadline {
+    while http_open.open() > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     pruner.abort();
@@ -369,9 +378,19 @@ where
     }
 }
 
+/// `GET /metrics`, behind the metrics token (or loopback only without one): the numbers tell
+/// an outsider how busy the broker is and which errors it gives.
 async fn metrics(
     axum::extract::State(state): axum::extract::State<Arc<ServerState>>,
-) -> ([(axum::http::HeaderName, &'static str); 1], String) {
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if let Some(refusal) =
+        crate::edge::metrics_refusal(&state.config, &state.metrics, peer, &headers)
+    {
+        return refusal;
+    }
     state
         .metrics
         .persons_online
@@ -387,6 +406,7 @@ async fn metrics(
         )],
         state.metrics.render(),
     )
+        .into_response()
 }
 
 async fn readyz(

@@ -28,10 +28,15 @@ pub struct ServerState {
     /// The app and admin tokens' hashes, checked in constant time. Behind a lock because the
     /// app token can be rotated while serving; never held across an await.
     pub credentials: RwLock<AppCredentials>,
-    /// Failed logins per IP address.
+    /// Held by `apptokenrotate` from reading the current token to publishing the new one, so
+    /// two rotations never both succeed from the same token (the loser's token would be dead).
+    pub rotation: tokio::sync::Mutex<()>,
+    /// Failed logins per client address.
     pub login_failures: LoginLimiter,
     /// Each person's send-rate budget, shared by its devices and kept across reconnects.
     pub send_rates: SendRates,
+    /// Caps on WebSockets not logged in yet, and the count of logged-in ones.
+    pub admission: Arc<crate::gateway::admission::Admission>,
     /// Set once when shutdown starts: sessions still logging in close with going-away.
     pub shutdown: watch::Sender<bool>,
     /// Prometheus metrics.

@@ -34,8 +34,9 @@ pub(super) async fn stats(state: &ServerState, reply: Reply<'_>) -> OpResult {
 /// # apptokenrotate
 /// Issues a new app token. The current one keeps working for `grace` minutes (default 60), so
 /// backends can switch without downtime. Only the current token may rotate (not the previous
-/// one in its grace period). Errors: bad_app_token, bad_value (grace out of 0..=10080),
-/// wrong_type.
+/// one in its grace period). Rotations are serialized: of concurrent rotations with the same
+/// token one wins, and the others find their token already the previous one (bad_app_token).
+/// Errors: bad_app_token, bad_value (grace out of 0..=10080), wrong_type.
 pub(super) async fn apptokenrotate(
     state: &ServerState,
     reply: Reply<'_>,
@@ -50,11 +51,14 @@ pub(super) async fn apptokenrotate(
         ));
     }
     let given = TokenHash::of(value.get("token").and_then(Value::as_str).unwrap_or(""));
+    // Held across the store write: a second rotation must see the first one's result, or both
+    // would answer result:true and the first new token would never work.
+    let _rotating = state.rotation.lock().await;
     let current = *state.credentials.read().unwrap_or_else(|p| p.into_inner());
     if !current.app.is_some_and(|h| h.matches(&given)) {
         return Err(ApiError::new(
             ErrorCode::BadAppToken,
-            "only the current app token can rotate it, not the previous one",
+            "only the current app token can rotate it, not the previous one (another rotation may just have replaced it)",
         ));
     }
     let token = PlainToken::app();

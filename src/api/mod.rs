@@ -78,9 +78,29 @@ pub async fn backend(
         return refusal;
     }
     let limit = state.config.max_body_bytes;
-    let bytes = match axum::body::to_bytes(body, limit).await {
-        Ok(bytes) => bytes,
+    // The whole body within body_timeout: a body trickled byte by byte would otherwise hold the
+    // connection (and a descriptor) forever, before the token is even checked.
+    let deadline = state.config.body_timeout;
+    let bytes = match tokio::time::timeout(deadline, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(bytes)) => bytes,
         Err(_) => {
+            let mut refusal = transport_error(
+                &state.metrics,
+                StatusCode::REQUEST_TIMEOUT,
+                ErrorCode::RequestTimeout,
+                format!(
+                    "the request body did not arrive within {} ms; send it whole, at once",
+                    deadline.as_millis()
+                ),
+            );
+            // hyper closes the connection after this answer instead of reading on.
+            refusal.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
+            return refusal;
+        }
+        Ok(Err(_)) => {
             return transport_error(
                 &state.metrics,
                 StatusCode::PAYLOAD_TOO_LARGE,

@@ -3,6 +3,7 @@
 //! Owns WebSocket limits and the upgrade; [`session`] runs each connection and [`writer`] is the
 //! only code that writes to a socket.
 
+pub mod admission;
 mod session;
 mod sync;
 mod writer;
@@ -17,7 +18,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 
 use crate::api::transport_error;
-use crate::limits::origin_allowed;
+use crate::limits::{client_ip, ip_key, origin_allowed};
 use crate::protocol::ErrorCode;
 use crate::state::ServerState;
 
@@ -77,21 +78,32 @@ pub async fn upgrade(
             ),
         );
     }
-    if state
-        .login_failures
-        .blocked(peer.ip(), config.login_attempts)
-    {
-        return transport_error(
-            &state.metrics,
-            StatusCode::TOO_MANY_REQUESTS,
-            ErrorCode::TooManyLogins,
-            format!(
-                "more than {} failed logins from {} in the last minute; wait before retrying",
-                config.login_attempts,
-                peer.ip()
-            ),
-        );
-    }
+    // No failed-login check here: a valid token is never refused for others' failures behind
+    // the same address; only failed logins are slowed (`Session::login`).
+    let client = client_ip(
+        peer.ip(),
+        &headers,
+        &config.trusted_proxies,
+        config.proxy_header,
+    );
+    let slot = match state.admission.anonymous(
+        ip_key(client),
+        config.max_anonymous,
+        config.max_anonymous_per_ip,
+    ) {
+        Ok(slot) => slot,
+        Err(refused) => {
+            tracing::info!(peer = %peer, client = %client, "websocket refused: {refused}");
+            return transport_error(
+                &state.metrics,
+                StatusCode::TOO_MANY_REQUESTS,
+                ErrorCode::TooManyConnections,
+                format!(
+                    "{refused}; log in on the sockets you opened (send login right after connecting) or close them"
+                ),
+            );
+        }
+    };
     configure(ws, config.max_frame_bytes)
-        .on_upgrade(move |socket| session::run(state, socket, peer))
+        .on_upgrade(move |socket| session::run(state, socket, peer, client, slot))
 }

@@ -11,6 +11,7 @@ use futures::StreamExt;
 use futures::stream::SplitStream;
 use tracing::{Instrument, field};
 
+use super::admission::AnonymousSlot;
 use super::writer;
 use crate::auth::TokenHash;
 use crate::fanout::{deliver_markers, deliver_message};
@@ -30,8 +31,20 @@ use serde_json::value::RawValue;
 /// Longest client id accepted in `send`.
 const MAX_CLIENT_ID: usize = 128;
 
-/// Runs one connection to its end.
-pub async fn run(state: Arc<ServerState>, socket: WebSocket, peer: std::net::SocketAddr) {
+/// How long the answer to a failed login is held once its address is over `login_attempts`:
+/// with at most `max_anonymous_per_ip` sockets per address, this bounds the guesses one
+/// address can make per second, and valid logins are never slowed.
+const FAILED_LOGIN_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Runs one connection to its end. `client` is the device's address (behind a trusted proxy
+/// the forwarded one), `slot` its place among the sockets not logged in yet.
+pub async fn run(
+    state: Arc<ServerState>,
+    socket: WebSocket,
+    peer: std::net::SocketAddr,
+    client: std::net::IpAddr,
+    slot: AnonymousSlot,
+) {
     let conn_id = state.router.conn_id();
     let span = tracing::info_span!(
         "conn",
@@ -43,7 +56,7 @@ pub async fn run(state: Arc<ServerState>, socket: WebSocket, peer: std::net::Soc
     // At debug: "logged in" and "connection closed" (with the peer) tell a connection's story
     // at info, and a third line per connection cost ~10 µs of a login's CPU.
     span.in_scope(|| tracing::debug!(peer = %peer, "connection opened"));
-    run_inner(state.clone(), socket, conn_id, peer.ip())
+    run_inner(state.clone(), socket, conn_id, client, slot)
         .instrument(span)
         .await;
     state.metrics.connections.dec();
@@ -54,6 +67,7 @@ async fn run_inner(
     socket: WebSocket,
     conn_id: u64,
     peer: std::net::IpAddr,
+    mut slot: AnonymousSlot,
 ) {
     let (sink, mut stream) = socket.split();
     // One mailbox: the session's own queue (replies, catch-up), the live one the router fills
@@ -82,24 +96,6 @@ async fn run_inner(
         appid: String::new(),
         peer,
     };
-    // Over the connection limit: tell the device why and to come back later. The broker stays
-    // responsive to the connections it has.
-    if state.metrics.connections.get() as usize > state.config.max_connections {
-        session
-            .refuse(
-                ErrorCode::ServerFull,
-                format!(
-                    "the broker is at its limit of {} connections; try again later",
-                    state.config.max_connections
-                ),
-                CloseCode::TryAgainLater,
-            )
-            .await;
-        drop(session);
-        let _ = writer.await;
-        return;
-    }
-
     let mut shutdown = state.shutdown.subscribe();
     let login = tokio::select! {
         login = tokio::time::timeout(state.config.login_timeout, first_data_frame(&mut stream)) => login,
@@ -108,6 +104,20 @@ async fn run_inner(
                 .queue
                 .send(Outbound::Close(CloseCode::GoingAway, "server shutting down; reconnect".into()))
                 .await;
+            drop(session);
+            let _ = writer.await;
+            return;
+        }
+        // Too many sockets wait for their login: the oldest (this one) makes room.
+        () = slot.evicted() => {
+            session
+                .refuse(
+                    ErrorCode::LoginTimeout,
+                    "too many connections are waiting to log in; send login right after connecting".into(),
+                    CloseCode::LoginTimeout,
+                )
+                .await;
+            state.metrics.logins.with_label_values(&["timeout"]).inc();
             drop(session);
             let _ = writer.await;
             return;
@@ -131,25 +141,42 @@ async fn run_inner(
         // Login, catch-up and each frame's handling run boxed: their futures are large and
         // short-lived, and an idle connection should not carry their size for its lifetime.
         Ok(first) => match Box::pin(session.login(first)).await {
-            Ok((identity, hash, login)) => {
-                state.metrics.logins.with_label_values(&["ok"]).inc();
-                // Registered before the log's head is read: an event committed from here on is
-                // delivered live (and dropped by the writer if the catch-up also sent it).
-                let handle =
-                    ConnHandle::new(identity.uid, conn_id, session.queue.mailbox().clone());
-                state.router.register(identity.person, handle);
-                state.last_seen.record(identity.uid, now_millis());
-                session.identity = Some(identity);
-                // A tokendel or userdel that committed between our token check and the
-                // registration kicked nobody; checking again after registering closes that gap.
-                if !Box::pin(session.still_valid(hash)).await {
-                    "token revoked during login"
-                } else if !Box::pin(session.catch_up(login.since, login.epoch)).await {
-                    "catch-up failed"
-                } else {
-                    session.read_loop(&mut stream).await
+            // Only now does the connection count against max_connections: sockets that never
+            // log in cannot keep a device with a valid token out.
+            Ok((identity, hash, login)) => match slot.logged_in(state.config.max_connections) {
+                None => {
+                    session
+                        .refuse(
+                            ErrorCode::ServerFull,
+                            format!(
+                                "the broker is at its limit of {} connections; try again later",
+                                state.config.max_connections
+                            ),
+                            CloseCode::TryAgainLater,
+                        )
+                        .await;
+                    "server full"
                 }
-            }
+                Some(_counted) => {
+                    state.metrics.logins.with_label_values(&["ok"]).inc();
+                    // Registered before the log's head is read: an event committed from here on is
+                    // delivered live (and dropped by the writer if the catch-up also sent it).
+                    let handle =
+                        ConnHandle::new(identity.uid, conn_id, session.queue.mailbox().clone());
+                    state.router.register(identity.person, handle);
+                    state.last_seen.record(identity.uid, now_millis());
+                    session.identity = Some(identity);
+                    // A tokendel or userdel that committed between our token check and the
+                    // registration kicked nobody; checking again after registering closes that gap.
+                    if !Box::pin(session.still_valid(hash)).await {
+                        "token revoked during login"
+                    } else if !Box::pin(session.catch_up(login.since, login.epoch)).await {
+                        "catch-up failed"
+                    } else {
+                        session.read_loop(&mut stream).await
+                    }
+                }
+            },
             Err(reason) => {
                 let result = match reason {
                     "auth failed" => "auth_failed",
@@ -247,7 +274,22 @@ impl Session {
             }
             Err(StoreError::AuthFailed(why)) => {
                 tracing::info!(reason = %why, "login refused");
-                self.state.login_failures.failed(self.peer);
+                let attempts = self.state.config.login_attempts;
+                if self
+                    .state
+                    .login_failures
+                    .failed(crate::limits::ip_key(self.peer), attempts)
+                {
+                    // Over the limit: this failure is answered late and says why; a valid
+                    // token from the same address is still let in at once.
+                    tokio::time::sleep(FAILED_LOGIN_DELAY).await;
+                    let message = format!(
+                        "the token is not valid, and more than {attempts} logins from your address failed in the last minute, so failures are answered late; check the tokens your app uses"
+                    );
+                    self.refuse(ErrorCode::TooManyLogins, message, CloseCode::AuthFailed)
+                        .await;
+                    return Err("auth failed");
+                }
                 let message = match why {
                     crate::store::AuthFailure::WrongAppid => format!(
                         "the token was not issued for appid `{}`; log in with the appid the token was issued for",

@@ -386,6 +386,11 @@ impl Broker {
                 "100000",
                 "--send-burst",
                 "100000",
+                // Every test client is 127.0.0.1: the storm's thousand at once are one address.
+                "--max-http-connections-per-ip",
+                "100000",
+                "--max-anonymous-per-ip",
+                "100000",
             ])
             .arg("--data-dir")
             .arg(data_dir)

@@ -19,6 +19,7 @@ mod fanout;
 mod faults;
 mod files;
 mod hardening_store;
+mod hardening_net;
 mod limits;
 mod login;
 mod metrics;
