@@ -224,7 +224,9 @@ pub async fn run(
             Err(refused) => {
                 // Refused before reading anything: one non-blocking write of the answer (the
                 // fresh socket's send buffer has room), then close. No task, no wait.
-                tracing::info!(peer = %peer, "connection refused: {refused}");
+                // At debug: a flood must not become a flood of log lines; the refusals are
+                // counted in octet_errors_total.
+                tracing::debug!(peer = %peer, "connection refused: {refused}");
                 let _ = stream.try_write(&crate::edge::raw_refusal(&state.metrics, &refused));
                 continue;
             }
