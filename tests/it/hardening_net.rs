@@ -525,3 +525,35 @@ async fn an_idle_keep_alive_connection_is_closed_by_the_header_deadline() {
     );
     assert!(started.elapsed() >= Duration::from_millis(400));
 }
+
+/// An upgraded WebSocket leaves the HTTP connection count: more logged-in devices than
+/// `max_http_connections_per_ip` can be online from one address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgraded_websockets_do_not_count_as_http_connections() {
+    let server = TestServer::start_with(|c| c.max_http_connections_per_ip = 3).await;
+    let mut online = Vec::new();
+    // (The backend client's kept-alive connection holds one of the three places.)
+    for n in 0..6 {
+        let token = server.device_token(&format!("p{n}@example.com"), "d").await["user"]["token"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        // The place of each upgrade is given back once hyper hands the socket over; a
+        // connection opened right after may still find it taken for a moment.
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let mut ws = loop {
+            match ws_from("127.0.0.1", &server, &[]).await {
+                Ok(ws) => break ws,
+                Err(err) => {
+                    let (status, _) = http_refusal(err);
+                    assert_eq!(status, 429);
+                    assert!(tokio::time::Instant::now() < deadline, "never admitted");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        };
+        assert_eq!(login_on(&mut ws, &token).await.0, "welcome");
+        online.push(ws);
+    }
+    assert_eq!(server.state.admission.logged_in_count(), 6);
+}
