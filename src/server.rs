@@ -123,6 +123,7 @@ pub async fn prepare(config: Config) -> Result<Prepared, StartError> {
         shutdown: tokio::sync::watch::channel(false).0,
         login_failures: Default::default(),
         admission: Default::default(),
+        http_connections: Default::default(),
         last_seen: Default::default(),
     });
     Ok(Prepared {
@@ -200,7 +201,7 @@ pub async fn run(
     let last_seen = tokio::spawn(last_seen_forever(state.clone()));
     // HTTP connections in flight (an upgraded WebSocket leaves this count once it is handed
     // over), capped in total and per client address.
-    let http_open = Arc::new(crate::edge::HttpConnections::default());
+    let http_open = state.http_connections.clone();
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -401,6 +402,14 @@ async fn metrics(
         .metrics
         .routed_connections
         .set(state.router.connection_count() as i64);
+    state
+        .metrics
+        .anonymous_connections
+        .set(state.admission.anonymous_count() as i64);
+    state
+        .metrics
+        .http_connections
+        .set(state.http_connections.open() as i64);
     (
         [(
             axum::http::header::CONTENT_TYPE,

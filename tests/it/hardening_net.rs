@@ -478,7 +478,11 @@ async fn metrics_need_the_token_or_a_loopback_client() {
         .await
         .unwrap();
     assert_eq!(ok.status(), 200);
-    assert!(ok.text().await.unwrap().contains("octet_connections"));
+    let text = ok.text().await.unwrap();
+    assert!(text.contains("octet_connections"));
+    // The edge's caps can be watched: this scrape's own connection is open.
+    assert!(text.contains("octet_http_connections 1"), "{text}");
+    assert!(text.contains("octet_anonymous_connections 0"), "{text}");
 
     // No token: loopback only; a client forwarded by a trusted proxy from elsewhere is refused.
     let open = TestServer::start_with(|c| {
