@@ -561,3 +561,39 @@ async fn upgraded_websockets_do_not_count_as_http_connections() {
     }
     assert_eq!(server.state.admission.logged_in_count(), 6);
 }
+
+/// The edge's settings: the body deadline follows `login_timeout` unless set, proxies are
+/// CIDRs or single addresses, and a wrong one is named.
+#[test]
+fn edge_settings_validate() {
+    use octet::config::{Config, ProxyHeader, Settings};
+    let settings = Settings {
+        login_timeout: Some(7),
+        trusted_proxies: Some(vec!["10.0.0.0/8".into(), "::1".into()]),
+        proxy_header: Some(ProxyHeader::Forwarded),
+        ..Settings::default()
+    };
+    let config = Config::from_settings(settings).unwrap();
+    assert_eq!(config.body_timeout, Duration::from_secs(7));
+    assert_eq!(config.trusted_proxies.len(), 2);
+    assert_eq!(config.trusted_proxies[1].to_string(), "::1/128");
+    assert_eq!(config.proxy_header, ProxyHeader::Forwarded);
+    assert_eq!(config.max_anonymous_per_ip, 256);
+    assert!(config.metrics_token.is_none());
+
+    let wrong = Settings {
+        trusted_proxies: Some(vec!["10.0.0.0/33".into()]),
+        ..Settings::default()
+    };
+    let err = Config::from_settings(wrong).unwrap_err().to_string();
+    assert!(
+        err.starts_with("trusted_proxies: 10.0.0.0/33 is not a CIDR"),
+        "{err}"
+    );
+    let short = Settings {
+        metrics_token: Some("short".into()),
+        ..Settings::default()
+    };
+    let err = Config::from_settings(short).unwrap_err().to_string();
+    assert!(err.starts_with("metrics_token:"), "{err}");
+}
