@@ -182,12 +182,14 @@ pub struct Settings {
     #[arg(long, env = "OCTET_SEND_BURST")]
     pub send_burst: Option<u32>,
 
-    /// Failed logins per minute one IP address may make before its connections are refused
-    /// for a while [default: 30].
+    /// Failed logins per minute one client address (IPv6: one /64) may make; past it each
+    /// further failed login is answered 1 s late with too_many_logins. A valid token is never
+    /// refused [default: 30].
     #[arg(long, env = "OCTET_LOGIN_ATTEMPTS")]
     pub login_attempts: Option<u32>,
 
-    /// Most WebSocket connections open at once; more are closed with 1013 [default: 20000].
+    /// Most logged-in WebSocket connections at once; a login past it is closed with 1013.
+    /// Sockets not logged in yet do not count (see max_anonymous) [default: 20000].
     #[arg(long, env = "OCTET_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
 
@@ -359,9 +361,9 @@ pub struct Config {
     pub send_rate: u32,
     /// Burst above the rate.
     pub send_burst: u32,
-    /// Failed logins per minute per IP address.
+    /// Failed logins per minute per client address.
     pub login_attempts: u32,
-    /// Most connections open at once.
+    /// Most logged-in connections at once.
     pub max_connections: usize,
     /// Allowed browser origins; empty allows any.
     pub allowed_origins: Vec<String>,

@@ -22,6 +22,11 @@ pub struct Metrics {
     pub persons_online: IntGauge,
     /// Logged-in connections in the routing table (set at scrape time from the router).
     pub routed_connections: IntGauge,
+    /// WebSockets not logged in yet (set at scrape time; capped by `max_anonymous`).
+    pub anonymous_connections: IntGauge,
+    /// Open HTTP connections, upgraded WebSockets not included (set at scrape time; capped by
+    /// `max_http_connections`).
+    pub http_connections: IntGauge,
     /// Logins by result: ok, auth_failed, bad_frame, timeout.
     pub logins: IntCounterVec,
     /// Frames received from devices, by op (`invalid` for frames that did not decode).
@@ -72,6 +77,16 @@ impl Metrics {
             routed_connections: IntGauge::new(
                 "octet_routed_connections",
                 "Logged-in connections in the routing table",
+            )
+            .unwrap(),
+            anonymous_connections: IntGauge::new(
+                "octet_anonymous_connections",
+                "WebSockets open that have not logged in yet",
+            )
+            .unwrap(),
+            http_connections: IntGauge::new(
+                "octet_http_connections",
+                "Open HTTP connections (upgraded WebSockets not included)",
             )
             .unwrap(),
             logins: IntCounterVec::new(
@@ -168,6 +183,9 @@ impl Metrics {
         r.register(Box::new(self.persons_online.clone())).unwrap();
         r.register(Box::new(self.routed_connections.clone()))
             .unwrap();
+        r.register(Box::new(self.anonymous_connections.clone()))
+            .unwrap();
+        r.register(Box::new(self.http_connections.clone())).unwrap();
         r.register(Box::new(self.logins.clone())).unwrap();
         r.register(Box::new(self.frames_in.clone())).unwrap();
         r.register(Box::new(self.frames_out.clone())).unwrap();

@@ -123,6 +123,7 @@ pub async fn prepare(config: Config) -> Result<Prepared, StartError> {
         login_failures: Default::default(),
         send_rates,
         admission: Default::default(),
+        http_connections: Default::default(),
         last_seen: Default::default(),
     });
     Ok(Prepared {
@@ -200,7 +201,7 @@ pub async fn run(
     let last_seen = tokio::spawn(last_seen_forever(state.clone()));
     // HTTP connections in flight (an upgraded WebSocket leaves this count once it is handed
     // over), capped in total and per client address.
-    let http_open = Arc::new(crate::edge::HttpConnections::default());
+    let http_open = state.http_connections.clone();
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -224,7 +225,9 @@ pub async fn run(
             Err(refused) => {
                 // Refused before reading anything: one non-blocking write of the answer (the
                 // fresh socket's send buffer has room), then close. No task, no wait.
-                tracing::info!(peer = %peer, "connection refused: {refused}");
+                // At debug: a flood must not become a flood of log lines; the refusals are
+                // counted in octet_errors_total.
+                tracing::debug!(peer = %peer, "connection refused: {refused}");
                 let _ = stream.try_write(&crate::edge::raw_refusal(&state.metrics, &refused));
                 continue;
             }
@@ -399,6 +402,14 @@ async fn metrics(
         .metrics
         .routed_connections
         .set(state.router.connection_count() as i64);
+    state
+        .metrics
+        .anonymous_connections
+        .set(state.admission.anonymous_count() as i64);
+    state
+        .metrics
+        .http_connections
+        .set(state.http_connections.open() as i64);
     (
         [(
             axum::http::header::CONTENT_TYPE,

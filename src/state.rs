@@ -37,6 +37,8 @@ pub struct ServerState {
     pub send_rates: SendRates,
     /// Caps on WebSockets not logged in yet, and the count of logged-in ones.
     pub admission: Arc<crate::gateway::admission::Admission>,
+    /// Open HTTP connections, capped at accept.
+    pub http_connections: Arc<crate::edge::HttpConnections>,
     /// Set once when shutdown starts: sessions still logging in close with going-away.
     pub shutdown: watch::Sender<bool>,
     /// Prometheus metrics.

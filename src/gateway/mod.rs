@@ -93,7 +93,8 @@ pub async fn upgrade(
     ) {
         Ok(slot) => slot,
         Err(refused) => {
-            tracing::info!(peer = %peer, client = %client, "websocket refused: {refused}");
+            // At debug, like the accept-time refusals: counted in octet_errors_total.
+            tracing::debug!(peer = %peer, client = %client, "websocket refused: {refused}");
             return transport_error(
                 &state.metrics,
                 StatusCode::TOO_MANY_REQUESTS,

@@ -143,40 +143,34 @@ async fn run_inner(
         Ok(first) => match Box::pin(session.login(first)).await {
             // Only now does the connection count against max_connections: sockets that never
             // log in cannot keep a device with a valid token out.
-            Ok((identity, hash, login)) => match slot.logged_in(state.config.max_connections) {
-                None => {
-                    session
-                        .refuse(
-                            ErrorCode::ServerFull,
-                            format!(
-                                "the broker is at its limit of {} connections; try again later",
-                                state.config.max_connections
-                            ),
-                            CloseCode::TryAgainLater,
-                        )
-                        .await;
-                    "server full"
+            Ok((identity, hash, login)) => 'admitted: {
+                let Some(_counted) = slot.logged_in(state.config.max_connections) else {
+                    let full = format!(
+                        "the broker is at its limit of {} connections; try again later",
+                        state.config.max_connections
+                    );
+                    let code = CloseCode::TryAgainLater;
+                    session.refuse(ErrorCode::ServerFull, full, code).await;
+                    break 'admitted "server full";
+                };
+                state.metrics.logins.with_label_values(&["ok"]).inc();
+                // Registered before the log's head is read: an event committed from here on is
+                // delivered live (and dropped by the writer if the catch-up also sent it).
+                let handle =
+                    ConnHandle::new(identity.uid, conn_id, session.queue.mailbox().clone());
+                state.router.register(identity.person, handle);
+                state.last_seen.record(identity.uid, now_millis());
+                session.identity = Some(identity);
+                // A tokendel or userdel that committed between our token check and the
+                // registration kicked nobody; checking again after registering closes that gap.
+                if !Box::pin(session.still_valid(hash)).await {
+                    "token revoked during login"
+                } else if !Box::pin(session.catch_up(login.since, login.epoch)).await {
+                    "catch-up failed"
+                } else {
+                    session.read_loop(&mut stream).await
                 }
-                Some(_counted) => {
-                    state.metrics.logins.with_label_values(&["ok"]).inc();
-                    // Registered before the log's head is read: an event committed from here on is
-                    // delivered live (and dropped by the writer if the catch-up also sent it).
-                    let handle =
-                        ConnHandle::new(identity.uid, conn_id, session.queue.mailbox().clone());
-                    state.router.register(identity.person, handle);
-                    state.last_seen.record(identity.uid, now_millis());
-                    session.identity = Some(identity);
-                    // A tokendel or userdel that committed between our token check and the
-                    // registration kicked nobody; checking again after registering closes that gap.
-                    if !Box::pin(session.still_valid(hash)).await {
-                        "token revoked during login"
-                    } else if !Box::pin(session.catch_up(login.since, login.epoch)).await {
-                        "catch-up failed"
-                    } else {
-                        session.read_loop(&mut stream).await
-                    }
-                }
-            },
+            }
             Err(reason) => {
                 let result = match reason {
                     "auth failed" => "auth_failed",

@@ -478,7 +478,11 @@ async fn metrics_need_the_token_or_a_loopback_client() {
         .await
         .unwrap();
     assert_eq!(ok.status(), 200);
-    assert!(ok.text().await.unwrap().contains("octet_connections"));
+    let text = ok.text().await.unwrap();
+    assert!(text.contains("octet_connections"));
+    // The edge's caps can be watched: this scrape's own connection is open.
+    assert!(text.contains("octet_http_connections 1"), "{text}");
+    assert!(text.contains("octet_anonymous_connections 0"), "{text}");
 
     // No token: loopback only; a client forwarded by a trusted proxy from elsewhere is refused.
     let open = TestServer::start_with(|c| {
@@ -524,4 +528,72 @@ async fn an_idle_keep_alive_connection_is_closed_by_the_header_deadline() {
         "idle keep-alive connection still open after 4 s"
     );
     assert!(started.elapsed() >= Duration::from_millis(400));
+}
+
+/// An upgraded WebSocket leaves the HTTP connection count: more logged-in devices than
+/// `max_http_connections_per_ip` can be online from one address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgraded_websockets_do_not_count_as_http_connections() {
+    let server = TestServer::start_with(|c| c.max_http_connections_per_ip = 3).await;
+    let mut online = Vec::new();
+    // (The backend client's kept-alive connection holds one of the three places.)
+    for n in 0..6 {
+        let token = server.device_token(&format!("p{n}@example.com"), "d").await["user"]["token"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        // The place of each upgrade is given back once hyper hands the socket over; a
+        // connection opened right after may still find it taken for a moment.
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let mut ws = loop {
+            match ws_from("127.0.0.1", &server, &[]).await {
+                Ok(ws) => break ws,
+                Err(err) => {
+                    let (status, _) = http_refusal(err);
+                    assert_eq!(status, 429);
+                    assert!(tokio::time::Instant::now() < deadline, "never admitted");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        };
+        assert_eq!(login_on(&mut ws, &token).await.0, "welcome");
+        online.push(ws);
+    }
+    assert_eq!(server.state.admission.logged_in_count(), 6);
+}
+
+/// The edge's settings: the body deadline follows `login_timeout` unless set, proxies are
+/// CIDRs or single addresses, and a wrong one is named.
+#[test]
+fn edge_settings_validate() {
+    use octet::config::{Config, ProxyHeader, Settings};
+    let settings = Settings {
+        login_timeout: Some(7),
+        trusted_proxies: Some(vec!["10.0.0.0/8".into(), "::1".into()]),
+        proxy_header: Some(ProxyHeader::Forwarded),
+        ..Settings::default()
+    };
+    let config = Config::from_settings(settings).unwrap();
+    assert_eq!(config.body_timeout, Duration::from_secs(7));
+    assert_eq!(config.trusted_proxies.len(), 2);
+    assert_eq!(config.trusted_proxies[1].to_string(), "::1/128");
+    assert_eq!(config.proxy_header, ProxyHeader::Forwarded);
+    assert_eq!(config.max_anonymous_per_ip, 256);
+    assert!(config.metrics_token.is_none());
+
+    let wrong = Settings {
+        trusted_proxies: Some(vec!["10.0.0.0/33".into()]),
+        ..Settings::default()
+    };
+    let err = Config::from_settings(wrong).unwrap_err().to_string();
+    assert!(
+        err.starts_with("trusted_proxies: 10.0.0.0/33 is not a CIDR"),
+        "{err}"
+    );
+    let short = Settings {
+        metrics_token: Some("short".into()),
+        ..Settings::default()
+    };
+    let err = Config::from_settings(short).unwrap_err().to_string();
+    assert!(err.starts_with("metrics_token:"), "{err}");
 }
