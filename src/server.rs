@@ -106,13 +106,16 @@ pub async fn prepare(config: Config) -> Result<Prepared, StartError> {
     }
     store.set_app_credentials(creds).await?;
     let epoch = store.epoch().await?;
-    let files =
-        crate::files::Files::open(&config.data_dir, store.url_key().await?).map_err(|source| {
-            StartError::DataDir {
-                path: config.data_dir.join("files").display().to_string(),
-                source,
-            }
-        })?;
+    let files = crate::files::Files::open(
+        &config.data_dir,
+        store.url_key().await?,
+        config.upload_rate,
+        config.upload_concurrency,
+    )
+    .map_err(|source| StartError::DataDir {
+        path: config.data_dir.join("files").display().to_string(),
+        source,
+    })?;
     let state = Arc::new(ServerState {
         config,
         store: Box::new(store),

@@ -17,6 +17,7 @@ mod disk_full;
 mod fanout;
 mod faults;
 mod files;
+mod files_limits;
 mod limits;
 mod login;
 mod metrics;
