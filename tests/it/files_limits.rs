@@ -323,3 +323,39 @@ async fn a_full_sync_upload_is_in_place_after_a_restart() {
     let thumb = get(&server, &format!("/files/{id}/thumb"), Some(&token)).await;
     assert_eq!(thumb.status().as_u16(), 200);
 }
+
+/// Two uploads of one person running at once both pass the check made before their bodies
+/// arrive; the one recorded second is refused by the check in the store's transaction.
+#[tokio::test]
+async fn uploads_running_at_once_cannot_pass_the_quota_together() {
+    let server = TestServer::start_with(|c| c.upload_quota_bytes = 100_000).await;
+    let alice = server.device("alice@example.com", "a").await;
+    let mut socket = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let head = format!(
+        "POST /files?name=first.bin HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Length: 60000\r\nConnection: close\r\n\r\n",
+        alice.token
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    socket.write_all(&noise(30_000, 1)).await.unwrap();
+    until("the first upload never started", || {
+        upload_dir_entries(&server) == 1
+    })
+    .await;
+    upload_ok(&server, &alice.token, noise(60_000, 2), "second.bin").await;
+    // As now, once the first upload's partial file is gone.
+    let mut before = everything(&server);
+    before.4 = 0;
+    socket.write_all(&noise(30_000, 3)).await.unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(WAIT, socket.read_to_string(&mut answer))
+        .await
+        .expect("the first upload is answered in time")
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("quota_exceeded"), "{answer}");
+    until("a refused upload left its bytes", || {
+        upload_dir_entries(&server) == 0
+    })
+    .await;
+    assert_eq!(everything(&server), before);
+}
