@@ -157,6 +157,20 @@ pub struct Settings {
     #[arg(long, env = "OCTET_FILE_URL_TTL")]
     pub file_url_ttl: Option<u64>,
 
+    /// Bytes a person (all of its devices together) may upload in any 24 hours, in MiB; every
+    /// upload counts, also one of bytes already stored [default: 2048].
+    #[arg(long, env = "OCTET_UPLOAD_QUOTA_MIB")]
+    pub upload_quota_mib: Option<u64>,
+
+    /// Uploads a person may start per minute, on average (a burst of as many is allowed)
+    /// [default: 60].
+    #[arg(long, env = "OCTET_UPLOAD_RATE")]
+    pub upload_rate: Option<u32>,
+
+    /// Uploads of one person in progress at once [default: 4].
+    #[arg(long, env = "OCTET_UPLOAD_CONCURRENCY")]
+    pub upload_concurrency: Option<usize>,
+
     /// Frames a connection's outbound queue holds before the device is closed as a slow
     /// consumer [default: 1024].
     #[arg(long, env = "OCTET_QUEUE_FRAMES")]
@@ -293,6 +307,9 @@ impl Settings {
             max_body_kib,
             max_file_mib,
             file_url_ttl,
+            upload_quota_mib,
+            upload_rate,
+            upload_concurrency,
             queue_frames,
             queue_kib,
             idle_timeout,
@@ -345,6 +362,12 @@ pub struct Config {
     pub file_url_ttl: Duration,
     /// How long an upload no message carries is kept.
     pub upload_grace: Duration,
+    /// Bytes a person may upload in any 24 hours.
+    pub upload_quota_bytes: u64,
+    /// Uploads a person may start per minute (and in a burst).
+    pub upload_rate: u32,
+    /// Uploads of one person in progress at once.
+    pub upload_concurrency: usize,
     /// Frames a connection's outbound queue holds before the device counts as a slow consumer.
     pub queue_frames: usize,
     /// Bytes of frames each outbound queue of a connection holds until they are written.
@@ -427,6 +450,9 @@ impl Config {
             max_file_bytes: 25 * 1024 * 1024,
             file_url_ttl: Duration::from_secs(600),
             upload_grace: Duration::from_secs(86_400),
+            upload_quota_bytes: 2048 * 1024 * 1024,
+            upload_rate: 60,
+            upload_concurrency: 4,
             queue_frames: 1024,
             queue_bytes: 2048 * 1024,
             sync: SyncMode::Normal,
@@ -571,6 +597,23 @@ impl Config {
                 7 * 86_400,
             )?,
             upload_grace: defaults.upload_grace,
+            upload_quota_bytes: bounded(
+                "upload_quota_mib",
+                s.upload_quota_mib.map(|v| v as usize),
+                2048,
+                1,
+                1 << 20,
+            )? as u64
+                * 1024
+                * 1024,
+            upload_rate: bounded(
+                "upload_rate",
+                s.upload_rate.map(|v| v as usize),
+                60,
+                1,
+                100_000,
+            )? as u32,
+            upload_concurrency: bounded("upload_concurrency", s.upload_concurrency, 4, 1, 1024)?,
             idle_timeout: seconds("idle_timeout", s.idle_timeout, defaults.idle_timeout, 3600)?,
             send_rate: bounded(
                 "send_rate",

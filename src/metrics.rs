@@ -58,6 +58,8 @@ pub struct Metrics {
     pub file_bytes_uploaded: IntCounter,
     /// Downloads served (files and previews, whole or ranges).
     pub file_downloads: IntCounter,
+    /// Images decoded for a preview (once per upload of bytes its person had not stored).
+    pub file_previews: IntCounter,
 }
 
 impl Metrics {
@@ -170,6 +172,11 @@ impl Metrics {
                 "File and preview downloads served",
             )
             .unwrap(),
+            file_previews: IntCounter::new(
+                "octet_file_previews_total",
+                "Images decoded for a preview",
+            )
+            .unwrap(),
             registry,
             frames_out_by_op: Default::default(),
         };
@@ -204,6 +211,7 @@ impl Metrics {
         r.register(Box::new(self.file_bytes_uploaded.clone()))
             .unwrap();
         r.register(Box::new(self.file_downloads.clone())).unwrap();
+        r.register(Box::new(self.file_previews.clone())).unwrap();
     }
 
     /// Records one store transaction (the store's batch observer).

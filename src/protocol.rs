@@ -112,6 +112,8 @@ pub enum ErrorCode {
     ImageTooLarge,
     /// HTTP: the `Range` asks for bytes the file does not have.
     RangeNotSatisfiable,
+    /// HTTP: an upload would take the person over its upload quota (bytes in the last 24 h).
+    QuotaExceeded,
     /// The server failed; the request may be retried.
     Internal,
 }
@@ -159,6 +161,7 @@ impl ErrorCode {
         ErrorCode::BadImage,
         ErrorCode::ImageTooLarge,
         ErrorCode::RangeNotSatisfiable,
+        ErrorCode::QuotaExceeded,
         ErrorCode::Internal,
     ];
 
@@ -206,6 +209,7 @@ impl ErrorCode {
             ErrorCode::BadImage => "bad_image",
             ErrorCode::ImageTooLarge => "image_too_large",
             ErrorCode::RangeNotSatisfiable => "range_not_satisfiable",
+            ErrorCode::QuotaExceeded => "quota_exceeded",
             ErrorCode::Internal => "internal",
         }
     }

@@ -103,13 +103,16 @@ pub async fn prepare(config: Config) -> Result<Prepared, StartError> {
         None => {}
     }
     store.set_app_credentials(creds).await?;
-    let files =
-        crate::files::Files::open(&config.data_dir, store.url_key().await?).map_err(|source| {
-            StartError::DataDir {
-                path: config.data_dir.join("files").display().to_string(),
-                source,
-            }
-        })?;
+    let files = crate::files::Files::open(
+        &config.data_dir,
+        store.url_key().await?,
+        config.upload_rate,
+        config.upload_concurrency,
+    )
+    .map_err(|source| StartError::DataDir {
+        path: config.data_dir.join("files").display().to_string(),
+        source,
+    })?;
     let send_rates = crate::limits::SendRates::new(config.send_rate, config.send_burst);
     let state = Arc::new(ServerState {
         config,

@@ -1,36 +1,35 @@
 //! The HTTP side of files: `POST /files`, `GET /files/{id}`, `GET /files/{id}/thumb`.
 //!
-//! Uploads need a user token (`Authorization: Bearer`). Downloads need a user token of a person
-//! that may read the file, or a signed URL; anyone else gets 404 — the same answer as for a
-//! file that does not exist, so ids cannot be probed. Downloads support `Range`, `ETag` /
-//! `If-None-Match` and `If-Range`.
+//! Uploads (`post.rs`) need a user token (`Authorization: Bearer`). Downloads need a user
+//! token of a person that may read the file, or a signed URL; anyone else gets 404 — the same
+//! answer as for a file that does not exist, so ids cannot be probed. Downloads support
+//! `Range`, `ETag` / `If-None-Match` and `If-Range`. A request may name its app in
+//! `Octet-Appid`; the token must then be bound to that appid.
 
 use std::io::SeekFrom;
 use std::sync::Arc;
 
-use axum::Json;
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
-use super::upload::{Received, TempFile, bounded, drain, receive};
-use super::{FileError, Variant, attachment, clean_name, media, new_file_id};
+use super::{FileError, Variant};
 use crate::api::{ApiError, method_not_allowed, refusal};
 use crate::auth::TokenHash;
-use crate::protocol::{BackendResponse, ErrorCode, UploadBody};
+use crate::protocol::ErrorCode;
 use crate::state::{ServerState, now_millis};
-use crate::store::{BlobMeta, FileRecord, Identity, NewFile, PersonId, Staged};
+use crate::store::Identity;
 
 /// The routes, merged into the server's.
 pub fn routes() -> axum::Router<Arc<ServerState>> {
     axum::Router::new()
         .route(
             "/files",
-            post(upload).fallback(method_not_allowed("POST", "use POST on this path")),
+            post(super::post::upload).fallback(method_not_allowed("POST", "use POST on this path")),
         )
         .route(
             "/files/{id}",
@@ -46,7 +45,8 @@ pub fn routes() -> axum::Router<Arc<ServerState>> {
         .layer(DefaultBodyLimit::disable())
 }
 
-fn failure(state: &ServerState, op: &str, err: FileError) -> Response {
+/// The refusal a client sees: the stable code, the status, and the headers some refusals need.
+pub(super) fn failure(state: &ServerState, op: &str, err: FileError) -> Response {
     let (code, status) = err.code();
     if code == ErrorCode::Internal {
         tracing::error!(error = %err, op, "file request failed");
@@ -66,6 +66,12 @@ fn failure(state: &ServerState, op: &str, err: FileError) -> Response {
     {
         response.headers_mut().insert(header::CONTENT_RANGE, value);
     }
+    if let FileError::UploadRate { retry_after, .. } = err {
+        response.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(retry_after.as_secs()),
+        );
+    }
     response
 }
 
@@ -79,213 +85,39 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-async fn identify(state: &ServerState, headers: &HeaderMap) -> Result<Identity, FileError> {
+pub(super) async fn identify(
+    state: &ServerState,
+    headers: &HeaderMap,
+) -> Result<Identity, FileError> {
     let token = bearer(headers).ok_or(FileError::NoToken)?;
-    match state
-        .store
-        .identify(TokenHash::of(token), now_millis())
-        .await
-    {
+    let hash = TokenHash::of(token);
+    let found = match appid(headers)? {
+        // The client says which app it is: the token must be bound to it, as at `login`.
+        Some(appid) => state.store.authenticate(hash, appid, now_millis()).await,
+        None => state.store.identify(hash, now_millis()).await,
+    };
+    match found {
         Ok(identity) => Ok(identity),
+        Err(crate::store::StoreError::AuthFailed(crate::store::AuthFailure::WrongAppid)) => {
+            Err(FileError::WrongAppid)
+        }
         Err(crate::store::StoreError::AuthFailed(_)) => Err(FileError::BadToken),
         Err(err) => Err(err.into()),
     }
 }
 
-#[derive(Debug, Deserialize)]
-struct UploadQuery {
-    /// The file's name, for a raw body.
-    name: Option<String>,
-}
+/// The header a file request names its app with (optional; see proto/files.md).
+pub const APPID_HEADER: &str = "octet-appid";
 
-/// `POST /files`.
-async fn upload(
-    State(state): State<Arc<ServerState>>,
-    query: Result<Query<UploadQuery>, axum::extract::rejection::QueryRejection>,
-    request: Request,
-) -> Response {
-    match upload_inner(&state, query, request).await {
-        Ok(file) => Json(BackendResponse {
-            op: "upload".into(),
-            result: true,
-            id: None,
-            body: UploadBody {
-                file: attachment(&file),
-            },
-        })
-        .into_response(),
-        Err(err) => failure(&state, "upload", err),
-    }
-}
-
-async fn upload_inner(
-    state: &Arc<ServerState>,
-    query: Result<Query<UploadQuery>, axum::extract::rejection::QueryRejection>,
-    request: Request,
-) -> Result<FileRecord, FileError> {
-    let Query(query) = query.map_err(|err| FileError::BadQuery(err.body_text()))?;
-    let identity = identify(state, request.headers()).await?;
-    let limit = state.config.max_file_bytes;
-    let declared = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit + MULTIPART_OVERHEAD) {
-        // Refused before a byte is stored. A client that waits for `100 Continue` sends
-        // nothing more; any other is read to the end (bounded) so that it reads the refusal.
-        let expects_continue = request
-            .headers()
-            .get(header::EXPECT)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-        if !expects_continue {
-            drain(&mut request.into_body().into_data_stream()).await;
-        }
-        return Err(FileError::TooLarge { limit });
-    }
-    let dir = state.files.dir.tmp();
-    let stall = state.config.idle_timeout;
-    let is_multipart = request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.to_ascii_lowercase().starts_with("multipart/form-data"));
-    let (received, name) = if is_multipart {
-        // The whole multipart body is bounded too: form fields and boundaries count, and a
-        // stall anywhere ends it.
-        let (parts, body) = request.into_parts();
-        let body = bounded(body.into_data_stream(), limit + MULTIPART_OVERHEAD, stall);
-        let request = Request::from_parts(parts, Body::from_stream(body));
-        let mut multipart = Multipart::from_request(request, state)
-            .await
-            .map_err(|err| FileError::Interrupted(err.body_text()))?;
-        let (received, name) = loop {
-            let mut field = multipart
-                .next_field()
-                .await
-                .map_err(|err| FileError::Interrupted(err.body_text()))?
-                .ok_or(FileError::NoFilePart)?;
-            if field.file_name().is_none() && field.name() != Some("file") {
-                continue; // another form field
-            }
-            let name = field.file_name().map(str::to_string).or(query.name.clone());
-            let received = receive(&mut field, &dir, limit, stall).await;
-            if let Err(FileError::TooLarge { .. }) = received {
-                drain(&mut field).await;
-            }
-            break (received, name);
-        };
-        // Whatever follows the file (more fields, the closing boundary) is read, so the client
-        // reads the answer instead of a reset.
-        let rest = async {
-            while let Ok(Some(mut field)) = multipart.next_field().await {
-                drain(&mut field).await;
-            }
-        };
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), rest).await;
-        (received?, name)
-    } else {
-        let name = query
-            .name
-            .clone()
-            .or_else(|| disposition_name(request.headers()));
-        let mut body = request.into_body().into_data_stream();
-        let received = receive(&mut body, &dir, limit, stall).await;
-        if let Err(FileError::TooLarge { .. }) = received {
-            drain(&mut body).await;
-        }
-        (received?, name)
-    };
-    let name = clean_name(name.as_deref().unwrap_or_default());
-    store_upload(state, identity.person, name, received).await
-}
-
-/// How long an upload waits for its turn to decode an image before it is refused as busy.
-const DECODE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// Slack for multipart boundaries and headers around a file of exactly the limit.
-const MULTIPART_OVERHEAD: u64 = 16 * 1024;
-
-/// The `filename` of a `Content-Disposition` request header.
-fn disposition_name(headers: &HeaderMap) -> Option<String> {
-    let value = headers.get(header::CONTENT_DISPOSITION)?.to_str().ok()?;
-    value.split(';').find_map(|part| {
-        let (key, value) = part.trim().split_once('=')?;
-        key.trim()
-            .eq_ignore_ascii_case("filename")
-            .then(|| value.trim().trim_matches('"').to_string())
-    })
-}
-
-/// Learns what the bytes are (once per distinct content), then records the upload.
-async fn store_upload(
-    state: &Arc<ServerState>,
-    uploader: PersonId,
-    name: String,
-    received: Received,
-) -> Result<FileRecord, FileError> {
-    let Received {
-        data,
-        sha256,
-        size,
-        head,
-    } = received;
-    let (blob, thumb) = match state.store.blob(&sha256).await? {
-        // The same bytes are stored: their facts and preview are reused.
-        Some(blob) => (blob, None),
-        None => {
-            let (content_type, format) = media::sniff(&head);
-            let mut blob = BlobMeta {
-                sha256: sha256.clone(),
-                size,
-                content_type,
-                dimensions: None,
-                thumb: None,
-                blurhash: None,
-            };
-            let mut thumb = None;
-            if let Some(format) = format {
-                let permit =
-                    tokio::time::timeout(DECODE_WAIT, state.files.decoding.clone().acquire_owned())
-                        .await
-                        .map_err(|_| FileError::Busy)?
-                        .map_err(|_| FileError::Busy)?;
-                let source = data.path().to_path_buf();
-                let target = TempFile::new(&state.files.dir.tmp(), "thumb");
-                // The permit and the preview's file go with the decode: if this request is
-                // dropped (the client left), the decode still holds its permit until it ends,
-                // and its preview is deleted with the unclaimed result.
-                let (facts, target) = tokio::task::spawn_blocking(move || {
-                    let _permit = permit;
-                    (media::inspect(&source, format, target.path()), target)
-                })
-                .await
-                .map_err(|err| FileError::Io(std::io::Error::other(err)))?;
-                let facts = facts?;
-                blob.dimensions = Some(facts.dimensions);
-                blob.thumb = Some(facts.thumb);
-                blob.blurhash = Some(facts.blurhash);
-                thumb = Some(target);
-            }
-            (blob, thumb)
-        }
-    };
-    let file = NewFile {
-        id: new_file_id(),
-        name,
-        uploader,
-        ts: now_millis(),
-        blob,
-        staged: Staged {
-            data: data.path().to_path_buf(),
-            thumb: thumb.as_ref().map(|t| t.path().to_path_buf()),
+/// The `Octet-Appid` header, if sent.
+fn appid(headers: &HeaderMap) -> Result<Option<&str>, FileError> {
+    match headers.get(APPID_HEADER) {
+        None => Ok(None),
+        Some(value) => match value.to_str().map(str::trim) {
+            Ok(appid) if !appid.is_empty() => Ok(Some(appid)),
+            _ => Err(FileError::WrongAppid),
         },
-    };
-    let record = state.store.add_file(file).await?;
-    state.metrics.files_uploaded.inc();
-    state.metrics.file_bytes_uploaded.inc_by(size);
-    // `data` and `thumb` drop here: already moved into place (or removed) by the store.
-    Ok(record)
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -331,7 +163,7 @@ async fn download_inner(
         _ => match identify(state, headers).await {
             Ok(identity) => Some(identity.person),
             // A revoked token learns nothing more than a stranger does.
-            Err(FileError::BadToken) => return Err(not_found()),
+            Err(FileError::BadToken | FileError::WrongAppid) => return Err(not_found()),
             Err(err) => return Err(err),
         },
     };

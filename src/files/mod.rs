@@ -11,8 +11,10 @@
 //! HTTP: `POST /files` (upload), `GET /files/{id}` and `GET /files/{id}/thumb` (download, with a
 //! user token or a signed URL from the `file_url` frame). See `proto/files.md`.
 
+pub mod gate;
 pub mod http;
 pub mod media;
+mod post;
 pub mod signing;
 mod upload;
 
@@ -33,19 +35,29 @@ pub struct Files {
     pub dir: BlobDir,
     /// Signs download URLs.
     pub signer: UrlSigner,
-    /// Image decoding is memory-hungry: one at a time bounds the broker's memory.
-    decoding: std::sync::Arc<tokio::sync::Semaphore>,
+    /// Per-person upload rate and concurrency, and turns at the image decoder.
+    pub gate: gate::UploadGate,
 }
 
+/// Images decoded at once in all: decoding is memory-hungry (up to
+/// [`media::MAX_DECODE_BYTES`] each), so this bounds the broker's memory.
+pub const DECODERS: usize = 1;
+
 impl Files {
-    /// The file service of a data dir; removes what interrupted uploads left.
-    pub fn open(data_dir: &Path, url_key: [u8; 32]) -> std::io::Result<Files> {
+    /// The file service of a data dir; removes what interrupted uploads left. `per_minute` and
+    /// `concurrency` are the per-person upload limits.
+    pub fn open(
+        data_dir: &Path,
+        url_key: [u8; 32],
+        per_minute: u32,
+        concurrency: usize,
+    ) -> std::io::Result<Files> {
         let dir = BlobDir::new(data_dir);
         dir.prepare()?;
         Ok(Files {
             dir,
             signer: UrlSigner::new(url_key),
-            decoding: std::sync::Arc::new(tokio::sync::Semaphore::new(1)),
+            gate: gate::UploadGate::new(per_minute, concurrency, DECODERS),
         })
     }
 }
@@ -63,6 +75,12 @@ pub enum FileError {
         "authentication failed: the token is unknown, revoked or expired; get a new one from the app's backend"
     )]
     BadToken,
+    /// The token was issued for another appid than the request's `Octet-Appid` header names
+    /// (or the header is empty).
+    #[error(
+        "authentication failed: the token was not issued for the appid the Octet-Appid header names; send the appid the token was issued for, or no Octet-Appid header"
+    )]
+    WrongAppid,
     /// No such file for this reader (or an invalid signed URL): the same answer either way.
     #[error(
         "no file {0} that this token may read (or the signed link expired; ask for a new one with file_url)"
@@ -106,6 +124,31 @@ pub enum FileError {
     /// Another image has been decoding for too long.
     #[error("the broker is busy making previews of other images; retry in a minute")]
     Busy,
+    /// The upload would take the person over its daily upload quota.
+    #[error(
+        "this upload would take the person over its upload quota of {quota} bytes a day ({used} bytes uploaded in the last 24 hours); upload it later, or ask the operator to raise --upload-quota-mib"
+    )]
+    QuotaExceeded {
+        /// The quota in bytes.
+        quota: u64,
+        /// Bytes uploaded in the window before this upload.
+        used: u64,
+    },
+    /// The person started more uploads a minute than allowed.
+    #[error(
+        "more than {per_minute} uploads a minute from this person (--upload-rate); retry in {} s", retry_after.as_secs()
+    )]
+    UploadRate {
+        /// The limit.
+        per_minute: u32,
+        /// When the next upload is allowed.
+        retry_after: Duration,
+    },
+    /// The person has as many uploads in progress as allowed.
+    #[error(
+        "{0} uploads of this person are already in progress (--upload-concurrency); wait for one to finish"
+    )]
+    TooManyUploads(usize),
     /// The `Range` asks for bytes past the end.
     #[error("the range is outside the file's {0} bytes")]
     Range(u64),
@@ -121,7 +164,7 @@ impl FileError {
     /// The stable code and HTTP status a client sees.
     pub fn code(&self) -> (ErrorCode, StatusCode) {
         match self {
-            FileError::NoToken | FileError::BadToken => {
+            FileError::NoToken | FileError::BadToken | FileError::WrongAppid => {
                 (ErrorCode::AuthFailed, StatusCode::UNAUTHORIZED)
             }
             FileError::NotFound(_) | FileError::NoThumb(_) => {
@@ -139,6 +182,13 @@ impl FileError {
                 (ErrorCode::ImageTooLarge, StatusCode::UNPROCESSABLE_ENTITY)
             }
             FileError::Busy => (ErrorCode::ServerFull, StatusCode::SERVICE_UNAVAILABLE),
+            FileError::QuotaExceeded { .. }
+            | FileError::Store(StoreError::QuotaExceeded { .. }) => {
+                (ErrorCode::QuotaExceeded, StatusCode::PAYLOAD_TOO_LARGE)
+            }
+            FileError::UploadRate { .. } | FileError::TooManyUploads(_) => {
+                (ErrorCode::RateLimited, StatusCode::TOO_MANY_REQUESTS)
+            }
             FileError::Range(_) => (
                 ErrorCode::RangeNotSatisfiable,
                 StatusCode::RANGE_NOT_SATISFIABLE,
@@ -157,6 +207,8 @@ impl FileError {
 #[derive(Debug, Clone)]
 pub struct BlobDir {
     root: PathBuf,
+    /// `--sync full`: a blob moved into place is fsynced with the directories naming it.
+    synced: bool,
 }
 
 impl BlobDir {
@@ -164,7 +216,14 @@ impl BlobDir {
     pub fn new(data_dir: &Path) -> BlobDir {
         BlobDir {
             root: data_dir.join("files"),
+            synced: false,
         }
+    }
+
+    /// The same dir, with [`BlobDir::put`] fsyncing what it moves (`--sync full`).
+    pub fn synced(mut self, synced: bool) -> BlobDir {
+        self.synced = synced;
+        self
     }
 
     /// The bytes of the blob `sha256` (64 hex digits, from the store).
@@ -213,15 +272,33 @@ impl BlobDir {
         Ok(found)
     }
 
-    /// Moves staged bytes (and preview) into place as the blob `sha256`.
+    /// Moves staged bytes (and preview) into place as the blob `sha256`. When synced, the
+    /// files, their directory and (if it is new) the directory above are fsynced before this
+    /// returns, so the commit that records the upload never names bytes a power loss can take.
     pub fn put(&self, sha256: &str, data: &Path, thumb: Option<&Path>) -> std::io::Result<()> {
         let target = self.data(sha256);
-        if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent)?;
+        let parent = target.parent().unwrap_or(&self.root).to_path_buf();
+        let new_dir = !parent.is_dir();
+        std::fs::create_dir_all(&parent)?;
+        if self.synced {
+            // The upload fsynced the bytes when they arrived; again here, as the contract of
+            // this method is not to rely on the caller for it.
+            sync_path(data)?;
+            if let Some(thumb) = thumb {
+                sync_path(thumb)?;
+            }
         }
         std::fs::rename(data, &target)?;
         if let Some(thumb) = thumb {
             std::fs::rename(thumb, self.thumb(sha256))?;
+        }
+        if self.synced {
+            // A rename is durable once the directory holding the new name is; a new directory
+            // once the one above it is.
+            sync_path(&parent)?;
+            if new_dir {
+                sync_path(&self.root)?;
+            }
         }
         Ok(())
     }
@@ -238,6 +315,11 @@ impl BlobDir {
             }
         }
     }
+}
+
+/// fsyncs a file or directory (a directory is opened read-only, which Linux allows to fsync).
+fn sync_path(path: &Path) -> std::io::Result<()> {
+    std::fs::File::open(path)?.sync_all()
 }
 
 /// The URL a file is downloaded from (relative to the broker's address).
@@ -323,6 +405,22 @@ mod tests {
         );
         assert_eq!(clean_name("résumé.pdf"), "résumé.pdf");
         assert_eq!(clean_name("invoice\u{202E}fdp.exe"), "invoicefdp.exe");
+    }
+
+    #[test]
+    fn a_synced_put_moves_bytes_and_preview_into_a_new_dir() {
+        let data_dir = tempfile::tempdir().unwrap();
+        let blobs = BlobDir::new(data_dir.path()).synced(true);
+        blobs.prepare().unwrap();
+        let sha256 = "ab".repeat(32);
+        let staged = blobs.tmp().join("x.part");
+        let thumb = blobs.tmp().join("x.thumb");
+        std::fs::write(&staged, b"bytes").unwrap();
+        std::fs::write(&thumb, b"preview").unwrap();
+        blobs.put(&sha256, &staged, Some(&thumb)).unwrap();
+        assert_eq!(std::fs::read(blobs.data(&sha256)).unwrap(), b"bytes");
+        assert_eq!(std::fs::read(blobs.thumb(&sha256)).unwrap(), b"preview");
+        assert!(!staged.exists() && !thumb.exists());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! the embedded default. Every method is one transaction: a refusal writes nothing. The store
 //! knows nothing of axum, WebSockets or the router.
 
+mod files;
 mod receipts;
 pub mod sqlite;
 
@@ -66,6 +67,16 @@ pub enum StoreError {
     /// The file id names no file the person may use.
     #[error("no file {0} that this user may use; upload it with POST /files first")]
     NoSuchFile(String),
+    /// The upload would take its person over the upload quota.
+    #[error(
+        "this upload would take the person over its upload quota of {quota} bytes a day ({used} bytes uploaded in the last 24 hours); upload it later, or ask the operator to raise --upload-quota-mib"
+    )]
+    QuotaExceeded {
+        /// The quota in bytes.
+        quota: u64,
+        /// Bytes already uploaded in the window.
+        used: u64,
+    },
     /// Moving an upload into place failed.
     #[error("file storage: {0}")]
     Io(#[from] std::io::Error),
@@ -85,6 +96,7 @@ impl StoreError {
             StoreError::BadPosition(_) | StoreError::ProfileTooLarge(_) => ErrorCode::BadValue,
             StoreError::AuthFailed(_) => ErrorCode::AuthFailed,
             StoreError::NoSuchFile(_) => ErrorCode::NoSuchFile,
+            StoreError::QuotaExceeded { .. } => ErrorCode::QuotaExceeded,
             StoreError::Io(_)
             | StoreError::Sqlite(_)
             | StoreError::Commit(_)
@@ -511,6 +523,18 @@ pub struct NewFile {
     pub blob: BlobMeta,
     /// The bytes on disk, still in the temporary dir.
     pub staged: Staged,
+    /// The uploader's quota, checked in the same transaction that records the upload, so
+    /// uploads running at once cannot together pass it.
+    pub quota: UploadQuota,
+}
+
+/// Bytes a person may upload in a window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UploadQuota {
+    /// The most bytes.
+    pub bytes: u64,
+    /// Uploads at or after this time count.
+    pub since: Millis,
 }
 
 /// A stored file.
@@ -623,9 +647,19 @@ pub trait Store: Send + Sync + 'static {
         ids_before_ts: Millis,
         max_events: usize,
     ) -> Result<usize, StoreError>;
-    /// The facts of stored bytes, if a blob with this SHA-256 exists.
-    async fn blob(&self, sha256: &str) -> Result<Option<BlobMeta>, StoreError>;
-    /// Records an upload; moves its staged bytes into the blob dir unless the same bytes are
+    /// The facts of stored bytes, if `uploader` has a stored upload of them. Dedupe is per
+    /// person: another person's copy is not reported, so an upload cannot learn whether someone
+    /// else stored the same bytes (SECURITY.md).
+    async fn own_blob(
+        &self,
+        sha256: &str,
+        uploader: PersonId,
+    ) -> Result<Option<BlobMeta>, StoreError>;
+    /// Bytes `uploader` uploaded at or after `since` (each stored upload counts its full size).
+    async fn uploaded_since(&self, uploader: PersonId, since: Millis) -> Result<u64, StoreError>;
+    /// Records an upload, unless it would take the uploader over `file.quota`
+    /// ([`StoreError::QuotaExceeded`], nothing stored); moves its staged bytes into the blob
+    /// dir unless the same bytes are
     /// already stored (then the staged copy is removed). Returns the stored facts.
     async fn add_file(&self, file: NewFile) -> Result<FileRecord, StoreError>;
     /// A file, if `reader` may read it: the uploader's person, or a person that sent or

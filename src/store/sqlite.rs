@@ -16,11 +16,14 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot};
 
+use super::files::{
+    add_file, own_blob, prune_files, readable_file, remove_orphans, uploaded_since,
+};
 use super::{
     AppCredentials, Appended, AuthFailure, BlobMeta, CallRecord, DeviceRecord, EventKind,
     FileRecord, Identity, IssuedUser, LogEvent, LogHead, MAX_DEVICES, MAX_PROFILE_BYTES, Marker,
     NewFile, NewMessage, NewUser, OnCommit, PersonDevices, PersonId, Removed, Revoked, Store,
-    StoreError, StoreStats, ThumbMeta, TokenRequest, TokenTerms, UserKey,
+    StoreError, StoreStats, TokenRequest, TokenTerms, UserKey,
 };
 use crate::auth::{PlainToken, TokenHash};
 use crate::files::BlobDir;
@@ -44,6 +47,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_admin.sql"),
     include_str!("migrations/0004_files.sql"),
     include_str!("migrations/0005_person_epoch.sql"),
+    include_str!("migrations/0006_upload_quota.sql"),
 ];
 
 type Reply = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
@@ -93,7 +97,7 @@ impl SqliteStore {
             writer.pragma_update(None, "synchronous", "FULL")?;
         }
         migrate(&mut writer)?;
-        let blobs = BlobDir::new(dir);
+        let blobs = BlobDir::new(dir).synced(full_sync);
         remove_orphans(&writer, &blobs)?;
         let readers = (0..READERS)
             .map(|_| {
@@ -488,9 +492,19 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn blob(&self, sha256: &str) -> Result<Option<BlobMeta>, StoreError> {
+    async fn own_blob(
+        &self,
+        sha256: &str,
+        uploader: PersonId,
+    ) -> Result<Option<BlobMeta>, StoreError> {
         let sha256 = sha256.to_string();
-        self.read(move |conn| find_blob(conn, &sha256)).await
+        self.read(move |conn| own_blob(conn, &sha256, uploader))
+            .await
+    }
+
+    async fn uploaded_since(&self, uploader: PersonId, since: Millis) -> Result<u64, StoreError> {
+        self.read(move |conn| uploaded_since(conn, uploader, since))
+            .await
     }
 
     async fn add_file(&self, file: NewFile) -> Result<FileRecord, StoreError> {
@@ -1438,19 +1452,6 @@ fn same_recipient(conn: &Connection, to: &str, stored: &Appended) -> Result<bool
         .is_some_and(|user| user.person() == stored.recipient))
 }
 
-/// Deletes stored bytes no `blobs` row names: left by a batch whose commit failed after its
-/// upload was moved into place, or by a crash between a pruning's commit and its deletes.
-fn remove_orphans(conn: &Connection, blobs: &BlobDir) -> Result<(), StoreError> {
-    let mut known = conn.prepare("SELECT 1 FROM blobs WHERE sha256 = ?1")?;
-    for (sha256, path) in blobs.entries()? {
-        if !known.exists([&sha256])? {
-            tracing::info!(path = %path.display(), "removing stored bytes no file refers to");
-            let _ = std::fs::remove_file(&path);
-        }
-    }
-    Ok(())
-}
-
 /// The ids of the files a stored message carries, in order.
 /// Read from the attachments as stored with the message, which outlive a pruned file (its
 /// `message_files` rows go with it), so an honest retry still matches.
@@ -1498,165 +1499,6 @@ fn token_holder(
             ))
         })
         .optional()?)
-}
-
-const BLOB_COLUMNS: &str = "b.sha256, b.size, b.content_type, b.width, b.height, b.thumb_type,
-     b.thumb_width, b.thumb_height, b.thumb_size, b.blurhash";
-
-/// Maps [`BLOB_COLUMNS`] starting at column `at`.
-fn blob_meta(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<BlobMeta> {
-    let width: Option<u32> = r.get(at + 3)?;
-    let height: Option<u32> = r.get(at + 4)?;
-    let thumb_type: Option<String> = r.get(at + 5)?;
-    Ok(BlobMeta {
-        sha256: r.get(at)?,
-        size: r.get(at + 1)?,
-        content_type: r.get(at + 2)?,
-        dimensions: width.zip(height),
-        thumb: match thumb_type {
-            Some(content_type) => Some(ThumbMeta {
-                width: r.get(at + 6)?,
-                height: r.get(at + 7)?,
-                content_type,
-                size: r.get(at + 8)?,
-            }),
-            None => None,
-        },
-        blurhash: r.get(at + 9)?,
-    })
-}
-
-fn find_blob(conn: &Connection, sha256: &str) -> Result<Option<BlobMeta>, StoreError> {
-    let sql = format!("SELECT {BLOB_COLUMNS} FROM blobs b WHERE b.sha256 = ?1");
-    Ok(conn
-        .prepare_cached(&sql)?
-        .query_row([sha256], |r| blob_meta(r, 0))
-        .optional()?)
-}
-
-/// A file `reader` may read (`None`: anyone), else [`StoreError::NoSuchFile`] — the same answer
-/// whether the file is missing or someone else's, so ids cannot be probed.
-fn readable_file(
-    conn: &Connection,
-    id: &str,
-    reader: Option<PersonId>,
-) -> Result<FileRecord, StoreError> {
-    let sql = format!(
-        "SELECT f.id, f.name, {BLOB_COLUMNS}
-         FROM files f JOIN blobs b ON b.sha256 = f.sha256
-         WHERE f.id = ?1 AND (?2 IS NULL OR f.uploader = ?2 OR EXISTS (
-             SELECT 1 FROM message_files mf JOIN messages m ON m.mid = mf.mid
-             WHERE mf.file_id = f.id AND (m.sender_person = ?2 OR m.recipient_person = ?2)))"
-    );
-    conn.prepare_cached(&sql)?
-        .query_row(params![id, reader], |r| {
-            Ok(FileRecord {
-                id: r.get(0)?,
-                name: r.get(1)?,
-                blob: blob_meta(r, 2)?,
-            })
-        })
-        .optional()?
-        .ok_or_else(|| StoreError::NoSuchFile(id.to_string()))
-}
-
-fn add_file(
-    conn: &Connection,
-    blobs: &BlobDir,
-    doomed: &Mutex<HashSet<String>>,
-    file: NewFile,
-) -> Result<FileRecord, StoreError> {
-    let NewFile {
-        id,
-        name,
-        uploader,
-        ts,
-        mut blob,
-        staged,
-    } = file;
-    // The same bytes again take their blob back from a pruning in this same batch.
-    doomed
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .remove(&blob.sha256);
-    match find_blob(conn, &blob.sha256)? {
-        Some(stored) => {
-            blob = stored;
-            // Only the stored copy is kept.
-            let _ = std::fs::remove_file(&staged.data);
-            if let Some(thumb) = &staged.thumb {
-                let _ = std::fs::remove_file(thumb);
-            }
-        }
-        None => {
-            // The upload found the blob stored, but a pruning removed it since: its preview
-            // went with it and this upload made none.
-            if staged.thumb.is_none() && !blobs.thumb(&blob.sha256).exists() {
-                blob.thumb = None;
-            }
-            blobs.put(&blob.sha256, &staged.data, staged.thumb.as_deref())?;
-            let (width, height) = blob.dimensions.unzip();
-            let thumb = blob.thumb.as_ref();
-            conn.prepare_cached(
-                "INSERT INTO blobs (sha256, size, content_type, width, height, thumb_type,
-                                    thumb_width, thumb_height, thumb_size, blurhash, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-            )?
-            .execute(params![
-                blob.sha256,
-                blob.size,
-                blob.content_type,
-                width,
-                height,
-                thumb.map(|t| &t.content_type),
-                thumb.map(|t| t.width),
-                thumb.map(|t| t.height),
-                thumb.map(|t| t.size),
-                blob.blurhash,
-                ts
-            ])?;
-        }
-    }
-    conn.prepare_cached(
-        "INSERT INTO files (id, sha256, uploader, name, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?
-    .execute(params![id, blob.sha256, uploader, name, ts])?;
-    Ok(FileRecord { id, name, blob })
-}
-
-/// Removes files no retained event references — at once for files that were sent (their
-/// messages' events are gone), after `unsent_before` for uploads never sent — then blobs no
-/// file uses. Returns the number of files and the blobs to delete from disk after commit.
-fn prune_files(
-    conn: &Connection,
-    doomed: &Mutex<HashSet<String>>,
-    unsent_before: Millis,
-    max_files: usize,
-) -> Result<(usize, Vec<String>), StoreError> {
-    let files = conn
-        .prepare_cached(
-            "DELETE FROM files WHERE id IN (
-               SELECT id FROM files WHERE
-                 NOT EXISTS (SELECT 1 FROM message_files mf JOIN events e ON e.mid = mf.mid
-                             WHERE mf.file_id = files.id)
-                 AND (created_at < ?1
-                      OR EXISTS (SELECT 1 FROM message_files mf WHERE mf.file_id = files.id))
-               LIMIT ?2)",
-        )?
-        .execute(params![unsent_before, max_files as i64])?;
-    let gone = conn
-        .prepare_cached(
-            "DELETE FROM blobs
-             WHERE NOT EXISTS (SELECT 1 FROM files f WHERE f.sha256 = blobs.sha256)
-             RETURNING sha256",
-        )?
-        .query_map([], |r| r.get::<_, String>(0))?
-        .collect::<Result<Vec<_>, _>>()?;
-    doomed
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .extend(gone.iter().cloned());
-    Ok((files, gone))
 }
 
 #[cfg(test)]

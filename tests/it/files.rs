@@ -54,18 +54,18 @@ pub async fn upload(server_addr: &str, token: &str, bytes: Vec<u8>, name: &str) 
     (status, response.json().await.expect("a JSON answer"))
 }
 
-async fn upload_ok(server: &TestServer, token: &str, bytes: Vec<u8>, name: &str) -> Value {
+pub async fn upload_ok(server: &TestServer, token: &str, bytes: Vec<u8>, name: &str) -> Value {
     let (status, answer) = upload(&server.addr.to_string(), token, bytes, name).await;
     assert_eq!(status, 200, "upload refused: {answer}");
     assert_eq!(answer["result"], true);
     answer["file"].clone()
 }
 
-async fn get(server: &TestServer, path: &str, token: Option<&str>) -> reqwest::Response {
+pub async fn get(server: &TestServer, path: &str, token: Option<&str>) -> reqwest::Response {
     get_with(server, path, token, &[]).await
 }
 
-async fn get_with(
+pub async fn get_with(
     server: &TestServer,
     path: &str,
     token: Option<&str>,
@@ -82,7 +82,7 @@ async fn get_with(
 }
 
 /// Every stored blob and preview on disk (not the upload dir).
-fn stored(server: &TestServer) -> Vec<PathBuf> {
+pub fn stored(server: &TestServer) -> Vec<PathBuf> {
     let root = server.state.config.data_dir.join("files");
     let mut found = Vec::new();
     for dir in std::fs::read_dir(&root).unwrap() {
@@ -98,20 +98,20 @@ fn stored(server: &TestServer) -> Vec<PathBuf> {
     found
 }
 
-fn upload_dir_entries(server: &TestServer) -> usize {
+pub fn upload_dir_entries(server: &TestServer) -> usize {
     std::fs::read_dir(server.state.config.data_dir.join("files/tmp"))
         .unwrap()
         .count()
 }
 
-fn count(server: &TestServer, table: &str) -> i64 {
+pub fn count(server: &TestServer, table: &str) -> i64 {
     let db = rusqlite::Connection::open(server.state.config.data_dir.join("octet.db")).unwrap();
     db.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
         .unwrap()
 }
 
 /// Waits (at most [`WAIT`]) until `done`; fails with `what` otherwise.
-async fn until(what: &str, mut done: impl FnMut() -> bool) {
+pub async fn until(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + WAIT;
     while !done() {
         assert!(tokio::time::Instant::now() < deadline, "{what}");

@@ -18,6 +18,7 @@ mod disk_full;
 mod fanout;
 mod faults;
 mod files;
+mod files_limits;
 mod hardening_store;
 mod hardening_net;
 mod limits;

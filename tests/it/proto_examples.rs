@@ -63,6 +63,7 @@ struct ScenarioConfig {
     ring_timeout_ms: Option<u64>,
     login_timeout_ms: Option<u64>,
     max_file_kib: Option<u64>,
+    upload_quota_kib: Option<u64>,
 }
 
 /// One step: a backend request (`request`, `raw` or `http`), a device action (`device` with
@@ -422,6 +423,9 @@ async fn run_scenario(scenario: Scenario) -> Vec<String> {
         }
         if let Some(kib) = config.max_file_kib {
             c.max_file_bytes = kib * 1024;
+        }
+        if let Some(kib) = config.upload_quota_kib {
+            c.upload_quota_bytes = kib * 1024;
         }
     })
     .await;
