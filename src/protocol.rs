@@ -8,6 +8,8 @@
 //! and because serde cannot buffer a `RawValue` inside an internally tagged enum, decoding reads
 //! the `op` first and then that op's own struct ([`decode_tagged`]).
 
+mod ijson;
+
 use std::borrow::Cow;
 use std::fmt;
 
@@ -477,8 +479,14 @@ impl ClientFrame {
         decode_tagged(text, Self::OPS, |op, text| {
             Some(match op {
                 "login" => decode_fields(text).map(ClientFrame::Login),
-                "send" => decode_fields(text).map(ClientFrame::Send),
-                "call" => decode_fields(text).map(ClientFrame::Call),
+                "send" => decode_fields(text).and_then(|send: Send| {
+                    check_stored_json("body", send.body.as_deref())?;
+                    Ok(ClientFrame::Send(send))
+                }),
+                "call" => decode_fields(text).and_then(|call: CallRequest| {
+                    check_stored_json("data", call.data.as_deref())?;
+                    Ok(ClientFrame::Call(call))
+                }),
                 "history" => decode_fields(text).map(ClientFrame::History),
                 "ack" => decode_fields(text).map(ClientFrame::Ack),
                 "read" => decode_fields(text).map(ClientFrame::Read),
@@ -519,6 +527,18 @@ impl ClientFrame {
             _ => (None, None),
         }
     }
+}
+
+/// Refuses raw JSON the broker would store or relay as it is (`body`, call `data`) unless it is
+/// I-JSON (RFC 7493), so no frame a strict client cannot read is ever replayed to it.
+fn check_stored_json(field: &str, raw: Option<&RawValue>) -> Result<(), DecodeError> {
+    let Some(raw) = raw else { return Ok(()) };
+    ijson::check(raw.get()).map_err(|detail| {
+        DecodeError::new(
+            ErrorCode::BadValue,
+            format!("`{field}` is not I-JSON (RFC 7493): {detail}; nothing was stored"),
+        )
+    })
 }
 
 /// `login`: authenticates the connection.

@@ -229,3 +229,76 @@ async fn a_since_from_a_deleted_person_is_not_replayed() {
     assert_eq!(welcome["recovered"], false, "{welcome}");
     assert_eq!(synced["replayed"], 0);
 }
+
+/// Bodies and call `data` that are JSON but not I-JSON (RFC 7493).
+const POISON: &[&str] = &[
+    r#""\ud800""#,
+    r#"{"text":"a\udc00b"}"#,
+    r#"1e400"#,
+    r#"{"n":[1,-1e400]}"#,
+    r#"{"a":1,"a":2}"#,
+    r#"{"a":1,"\u0061":2}"#,
+    r#"[{"x":{"k":1,"j":2,"k":3}}]"#,
+];
+
+/// A poison body or call `data` is `bad_value` before anything is stored or relayed.
+#[tokio::test]
+async fn poison_bodies_and_call_data_are_refused_and_nothing_is_stored() {
+    let server = TestServer::start().await;
+    let mut alice = server.device("alice@example.com", "a").await;
+    let mut bob = server.device("bob@example.com", "b").await;
+    let before = server.snapshot();
+    for poison in POISON {
+        alice
+            .send_text(&format!(
+                r#"{{"op":"send","id":"p","to":"bob@example.com","body":{poison}}}"#
+            ))
+            .await;
+        let err = alice.expect("error").await;
+        assert_eq!(err["code"], "bad_value", "{poison}: {err}");
+        assert!(
+            err["message"]
+                .as_str()
+                .unwrap()
+                .contains("`body` is not I-JSON"),
+            "{poison}: {err}"
+        );
+        alice
+            .send_text(&format!(
+                r#"{{"op":"call","call":"c","action":"ring","to":"bob@example.com","data":{poison}}}"#
+            ))
+            .await;
+        let err = alice.expect("error").await;
+        assert_eq!(err["code"], "bad_value", "{poison}: {err}");
+        assert!(
+            err["message"]
+                .as_str()
+                .unwrap()
+                .contains("`data` is not I-JSON"),
+            "{poison}: {err}"
+        );
+    }
+    bob.expect_silence().await;
+    assert_eq!(server.snapshot(), before);
+    // No call `c` was started: ringing it now works.
+    alice
+        .send_json(json!({"op":"call","call":"c","action":"ring","to":"bob@example.com"}))
+        .await;
+    assert_eq!(bob.expect("call").await["action"], "ring");
+    alice
+        .send_json(json!({"op":"call","call":"c","action":"hangup"}))
+        .await;
+    assert_eq!(record(&mut alice).await["status"], "cancelled");
+    assert_eq!(record(&mut bob).await["status"], "cancelled");
+
+    // I-JSON with escapes, pairs and repeated keys in different objects still goes through.
+    let fine = r#"{"t":"\ud83d\ude00","a":{"k":1},"b":{"k":2},"n":1e300}"#;
+    alice
+        .send_text(&format!(
+            r#"{{"op":"send","id":"ok","to":"bob@example.com","body":{fine}}}"#
+        ))
+        .await;
+    alice.expect("sent").await;
+    let message = bob.expect("message").await;
+    assert_eq!(message["body"]["t"], "😀");
+}
