@@ -78,6 +78,8 @@ pub enum ErrorCode {
     CallExists,
     /// The action does not fit the call's state or this device's part in it.
     CallState,
+    /// The connection is already a party to the most live calls one connection may have.
+    TooManyCalls,
     /// HTTP: the method is not POST.
     MethodNotAllowed,
     /// HTTP: the body is larger than the limit.
@@ -137,6 +139,7 @@ impl ErrorCode {
         ErrorCode::NoSuchCall,
         ErrorCode::CallExists,
         ErrorCode::CallState,
+        ErrorCode::TooManyCalls,
         ErrorCode::MethodNotAllowed,
         ErrorCode::BodyTooLarge,
         ErrorCode::UnsupportedMediaType,
@@ -181,6 +184,7 @@ impl ErrorCode {
             ErrorCode::NoSuchCall => "no_such_call",
             ErrorCode::CallExists => "call_exists",
             ErrorCode::CallState => "call_state",
+            ErrorCode::TooManyCalls => "too_many_calls",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::BodyTooLarge => "body_too_large",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",

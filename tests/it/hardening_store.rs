@@ -454,3 +454,37 @@ async fn a_leading_bom_is_skipped() {
     .await;
     dev.expect("sent").await;
 }
+
+/// A connection rings at most `MAX_CALLS_PER_CONN` calls at once; ending one frees a place.
+#[tokio::test]
+async fn a_connection_may_ring_only_so_many_calls() {
+    use octet::router::calls::MAX_CALLS_PER_CONN;
+    let server = TestServer::start().await;
+    let mut alice = server.device("alice@example.com", "a").await;
+    let mut bob = server.device("bob@example.com", "b").await;
+    for n in 0..MAX_CALLS_PER_CONN {
+        alice
+            .send_json(
+                json!({"op":"call","call":format!("c{n}"),"action":"ring","to":"bob@example.com"}),
+            )
+            .await;
+        assert_eq!(bob.expect("call").await["call"], format!("c{n}"));
+    }
+    alice
+        .send_json(json!({"op":"call","call":"over","action":"ring","to":"bob@example.com"}))
+        .await;
+    let err = alice.expect("error").await;
+    assert_eq!(err["code"], "too_many_calls", "{err}");
+    assert_eq!(err["call"], "over");
+    bob.expect_silence().await;
+
+    alice
+        .send_json(json!({"op":"call","call":"c0","action":"hangup"}))
+        .await;
+    assert_eq!(record(&mut alice).await["status"], "cancelled");
+    assert_eq!(record(&mut bob).await["status"], "cancelled");
+    alice
+        .send_json(json!({"op":"call","call":"over","action":"ring","to":"bob@example.com"}))
+        .await;
+    assert_eq!(bob.expect("call").await["call"], "over");
+}
