@@ -8,6 +8,8 @@
 //! and because serde cannot buffer a `RawValue` inside an internally tagged enum, decoding reads
 //! the `op` first and then that op's own struct ([`decode_tagged`]).
 
+mod ijson;
+
 use std::borrow::Cow;
 use std::fmt;
 
@@ -76,6 +78,8 @@ pub enum ErrorCode {
     CallExists,
     /// The action does not fit the call's state or this device's part in it.
     CallState,
+    /// The connection is already a party to the most live calls one connection may have.
+    TooManyCalls,
     /// HTTP: the method is not POST.
     MethodNotAllowed,
     /// HTTP: the body is larger than the limit.
@@ -144,6 +148,7 @@ impl ErrorCode {
         ErrorCode::NoSuchCall,
         ErrorCode::CallExists,
         ErrorCode::CallState,
+        ErrorCode::TooManyCalls,
         ErrorCode::MethodNotAllowed,
         ErrorCode::BodyTooLarge,
         ErrorCode::UnsupportedMediaType,
@@ -192,6 +197,7 @@ impl ErrorCode {
             ErrorCode::NoSuchCall => "no_such_call",
             ErrorCode::CallExists => "call_exists",
             ErrorCode::CallState => "call_state",
+            ErrorCode::TooManyCalls => "too_many_calls",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::BodyTooLarge => "body_too_large",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
@@ -295,6 +301,9 @@ pub fn read_op(text: &str) -> Result<Cow<'_, str>, DecodeError> {
     let peek: OpOnly<'_> = match serde_json::from_str(text) {
         Ok(peek) => peek,
         Err(err) if err.is_syntax() || err.is_eof() => return Err(malformed(&err)),
+        Err(err) if err.to_string().starts_with("duplicate field") => {
+            return Err(duplicate_field("op"));
+        }
         Err(_) => {
             // Either not an object, or `op` is not a string: tell which.
             let value: Value = serde_json::from_str(text).map_err(|err| malformed(&err))?;
@@ -319,6 +328,20 @@ pub fn read_op(text: &str) -> Result<Cow<'_, str>, DecodeError> {
     }
     peek.op
         .ok_or_else(|| DecodeError::new(ErrorCode::MissingField, "missing field `op`"))
+}
+
+/// A frame that names a field twice: which one counts is not obvious, so neither does.
+fn duplicate_field(field: &str) -> DecodeError {
+    DecodeError::new(
+        ErrorCode::BadJson,
+        format!("duplicate field `{field}`: name each field of a frame once"),
+    )
+}
+
+/// The text without a leading UTF-8 byte order mark, which some (Windows) tools write before
+/// JSON; it is not JSON whitespace, so serde_json would refuse the text at line 1, column 1.
+pub fn strip_bom(text: &str) -> &str {
+    text.strip_prefix('\u{FEFF}').unwrap_or(text)
 }
 
 /// Refuses JSON nested deeper than `max` levels, by a scan that allocates nothing (so a
@@ -375,6 +398,9 @@ pub fn decode_value<T: DeserializeOwned>(value: &Value) -> Result<T, DecodeError
 fn field_error(path: &str, detail: &str) -> DecodeError {
     // serde_json's messages end in " at line L column C"; the path already says where.
     let detail = detail.split(" at line ").next().unwrap_or(detail);
+    if let Some(field) = detail.strip_prefix("duplicate field ") {
+        return duplicate_field(field.trim_matches('`'));
+    }
     if let Some(rest) = detail.strip_prefix("missing field ") {
         let field = rest.trim_matches('`');
         let full = if path == "." || path.is_empty() {
@@ -392,6 +418,9 @@ fn field_error(path: &str, detail: &str) -> DecodeError {
     } else {
         format!(".{}", path.trim_start_matches('.'))
     };
+    if detail.contains(BEYOND_MAX_ID) {
+        return DecodeError::new(ErrorCode::BadValue, format!("{path}: {detail}"));
+    }
     DecodeError::new(
         ErrorCode::WrongType,
         format!("{path}: {}", plain_types(detail)),
@@ -448,6 +477,7 @@ fn decode_tagged<T>(
     known: &[&str],
     by_op: impl FnOnce(&str, &str) -> Option<Result<T, DecodeError>>,
 ) -> Result<T, DecodeError> {
+    let text = strip_bom(text);
     let op = read_op(text)?;
     by_op(&op, text).unwrap_or_else(|| {
         Err(DecodeError::new(
@@ -494,8 +524,14 @@ impl ClientFrame {
         decode_tagged(text, Self::OPS, |op, text| {
             Some(match op {
                 "login" => decode_fields(text).map(ClientFrame::Login),
-                "send" => decode_fields(text).map(ClientFrame::Send),
-                "call" => decode_fields(text).map(ClientFrame::Call),
+                "send" => decode_fields(text).and_then(|send: Send| {
+                    check_stored_json("body", send.body.as_deref())?;
+                    Ok(ClientFrame::Send(send))
+                }),
+                "call" => decode_fields(text).and_then(|call: CallRequest| {
+                    check_stored_json("data", call.data.as_deref())?;
+                    Ok(ClientFrame::Call(call))
+                }),
                 "history" => decode_fields(text).map(ClientFrame::History),
                 "ack" => decode_fields(text).map(ClientFrame::Ack),
                 "read" => decode_fields(text).map(ClientFrame::Read),
@@ -531,11 +567,49 @@ impl ClientFrame {
             Some(Value::String(s)) => Some(s),
             _ => None,
         };
+        let text = strip_bom(text);
         match serde_json::from_str::<Ids>(text) {
             Ok(ids) if text.trim_start().starts_with('{') => (string(ids.id), string(ids.call)),
             _ => (None, None),
         }
     }
+}
+
+/// The largest seq, mid or uid a frame or request may name: the store keeps them as SQLite's
+/// signed 64-bit integers, so a larger number could only fail there (as `internal`).
+pub const MAX_NUMBER_ID: u64 = i64::MAX as u64;
+
+/// Words in the error of [`bounded`], which [`field_error`] reports as `bad_value`.
+const BEYOND_MAX_ID: &str = "is beyond the largest seq, mid or uid";
+
+/// A seq, mid or uid: a non-negative integer up to [`MAX_NUMBER_ID`].
+fn bounded<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let n = u64::deserialize(d)?;
+    if n > MAX_NUMBER_ID {
+        return Err(serde::de::Error::custom(format_args!(
+            "{n} {BEYOND_MAX_ID} ({MAX_NUMBER_ID})"
+        )));
+    }
+    Ok(n)
+}
+
+/// An optional [`bounded`] number.
+fn bounded_opt<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    struct Bounded(#[serde(deserialize_with = "bounded")] u64);
+    Ok(Option::<Bounded>::deserialize(d)?.map(|b| b.0))
+}
+
+/// Refuses raw JSON the broker would store or relay as it is (`body`, call `data`) unless it is
+/// I-JSON (RFC 7493), so no frame a strict client cannot read is ever replayed to it.
+fn check_stored_json(field: &str, raw: Option<&RawValue>) -> Result<(), DecodeError> {
+    let Some(raw) = raw else { return Ok(()) };
+    ijson::check(raw.get()).map_err(|detail| {
+        DecodeError::new(
+            ErrorCode::BadValue,
+            format!("`{field}` is not I-JSON (RFC 7493): {detail}; nothing was stored"),
+        )
+    })
 }
 
 /// `login`: authenticates the connection.
@@ -548,7 +622,11 @@ pub struct Login {
     /// The last `seq` this device holds (0 if none yet): the broker replays every later event,
     /// then goes live. Absent for a new device, which starts live from `welcome.seq` and pages
     /// `history` for the past.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "bounded_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub since: Option<u64>,
     /// The `epoch` of the welcome that `since` came from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -567,6 +645,7 @@ pub const MAX_OUT_FRAME: usize = 1 << 20;
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Ack {
     /// The highest seq held, without gaps.
+    #[serde(deserialize_with = "bounded")]
     pub seq: u64,
 }
 
@@ -576,6 +655,7 @@ pub struct ReadRequest {
     /// Any address of the other person.
     pub peer: String,
     /// The newest message from `peer` that was read.
+    #[serde(deserialize_with = "bounded")]
     pub upto: u64,
 }
 
@@ -654,7 +734,11 @@ pub fn check_profile_patch(
 #[derive(Debug, Serialize, Deserialize)]
 pub struct HistoryRequest {
     /// Events with `seq < before`; absent means from the newest.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "bounded_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub before: Option<u64>,
     /// How many (default 50, at most 500).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -1219,7 +1303,7 @@ pub struct TokenSpec {
 #[derive(Debug, Deserialize)]
 pub struct UserSelector {
     /// The user's uid.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "bounded_opt")]
     pub uid: Option<Uid>,
     /// Or the user object.
     #[serde(default)]
@@ -1230,7 +1314,7 @@ pub struct UserSelector {
 #[derive(Debug, Deserialize)]
 pub struct UserSelectorInner {
     /// The user's uid.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "bounded_opt")]
     pub uid: Option<Uid>,
     /// The user's address.
     #[serde(default)]

@@ -109,6 +109,8 @@ pub async fn backend(
             );
         }
     };
+    // A UTF-8 byte order mark (Windows tools write one) is not JSON; it is skipped.
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
     if bytes.iter().all(u8::is_ascii_whitespace) {
         let err = ApiError::new(
             ErrorCode::BadJson,
@@ -116,10 +118,10 @@ pub async fn backend(
         );
         return refusal(&state.metrics, "", None, err);
     }
-    if let Err(err) = check_depth(&bytes, state.config.max_json_depth) {
+    if let Err(err) = check_depth(bytes, state.config.max_json_depth) {
         return refusal(&state.metrics, "", None, err.into());
     }
-    let value: Value = match serde_json::from_slice(&bytes) {
+    let value: Value = match serde_json::from_slice(bytes) {
         Ok(value) => value,
         Err(err) => return refusal(&state.metrics, "", None, malformed(&err).into()),
     };
@@ -291,7 +293,22 @@ fn check_address(field: &str, address: &str) -> Result<(), ApiError> {
     } else {
         MAX_ADDRESS
     };
-    check_text(field, address, max)
+    check_text(field, address, max)?;
+    // Zero-width and bidi-override characters make a lookalike of another address (a sender
+    // that shows as someone else), so an address never holds them.
+    if let Some(c) = address
+        .chars()
+        .find(|&c| crate::files::is_invisible_format(c))
+    {
+        return Err(ApiError::new(
+            ErrorCode::BadValue,
+            format!(
+                "`{field}` contains the invisible character U+{:04X} (zero-width or bidi control); addresses must not",
+                c as u32
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Whether the address has the `-linked-<n>` suffix octet gives linked users.

@@ -382,10 +382,12 @@ pub fn clean_name(given: &str) -> String {
     }
 }
 
-/// Bidirectional overrides and zero-width characters: they make `invoice\u{202E}fdp.exe` show
-/// as `invoiceexe.pdf`.
-fn is_invisible_format(c: char) -> bool {
-    matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{061C}' | '\u{FEFF}')
+/// Bidirectional overrides and zero-width or invisible characters: they make
+/// `invoice\u{202E}fdp.exe` show as `invoiceexe.pdf`, and two addresses that differ only by
+/// them look the same (file names drop them; addresses refuse them, `api::check_address`).
+pub(crate) fn is_invisible_format(c: char) -> bool {
+    matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{061C}' | '\u{FEFF}'
+        | '\u{00AD}' | '\u{034F}' | '\u{180E}' | '\u{115F}' | '\u{1160}' | '\u{3164}' | '\u{FFA0}')
 }
 
 #[cfg(test)]

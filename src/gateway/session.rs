@@ -618,7 +618,8 @@ impl Session {
                 .map(|serial| {
                     let state = self.state.clone();
                     let call_id = call_id.clone();
-                    tokio::spawn(
+                    let router = state.router.clone();
+                    let timer = tokio::spawn(
                         async move {
                             tokio::time::sleep(state.config.ring_timeout).await;
                             if let Some(ended) = state.router.call_timeout(&call_id, serial) {
@@ -627,6 +628,8 @@ impl Session {
                         }
                         .instrument(tracing::Span::current()),
                     );
+                    // Cancelled by the router when the call stops ringing.
+                    router.call_arm_timer(serial, timer.abort_handle());
                     None
                 })
         } else {

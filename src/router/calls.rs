@@ -3,19 +3,26 @@
 //! A call has two parties once answered: the caller's device and the callee device that answered
 //! first. Every transition is decided under one short lock (never held across an await), so
 //! exactly one answer or reject wins. Frames are delivered through the router after the lock is
-//! released. The ring timeout is a timer the session spawns; [`Router::call_timeout`] ignores it
-//! if the call it was started for has ended.
+//! released. The ring timeout is a timer the session spawns and hands over
+//! ([`Router::call_arm_timer`]); it is cancelled when the call stops ringing, however that
+//! happens. The table is indexed by connection (`call_table.rs`), and a connection is a party to
+//! at most [`MAX_CALLS_PER_CONN`] live calls, so no event's work grows with other calls.
 
-use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::value::RawValue;
+use tokio::task::AbortHandle;
 
 use super::Router;
+use super::call_table::{Call, CallTable};
 use crate::protocol::{CallAction, CallEvent, CallEventKind, ErrorCode, Millis, ServerFrame, Uid};
 use crate::state::now_millis;
 use crate::store::PersonId;
+
+/// The most live calls (ringing or answered) one connection may be a party to: a device with
+/// call waiting needs a few; more is a client bug or an attempt to fill the broker's memory.
+pub const MAX_CALLS_PER_CONN: usize = 8;
 
 /// One device acting on a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +47,11 @@ pub enum CallError {
     /// The action does not fit.
     #[error("{0}")]
     State(String),
+    /// The connection is already a party to [`MAX_CALLS_PER_CONN`] live calls.
+    #[error(
+        "this connection is already in {MAX_CALLS_PER_CONN} live calls; hang one up before {0}"
+    )]
+    TooManyCalls(&'static str),
 }
 
 impl CallError {
@@ -49,23 +61,9 @@ impl CallError {
             CallError::NoSuchCall(_) => ErrorCode::NoSuchCall,
             CallError::CallExists(_) => ErrorCode::CallExists,
             CallError::State(_) => ErrorCode::CallState,
+            CallError::TooManyCalls(_) => ErrorCode::TooManyCalls,
         }
     }
-}
-
-#[derive(Debug)]
-struct Call {
-    serial: u64,
-    caller: Party,
-    callee_person: PersonId,
-    /// The device that answered; `None` while ringing.
-    callee: Option<Party>,
-    from: String,
-    to: String,
-    /// When it started ringing.
-    rang_at: Millis,
-    /// When it was answered.
-    answered_at: Option<Millis>,
 }
 
 /// How a call ended, for its record in both persons' logs.
@@ -114,87 +112,29 @@ pub struct CallEnded {
     pub duration_ms: i64,
 }
 
-impl Call {
-    fn ended(&self, id: &str, outcome: CallOutcome) -> CallEnded {
-        let duration_ms = self
-            .answered_at
-            .map(|at| (now_millis() - at).max(0))
-            .unwrap_or(0);
-        CallEnded {
-            call: id.to_string(),
-            caller: self.caller.person,
-            callee: self.callee_person,
-            from: self.from.clone(),
-            to: self.to.clone(),
-            outcome,
-            rang_at: self.rang_at,
-            duration_ms,
-        }
+/// The record of a call that ended.
+fn record_of(call: &Call, outcome: CallOutcome) -> CallEnded {
+    let duration_ms = call
+        .answered_at
+        .map(|at| (now_millis() - at).max(0))
+        .unwrap_or(0);
+    CallEnded {
+        call: call.id.clone(),
+        caller: call.caller.person,
+        callee: call.callee_person,
+        from: call.from.clone(),
+        to: call.to.clone(),
+        outcome,
+        rang_at: call.rang_at,
+        duration_ms,
     }
 }
 
 /// All live calls.
 #[derive(Debug, Default)]
 pub(super) struct Calls {
-    live: Mutex<CallTable>,
+    pub(super) live: Mutex<CallTable>,
     next_serial: AtomicU64,
-}
-
-/// Live calls by call id. Ids are chosen by clients, so one id may name calls of unrelated
-/// persons at once; a call is always looked up together with the acting person.
-#[derive(Debug, Default)]
-struct CallTable(HashMap<String, Vec<Call>>);
-
-impl CallTable {
-    fn involves(call: &Call, person: PersonId) -> bool {
-        call.caller.person == person || call.callee_person == person
-    }
-
-    fn taken(&self, id: &str, persons: [PersonId; 2]) -> bool {
-        self.0.get(id).is_some_and(|calls| {
-            calls
-                .iter()
-                .any(|c| persons.iter().any(|p| Self::involves(c, *p)))
-        })
-    }
-
-    fn insert(&mut self, id: &str, call: Call) {
-        self.0.entry(id.to_string()).or_default().push(call);
-    }
-
-    fn get_mut(&mut self, id: &str, person: PersonId) -> Option<&mut Call> {
-        self.0
-            .get_mut(id)?
-            .iter_mut()
-            .find(|c| Self::involves(c, person))
-    }
-
-    /// Removes every call that `pred` picks.
-    fn remove_where(&mut self, mut pred: impl FnMut(&str, &Call) -> bool) -> Vec<(String, Call)> {
-        let mut removed = Vec::new();
-        self.0.retain(|id, calls| {
-            let mut idx = 0;
-            while idx < calls.len() {
-                if pred(id, &calls[idx]) {
-                    removed.push((id.clone(), calls.swap_remove(idx)));
-                } else {
-                    idx += 1;
-                }
-            }
-            !calls.is_empty()
-        });
-        removed
-    }
-
-    fn remove(&mut self, id: &str, person: PersonId) -> Option<Call> {
-        let calls = self.0.get_mut(id)?;
-        let idx = calls.iter().position(|c| Self::involves(c, person))?;
-        let call = calls.swap_remove(idx);
-        if calls.is_empty() {
-            self.0.remove(id);
-        }
-        Some(call)
-    }
 }
 
 /// Who gets a frame.
@@ -227,10 +167,13 @@ impl Router {
             if live.taken(call_id, [caller.person, callee_person]) {
                 return Err(CallError::CallExists(call_id.into()));
             }
+            if live.count_for_conn(caller.conn_id) >= MAX_CALLS_PER_CONN {
+                return Err(CallError::TooManyCalls("ringing another"));
+            }
             live.insert(
-                call_id,
+                serial,
                 Call {
-                    serial,
+                    id: call_id.into(),
                     caller,
                     callee_person,
                     callee: None,
@@ -238,6 +181,7 @@ impl Router {
                     to: to.into(),
                     rang_at: now_millis(),
                     answered_at: None,
+                    timer: None,
                 },
             );
         }
@@ -271,9 +215,10 @@ impl Router {
         data: Option<&RawValue>,
     ) -> Result<Option<CallEnded>, CallError> {
         let mut live = self.calls.live.lock().unwrap_or_else(|p| p.into_inner());
-        let call = live
-            .get_mut(call_id, actor.person)
+        let serial = live
+            .find(call_id, actor.person)
             .ok_or_else(|| CallError::NoSuchCall(call_id.into()))?;
+        let call = live.get(serial).expect("found above");
         let is_caller = call.caller == actor;
         let is_callee = call.callee == Some(actor);
         let on_callee_side = call.callee_person == actor.person;
@@ -301,13 +246,15 @@ impl Router {
                     )));
                 }
                 let (direct, elsewhere) = if action == CallAction::Answer {
-                    call.callee = Some(actor);
-                    call.answered_at = Some(now_millis());
+                    if live.count_for_conn(actor.conn_id) >= MAX_CALLS_PER_CONN {
+                        return Err(CallError::TooManyCalls("answering another"));
+                    }
+                    live.answered(serial, actor, now_millis());
                     (CallEventKind::Answer, CallEventKind::AnsweredElsewhere)
                 } else {
                     ended = live
-                        .remove(call_id, actor.person)
-                        .map(|c| c.ended(call_id, CallOutcome::Rejected));
+                        .remove(serial)
+                        .map(|c| record_of(&c, CallOutcome::Rejected));
                     (CallEventKind::Reject, CallEventKind::RejectedElsewhere)
                 };
                 sends.push((
@@ -344,9 +291,7 @@ impl Router {
                 } else {
                     CallOutcome::Answered
                 };
-                ended = live
-                    .remove(call_id, actor.person)
-                    .map(|c| c.ended(call_id, outcome));
+                ended = live.remove(serial).map(|c| record_of(&c, outcome));
                 sends.push((
                     Target::Person(caller.person, Some(actor.uid)),
                     true,
@@ -392,13 +337,19 @@ impl Router {
         Ok(ended)
     }
 
+    /// Hands the ring timer of the call `serial` to the table, which cancels it when the call
+    /// stops ringing (at once if it already has).
+    pub fn call_arm_timer(&self, serial: u64, timer: AbortHandle) {
+        let mut live = self.calls.live.lock().unwrap_or_else(|p| p.into_inner());
+        live.arm(serial, timer);
+    }
+
     /// The ring timer fired: a call still ringing since `serial` ends as missed on every device.
     pub fn call_timeout(&self, call_id: &str, serial: u64) -> Option<CallEnded> {
         let ended = {
             let mut live = self.calls.live.lock().unwrap_or_else(|p| p.into_inner());
-            live.remove_where(|id, c| id == call_id && c.serial == serial && c.callee.is_none())
-                .pop()
-                .map(|(_, call)| call)
+            let same_call = live.get(serial).is_some_and(|c| c.id == call_id);
+            same_call.then(|| live.remove_missed(serial)).flatten()
         };
         if let Some(call) = ended {
             let view = |out| CallView {
@@ -419,7 +370,7 @@ impl Router {
                 CallEventKind::Missed,
                 None,
             );
-            return Some(call.ended(call_id, CallOutcome::Missed));
+            return Some(record_of(&call, CallOutcome::Missed));
         }
         None
     }
@@ -427,20 +378,19 @@ impl Router {
     /// A connection went away: its calls end with `hangup` on every other device.
     pub(super) fn calls_end_for_conn(&self, conn_id: u64) -> Vec<CallEnded> {
         let mut records = Vec::new();
-        let ended: Vec<(String, Call)> = {
+        let gone_calls = {
             let mut live = self.calls.live.lock().unwrap_or_else(|p| p.into_inner());
-            live.remove_where(|_, c| {
-                c.caller.conn_id == conn_id || c.callee.is_some_and(|p| p.conn_id == conn_id)
-            })
+            live.remove_for_conn(conn_id)
         };
-        for (id, call) in ended {
+        for call in gone_calls {
+            let id = &call.id;
             let gone = if call.caller.conn_id == conn_id {
                 call.caller.uid
             } else {
                 call.callee.map(|p| p.uid).unwrap_or_default()
             };
             let view = |out| CallView {
-                call: &id,
+                call: id,
                 from: &call.from,
                 to: &call.to,
                 out,
@@ -462,7 +412,7 @@ impl Router {
             } else {
                 CallOutcome::Cancelled
             };
-            records.push(call.ended(&id, outcome));
+            records.push(record_of(&call, outcome));
         }
         records
     }

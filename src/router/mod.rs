@@ -5,6 +5,7 @@
 //! bounded queue with `try_send`; a full queue means the device is a slow consumer and is
 //! kicked with [`CloseCode::SlowConsumer`], never silently skipped.
 
+mod call_table;
 pub mod calls;
 pub mod mailbox;
 

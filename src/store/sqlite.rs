@@ -1565,4 +1565,44 @@ mod tests {
         send_one(&store).await;
         assert_eq!(page_size(old.path()), 4096);
     }
+
+    /// Migration 0005: persons from before it keep the database's epoch (their devices still
+    /// catch up after the upgrade); persons created after it get their own.
+    #[tokio::test]
+    async fn migrated_persons_keep_the_database_epoch_and_new_ones_get_their_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let db_epoch: String = {
+            let mut conn = Connection::open(dir.path().join("octet.db")).unwrap();
+            let tx = conn.transaction().unwrap();
+            for sql in &MIGRATIONS[..4] {
+                tx.execute_batch(sql).unwrap();
+            }
+            tx.pragma_update(None, "user_version", 4).unwrap();
+            tx.execute(
+                "INSERT INTO users (uid, address, created_at) VALUES (1, 'old@x', 0)",
+                [],
+            )
+            .unwrap();
+            tx.execute("INSERT INTO persons (person) VALUES (1)", [])
+                .unwrap();
+            let epoch = tx
+                .query_row("SELECT value FROM meta WHERE key = 'epoch'", [], |r| {
+                    r.get(0)
+                })
+                .unwrap();
+            tx.commit().unwrap();
+            epoch
+        };
+        let store = SqliteStore::open(dir.path()).unwrap();
+        assert_eq!(store.head(1).await.unwrap().epoch, db_epoch);
+        let user = NewUser {
+            address: "new@x".into(),
+            name: None,
+            token: TokenRequest::None,
+        };
+        let uid = store.useradd(user, 0).await.unwrap().uid;
+        let fresh = store.head(uid).await.unwrap().epoch;
+        assert_eq!(fresh.len(), 16);
+        assert_ne!(fresh, db_epoch);
+    }
 }

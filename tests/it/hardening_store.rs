@@ -229,3 +229,262 @@ async fn a_since_from_a_deleted_person_is_not_replayed() {
     assert_eq!(welcome["recovered"], false, "{welcome}");
     assert_eq!(synced["replayed"], 0);
 }
+
+/// Bodies and call `data` that are JSON but not I-JSON (RFC 7493).
+const POISON: &[&str] = &[
+    r#""\ud800""#,
+    r#"{"text":"a\udc00b"}"#,
+    r#"1e400"#,
+    r#"{"n":[1,-1e400]}"#,
+    r#"{"a":1,"a":2}"#,
+    r#"{"a":1,"\u0061":2}"#,
+    r#"[{"x":{"k":1,"j":2,"k":3}}]"#,
+];
+
+/// A poison body or call `data` is `bad_value` before anything is stored or relayed.
+#[tokio::test]
+async fn poison_bodies_and_call_data_are_refused_and_nothing_is_stored() {
+    let server = TestServer::start().await;
+    let mut alice = server.device("alice@example.com", "a").await;
+    let mut bob = server.device("bob@example.com", "b").await;
+    let before = server.snapshot();
+    for poison in POISON {
+        alice
+            .send_text(&format!(
+                r#"{{"op":"send","id":"p","to":"bob@example.com","body":{poison}}}"#
+            ))
+            .await;
+        let err = alice.expect("error").await;
+        assert_eq!(err["code"], "bad_value", "{poison}: {err}");
+        assert!(
+            err["message"]
+                .as_str()
+                .unwrap()
+                .contains("`body` is not I-JSON"),
+            "{poison}: {err}"
+        );
+        alice
+            .send_text(&format!(
+                r#"{{"op":"call","call":"c","action":"ring","to":"bob@example.com","data":{poison}}}"#
+            ))
+            .await;
+        let err = alice.expect("error").await;
+        assert_eq!(err["code"], "bad_value", "{poison}: {err}");
+        assert!(
+            err["message"]
+                .as_str()
+                .unwrap()
+                .contains("`data` is not I-JSON"),
+            "{poison}: {err}"
+        );
+    }
+    bob.expect_silence().await;
+    assert_eq!(server.snapshot(), before);
+    // No call `c` was started: ringing it now works.
+    alice
+        .send_json(json!({"op":"call","call":"c","action":"ring","to":"bob@example.com"}))
+        .await;
+    assert_eq!(bob.expect("call").await["action"], "ring");
+    alice
+        .send_json(json!({"op":"call","call":"c","action":"hangup"}))
+        .await;
+    assert_eq!(record(&mut alice).await["status"], "cancelled");
+    assert_eq!(record(&mut bob).await["status"], "cancelled");
+
+    // I-JSON with escapes, pairs and repeated keys in different objects still goes through.
+    let fine = r#"{"t":"\ud83d\ude00","a":{"k":1},"b":{"k":2},"n":1e300}"#;
+    alice
+        .send_text(&format!(
+            r#"{{"op":"send","id":"ok","to":"bob@example.com","body":{fine}}}"#
+        ))
+        .await;
+    alice.expect("sent").await;
+    let message = bob.expect("message").await;
+    assert_eq!(message["body"]["t"], "😀");
+}
+
+/// Numbers beyond i64::MAX (what SQLite stores) in every seq, mid or uid a frame or request
+/// names are `bad_value` (they were `internal`, with an ERROR line per frame), changing nothing.
+#[tokio::test]
+async fn seqs_mids_and_uids_beyond_i64_are_bad_values() {
+    let server = TestServer::start().await;
+    let mut alice = server.device("alice@example.com", "a").await;
+    server.device_token("bob@example.com", "b").await;
+    alice.send_msg("m", "bob@example.com", json!(1)).await;
+    let before = server.snapshot();
+    for big in ["9223372036854775808", "18446744073709551615"] {
+        for (frame, field) in [
+            (
+                format!(r#"{{"op":"read","peer":"bob@example.com","upto":{big}}}"#),
+                ".upto",
+            ),
+            (format!(r#"{{"op":"history","before":{big}}}"#), ".before"),
+            (format!(r#"{{"op":"ack","seq":{big}}}"#), ".seq"),
+        ] {
+            alice.send_text(&frame).await;
+            let err = alice.expect("error").await;
+            assert_eq!(err["code"], "bad_value", "{frame}: {err}");
+            assert!(
+                err["message"].as_str().unwrap().starts_with(field),
+                "{frame}: {err}"
+            );
+        }
+        for request in [
+            format!(r#"{{"op":"userdel","uid":{big}}}"#),
+            format!(r#"{{"op":"tokendel","user":{{"uid":{big}}}}}"#),
+            format!(r#"{{"op":"devices","user":{{"uid":{big}}}}}"#),
+            format!(r#"{{"op":"profileset","uid":{big},"profile":{{"name":"x"}}}}"#),
+        ] {
+            let body = request.replacen(
+                '{',
+                &format!(r#"{{"token":"{}","#, crate::harness::APP_TOKEN),
+                1,
+            );
+            let (status, answer) = server.backend_raw(&body).await;
+            assert_eq!(status, 200, "{request}");
+            assert_eq!(answer["error"], "bad_value", "{request}: {answer}");
+        }
+        // And at login, where `since` is the position to replay from.
+        let mut dev = server.connect().await;
+        dev.send_text(&format!(
+            r#"{{"op":"login","token":"{}","appid":"{APPID}","since":{big}}}"#,
+            alice.token
+        ))
+        .await;
+        let err = dev.expect("error").await;
+        assert_eq!(err["code"], "bad_value", "{err}");
+    }
+    assert_eq!(server.snapshot(), before);
+}
+
+/// Zero-width and bidi-override characters make lookalike addresses: refused wherever the
+/// backend takes an address, and nothing changes.
+#[tokio::test]
+async fn lookalike_addresses_are_refused() {
+    let server = TestServer::start().await;
+    server.device_token("alice@example.com", "a").await;
+    let before = server.snapshot();
+    for address in [
+        "ali\u{200B}ce@example.com",
+        "alice@example.com\u{200D}",
+        "\u{202E}moc.elpmaxe@ecila",
+        "alice\u{2066}@example.com",
+        "\u{FEFF}alice@example.com",
+        "alice\u{00AD}@example.com",
+    ] {
+        for request in [
+            json!({"op":"useradd","user":{"address":address}}),
+            json!({"op":"useradd","user":{"address":address,"token":{"appid":APPID,"device":"x"}}}),
+            json!({"op":"useradd","user":{"address":"new@example.com","token":{"appid":APPID,"linkto":address}}}),
+            json!({"op":"userdel","user":{"address":address}}),
+            json!({"op":"devices","user":{"address":address}}),
+        ] {
+            let answer = server.backend(request.clone()).await;
+            assert_eq!(answer["error"], "bad_value", "{request}: {answer}");
+            assert!(
+                answer["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("invisible character"),
+                "{request}: {answer}"
+            );
+        }
+    }
+    assert_eq!(server.snapshot(), before);
+}
+
+/// A frame with `op` twice says so (it said "expected a string, found a string"); other
+/// fields named twice too.
+#[tokio::test]
+async fn a_frame_with_a_duplicate_field_says_which() {
+    let server = TestServer::start().await;
+    let mut alice = server.device("alice@example.com", "a").await;
+    alice.send_text(r#"{"op":"history","op":"history"}"#).await;
+    let err = alice.expect("error").await;
+    assert_eq!(err["code"], "bad_json", "{err}");
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("duplicate field `op`"),
+        "{err}"
+    );
+    alice
+        .send_text(r#"{"op":"send","id":"1","to":"a@example.com","to":"b@example.com","body":1}"#)
+        .await;
+    let err = alice.expect("error").await;
+    assert_eq!(err["code"], "bad_json", "{err}");
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("duplicate field `to`"),
+        "{err}"
+    );
+}
+
+/// A UTF-8 byte order mark before the JSON (Windows tools write one) is skipped, on the backend
+/// and in WebSocket frames.
+#[tokio::test]
+async fn a_leading_bom_is_skipped() {
+    let server = TestServer::start().await;
+    let body = format!(
+        "\u{FEFF}{}",
+        json!({"op":"useradd","token":crate::harness::APP_TOKEN,"user":{"address":"bom@example.com","token":{"appid":APPID,"device":"d"}}})
+    );
+    let (status, answer) = server.backend_raw(&body).await;
+    assert_eq!(
+        (status, answer["result"].clone()),
+        (200, json!(true)),
+        "{answer}"
+    );
+    let token = answer["user"]["token"].as_str().unwrap();
+
+    let mut dev = server.connect().await;
+    dev.send_text(&format!(
+        "\u{FEFF}{}",
+        json!({"op":"login","token":token,"appid":APPID})
+    ))
+    .await;
+    dev.expect("welcome").await;
+    dev.send_text(&format!(
+        "\u{FEFF}{}",
+        json!({"op":"send","id":"1","to":"bom@example.com","body":"hi"})
+    ))
+    .await;
+    dev.expect("sent").await;
+}
+
+/// A connection rings at most `MAX_CALLS_PER_CONN` calls at once; ending one frees a place.
+#[tokio::test]
+async fn a_connection_may_ring_only_so_many_calls() {
+    use octet::router::calls::MAX_CALLS_PER_CONN;
+    let server = TestServer::start().await;
+    let mut alice = server.device("alice@example.com", "a").await;
+    let mut bob = server.device("bob@example.com", "b").await;
+    for n in 0..MAX_CALLS_PER_CONN {
+        alice
+            .send_json(
+                json!({"op":"call","call":format!("c{n}"),"action":"ring","to":"bob@example.com"}),
+            )
+            .await;
+        assert_eq!(bob.expect("call").await["call"], format!("c{n}"));
+    }
+    alice
+        .send_json(json!({"op":"call","call":"over","action":"ring","to":"bob@example.com"}))
+        .await;
+    let err = alice.expect("error").await;
+    assert_eq!(err["code"], "too_many_calls", "{err}");
+    assert_eq!(err["call"], "over");
+    bob.expect_silence().await;
+
+    alice
+        .send_json(json!({"op":"call","call":"c0","action":"hangup"}))
+        .await;
+    assert_eq!(record(&mut alice).await["status"], "cancelled");
+    assert_eq!(record(&mut bob).await["status"], "cancelled");
+    alice
+        .send_json(json!({"op":"call","call":"over","action":"ring","to":"bob@example.com"}))
+        .await;
+    assert_eq!(bob.expect("call").await["call"], "over");
+}
