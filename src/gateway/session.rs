@@ -97,6 +97,7 @@ async fn run_inner(
             .await;
         drop(session);
         let _ = writer.await;
+        Box::pin(discard_until_closed(&mut stream)).await;
         return;
     }
 
@@ -110,6 +111,7 @@ async fn run_inner(
                 .await;
             drop(session);
             let _ = writer.await;
+            Box::pin(discard_until_closed(&mut stream)).await;
             return;
         }
     };
