@@ -64,7 +64,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 address: address.clone(),
                 person: issued.uid,
                 primary_address: address,
-                // The bench sends as these users directly, with no token: nothing expires.
+                // The load test sends through the store directly; no connection to expire.
                 token_expires: i64::MAX,
             });
         }

@@ -106,6 +106,7 @@ async fn run_inner(
                 .await;
             drop(session);
             let _ = writer.await;
+            Box::pin(discard_until_closed(&mut stream)).await;
             return;
         }
         // Too many sockets wait for their login: the oldest (this one) makes room.
@@ -120,6 +121,7 @@ async fn run_inner(
             state.metrics.logins.with_label_values(&["timeout"]).inc();
             drop(session);
             let _ = writer.await;
+            Box::pin(discard_until_closed(&mut stream)).await;
             return;
         }
     };
@@ -195,6 +197,26 @@ async fn run_inner(
     // drains what is queued, writes the close frame and ends.
     drop(session);
     let _ = writer.await;
+    Box::pin(discard_until_closed(&mut stream)).await;
+}
+
+/// How long a closed connection's leftover input is read (and thrown away) at most.
+const DISCARD_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Reads what the device still sent, until its answering close frame, the end of the stream or
+/// [`DISCARD_WAIT`]. A TCP socket closed with unread input is reset, not closed, and a reset
+/// can destroy the frames still in flight to the device, the close frame with its code
+/// included: a device kicked while its own frames waited unread (a slow consumer that kept
+/// sending) would see a bare reset instead of 4008.
+async fn discard_until_closed(stream: &mut SplitStream<WebSocket>) {
+    let _ = tokio::time::timeout(DISCARD_WAIT, async {
+        while let Some(Ok(message)) = stream.next().await {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 pub(super) struct Session {

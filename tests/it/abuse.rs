@@ -278,3 +278,54 @@ async fn a_live_connection_is_closed_when_its_token_expires() {
         "closed before the token expired"
     );
 }
+
+/// Item 16: `welcome` said `recovered:true`, then retention pruned the rest of the log while
+/// the catch-up was between two store reads. The old catch-up took the empty (or later-
+/// starting) page as the end and sent `synced`: a silent hole. Now it ends without `synced`
+/// (4008), and the next login from the device's position gets `recovered:false`.
+#[tokio::test]
+async fn a_catch_up_that_retention_prunes_under_ends_without_synced() {
+    let server = TestServer::start_with(|c| c.queue_frames = 8).await;
+    let mut alice = server.device("pruned@abuse", "a").await;
+    // ~18 MB: far more than the socket buffers and the queue hold while the device waits.
+    log_of_big_messages(&server, &mut alice, 300).await;
+    let answer = server.device_token("pruned@abuse", "b").await;
+    let token = answer["user"]["token"].as_str().unwrap().to_string();
+    let mut late = server.login_since(&token, Some(0), None).await;
+    let welcome = late.expect("welcome").await;
+    assert_eq!(welcome["recovered"], json!(true));
+    // The catch-up has begun and, with the device not reading, cannot have finished.
+    assert_eq!(late.next().await["seq"], json!(1));
+    // Retention removes everything now (as `server::prune_forever` would, later).
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+        + 1;
+    while server.state.store.prune(now, 0, 1000).await.unwrap() == 1000 {}
+    let mut held = 1;
+    let (code, reason) = loop {
+        let frame = late.next().await;
+        match frame["op"].as_str() {
+            Some("message") => {
+                assert_eq!(frame["seq"], json!(held + 1), "a hole in the catch-up");
+                held += 1;
+            }
+            Some("closed") => {
+                break (
+                    frame["code"].as_u64().unwrap_or(0),
+                    frame["reason"].as_str().unwrap_or("").to_string(),
+                );
+            }
+            _ => panic!("after a pruning mid-catch-up: {frame}"),
+        }
+    };
+    assert_eq!(code, 4008, "{reason}");
+    assert!(reason.contains("pruned"), "{reason}");
+    assert!(held < 300, "the whole log went out");
+    let mut again = server
+        .login_since(&token, Some(held), Some(welcome["epoch"].as_str().unwrap()))
+        .await;
+    let welcome = again.expect("welcome").await;
+    assert_eq!(welcome["recovered"], json!(false), "{welcome}");
+}
