@@ -17,6 +17,7 @@ import base64
 import json
 import os
 import re
+import shutil
 import socket
 import struct
 import subprocess
@@ -202,6 +203,7 @@ def main():
     finally:
         broker.terminate()
         broker.wait(timeout=30)
+        shutil.rmtree(data, ignore_errors=True)
 
 
 if __name__ == "__main__":

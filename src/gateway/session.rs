@@ -1,5 +1,6 @@
 //! One device connection from upgrade to cleanup: login deadline, authentication, registration
-//! with the router, the reader loop that dispatches frames, and cleanup.
+//! with the router, the reader loop that dispatches frames, and cleanup. The catch-up and
+//! `history` (reading the log to the device) are in `sync.rs`.
 //!
 //! The session never writes to the socket itself: everything goes through its own bounded queue
 //! to the writer task, so its replies and the router's deliveries keep one order.
