@@ -173,14 +173,20 @@ pub fn metrics_refusal(
                     .map_or(v6.is_loopback(), |v4| v4.is_loopback()),
                 IpAddr::V4(v4) => v4.is_loopback(),
             };
-            if loopback {
+            // A reverse proxy on this host makes every client look like loopback: a request
+            // that a proxy forwarded (it names a client in a forwarding header) from a peer
+            // that is not a trusted proxy is not taken as a local scrape.
+            let forwarded = ["forwarded", "x-forwarded-for", "x-real-ip"]
+                .iter()
+                .any(|name| headers.contains_key(*name));
+            if loopback && !(forwarded && !trusted(peer.ip(), &config.trusted_proxies)) {
                 return None;
             }
             Some(transport_error(
                 metrics,
                 StatusCode::FORBIDDEN,
                 ErrorCode::BadMetricsToken,
-                "/metrics answers only loopback clients unless the broker runs with --metrics-token; scrape it with that token".into(),
+                "/metrics answers only loopback clients (not requests forwarded by an untrusted proxy) unless the broker runs with --metrics-token; scrape it with that token".into(),
             ))
         }
     }

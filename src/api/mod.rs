@@ -244,8 +244,10 @@ fn user_key(value: &Value) -> Result<UserKey, ApiError> {
         return Ok(UserKey::Uid(uid));
     }
     match inner.and_then(|u| u.address.clone()) {
+        // Only the length is checked when naming a user: an address stored before invisible
+        // characters were refused must stay reachable, so that it can be deleted.
         Some(address) => {
-            check_address("user.address", &address)?;
+            check_address_length("user.address", &address)?;
             Ok(UserKey::Address(address))
         }
         None => Err(ApiError::new(
@@ -288,12 +290,7 @@ pub const MAX_LINKED_ADDRESS: usize = MAX_ADDRESS + "-linked-".len() + 8;
 /// An address: 1 to 255 characters (more for a `<primary>-linked-<n>` address octet made), no
 /// spaces or control characters.
 fn check_address(field: &str, address: &str) -> Result<(), ApiError> {
-    let max = if is_linked_form(address) {
-        MAX_LINKED_ADDRESS
-    } else {
-        MAX_ADDRESS
-    };
-    check_text(field, address, max)?;
+    check_address_length(field, address)?;
     // Zero-width and bidi-override characters make a lookalike of another address (a sender
     // that shows as someone else), so an address never holds them.
     if let Some(c) = address
@@ -309,6 +306,17 @@ fn check_address(field: &str, address: &str) -> Result<(), ApiError> {
         ));
     }
     Ok(())
+}
+
+/// An address's length (more for a `<primary>-linked-<n>` address) and that it holds no spaces
+/// or control characters: what naming an existing user needs.
+fn check_address_length(field: &str, address: &str) -> Result<(), ApiError> {
+    let max = if is_linked_form(address) {
+        MAX_LINKED_ADDRESS
+    } else {
+        MAX_ADDRESS
+    };
+    check_text(field, address, max)
 }
 
 /// Whether the address has the `-linked-<n>` suffix octet gives linked users.

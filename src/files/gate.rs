@@ -29,6 +29,10 @@ pub struct UploadGate {
     concurrency: usize,
     /// The global decoder pool.
     decoders: Arc<Semaphore>,
+    /// The size past which the next new person sweeps idle entries: doubled after each sweep,
+    /// so a map of busy persons is not rescanned on every admit (each sweep is paid for by as
+    /// many new entries as it scanned).
+    sweep_at: std::sync::atomic::AtomicUsize,
 }
 
 #[derive(Debug)]
@@ -90,6 +94,7 @@ impl UploadGate {
             per_minute: per_minute.max(1),
             concurrency: concurrency.max(1),
             decoders: Arc::new(Semaphore::new(decoders.max(1))),
+            sweep_at: std::sync::atomic::AtomicUsize::new(FORGET_ABOVE),
         }
     }
 
@@ -98,11 +103,16 @@ impl UploadGate {
     pub fn admit(&self, person: PersonId) -> Result<UploadSlot, FileError> {
         let now = Instant::now();
         let mut persons = self.persons.lock().unwrap_or_else(|p| p.into_inner());
-        if persons.len() > FORGET_ABOVE && !persons.contains_key(&person) {
+        // Relaxed is enough: `sweep_at` is only read and written under the `persons` lock.
+        let sweep_at = self.sweep_at.load(std::sync::atomic::Ordering::Relaxed);
+        if persons.len() > sweep_at && !persons.contains_key(&person) {
             for entry in persons.values_mut() {
                 entry.refill(self.per_minute, now);
             }
             persons.retain(|_, entry| !entry.idle(self.per_minute));
+            let next = (2 * persons.len()).max(FORGET_ABOVE);
+            self.sweep_at
+                .store(next, std::sync::atomic::Ordering::Relaxed);
         }
         let entry = persons.entry(person).or_insert_with(|| PersonUploads {
             tokens: f64::from(self.per_minute),

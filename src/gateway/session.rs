@@ -91,7 +91,11 @@ async fn run_inner(
     );
     let mut session = Session {
         state: state.clone(),
-        queue: OwnQueue::new(mailbox, state.config.idle_timeout, state.metrics.clone()),
+        queue: OwnQueue::new(
+            mailbox.clone(),
+            state.config.idle_timeout,
+            state.metrics.clone(),
+        ),
         conn_id,
         identity: None,
         appid: String::new(),
@@ -106,7 +110,7 @@ async fn run_inner(
                 .send(Outbound::Close(CloseCode::GoingAway, "server shutting down; reconnect".into()))
                 .await;
             drop(session);
-            let _ = writer.await;
+            finish_writer(writer, &mailbox, state.config.idle_timeout).await;
             Box::pin(discard_until_closed(&mut stream)).await;
             return;
         }
@@ -121,11 +125,13 @@ async fn run_inner(
                 .await;
             state.metrics.logins.with_label_values(&["timeout"]).inc();
             drop(session);
-            let _ = writer.await;
+            finish_writer(writer, &mailbox, state.config.idle_timeout).await;
             Box::pin(discard_until_closed(&mut stream)).await;
             return;
         }
     };
+    // The logged-in connection's place under `max_connections`, held until the socket is gone.
+    let mut counted = None;
     let ended = match login {
         Err(_) => {
             session
@@ -147,7 +153,7 @@ async fn run_inner(
             // Only now does the connection count against max_connections: sockets that never
             // log in cannot keep a device with a valid token out.
             Ok((identity, hash, login)) => 'admitted: {
-                let Some(_counted) = slot.logged_in(state.config.max_connections) else {
+                let Some(place) = slot.logged_in(state.config.max_connections) else {
                     let full = format!(
                         "the broker is at its limit of {} connections; try again later",
                         state.config.max_connections
@@ -156,6 +162,7 @@ async fn run_inner(
                     session.refuse(ErrorCode::ServerFull, full, code).await;
                     break 'admitted "server full";
                 };
+                counted = Some(place);
                 state.metrics.logins.with_label_values(&["ok"]).inc();
                 // Registered before the log's head is read: an event committed from here on is
                 // delivered live (and dropped by the writer if the catch-up also sent it).
@@ -197,8 +204,30 @@ async fn run_inner(
     // Dropping the session drops its queue sender; with the router's handle gone the writer
     // drains what is queued, writes the close frame and ends.
     drop(session);
-    let _ = writer.await;
+    finish_writer(writer, &mailbox, state.config.idle_timeout).await;
     Box::pin(discard_until_closed(&mut stream)).await;
+    // The connection counts against `max_connections` until its socket is gone.
+    drop(counted);
+}
+
+/// Waits for the writer to write what is queued and its close frame. A close the session queued
+/// (idle timeout, token expiry, a catch-up gap) waits behind any stuck write to a peer that
+/// stopped reading, and once the session has unregistered nothing else can kick this
+/// connection (not a newer login, not shutdown's `kick_all`): so after `wait` the close is
+/// made a kick, which wins over the stuck write, and the writer's own bounded slow-close wait
+/// ends it.
+async fn finish_writer(
+    mut writer: tokio::task::JoinHandle<()>,
+    mailbox: &Mailbox,
+    wait: std::time::Duration,
+) {
+    if tokio::time::timeout(wait, &mut writer).await.is_err() {
+        mailbox.kick(
+            CloseCode::SlowConsumer,
+            "nothing read while closing; reconnect and resync",
+        );
+        let _ = writer.await;
+    }
 }
 
 /// How long a closed connection's leftover input is read (and thrown away) at most.

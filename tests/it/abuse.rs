@@ -329,3 +329,61 @@ async fn a_catch_up_that_retention_prunes_under_ends_without_synced() {
     let welcome = again.expect("welcome").await;
     assert_eq!(welcome["recovered"], json!(false), "{welcome}");
 }
+
+/// Review finding: a close the session queued itself (here the idle timeout's 4005) waited
+/// behind a write stuck on a peer that stopped reading, and the session's cleanup waited for
+/// its writer forever. Nothing could kick it any more (it had unregistered), so the socket,
+/// its task and its queued MiB stayed outside every cap. Now the close becomes a kick after
+/// the idle timeout, and the connection is gone within a few idle timeouts.
+#[tokio::test]
+async fn a_connection_whose_writer_is_stuck_is_gone_after_its_own_close() {
+    use futures::{SinkExt, StreamExt};
+    let idle = Duration::from_secs(1);
+    let server = TestServer::start_with(|c| c.idle_timeout = idle).await;
+    let mut alice = server.device("stuck@abuse", "a").await;
+    log_of_big_messages(&server, &mut alice, 40).await;
+    let answer = server.device_token("stuck@abuse", "b").await;
+    let token = answer["user"]["token"].as_str().unwrap();
+
+    // A tiny receive window, so that the broker's write of a ~1 MiB history page stays stuck
+    // while the session's own queue (2 MiB) is far from full.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(server.addr).await.unwrap();
+    let url = format!("ws://{}/ws", server.addr);
+    let (mut ws, _) = tokio_tungstenite::client_async(url, stream).await.unwrap();
+    let login = json!({"op":"login","token":token,"appid":APPID});
+    ws.send(tokio_tungstenite::tungstenite::Message::text(
+        login.to_string(),
+    ))
+    .await
+    .unwrap();
+    let started = Instant::now();
+    let mut seen = Vec::new();
+    while !seen.iter().any(|op: &String| op == "synced") {
+        assert!(started.elapsed() < WAIT, "no synced; saw {seen:?}");
+        let frame = tokio::time::timeout(WAIT, ws.next()).await.unwrap();
+        let text = frame.unwrap().unwrap().into_text().unwrap();
+        let frame: Value = serde_json::from_str(&text).unwrap();
+        seen.push(frame["op"].as_str().unwrap_or_default().to_string());
+    }
+    let before = server.state.metrics.connections.get();
+    let history = json!({"op":"history","limit":500});
+    ws.send(tokio_tungstenite::tungstenite::Message::text(
+        history.to_string(),
+    ))
+    .await
+    .unwrap();
+    // Never read again: the idle timeout queues its close behind the stuck page.
+    let started = Instant::now();
+    let bound = idle * 4 + Duration::from_secs(3);
+    while server.state.metrics.connections.get() >= before {
+        assert!(
+            started.elapsed() < bound,
+            "the connection was still open {:?} after it stopped reading (idle timeout {idle:?})",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(ws);
+}

@@ -498,6 +498,24 @@ async fn metrics_need_the_token_or_a_loopback_client() {
     let (status, body) = read_response(socket).await;
     assert_eq!(status, 403);
     assert_eq!(body["error"], "bad_metrics_token");
+
+    // No trusted proxies (the default) behind a reverse proxy on this host: every request
+    // comes from loopback, and one the proxy forwarded must not be taken as a local scrape.
+    let proxied = TestServer::start().await;
+    assert_eq!(get_from("127.0.0.1", proxied.addr, "/metrics").await.0, 200);
+    for header in [
+        "X-Forwarded-For: 198.51.100.1",
+        "Forwarded: for=198.51.100.1",
+        "X-Real-IP: 198.51.100.1",
+    ] {
+        let mut socket = connect_from("127.0.0.1", proxied.addr).await;
+        let request =
+            format!("GET /metrics HTTP/1.1\r\nHost: x\r\n{header}\r\nConnection: close\r\n\r\n");
+        socket.write_all(request.as_bytes()).await.unwrap();
+        let (status, body) = read_response(socket).await;
+        assert_eq!(status, 403, "{header}");
+        assert_eq!(body["error"], "bad_metrics_token");
+    }
 }
 
 /// A keep-alive connection that goes quiet after its answer is closed within the header
