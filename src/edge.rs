@@ -179,7 +179,8 @@ pub fn metrics_refusal(
             let forwarded = ["forwarded", "x-forwarded-for", "x-real-ip"]
                 .iter()
                 .any(|name| headers.contains_key(*name));
-            if loopback && !(forwarded && !trusted(peer.ip(), &config.trusted_proxies)) {
+            let direct = !forwarded || trusted(peer.ip(), &config.trusted_proxies);
+            if loopback && direct {
                 return None;
             }
             Some(transport_error(
