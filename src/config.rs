@@ -410,6 +410,9 @@ pub struct Config {
     pub proxy_header: ProxyHeader,
     /// The bearer token `/metrics` requires; `None` serves loopback clients only.
     pub metrics_token: Option<Secret>,
+    /// Fan-out shard tasks; 0 means one per CPU the process may use. Not a flag: tests set it
+    /// to check ordering across more shards than this machine has cores.
+    pub fanout_shards: usize,
 }
 
 /// A setting that cannot work, with what to change.
@@ -474,6 +477,7 @@ impl Config {
             trusted_proxies: Vec::new(),
             proxy_header: ProxyHeader::XForwardedFor,
             metrics_token: None,
+            fanout_shards: 0,
         }
     }
 
@@ -559,6 +563,7 @@ impl Config {
             trusted_proxies: proxies(s.trusted_proxies.unwrap_or_default())?,
             proxy_header: s.proxy_header.unwrap_or_default(),
             metrics_token: secret("metrics_token", s.metrics_token, s.metrics_token_file)?,
+            fanout_shards: 0,
             listen: s
                 .listen
                 .unwrap_or_else(|| "127.0.0.1:8080".parse().expect("valid")),

@@ -27,7 +27,14 @@ use crate::protocol::{BackendResponse, ErrorBody, ErrorCode};
 pub struct HttpConnections {
     total: AtomicUsize,
     per_key: Mutex<HashMap<IpAddr, usize>>,
+    /// Refused sockets still being drained (`refuse`).
+    draining: Arc<AtomicUsize>,
 }
+
+/// The most refused sockets drained at once; past it a refused socket is closed at once.
+const MAX_DRAINING: usize = 256;
+/// How long a refused socket's input is drained.
+const DRAIN_FOR: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// One open HTTP connection's place; dropping it gives the place back.
 pub struct HttpSlot {
@@ -106,7 +113,7 @@ impl Drop for HttpSlot {
 
 /// The bytes of a complete HTTP/1.1 refusal (JSON body in the usual refusal shape, then the
 /// connection closes), written to a connection refused at accept without reading its request.
-pub fn raw_refusal(metrics: &Metrics, refused: &HttpRefused) -> Vec<u8> {
+fn raw_refusal(metrics: &Metrics, refused: &HttpRefused) -> Vec<u8> {
     let (status, code) = refused.status_and_code();
     metrics.errors.with_label_values(&[code.as_str()]).inc();
     let body = serde_json::to_vec(&BackendResponse {
@@ -126,6 +133,40 @@ pub fn raw_refusal(metrics: &Metrics, refused: &HttpRefused) -> Vec<u8> {
     .into_bytes();
     out.extend_from_slice(&body);
     out
+}
+
+impl HttpConnections {
+    /// Answers a socket refused at accept: one non-blocking write of the answer (a fresh
+    /// socket's send buffer has room), then its write side is shut. Closing a socket whose
+    /// request is unread (or still arriving) makes the kernel reset it, and the reset destroys
+    /// the answer in flight, so the client would see "connection reset" instead of the 429/503:
+    /// the request is read and discarded for at most `DRAIN_FOR` first, by at most
+    /// `MAX_DRAINING` sockets at once (past that a refused socket is closed at once).
+    pub fn refuse(&self, stream: tokio::net::TcpStream, metrics: &Metrics, refused: &HttpRefused) {
+        let _ = stream.try_write(&raw_refusal(metrics, refused));
+        if self.draining.fetch_add(1, Ordering::AcqRel) >= MAX_DRAINING {
+            self.draining.fetch_sub(1, Ordering::AcqRel);
+            return;
+        }
+        let draining = self.draining.clone();
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut stream = stream;
+            let _ = stream.shutdown().await;
+            let mut sink = [0u8; 4096];
+            let _ = tokio::time::timeout(DRAIN_FOR, async {
+                // Bounded in bytes too: 16 reads at most.
+                for _ in 0..16 {
+                    match stream.read(&mut sink).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {}
+                    }
+                }
+            })
+            .await;
+            draining.fetch_sub(1, Ordering::AcqRel);
+        });
+    }
 }
 
 /// Whether this request may read `/metrics`: with `metrics_token` set, only with

@@ -1,71 +1,198 @@
-//! Fan-out of stored events: each is serialized once per person into the frame it is
-//! delivered as, and handed to the router for every live device. Used by the gateway (sends,
-//! acks, reads, profile changes, call records) and the backend API (profile changes), always
-//! from a store `OnCommit` hook so that delivery follows commit order.
+//! Fan-out of committed events: the store's [`CommitSink`]. Each event is serialized once per
+//! person into the frame it is delivered as and handed to the router for every live device of
+//! that person; then the writer's callers are answered.
+//!
+//! The store's writer thread only commits and hands each transaction's outcomes to
+//! [`Fanout::publish`], which splits them by person onto a few shard tasks (one per CPU the
+//! process may use). A person always maps to the same shard and a shard takes its work in
+//! commit order, so every device sees its person's events in `seq` order, while different
+//! persons' deliveries run in parallel and off the writer.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use serde_json::value::RawValue;
+use tokio::sync::mpsc;
 
+use crate::metrics::Metrics;
 use crate::protocol::{
-    CallRecordFrame, Message as MessageFrame, ProfileFrame, ReadMarker, Receipt, ServerFrame, Uid,
+    CallRecordFrame, Message as MessageFrame, ProfileFrame, ReadMarker, Receipt, ServerFrame,
 };
 use crate::router::{Frame, Router};
-use crate::store::{Appended, EventKind, LogEvent, Marker, OnCommit, PersonId};
+use crate::store::{
+    Answer, CommitSink, Committed, CommittedMessage, EventKind, LogEvent, Marker, Outcome, PersonId,
+};
 
-/// Fans a stored message out: every live device of the recipient person, and the sender
-/// person's other devices marked `out`. One serialization per person; the bytes are shared.
-pub fn deliver_message(
-    router: &Router,
-    appended: &Appended,
-    sender: (PersonId, Uid),
-    body: Box<RawValue>,
-) -> usize {
-    let (sender_person, sender_uid) = sender;
-    let mut width = 0;
-    let frame = |seq, out, body| -> Frame {
-        ServerFrame::Message(MessageFrame {
-            pv: appended.pv,
-            mid: appended.mid,
-            seq,
-            from: appended.from.clone(),
-            to: appended.to.clone(),
-            ts: appended.ts,
-            out,
-            body,
-            files: appended.files.clone(),
-        })
-        .to_text()
-        .into()
-    };
-    if appended.recipient != sender_person {
-        let incoming = frame(appended.recipient_seq, false, body.clone());
-        width += router.deliver(
-            appended.recipient,
-            &incoming,
-            Some(appended.recipient_seq),
-            None,
-        );
-    }
-    let own = frame(appended.sender_seq, true, body);
-    width += router.deliver(
-        sender_person,
-        &own,
-        Some(appended.sender_seq),
-        Some(sender_uid),
-    );
-    width
+/// One shard's share of a transaction.
+enum Work {
+    /// A message to the recipient person's devices.
+    Incoming(Arc<Tallied>),
+    /// A message to the sender person's other devices (`out`).
+    Own(Arc<Tallied>),
+    /// An event in one person's log, to every device of that person.
+    Marker(Marker),
+    /// A caller waiting for its write, answered after the deliveries before it in this shard.
+    Answer(Answer),
 }
 
-/// Delivers markers right after their commit, to every live device of each marker's person,
-/// the device that caused them included: every device sees every seq of its person's log.
-pub fn deliver_markers(router: Arc<Router>) -> OnCommit<Vec<Marker>> {
-    Box::new(move |markers: &Vec<Marker>| {
-        for marker in markers {
-            let frame: Frame = event_frame(&marker.event).into();
-            router.deliver(marker.person, &frame, Some(marker.event.seq), None);
+/// A message whose halves may run on two shards; the second to finish records the metrics.
+struct Tallied {
+    message: CommittedMessage,
+    halves_left: AtomicUsize,
+    width: AtomicUsize,
+}
+
+/// The fan-out: shard tasks fed by the store's writer thread.
+pub struct Fanout {
+    shards: Vec<mpsc::UnboundedSender<Vec<Work>>>,
+    /// Spreads answers that concern no person over the shards.
+    next: AtomicUsize,
+}
+
+impl Fanout {
+    /// Starts `shards` shard tasks (at least one) on the current runtime. They end when the
+    /// store drops its sink.
+    pub fn start(router: Arc<Router>, metrics: Arc<Metrics>, shards: usize) -> Fanout {
+        let shards = (0..shards.max(1))
+            .map(|_| {
+                let (tx, rx) = mpsc::unbounded_channel();
+                tokio::spawn(run_shard(rx, router.clone(), metrics.clone()));
+                tx
+            })
+            .collect();
+        Fanout {
+            shards,
+            next: AtomicUsize::new(0),
         }
+    }
+
+    /// One shard per CPU this process may run on (its affinity mask counts: a broker pinned
+    /// to one core gets one shard).
+    pub fn default_shards() -> usize {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    }
+
+    fn shard_of(&self, person: PersonId) -> usize {
+        // Fibonacci hashing: consecutive person ids spread evenly.
+        ((person.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) % self.shards.len() as u64) as usize
+    }
+}
+
+impl CommitSink for Fanout {
+    fn publish(&self, outcomes: Vec<Outcome>) {
+        let mut work: Vec<Vec<Work>> = (0..self.shards.len()).map(|_| Vec::new()).collect();
+        for Outcome { committed, answer } in outcomes {
+            let answer_shard = match committed {
+                None => self.next.fetch_add(1, Ordering::Relaxed) % self.shards.len(),
+                Some(Committed::Message(message)) => {
+                    let (sender, recipient) = (message.sender, message.appended.recipient);
+                    let halves = if recipient == sender { 1 } else { 2 };
+                    let tallied = Arc::new(Tallied {
+                        message,
+                        halves_left: AtomicUsize::new(halves),
+                        width: AtomicUsize::new(0),
+                    });
+                    if recipient != sender {
+                        work[self.shard_of(recipient)].push(Work::Incoming(tallied.clone()));
+                    }
+                    let own = self.shard_of(sender);
+                    work[own].push(Work::Own(tallied));
+                    own
+                }
+                Some(other) => {
+                    let markers = match other {
+                        Committed::Receipts(m)
+                        | Committed::Read(m)
+                        | Committed::CallRecord(m)
+                        | Committed::Profile(m) => m,
+                        Committed::Message(_) => unreachable!("matched above"),
+                    };
+                    let first = markers.first().map(|m| self.shard_of(m.person));
+                    for marker in markers {
+                        work[self.shard_of(marker.person)].push(Work::Marker(marker));
+                    }
+                    first.unwrap_or_else(|| {
+                        self.next.fetch_add(1, Ordering::Relaxed) % self.shards.len()
+                    })
+                }
+            };
+            work[answer_shard].push(Work::Answer(answer));
+        }
+        for (shard, items) in self.shards.iter().zip(work) {
+            if items.is_empty() {
+                continue;
+            }
+            // Only fails once the runtime is gone (shutdown): answer in place then.
+            if let Err(mpsc::error::SendError(items)) = shard.send(items) {
+                for item in items {
+                    if let Work::Answer(answer) = item {
+                        answer.send();
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn run_shard(
+    mut rx: mpsc::UnboundedReceiver<Vec<Work>>,
+    router: Arc<Router>,
+    metrics: Arc<Metrics>,
+) {
+    while let Some(items) = rx.recv().await {
+        for item in items {
+            match item {
+                Work::Incoming(tallied) => deliver_half(&router, &metrics, &tallied, false),
+                Work::Own(tallied) => deliver_half(&router, &metrics, &tallied, true),
+                Work::Marker(marker) => {
+                    let frame: Frame = event_frame(&marker.event).into();
+                    router.deliver(marker.person, &frame, Some(marker.event.seq), None);
+                }
+                Work::Answer(answer) => answer.send(),
+            }
+        }
+    }
+}
+
+/// Delivers one half of a message: to the recipient person's devices, or (`own`) to the sender
+/// person's devices other than the sending one, marked `out`.
+fn deliver_half(router: &Router, metrics: &Metrics, tallied: &Tallied, own: bool) {
+    let message = &tallied.message;
+    let appended = &message.appended;
+    let (person, seq, skip) = if own {
+        (
+            message.sender,
+            appended.sender_seq,
+            Some(message.sender_uid),
+        )
+    } else {
+        (appended.recipient, appended.recipient_seq, None)
+    };
+    let frame: Frame = ServerFrame::Message(MessageFrame {
+        pv: appended.pv,
+        mid: appended.mid,
+        seq,
+        from: appended.from.clone(),
+        to: appended.to.clone(),
+        ts: appended.ts,
+        out: own,
+        body: message.body.clone(),
+        files: appended.files.clone(),
     })
+    .to_text()
+    .into();
+    let width = router.deliver(person, &frame, Some(seq), skip);
+    metrics.deliveries.inc_by(width as u64);
+    tallied.width.fetch_add(width, Ordering::Relaxed);
+    // AcqRel: the last half sees the other half's width.
+    if tallied.halves_left.fetch_sub(1, Ordering::AcqRel) == 1 {
+        metrics.messages.inc();
+        metrics
+            .fanout_width
+            .observe(tallied.width.load(Ordering::Relaxed) as f64);
+        metrics
+            .send_to_deliver
+            .observe(message.accepted.elapsed().as_secs_f64());
+    }
 }
 
 /// A logged event as the frame it was delivered live as.

@@ -20,13 +20,14 @@ use tower::ServiceExt;
 use crate::api;
 use crate::auth::{PlainToken, TokenHash};
 use crate::config::{Config, SyncMode};
+use crate::fanout::Fanout;
 use crate::gateway;
 use crate::metrics::Metrics;
 use crate::protocol::CloseCode;
 use crate::router::Router;
 use crate::state::ServerState;
 use crate::store::sqlite::MAX_BATCH;
-use crate::store::{SqliteStore, Store, StoreError};
+use crate::store::{SqliteStore, Store, StoreError, StoreOptions};
 
 /// Pending connections the listen socket queues. tokio's default (128) makes a burst of logins
 /// wait for TCP's one-second retry.
@@ -78,8 +79,20 @@ pub async fn prepare(config: Config) -> Result<Prepared, StartError> {
         let metrics = metrics.clone();
         Box::new(move |jobs, took| metrics.observe_batch(jobs, took))
     };
-    let full_sync = config.sync == SyncMode::Full;
-    let store = SqliteStore::open_with(&config.data_dir, MAX_BATCH, full_sync, Some(observer))?;
+    // The router exists before the store, since the store's commits feed the fan-out.
+    let router = Arc::new(Router::new(metrics.clone()));
+    let shards = match config.fanout_shards {
+        0 => Fanout::default_shards(),
+        n => n,
+    };
+    let fanout = Fanout::start(router.clone(), metrics.clone(), shards);
+    let options = StoreOptions {
+        max_batch: MAX_BATCH,
+        full_sync: config.sync == SyncMode::Full,
+        observer: Some(observer),
+        sink: Arc::new(fanout),
+    };
+    let store = SqliteStore::open_with(&config.data_dir, options)?;
     // The operator's tokens win; else the stored ones; else new ones, shown once.
     let mut creds = store.app_credentials().await?;
     let mut generated_app_token = None;
@@ -117,7 +130,7 @@ pub async fn prepare(config: Config) -> Result<Prepared, StartError> {
     let state = Arc::new(ServerState {
         config,
         store: Box::new(store),
-        router: Arc::new(Router::new(metrics.clone())),
+        router,
         metrics,
         credentials: std::sync::RwLock::new(creds),
         rotation: Default::default(),
@@ -226,12 +239,11 @@ pub async fn run(
         let slot = match http_open.admit(peer.ip(), &state.config) {
             Ok(slot) => slot,
             Err(refused) => {
-                // Refused before reading anything: one non-blocking write of the answer (the
-                // fresh socket's send buffer has room), then close. No task, no wait.
-                // At debug: a flood must not become a flood of log lines; the refusals are
-                // counted in octet_errors_total.
+                // Refused before reading anything (`HttpConnections::refuse`). At debug: a
+                // flood must not become a flood of log lines; the refusals are counted in
+                // octet_errors_total.
                 tracing::debug!(peer = %peer, "connection refused: {refused}");
-                let _ = stream.try_write(&crate::edge::raw_refusal(&state.metrics, &refused));
+                http_open.refuse(stream, &state.metrics, &refused);
                 continue;
             }
         };

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use octet::store::sqlite::{MAX_BATCH, SqliteStore};
+use octet::store::sqlite::{MAX_BATCH, SqliteStore, StoreOptions};
 use octet::store::{Identity, NewMessage, NewUser, Store, TokenRequest};
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -44,12 +44,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     for &max_batch in &args.batches {
         let dir = tempfile::tempdir()?;
-        let store = Arc::new(SqliteStore::open_with(
-            dir.path(),
+        let options = StoreOptions {
             max_batch,
-            args.full_sync,
-            None,
-        )?);
+            full_sync: args.full_sync,
+            ..StoreOptions::default()
+        };
+        let store = Arc::new(SqliteStore::open_with(dir.path(), options)?);
         let mut senders = Vec::new();
         for n in 0..args.senders.max(2) {
             let address = format!("user-{n}@bench");
@@ -88,8 +88,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                         body: RawValue::from_string(format!("{{\"n\":{n}}}")).unwrap(),
                         files: Vec::new(),
                         ts: 0,
+                        accepted: Instant::now(),
                     };
-                    if store.append_message(msg, Box::new(|_| {})).await.is_err() {
+                    if store.append_message(msg).await.is_err() {
                         break;
                     }
                     count.fetch_add(1, Ordering::Relaxed);

@@ -3,7 +3,6 @@
 use serde_json::Value;
 
 use super::{ApiError, OpResult, Reply, require_objects, user_key};
-use crate::fanout::deliver_markers;
 use crate::protocol::{ProfileBody, ProfileSetRequest, check_profile_patch, decode_value};
 use crate::state::{ServerState, now_millis};
 use crate::store::EventKind;
@@ -19,10 +18,9 @@ pub(super) async fn profileset(state: &ServerState, reply: Reply<'_>, value: &Va
     let req: ProfileSetRequest = decode_value(value)?;
     check_profile_patch(".profile", &req.profile)?;
     let person = state.store.devices(who).await?.person;
-    let router = state.router.clone();
     let markers = state
         .store
-        .set_profile(person, req.profile, now_millis(), deliver_markers(router))
+        .set_profile(person, req.profile, now_millis())
         .await?;
     let Some(EventKind::Profile {
         address,

@@ -15,7 +15,6 @@ use tracing::{Instrument, field};
 use super::admission::AnonymousSlot;
 use super::writer;
 use crate::auth::TokenHash;
-use crate::fanout::{deliver_markers, deliver_message};
 use crate::files::{self, Variant};
 use crate::protocol::{
     Ack, CallAction, CallRequest, ClientFrame, CloseCode, DecodeError, ErrorCode, ErrorFrame,
@@ -26,7 +25,7 @@ use crate::router::{
     Bounds, CallEnded, CallError, ConnHandle, Frame, Mailbox, Outbound, OwnQueue, Party,
 };
 use crate::state::{ServerState, now_millis};
-use crate::store::{Appended, CallRecord, Identity, Marker, NewMessage, OnCommit, StoreError};
+use crate::store::{CallRecord, Identity, NewMessage, StoreError};
 use serde_json::value::RawValue;
 
 /// Longest client id accepted in `send`.
@@ -535,26 +534,11 @@ impl Session {
             body,
             files: send.files,
             ts: now_millis(),
+            accepted: std::time::Instant::now(),
         };
-        // Live delivery runs on the store's writer thread right after the commit, in commit
-        // order, so every device sees a person's events in seq order.
-        let body = msg.body.clone();
-        let state = self.state.clone();
-        let sender = (identity.person, identity.uid);
-        let received = std::time::Instant::now();
-        let on_commit: OnCommit = Box::new(move |appended: &Appended| {
-            if !appended.duplicate {
-                let width = deliver_message(&state.router, appended, sender, body);
-                let metrics = &state.metrics;
-                metrics.messages.inc();
-                metrics.deliveries.inc_by(width as u64);
-                metrics.fanout_width.observe(width as f64);
-                metrics
-                    .send_to_deliver
-                    .observe(received.elapsed().as_secs_f64());
-            }
-        });
-        let appended = match self.state.store.append_message(msg, on_commit).await {
+        // The store publishes the committed message to the fan-out (`crate::fanout`), which
+        // delivers it in commit order per person and then answers here.
+        let appended = match self.state.store.append_message(msg).await {
             Ok(appended) => appended,
             Err(err) => {
                 let err = store_refusal(err, "send", "internal error; retry with the same id");
@@ -600,28 +584,22 @@ impl Session {
     /// `ack`: records the device's position; newly delivered messages get receipts.
     async fn ack(&mut self, ack: Ack) {
         let identity = self.identity.clone().expect("ack runs after login");
-        let on_commit = deliver_markers(self.state.router.clone());
-        let result = self
-            .state
-            .store
-            .ack(identity, ack.seq, now_millis(), on_commit)
-            .await;
+        let result = self.state.store.ack(identity, ack.seq, now_millis()).await;
         self.marker_result(result, "ack").await;
     }
 
     /// `read`: a read marker to every device of the person and a read receipt to the peer.
     async fn read(&mut self, read: ReadRequest) {
         let identity = self.identity.clone().expect("read runs after login");
-        let on_commit = deliver_markers(self.state.router.clone());
         let result = self
             .state
             .store
-            .mark_read(identity, read.peer, read.upto, now_millis(), on_commit)
+            .mark_read(identity, read.peer, read.upto, now_millis())
             .await;
         self.marker_result(result, "read").await;
     }
 
-    async fn marker_result(&self, result: Result<Vec<Marker>, StoreError>, op: &str) {
+    async fn marker_result(&self, result: Result<(), StoreError>, op: &str) {
         let Err(err) = result else { return };
         let err = store_refusal(err, op, "internal error; send it again");
         self.error(err, None, None).await;
@@ -706,12 +684,12 @@ impl Session {
                 if let Err(err) = check_profile_patch(".set", &patch) {
                     return self.error(err, None, None).await;
                 }
-                let on_commit = deliver_markers(self.state.router.clone());
                 let result = self
                     .state
                     .store
-                    .set_profile(identity.person, patch, now_millis(), on_commit)
-                    .await;
+                    .set_profile(identity.person, patch, now_millis())
+                    .await
+                    .map(|_| ());
                 self.marker_result(result, "profile").await;
             }
             (None, Some(address)) => match self.state.store.profile(&address).await {
@@ -856,8 +834,7 @@ pub(super) async fn record_call(state: &Arc<ServerState>, ended: CallEnded) {
         duration_ms: ended.duration_ms,
         ts: now_millis(),
     };
-    let on_commit = deliver_markers(state.router.clone());
-    if let Err(err) = state.store.append_call_record(record, on_commit).await {
+    if let Err(err) = state.store.append_call_record(record).await {
         tracing::error!(error = %err, "could not record a call");
     }
 }

@@ -4,6 +4,7 @@
 //! the embedded default. Every method is one transaction: a refusal writes nothing. The store
 //! knows nothing of axum, WebSockets or the router.
 
+mod commit;
 mod files;
 mod receipts;
 pub mod sqlite;
@@ -14,7 +15,8 @@ use serde_json::value::RawValue;
 use crate::auth::{PlainToken, TokenHash};
 use crate::protocol::{ErrorCode, Millis, Uid};
 
-pub use sqlite::SqliteStore;
+pub use commit::{Answer, AnswerOnly, CommitSink, Committed, CommittedMessage, Outcome};
+pub use sqlite::{SqliteStore, StoreOptions};
 
 /// The most devices (users) one person may have: the primary and seven linked users.
 pub const MAX_DEVICES: usize = 8;
@@ -326,6 +328,8 @@ pub struct NewMessage {
     pub files: Vec<String>,
     /// When the broker accepted it.
     pub ts: Millis,
+    /// When the gateway read it (for the send-to-deliver latency; not stored).
+    pub accepted: std::time::Instant,
 }
 
 /// Where a stored message landed.
@@ -353,12 +357,8 @@ pub struct Appended {
     pub files: Option<Box<RawValue>>,
 }
 
-/// Called on the store's writer thread right after the message's transaction commits, in commit
-/// order: live delivery from here reaches every device in `seq` order. It must not block.
-pub type OnCommit<T = Appended> = Box<dyn FnOnce(&T) + Send>;
-
 /// An event appended to some person's log by an `ack` or a `read`, to deliver live.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Marker {
     /// Whose log.
     pub person: PersonId,
@@ -399,7 +399,7 @@ pub struct LogHead {
 }
 
 /// One event of a person's log.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct LogEvent {
     /// The event's place in the person's log.
     pub seq: u64,
@@ -410,7 +410,7 @@ pub struct LogEvent {
 }
 
 /// The kinds of logged events.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum EventKind {
     /// A message in or out.
     Message {
@@ -579,12 +579,9 @@ pub trait Store: Send + Sync + 'static {
     /// Records when devices were last seen (login, disconnect), all in one transaction.
     async fn touch(&self, seen: Vec<(Uid, Millis)>) -> Result<(), StoreError>;
     /// Stores a message in the logs of both persons, or finds the stored one for a retry.
-    /// `on_commit` runs after the commit, in commit order, before this returns.
-    async fn append_message(
-        &self,
-        msg: NewMessage,
-        on_commit: OnCommit,
-    ) -> Result<Appended, StoreError>;
+    /// A new message is published to the commit sink ([`Committed::Message`]) before this
+    /// returns.
+    async fn append_message(&self, msg: NewMessage) -> Result<Appended, StoreError>;
     /// Where a person's log stands.
     async fn head(&self, person: PersonId) -> Result<LogHead, StoreError>;
     /// Events with `after < seq ≤ upto`, oldest first, at most `limit`.
@@ -603,14 +600,8 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<LogEvent>, StoreError>;
     /// Records how far a device holds its person's log; sends `delivered` receipts to the
-    /// senders of newly acked messages. `on_commit` gets the receipts appended to their logs.
-    async fn ack(
-        &self,
-        who: Identity,
-        seq: u64,
-        ts: Millis,
-        on_commit: OnCommit<Vec<Marker>>,
-    ) -> Result<Vec<Marker>, StoreError>;
+    /// senders of newly acked messages ([`Committed::Receipts`]).
+    async fn ack(&self, who: Identity, seq: u64, ts: Millis) -> Result<(), StoreError>;
     /// Marks the conversation with `peer` read up to message `upto`: a read marker in the
     /// reader's log and a `read` receipt in the peer's.
     async fn mark_read(
@@ -619,14 +610,9 @@ pub trait Store: Send + Sync + 'static {
         peer: String,
         upto: u64,
         ts: Millis,
-        on_commit: OnCommit<Vec<Marker>>,
-    ) -> Result<Vec<Marker>, StoreError>;
+    ) -> Result<(), StoreError>;
     /// Records a call that ended in both persons' logs.
-    async fn append_call_record(
-        &self,
-        record: CallRecord,
-        on_commit: OnCommit<Vec<Marker>>,
-    ) -> Result<Vec<Marker>, StoreError>;
+    async fn append_call_record(&self, record: CallRecord) -> Result<(), StoreError>;
     /// Applies `patch` to the person's profile (a key set to null is removed) and logs the
     /// change. Returns the profile change event in the person's log.
     async fn set_profile(
@@ -634,7 +620,6 @@ pub trait Store: Send + Sync + 'static {
         person: PersonId,
         patch: serde_json::Map<String, serde_json::Value>,
         ts: Millis,
-        on_commit: OnCommit<Vec<Marker>>,
     ) -> Result<Vec<Marker>, StoreError>;
     /// The profile of the person an address belongs to: primary address, profile, version.
     async fn profile(&self, address: &str) -> Result<(String, Box<RawValue>, u64), StoreError>;

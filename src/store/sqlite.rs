@@ -16,14 +16,17 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot};
 
+use super::commit::{
+    Answer, AnswerOnly, CommitSink, Committed, CommittedMessage, Committing, Outcome,
+};
 use super::files::{
     add_file, own_blob, prune_files, readable_file, remove_orphans, uploaded_since,
 };
 use super::{
     AppCredentials, Appended, AuthFailure, BlobMeta, CallRecord, DeviceRecord, EventKind,
     FileRecord, Identity, IssuedUser, LogEvent, LogHead, MAX_DEVICES, MAX_PROFILE_BYTES, Marker,
-    NewFile, NewMessage, NewUser, OnCommit, PersonDevices, PersonId, Removed, Revoked, Store,
-    StoreError, StoreStats, TokenRequest, TokenTerms, UserKey,
+    NewFile, NewMessage, NewUser, PersonDevices, PersonId, Removed, Revoked, Store, StoreError,
+    StoreStats, TokenRequest, TokenTerms, UserKey,
 };
 use crate::auth::{PlainToken, TokenHash};
 use crate::files::BlobDir;
@@ -50,12 +53,37 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0006_upload_quota.sql"),
 ];
 
-type Reply = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+/// A job that ran, waiting for its transaction's commit to learn its outcome.
+type Pending = Box<dyn FnOnce(Result<(), StoreError>) -> Outcome + Send>;
 /// Told the number of jobs and the time of every store transaction (for metrics).
 pub type BatchObserver = Box<dyn Fn(usize, std::time::Duration) + Send>;
 /// A write: run inside the batch's transaction (`Some`), or refused unrun (`None`) when that
 /// transaction is already gone.
-type Job = Box<dyn FnOnce(Option<&Connection>) -> Reply + Send>;
+type Job = Box<dyn FnOnce(Option<&Connection>) -> Pending + Send>;
+
+/// How a store is opened.
+pub struct StoreOptions {
+    /// The most jobs per transaction (1 turns group commit off; the load generator's `store`
+    /// benchmark compares the two).
+    pub max_batch: usize,
+    /// Every commit waits for an fsync (survives power loss).
+    pub full_sync: bool,
+    /// Told the size and duration of every transaction.
+    pub observer: Option<BatchObserver>,
+    /// Gets every transaction's outcomes: what was committed, and the callers' answers.
+    pub sink: Arc<dyn CommitSink>,
+}
+
+impl Default for StoreOptions {
+    fn default() -> StoreOptions {
+        StoreOptions {
+            max_batch: MAX_BATCH,
+            full_sync: false,
+            observer: None,
+            sink: Arc::new(AnswerOnly),
+        }
+    }
+}
 
 /// The SQLite store. Cheap to share behind an `Arc`.
 pub struct SqliteStore {
@@ -70,21 +98,20 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) `octet.db` in `dir`, runs migrations and starts the writer.
+    /// Opens (creating if needed) `octet.db` in `dir` with the default options (answers only,
+    /// nobody told of commits), runs migrations and starts the writer.
     pub fn open(dir: &Path) -> Result<SqliteStore, StoreError> {
-        SqliteStore::open_with(dir, MAX_BATCH, false, None)
+        SqliteStore::open_with(dir, StoreOptions::default())
     }
 
-    /// Opens with at most `max_batch` jobs per transaction (1 turns group commit off; the
-    /// load generator's `store` benchmark compares the two), telling `observer` the size and
-    /// duration of every transaction.
-    /// With `full_sync`, every commit waits for an fsync (survives power loss).
-    pub fn open_with(
-        dir: &Path,
-        max_batch: usize,
-        full_sync: bool,
-        observer: Option<BatchObserver>,
-    ) -> Result<SqliteStore, StoreError> {
+    /// Opens with `options`.
+    pub fn open_with(dir: &Path, options: StoreOptions) -> Result<SqliteStore, StoreError> {
+        let StoreOptions {
+            max_batch,
+            full_sync,
+            observer,
+            sink,
+        } = options;
         let max_batch = max_batch.max(1);
         let path = dir.join("octet.db");
         let mut writer = Connection::open(&path)?;
@@ -123,7 +150,7 @@ impl SqliteStore {
         let (jobs, rx) = mpsc::channel(QUEUE);
         thread::Builder::new()
             .name("octet-store-writer".into())
-            .spawn(move || run_writer(writer, rx, max_batch, observer, checkpoint))
+            .spawn(move || run_writer(writer, rx, max_batch, observer, sink, checkpoint))
             .map_err(|_| StoreError::Closed)?;
         Ok(SqliteStore {
             jobs,
@@ -140,15 +167,27 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
+        self.write_committing(move |conn| f(conn).map(|value| (value, None)))
+            .await
+    }
+
+    /// Like [`SqliteStore::write`]; what `f` reports as committed goes to the commit sink with
+    /// the answer, in commit order.
+    async fn write_committing<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Committing<T> + Send + 'static,
+    {
         self.write_then(f, |_| {}).await
     }
 
-    /// Like [`SqliteStore::write`], and runs `hook` on the writer thread after a successful
-    /// commit, in commit order.
+    /// Like [`SqliteStore::write_committing`], and runs the store's own `hook` on the writer
+    /// thread right after a successful commit (for bookkeeping that must be ordered with the
+    /// writer's other jobs, like deleting a pruned blob's bytes).
     async fn write_then<T, F, H>(&self, f: F, hook: H) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&Connection) -> Committing<T> + Send + 'static,
         H: FnOnce(&T) + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
@@ -160,11 +199,19 @@ impl SqliteStore {
                 )),
             };
             Box::new(move |commit: Result<(), StoreError>| {
-                let result = commit.and(result);
-                if let Ok(value) = &result {
-                    hook(value);
+                let (result, committed) = match commit.and(result) {
+                    Ok((value, committed)) => {
+                        hook(&value);
+                        (Ok(value), committed)
+                    }
+                    Err(err) => (Err(err), None),
+                };
+                Outcome {
+                    committed,
+                    answer: Answer::new(move || {
+                        let _ = tx.send(result);
+                    }),
                 }
-                let _ = tx.send(result);
             })
         });
         self.jobs.send(job).await.map_err(|_| StoreError::Closed)?;
@@ -363,13 +410,21 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn append_message(
-        &self,
-        msg: NewMessage,
-        on_commit: OnCommit,
-    ) -> Result<Appended, StoreError> {
-        self.write_then(move |conn| append_message(conn, msg), on_commit)
-            .await
+    async fn append_message(&self, msg: NewMessage) -> Result<Appended, StoreError> {
+        self.write_committing(move |conn| {
+            let appended = append_message(conn, &msg)?;
+            let committed = (!appended.duplicate).then(|| {
+                Committed::Message(CommittedMessage {
+                    appended: appended.clone(),
+                    sender: msg.from.person,
+                    sender_uid: msg.from.uid,
+                    body: msg.body,
+                    accepted: msg.accepted,
+                })
+            });
+            Ok((appended, committed))
+        })
+        .await
     }
 
     async fn head(&self, person: PersonId) -> Result<LogHead, StoreError> {
@@ -420,15 +475,12 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn ack(
-        &self,
-        who: Identity,
-        seq: u64,
-        ts: Millis,
-        on_commit: OnCommit<Vec<Marker>>,
-    ) -> Result<Vec<Marker>, StoreError> {
-        self.write_then(move |conn| ack(conn, &who, seq, ts), on_commit)
-            .await
+    async fn ack(&self, who: Identity, seq: u64, ts: Millis) -> Result<(), StoreError> {
+        self.write_committing(move |conn| {
+            let receipts = ack(conn, &who, seq, ts)?;
+            Ok(((), Some(Committed::Receipts(receipts))))
+        })
+        .await
     }
 
     async fn mark_read(
@@ -437,22 +489,20 @@ impl Store for SqliteStore {
         peer: String,
         upto: u64,
         ts: Millis,
-        on_commit: OnCommit<Vec<Marker>>,
-    ) -> Result<Vec<Marker>, StoreError> {
-        self.write_then(
-            move |conn| mark_read(conn, &who, &peer, upto, ts),
-            on_commit,
-        )
+    ) -> Result<(), StoreError> {
+        self.write_committing(move |conn| {
+            let markers = mark_read(conn, &who, &peer, upto, ts)?;
+            Ok(((), Some(Committed::Read(markers))))
+        })
         .await
     }
 
-    async fn append_call_record(
-        &self,
-        record: CallRecord,
-        on_commit: OnCommit<Vec<Marker>>,
-    ) -> Result<Vec<Marker>, StoreError> {
-        self.write_then(move |conn| append_call_record(conn, &record), on_commit)
-            .await
+    async fn append_call_record(&self, record: CallRecord) -> Result<(), StoreError> {
+        self.write_committing(move |conn| {
+            let markers = append_call_record(conn, &record)?;
+            Ok(((), Some(Committed::CallRecord(markers))))
+        })
+        .await
     }
 
     async fn set_profile(
@@ -460,10 +510,12 @@ impl Store for SqliteStore {
         person: PersonId,
         patch: serde_json::Map<String, serde_json::Value>,
         ts: Millis,
-        on_commit: OnCommit<Vec<Marker>>,
     ) -> Result<Vec<Marker>, StoreError> {
-        self.write_then(move |conn| set_profile(conn, person, patch, ts), on_commit)
-            .await
+        self.write_committing(move |conn| {
+            let markers = set_profile(conn, person, patch, ts)?;
+            Ok((markers.clone(), Some(Committed::Profile(markers))))
+        })
+        .await
     }
 
     async fn profile(&self, address: &str) -> Result<(String, Box<RawValue>, u64), StoreError> {
@@ -531,7 +583,10 @@ impl Store for SqliteStore {
             .write_then(
                 {
                     let doomed = doomed.clone();
-                    move |conn| prune_files(conn, &doomed, unsent_before, max_files)
+                    move |conn| {
+                        prune_files(conn, &doomed, unsent_before, max_files)
+                            .map(|pruned| (pruned, None))
+                    }
                 },
                 move |(_, gone): &(usize, Vec<String>)| {
                     let mut doomed = doomed.lock().unwrap_or_else(|p| p.into_inner());
@@ -616,6 +671,7 @@ fn run_writer(
     mut rx: mpsc::Receiver<Job>,
     max_batch: usize,
     observer: Option<BatchObserver>,
+    sink: Arc<dyn CommitSink>,
     checkpoint: std::sync::mpsc::SyncSender<()>,
 ) {
     let mut batch: Vec<Job> = Vec::with_capacity(max_batch);
@@ -639,7 +695,7 @@ fn run_writer(
         }
         // If SQLite rolls the whole transaction back on its own (disk full, I/O error), a later
         // SAVEPOINT would open and commit a transaction of its own: refuse the rest instead.
-        let replies: Vec<Reply> = batch
+        let pending: Vec<Pending> = batch
             .drain(..)
             .map(|job| job((!conn.is_autocommit()).then_some(&conn)))
             .collect();
@@ -656,12 +712,18 @@ fn run_writer(
             let _ = checkpoint.try_send(());
             checkpoint_asked = std::time::Instant::now();
         }
-        for reply in replies {
-            reply(match &commit {
-                Ok(()) => Ok(()),
-                Err(err) => Err(StoreError::Commit(err.to_string())),
-            });
-        }
+        // Delivery and the callers' wake-ups happen on the sink's side: this thread only
+        // commits.
+        let outcomes = pending
+            .into_iter()
+            .map(|pending| {
+                pending(match &commit {
+                    Ok(()) => Ok(()),
+                    Err(err) => Err(StoreError::Commit(err.to_string())),
+                })
+            })
+            .collect();
+        sink.publish(outcomes);
     }
 }
 
@@ -1327,7 +1389,7 @@ fn prune(
     Ok(removed)
 }
 
-fn append_message(conn: &Connection, msg: NewMessage) -> Result<Appended, StoreError> {
+fn append_message(conn: &Connection, msg: &NewMessage) -> Result<Appended, StoreError> {
     let sender = msg.from.person;
     let stored = conn
         .prepare_cached(
@@ -1359,7 +1421,7 @@ fn append_message(conn: &Connection, msg: NewMessage) -> Result<Appended, StoreE
             || attached_ids(conn, appended.mid)? != msg.files
             || !same_recipient(conn, &msg.to, &appended)?
         {
-            return Err(StoreError::DuplicateId(msg.client_id));
+            return Err(StoreError::DuplicateId(msg.client_id.clone()));
         }
         return Ok(appended);
     }
@@ -1431,7 +1493,7 @@ fn append_message(conn: &Connection, msg: NewMessage) -> Result<Appended, StoreE
     Ok(Appended {
         mid,
         ts: msg.ts,
-        from: msg.from.primary_address,
+        from: msg.from.primary_address.clone(),
         to,
         recipient: recipient_person,
         sender_seq,
@@ -1538,8 +1600,9 @@ mod tests {
             body: serde_json::value::RawValue::from_string("{\"t\":\"hi\"}".into()).unwrap(),
             files: Vec::new(),
             ts: 1,
+            accepted: std::time::Instant::now(),
         };
-        let sent = store.append_message(msg, Box::new(|_| {})).await.unwrap();
+        let sent = store.append_message(msg).await.unwrap();
         let events = store.events_after(ids[1].person, 0, 100, 10).await.unwrap();
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].seq, sent.recipient_seq);

@@ -615,3 +615,28 @@ fn edge_settings_validate() {
     let err = Config::from_settings(short).unwrap_err().to_string();
     assert!(err.starts_with("metrics_token:"), "{err}");
 }
+
+/// A refused client reads its 429 whether its request reached the broker before the refusal
+/// or after it: the broker reads and discards the request instead of closing on it, which
+/// would reset the connection and destroy the answer in flight ("connection reset by peer").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_request_reads_its_answer_not_a_reset() {
+    let server = TestServer::start_with(|c| c.max_http_connections_per_ip = 1).await;
+    let _held = connect_from("127.0.0.1", server.addr).await;
+    for request_first in [true, false, true, false] {
+        let mut socket = connect_from("127.0.0.1", server.addr).await;
+        if !request_first {
+            // The answer and the broker's FIN arrive before the request.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        socket
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        // Time for a reset, if the broker sent one, to arrive before the read.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (status, answer) = read_response(socket).await;
+        assert_eq!(status, 429, "request first: {request_first}; {answer}");
+        assert_eq!(answer["error"], "too_many_connections");
+    }
+}

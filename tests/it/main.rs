@@ -24,6 +24,7 @@ mod hardening_store;
 mod limits;
 mod login;
 mod metrics;
+mod ordering;
 mod origin;
 mod proto_examples;
 mod raw_frames;
