@@ -49,13 +49,15 @@ fn frame(first: u8, declared: u64, payload: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Reads server frames until a close; returns its code.
-async fn close_code(tcp: &mut TcpStream) -> u16 {
+/// Reads server frames until a close; returns the data frames before it (opcode, payload) and
+/// the close code. A connection that ends without a close frame fails the test.
+async fn frames_until_close(tcp: &mut TcpStream) -> (Vec<(u8, Vec<u8>)>, u16) {
     let mut buf = Vec::new();
+    let mut at = 0;
+    let mut before = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
         // Parse what we have: unmasked server frames.
-        let mut at = 0;
         while buf.len() >= at + 2 {
             let opcode = buf[at] & 0x0f;
             let (len, header) = match buf[at + 1] & 0x7f {
@@ -69,11 +71,13 @@ async fn close_code(tcp: &mut TcpStream) -> u16 {
             if buf.len() < at + header + len {
                 break;
             }
-            if opcode == 0x8 {
-                let payload = &buf[at + header..at + header + len];
-                return u16::from_be_bytes([payload[0], payload[1]]);
-            }
+            let payload = buf[at + header..at + header + len].to_vec();
             at += header + len;
+            if opcode == 0x8 {
+                assert!(payload.len() >= 2, "a close frame without a code");
+                return (before, u16::from_be_bytes([payload[0], payload[1]]));
+            }
+            before.push((opcode, payload));
         }
         let mut chunk = [0u8; 4096];
         let read = tokio::time::timeout_at(deadline, tcp.read(&mut chunk))
@@ -83,6 +87,11 @@ async fn close_code(tcp: &mut TcpStream) -> u16 {
         assert!(read > 0, "the connection ended without a close frame");
         buf.extend_from_slice(&chunk[..read]);
     }
+}
+
+/// Reads server frames until a close; returns its code.
+async fn close_code(tcp: &mut TcpStream) -> u16 {
+    frames_until_close(tcp).await.1
 }
 
 #[tokio::test]
@@ -100,7 +109,17 @@ async fn text_that_is_not_utf8_is_1007() {
     tcp.write_all(&frame(0x81, 4, &[0xff, 0xfe, 0xfd, 0xfc]))
         .await
         .unwrap();
-    assert_eq!(close_code(&mut tcp).await, 1007);
+    let (before, code) = frames_until_close(&mut tcp).await;
+    // The client learns why before the close: exactly one `error` frame with `bad_utf8`.
+    let texts: Vec<serde_json::Value> = before
+        .iter()
+        .filter(|(opcode, _)| *opcode == 0x1)
+        .map(|(_, payload)| serde_json::from_slice(payload).expect("a JSON text frame"))
+        .collect();
+    assert_eq!(texts.len(), 1, "frames before the close: {texts:?}");
+    assert_eq!(texts[0]["op"], "error", "{}", texts[0]);
+    assert_eq!(texts[0]["code"], "bad_utf8", "{}", texts[0]);
+    assert_eq!(code, 1007);
 }
 
 #[tokio::test]
