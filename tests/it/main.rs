@@ -27,6 +27,7 @@ mod metrics;
 mod origin;
 mod proto_examples;
 mod raw_frames;
+mod readyz;
 mod records;
 mod slowloris;
 mod storm;
