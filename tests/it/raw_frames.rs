@@ -145,3 +145,76 @@ async fn a_fragmented_message_over_the_limit_is_1009() {
         .await;
     assert_eq!(close_code(&mut tcp).await, 1009);
 }
+
+/// What the broker answered to `text`: each frame's op (`error:<code>` for errors), then
+/// `close:<code>`; `-` when nothing came within 300 ms.
+async fn answers(dev: &mut crate::harness::Device, text: &str) -> String {
+    dev.send_text(text).await;
+    let mut seen = Vec::new();
+    while let Ok(frame) = tokio::time::timeout(Duration::from_millis(300), dev.next()).await {
+        match frame["op"].as_str().unwrap_or("?") {
+            "closed" => {
+                seen.push(format!("close:{}", frame["code"]));
+                break;
+            }
+            "error" => seen.push(format!("error:{}", frame["code"].as_str().unwrap_or("?"))),
+            op => seen.push(op.to_string()),
+        }
+    }
+    if seen.is_empty() {
+        "-".into()
+    } else {
+        seen.join(" ")
+    }
+}
+
+/// Every file of `fuzz/corpus/` has its answers written down in `fuzz/expected.txt`, both as
+/// the first frame of a connection and from a logged-in device, and the broker gives exactly
+/// those (the unit tests only check that decoding does not panic).
+#[tokio::test]
+async fn the_fuzz_corpus_gets_the_expected_answers() {
+    let expected_text = std::fs::read_to_string("fuzz/expected.txt").expect("fuzz/expected.txt");
+    let mut expected = std::collections::BTreeMap::new();
+    for line in expected_text.lines() {
+        if line.trim().is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let parts: Vec<&str> = line.split('|').map(str::trim).collect();
+        assert_eq!(parts.len(), 3, "fuzz/expected.txt: {line:?}");
+        expected.insert(parts[0].to_string(), (parts[1].to_string(), parts[2].to_string()));
+    }
+    let mut files: Vec<String> = std::fs::read_dir("fuzz/corpus")
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    let listed: Vec<&String> = expected.keys().collect();
+    assert_eq!(files.iter().collect::<Vec<_>>(), listed, "fuzz/expected.txt lists other files");
+
+    let server = TestServer::start().await;
+    // Each file on its own connections, all at once: most of the time is the 300 ms silence.
+    let replays = files.iter().enumerate().map(|(n, file)| {
+        let server = &server;
+        async move {
+            let bytes = std::fs::read(format!("fuzz/corpus/{file}")).unwrap();
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            let mut first = server.connect().await;
+            let as_first = answers(&mut first, &text).await;
+            let mut device = server.device(&format!("fuzz{n}@example.com"), "d").await;
+            let logged_in = answers(&mut device, &text).await;
+            (file.clone(), (as_first, logged_in))
+        }
+    });
+    let got: std::collections::BTreeMap<String, (String, String)> =
+        futures::future::join_all(replays).await.into_iter().collect();
+    let wrong: Vec<String> = got
+        .iter()
+        .filter(|(file, answers)| expected.get(*file) != Some(answers))
+        .map(|(file, (first, logged_in))| format!("{file} | {first} | {logged_in}"))
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "answers differ from fuzz/expected.txt:\n{}",
+        wrong.join("\n")
+    );
+}
