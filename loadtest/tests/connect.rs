@@ -42,7 +42,11 @@ async fn connect_opens_and_logs_in_every_device() {
     let wall = started.elapsed();
 
     assert_eq!(report.connections, 20);
-    assert_eq!(logins_ok(&broker.target).await - logins_before, 20, "{report:?}");
+    assert_eq!(
+        logins_ok(&broker.target).await - logins_before,
+        20,
+        "{report:?}"
+    );
     // The rate is over the connect phase: not slower than over the whole run, and not faster
     // than the slowest login allows (histogram values carry 3 significant digits).
     let rate = report.logins_per_sec;
@@ -50,9 +54,15 @@ async fn connect_opens_and_logs_in_every_device() {
     let p99 = report.login_p99_us as f64 / 1e6;
     assert!(rate * p99 <= 20.0 * 1.01, "{report:?}");
     assert!(report.login_p50_us > 0 && report.login_p50_us <= report.login_p99_us);
-    assert!(report.login_p99_us as u128 <= wall.as_micros(), "{report:?}");
+    assert!(
+        report.login_p99_us as u128 <= wall.as_micros(),
+        "{report:?}"
+    );
     // Memory: this process, with 20 connections and their broker sessions in it.
-    let (before, after) = (report.rss_before_bytes.unwrap(), report.rss_after_bytes.unwrap());
+    let (before, after) = (
+        report.rss_before_bytes.unwrap(),
+        report.rss_after_bytes.unwrap(),
+    );
     assert!(before > 1 << 20, "{report:?}");
     assert_eq!(
         report.rss_per_connection_bytes.unwrap(),

@@ -92,7 +92,10 @@ async fn a_call_answered_on_one_device() {
         assert_eq!(record["peer"], peer);
         assert_eq!(record.get("out").is_some(), out, "{record}");
         let duration = record["duration_ms"].as_i64().unwrap();
-        assert!(connected.contains(&duration), "{duration} ms, not in {connected:?}");
+        assert!(
+            connected.contains(&duration),
+            "{duration} ms, not in {connected:?}"
+        );
         assert_eq!(record["seq"], 1);
     }
     b2.expect_silence().await;

@@ -626,7 +626,11 @@ async fn signed_urls_work_without_a_token_until_they_expire() {
         tokio::time::sleep(Duration::from_millis(ms))
     };
     wait_until(asked + 1500).await;
-    assert_eq!(get(&server, &url, None).await.status(), 200, "expired early");
+    assert_eq!(
+        get(&server, &url, None).await.status(),
+        200,
+        "expired early"
+    );
     wait_until(expires + 1).await;
     assert_eq!(get(&server, &url, None).await.status(), 404);
     assert_eq!(get(&server, &thumb_url, None).await.status(), 404);

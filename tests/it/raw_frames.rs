@@ -181,7 +181,10 @@ async fn the_fuzz_corpus_gets_the_expected_answers() {
         }
         let parts: Vec<&str> = line.split('|').map(str::trim).collect();
         assert_eq!(parts.len(), 3, "fuzz/expected.txt: {line:?}");
-        expected.insert(parts[0].to_string(), (parts[1].to_string(), parts[2].to_string()));
+        expected.insert(
+            parts[0].to_string(),
+            (parts[1].to_string(), parts[2].to_string()),
+        );
     }
     let mut files: Vec<String> = std::fs::read_dir("fuzz/corpus")
         .unwrap()
@@ -189,7 +192,11 @@ async fn the_fuzz_corpus_gets_the_expected_answers() {
         .collect();
     files.sort();
     let listed: Vec<&String> = expected.keys().collect();
-    assert_eq!(files.iter().collect::<Vec<_>>(), listed, "fuzz/expected.txt lists other files");
+    assert_eq!(
+        files.iter().collect::<Vec<_>>(),
+        listed,
+        "fuzz/expected.txt lists other files"
+    );
 
     let server = TestServer::start().await;
     // Each file on its own connections, all at once: most of the time is the 300 ms silence.
@@ -206,7 +213,10 @@ async fn the_fuzz_corpus_gets_the_expected_answers() {
         }
     });
     let got: std::collections::BTreeMap<String, (String, String)> =
-        futures::future::join_all(replays).await.into_iter().collect();
+        futures::future::join_all(replays)
+            .await
+            .into_iter()
+            .collect();
     let wrong: Vec<String> = got
         .iter()
         .filter(|(file, answers)| expected.get(*file) != Some(answers))
