@@ -27,198 +27,122 @@ pub type Millis = i64;
 // Error codes and close codes
 // ---------------------------------------------------------------------------------------------
 
-/// The complete list of error codes a client can see, on HTTP (`error`) and WebSocket (`code`).
-/// `proto/errors.md` documents each one; never rename a variant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorCode {
-    /// The body or frame is not valid JSON.
-    BadJson,
-    /// The body or frame is JSON but not an object.
-    BadRequest,
-    /// `op` names no operation this endpoint knows.
-    UnknownOp,
-    /// A required field is absent.
-    MissingField,
-    /// A field has the wrong JSON type.
-    WrongType,
-    /// A field has the right type but a value out of range (empty, too long, bad characters).
-    BadValue,
-    /// The app token is missing or wrong.
-    BadAppToken,
-    /// The admin token is missing or wrong.
-    BadAdminToken,
-    /// The named user does not exist.
-    NoSuchUser,
-    /// The person already has eight devices.
-    DeviceLimit,
-    /// The requested link is not allowed (a primary with linked users of its own, another person's user).
-    BadLink,
-    /// `expiry` is outside 1..=5256000 minutes.
-    BadExpiry,
-    /// The login token is unknown, expired, revoked, or for another appid.
-    AuthFailed,
-    /// The first frame was not `login`, or `login` came twice.
-    LoginRequired,
-    /// The recipient address names no user.
-    UnknownRecipient,
-    /// A `send` reused a client id with a different body, other files or another recipient.
-    DuplicateId,
-    /// The frame exceeds the size limit.
-    FrameTooLarge,
-    /// Binary frames are not part of the protocol.
-    BinaryFrame,
-    /// A text frame was not valid UTF-8.
-    BadUtf8,
-    /// No `login` arrived within the login deadline.
-    LoginTimeout,
-    /// The call id names no live call of this connection's person.
-    NoSuchCall,
-    /// A call with this id is already live.
-    CallExists,
-    /// The action does not fit the call's state or this device's part in it.
-    CallState,
-    /// The connection is already a party to the most live calls one connection may have.
-    TooManyCalls,
-    /// HTTP: the method is not POST.
-    MethodNotAllowed,
-    /// HTTP: the body is larger than the limit.
-    BodyTooLarge,
-    /// HTTP: the Content-Type is not JSON.
-    UnsupportedMediaType,
-    /// HTTP: no such path.
-    NotFound,
-    /// JSON nested deeper than the limit.
-    TooDeep,
-    /// The connection sends faster than its rate limit; the frame was dropped.
-    RateLimited,
-    /// Too many failed logins from this address: a failed login is answered late with this.
-    TooManyLogins,
-    /// The page's origin is not in the broker's allow-list.
-    OriginNotAllowed,
-    /// The broker is at its connection limit.
-    ServerFull,
-    /// This client address holds as many connections (HTTP, or WebSockets not yet logged in)
-    /// as one address may.
-    TooManyConnections,
-    /// A request body did not arrive within `body_timeout`; the connection is closed.
-    RequestTimeout,
-    /// `/metrics` needs the metrics token as `Authorization: Bearer`, or a loopback client.
-    BadMetricsToken,
-    /// A file id names no file this person may use (never uploaded, not shared with this
-    /// person, or removed by retention).
-    NoSuchFile,
-    /// HTTP: an upload is larger than the file size limit.
-    FileTooLarge,
-    /// HTTP: an upload looks like an image (by its bytes) but cannot be decoded.
-    BadImage,
-    /// HTTP: an image's dimensions are over the limit (a decompression bomb, or simply huge).
-    ImageTooLarge,
-    /// HTTP: the `Range` asks for bytes the file does not have.
-    RangeNotSatisfiable,
-    /// HTTP: an upload would take the person over its upload quota (bytes in the last 24 h).
-    QuotaExceeded,
-    /// The server failed; the request may be retried.
-    Internal,
+/// Declares [`ErrorCode`], its wire names and [`ErrorCode::ALL`] from one list, so a new code
+/// cannot be left out of `ALL` (and with it out of the `proto/` completeness tests).
+macro_rules! every_error_code {
+    ($($(#[$doc:meta])* $variant:ident => $name:literal,)+) => {
+        /// The complete list of error codes a client can see, on HTTP (`error`) and WebSocket
+        /// (`code`). `proto/errors.md` documents each one; never rename a variant.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum ErrorCode {
+            $($(#[$doc])* $variant,)+
+        }
+
+        impl ErrorCode {
+            /// Every code, in the order `proto/errors.md` lists them.
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$variant),+];
+
+            /// The stable wire name, e.g. `device_limit`.
+            pub fn as_str(self) -> &'static str {
+                // Mirrors serde's snake_case names; a unit test keeps the two equal.
+                match self {
+                    $(ErrorCode::$variant => $name,)+
+                }
+            }
+        }
+    };
 }
 
-impl ErrorCode {
-    /// Every code, in the order `proto/errors.md` lists them.
-    pub const ALL: &'static [ErrorCode] = &[
-        ErrorCode::BadJson,
-        ErrorCode::BadRequest,
-        ErrorCode::UnknownOp,
-        ErrorCode::MissingField,
-        ErrorCode::WrongType,
-        ErrorCode::BadValue,
-        ErrorCode::BadAppToken,
-        ErrorCode::BadAdminToken,
-        ErrorCode::NoSuchUser,
-        ErrorCode::DeviceLimit,
-        ErrorCode::BadLink,
-        ErrorCode::BadExpiry,
-        ErrorCode::AuthFailed,
-        ErrorCode::LoginRequired,
-        ErrorCode::UnknownRecipient,
-        ErrorCode::DuplicateId,
-        ErrorCode::FrameTooLarge,
-        ErrorCode::BinaryFrame,
-        ErrorCode::BadUtf8,
-        ErrorCode::LoginTimeout,
-        ErrorCode::NoSuchCall,
-        ErrorCode::CallExists,
-        ErrorCode::CallState,
-        ErrorCode::TooManyCalls,
-        ErrorCode::MethodNotAllowed,
-        ErrorCode::BodyTooLarge,
-        ErrorCode::UnsupportedMediaType,
-        ErrorCode::NotFound,
-        ErrorCode::TooDeep,
-        ErrorCode::RateLimited,
-        ErrorCode::TooManyLogins,
-        ErrorCode::OriginNotAllowed,
-        ErrorCode::ServerFull,
-        ErrorCode::TooManyConnections,
-        ErrorCode::RequestTimeout,
-        ErrorCode::BadMetricsToken,
-        ErrorCode::NoSuchFile,
-        ErrorCode::FileTooLarge,
-        ErrorCode::BadImage,
-        ErrorCode::ImageTooLarge,
-        ErrorCode::RangeNotSatisfiable,
-        ErrorCode::QuotaExceeded,
-        ErrorCode::Internal,
-    ];
-
-    /// The stable wire name, e.g. `device_limit`.
-    pub fn as_str(self) -> &'static str {
-        // Mirrors serde's snake_case names; a unit test keeps the two equal.
-        match self {
-            ErrorCode::BadJson => "bad_json",
-            ErrorCode::BadRequest => "bad_request",
-            ErrorCode::UnknownOp => "unknown_op",
-            ErrorCode::MissingField => "missing_field",
-            ErrorCode::WrongType => "wrong_type",
-            ErrorCode::BadValue => "bad_value",
-            ErrorCode::BadAppToken => "bad_app_token",
-            ErrorCode::BadAdminToken => "bad_admin_token",
-            ErrorCode::NoSuchUser => "no_such_user",
-            ErrorCode::DeviceLimit => "device_limit",
-            ErrorCode::BadLink => "bad_link",
-            ErrorCode::BadExpiry => "bad_expiry",
-            ErrorCode::AuthFailed => "auth_failed",
-            ErrorCode::LoginRequired => "login_required",
-            ErrorCode::UnknownRecipient => "unknown_recipient",
-            ErrorCode::DuplicateId => "duplicate_id",
-            ErrorCode::FrameTooLarge => "frame_too_large",
-            ErrorCode::BinaryFrame => "binary_frame",
-            ErrorCode::BadUtf8 => "bad_utf8",
-            ErrorCode::LoginTimeout => "login_timeout",
-            ErrorCode::NoSuchCall => "no_such_call",
-            ErrorCode::CallExists => "call_exists",
-            ErrorCode::CallState => "call_state",
-            ErrorCode::TooManyCalls => "too_many_calls",
-            ErrorCode::MethodNotAllowed => "method_not_allowed",
-            ErrorCode::BodyTooLarge => "body_too_large",
-            ErrorCode::UnsupportedMediaType => "unsupported_media_type",
-            ErrorCode::NotFound => "not_found",
-            ErrorCode::TooDeep => "too_deep",
-            ErrorCode::RateLimited => "rate_limited",
-            ErrorCode::TooManyLogins => "too_many_logins",
-            ErrorCode::OriginNotAllowed => "origin_not_allowed",
-            ErrorCode::ServerFull => "server_full",
-            ErrorCode::TooManyConnections => "too_many_connections",
-            ErrorCode::RequestTimeout => "request_timeout",
-            ErrorCode::BadMetricsToken => "bad_metrics_token",
-            ErrorCode::NoSuchFile => "no_such_file",
-            ErrorCode::FileTooLarge => "file_too_large",
-            ErrorCode::BadImage => "bad_image",
-            ErrorCode::ImageTooLarge => "image_too_large",
-            ErrorCode::RangeNotSatisfiable => "range_not_satisfiable",
-            ErrorCode::QuotaExceeded => "quota_exceeded",
-            ErrorCode::Internal => "internal",
-        }
-    }
+every_error_code! {
+    /// The body or frame is not valid JSON.
+    BadJson => "bad_json",
+    /// The body or frame is JSON but not an object.
+    BadRequest => "bad_request",
+    /// `op` names no operation this endpoint knows.
+    UnknownOp => "unknown_op",
+    /// A required field is absent.
+    MissingField => "missing_field",
+    /// A field has the wrong JSON type.
+    WrongType => "wrong_type",
+    /// A field has the right type but a value out of range (empty, too long, bad characters).
+    BadValue => "bad_value",
+    /// The app token is missing or wrong.
+    BadAppToken => "bad_app_token",
+    /// The admin token is missing or wrong.
+    BadAdminToken => "bad_admin_token",
+    /// The named user does not exist.
+    NoSuchUser => "no_such_user",
+    /// The person already has eight devices.
+    DeviceLimit => "device_limit",
+    /// The requested link is not allowed (a primary with linked users of its own, another person's user).
+    BadLink => "bad_link",
+    /// `expiry` is outside 1..=5256000 minutes.
+    BadExpiry => "bad_expiry",
+    /// The login token is unknown, expired, revoked, or for another appid.
+    AuthFailed => "auth_failed",
+    /// The first frame was not `login`, or `login` came twice.
+    LoginRequired => "login_required",
+    /// The recipient address names no user.
+    UnknownRecipient => "unknown_recipient",
+    /// A `send` reused a client id with a different body, other files or another recipient.
+    DuplicateId => "duplicate_id",
+    /// The frame exceeds the size limit.
+    FrameTooLarge => "frame_too_large",
+    /// Binary frames are not part of the protocol.
+    BinaryFrame => "binary_frame",
+    /// A text frame was not valid UTF-8.
+    BadUtf8 => "bad_utf8",
+    /// No `login` arrived within the login deadline.
+    LoginTimeout => "login_timeout",
+    /// The call id names no live call of this connection's person.
+    NoSuchCall => "no_such_call",
+    /// A call with this id is already live.
+    CallExists => "call_exists",
+    /// The action does not fit the call's state or this device's part in it.
+    CallState => "call_state",
+    /// The connection is already a party to the most live calls one connection may have.
+    TooManyCalls => "too_many_calls",
+    /// HTTP: the method is not POST.
+    MethodNotAllowed => "method_not_allowed",
+    /// HTTP: the body is larger than the limit.
+    BodyTooLarge => "body_too_large",
+    /// HTTP: the Content-Type is not JSON.
+    UnsupportedMediaType => "unsupported_media_type",
+    /// HTTP: no such path.
+    NotFound => "not_found",
+    /// JSON nested deeper than the limit.
+    TooDeep => "too_deep",
+    /// The connection sends faster than its rate limit; the frame was dropped.
+    RateLimited => "rate_limited",
+    /// Too many failed logins from this address: a failed login is answered late with this.
+    TooManyLogins => "too_many_logins",
+    /// The page's origin is not in the broker's allow-list.
+    OriginNotAllowed => "origin_not_allowed",
+    /// The broker is at its connection limit.
+    ServerFull => "server_full",
+    /// This client address holds as many connections (HTTP, or WebSockets not yet logged in)
+    /// as one address may.
+    TooManyConnections => "too_many_connections",
+    /// A request body did not arrive within `body_timeout`; the connection is closed.
+    RequestTimeout => "request_timeout",
+    /// `/metrics` needs the metrics token as `Authorization: Bearer`, or a loopback client.
+    BadMetricsToken => "bad_metrics_token",
+    /// A file id names no file this person may use (never uploaded, not shared with this
+    /// person, or removed by retention).
+    NoSuchFile => "no_such_file",
+    /// HTTP: an upload is larger than the file size limit.
+    FileTooLarge => "file_too_large",
+    /// HTTP: an upload looks like an image (by its bytes) but cannot be decoded.
+    BadImage => "bad_image",
+    /// HTTP: an image's dimensions are over the limit (a decompression bomb, or simply huge).
+    ImageTooLarge => "image_too_large",
+    /// HTTP: the `Range` asks for bytes the file does not have.
+    RangeNotSatisfiable => "range_not_satisfiable",
+    /// HTTP: an upload would take the person over its upload quota (bytes in the last 24 h).
+    QuotaExceeded => "quota_exceeded",
+    /// The server failed; the request may be retried.
+    Internal => "internal",
 }
 
 impl fmt::Display for ErrorCode {
@@ -1435,7 +1359,12 @@ mod tests {
     fn every_error_code_names_itself_as_serde_does() {
         for &code in ErrorCode::ALL {
             assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
+            let back: ErrorCode = serde_json::from_value(code.as_str().into()).unwrap();
+            assert_eq!(back, code);
         }
+        let names: std::collections::BTreeSet<&str> =
+            ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(names.len(), ErrorCode::ALL.len(), "a wire name used twice");
     }
 
     #[test]
@@ -1482,94 +1411,5 @@ mod tests {
     }
 }
 
-/// Property tests of everything a client controls in a frame: random and mutated input never
-/// panics, and every refusal has a code and a message. More cases (a fuzzing run on the stable
-/// toolchain): `PROPTEST_CASES=200000 cargo test -p octet --lib fuzz_`.
 #[cfg(test)]
-mod fuzz_tests {
-    use proptest::prelude::*;
-
-    use super::*;
-
-    const VALID: &[&str] = &[
-        r#"{"op":"login","token":"octu_x","appid":"a","since":3,"epoch":"e"}"#,
-        r#"{"op":"send","id":"c1","to":"bob@example.com","body":{"text":"hi","n":[1,2,{"x":null}]}}"#,
-        r#"{"op":"call","call":"c","action":"ring","to":"b","data":{"sdp":"v=0"}}"#,
-        r#"{"op":"history","before":10,"limit":50}"#,
-        r#"{"op":"ack","seq":7}"#,
-        r#"{"op":"read","peer":"a@example.com","upto":3}"#,
-        r#"{"op":"profile","set":{"name":"A","fields":{"k":1}}}"#,
-    ];
-
-    fn check(text: &str) {
-        if let Err(err) = ClientFrame::decode(text) {
-            assert!(!err.message.is_empty(), "{text:?} → empty message");
-        }
-        let _ = ClientFrame::ids_of(text);
-        let _ = check_depth(text.as_bytes(), 32);
-        if let Ok(value) = serde_json::from_str::<Value>(text)
-            && let Some(patch) = value.get("set").and_then(Value::as_object)
-        {
-            let _ = check_profile_patch(".set", patch);
-        }
-    }
-
-    proptest! {
-        #[test]
-        fn fuzz_random_text_never_panics(text in ".{0,512}") {
-            check(&text);
-        }
-
-        #[test]
-        fn fuzz_random_bytes_as_frames_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
-            check(&String::from_utf8_lossy(&bytes));
-            let _ = check_depth(&bytes, 32);
-        }
-
-        #[test]
-        fn fuzz_mutated_valid_frames_never_panic(
-            pick in 0..VALID.len(),
-            edits in proptest::collection::vec((any::<usize>(), any::<u8>(), 0u8..3), 1..8),
-        ) {
-            let mut bytes = VALID[pick].as_bytes().to_vec();
-            for (at, byte, kind) in edits {
-                let at = at % (bytes.len() + 1);
-                match kind {
-                    0 => bytes.insert(at, byte),
-                    1 if at < bytes.len() => { bytes.remove(at); }
-                    _ if at < bytes.len() => bytes[at] = byte,
-                    _ => {}
-                }
-            }
-            check(&String::from_utf8_lossy(&bytes));
-        }
-
-        #[test]
-        fn fuzz_depth_check_agrees_with_nesting(depth in 0usize..80) {
-            let text = format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
-            prop_assert_eq!(check_depth(text.as_bytes(), 32).is_ok(), depth <= 32);
-        }
-    }
-
-    /// Inputs that once were, or could be, trouble: replayed on every test run
-    /// (`fuzz/corpus/`; add a file for every crash a longer run finds).
-    #[test]
-    fn fuzz_corpus_replays_cleanly() {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus");
-        let mut replayed = 0;
-        for entry in std::fs::read_dir(dir).expect("fuzz/corpus exists") {
-            let bytes = std::fs::read(entry.unwrap().path()).unwrap();
-            check(&String::from_utf8_lossy(&bytes));
-            let _ = check_depth(&bytes, 32);
-            replayed += 1;
-        }
-        assert!(replayed >= 10, "only {replayed} corpus files");
-    }
-
-    #[test]
-    fn every_valid_frame_decodes() {
-        for text in VALID {
-            ClientFrame::decode(text).unwrap_or_else(|e| panic!("{text}: {e}"));
-        }
-    }
-}
+mod fuzz_tests;

@@ -435,14 +435,38 @@ async fn metrics(
         .into_response()
 }
 
+/// Ready means the store answers both ways within [`READY_WAIT`]: a real read through a reader
+/// connection, and an empty transaction through the writer's queue. A database that another
+/// process locks still reads (WAL) but can take no message, and a store that does not answer
+/// must not hang a load balancer's probe. The body names what failed.
 async fn readyz(
     axum::extract::State(state): axum::extract::State<Arc<ServerState>>,
 ) -> (StatusCode, &'static str) {
-    match state.store.app_credentials().await {
-        Ok(_) => (StatusCode::OK, "ready"),
-        Err(err) => {
-            tracing::error!(error = %err, "readiness check: store unreachable");
-            (StatusCode::SERVICE_UNAVAILABLE, "store unreachable")
+    /// Longer than any healthy batch, shorter than SQLite's 5 s busy timeout and than a
+    /// typical probe timeout.
+    const READY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+    async fn bounded<T>(
+        check: impl Future<Output = Result<T, StoreError>>,
+        what: &'static str,
+    ) -> Result<(), &'static str> {
+        match tokio::time::timeout(READY_WAIT, check).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(err)) => {
+                tracing::error!(error = %err, "readiness check: {what}");
+                Err(what)
+            }
+            Err(_) => {
+                tracing::error!("readiness check: {what} (no answer within {READY_WAIT:?})");
+                Err(what)
+            }
         }
+    }
+    let (read, write) = tokio::join!(
+        bounded(state.store.app_credentials(), "store unreadable"),
+        bounded(state.store.flush(), "store not writable"),
+    );
+    match read.and(write) {
+        Ok(()) => (StatusCode::OK, "ready"),
+        Err(what) => (StatusCode::SERVICE_UNAVAILABLE, what),
     }
 }

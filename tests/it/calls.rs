@@ -1,6 +1,8 @@
 //! Calls: ring every device, first answer wins, signals between the two devices only.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use octet::state::now_millis;
 
 use serde_json::json;
 
@@ -27,9 +29,11 @@ async fn a_call_answered_on_one_device() {
     assert_eq!(shown["action"], "ring");
     assert_eq!(shown["out"], true);
 
+    let answer_sent = now_millis();
     b2.send_json(json!({"op":"call","call":"c1","action":"answer","data":{"sdp":"answer"}}))
         .await;
     let answer = a1.expect("call").await;
+    let answer_seen = now_millis();
     assert_eq!(answer["action"], "answer");
     assert_eq!(answer["data"], json!({"sdp":"answer"}));
     for other in [&mut b1, &mut b3, &mut a2] {
@@ -63,11 +67,17 @@ async fn a_call_answered_on_one_device() {
     }
 
     // Hangup ends it everywhere.
+    let hangup_sent = now_millis();
     b2.send_json(json!({"op":"call","call":"c1","action":"hangup"}))
         .await;
     for other in [&mut a1, &mut a2, &mut b1, &mut b3] {
         assert_eq!(other.expect("call").await["action"], "hangup");
     }
+    let hangup_seen = now_millis();
+    // The broker's answer and hangup happened inside these brackets (it reads the same clock),
+    // so the connected time is bounded on both sides; the silences above make it far above 0.
+    let connected = (hangup_sent - answer_seen)..=(hangup_seen - answer_sent);
+    assert!(*connected.start() > 100, "{connected:?}");
     // The call's record is logged for both persons and reaches every device.
     for (dev, out, peer) in [
         (&mut a1, true, "bob@example.com"),
@@ -81,7 +91,11 @@ async fn a_call_answered_on_one_device() {
         assert_eq!(record["status"], "answered");
         assert_eq!(record["peer"], peer);
         assert_eq!(record.get("out").is_some(), out, "{record}");
-        assert!(record["duration_ms"].as_i64().unwrap() >= 0);
+        let duration = record["duration_ms"].as_i64().unwrap();
+        assert!(
+            connected.contains(&duration),
+            "{duration} ms, not in {connected:?}"
+        );
         assert_eq!(record["seq"], 1);
     }
     b2.expect_silence().await;
@@ -112,6 +126,7 @@ async fn an_unanswered_call_ends_as_missed_on_every_device() {
     let mut a1 = server.device("alice@example.com", "a1").await;
     let mut b1 = server.device("bob@example.com", "b1").await;
     let mut b2 = server.device("bob@example.com", "b2").await;
+    let rang = Instant::now();
     a1.send_json(json!({"op":"call","to":"bob@example.com","call":"c3","action":"ring"}))
         .await;
     b1.expect("call").await;
@@ -119,6 +134,12 @@ async fn an_unanswered_call_ends_as_missed_on_every_device() {
     for dev in [&mut a1, &mut b1, &mut b2] {
         assert_eq!(dev.expect("call").await["action"], "missed");
     }
+    // The 300 ms ring timeout, not some other timer: never early, and late only by scheduling.
+    let waited = rang.elapsed();
+    assert!(
+        (Duration::from_millis(300)..Duration::from_secs(2)).contains(&waited),
+        "missed after {waited:?}"
+    );
 }
 
 #[tokio::test]

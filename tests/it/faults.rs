@@ -55,11 +55,27 @@ async fn a_database_locked_by_another_process_delays_or_refuses_sends_never_fake
     alice
         .send_json(json!({"op":"send","id":"during-lock","to":"bob@example.com","body":1}))
         .await;
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Read while the lock is held: an answer now would be a `sent` for a message the store has
+    // not taken (or an early refusal), so the send must wait out the lock.
+    if let Ok(early) = tokio::time::timeout(Duration::from_millis(800), alice.conn.recv()).await {
+        panic!("answered while the database was locked: {early:?}");
+    }
     lock.execute_batch("COMMIT").unwrap();
     let sent = alice.expect("sent").await;
     assert_eq!(sent["id"], "during-lock");
-    assert_eq!(bob.expect("message").await["mid"], sent["mid"]);
+    let message = bob.expect("message").await;
+    assert_eq!(
+        (&message["mid"], &message["body"]),
+        (&sent["mid"], &json!(1))
+    );
+    let stored: (String, String) = lock
+        .query_row(
+            "SELECT client_id, body FROM messages WHERE mid = ?1",
+            [sent["mid"].as_i64().unwrap()],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(stored, ("during-lock".to_string(), "1".to_string()));
 
     // A lock longer than the busy timeout: the send is refused cleanly (no `sent`, nothing
     // delivered), the connection stays usable, and the retry with the same id succeeds once.

@@ -575,12 +575,23 @@ async fn signed_urls_work_without_a_token_until_they_expire() {
     let file = upload_ok(&server, &alice.token, png(100, 100, true), "dot.png").await;
     assert_eq!(file["thumb"]["type"], "image/png", "transparency keeps PNG");
 
+    let asked = octet::state::now_millis();
     alice
         .send_json(json!({"op":"file_url","id":file["id"]}))
         .await;
     let signed = alice.expect("file_url").await;
+    let answered = octet::state::now_millis();
     assert_eq!(signed["id"], file["id"]);
+    // The 2 s setting, not the 10-minute default: `expires` is 2 s after the broker signed.
+    let expires = signed["expires"].as_i64().unwrap();
+    assert!(
+        (asked + 2000..=answered + 2000).contains(&expires),
+        "expires {} ms after the request (answered after {} ms)",
+        expires - asked,
+        answered - asked
+    );
     let url = signed["url"].as_str().unwrap().to_string();
+    assert!(url.contains(&format!("?exp={expires}&")), "{url}");
     let thumb_url = signed["thumb_url"].as_str().unwrap().to_string();
     assert!(
         url.starts_with(&format!("{}?exp=", file["url"].as_str().unwrap())),
@@ -607,10 +618,22 @@ async fn signed_urls_work_without_a_token_until_they_expire() {
     let refused = carol.expect("error").await;
     assert_eq!(refused["code"], "no_such_file");
 
-    let expires = signed["expires"].as_i64().unwrap();
-    let wait = expires - octet::state::now_millis() + 50;
-    tokio::time::sleep(Duration::from_millis(wait.max(0) as u64)).await;
+    // Still valid three quarters of the way (500 ms spare for a slow request), refused as soon
+    // as `expires` has passed (the broker and this test read the same clock). Both waits are
+    // capped: `expires` was checked above.
+    let wait_until = |at: i64| {
+        let ms = (at - octet::state::now_millis()).max(0) as u64;
+        tokio::time::sleep(Duration::from_millis(ms))
+    };
+    wait_until(asked + 1500).await;
+    assert_eq!(
+        get(&server, &url, None).await.status(),
+        200,
+        "expired early"
+    );
+    wait_until(expires + 1).await;
     assert_eq!(get(&server, &url, None).await.status(), 404);
+    assert_eq!(get(&server, &thumb_url, None).await.status(), 404);
 }
 
 /// A PNG whose header claims `w`×`h` and whose data is `zeros` bytes of deflated zeros.

@@ -97,12 +97,17 @@ async fn a_connection_over_its_send_rate_gets_errors_and_stays_open() {
     })
     .await;
     let mut a = server.device("a@example.com", "a").await;
-    for n in 0..10 {
+    // Tokens refill at 5/s while the frames go out, so the split is not fixed: at least the
+    // burst is served, at most the burst plus what refilled until the last answer (one more
+    // for rounding). 20 frames keep that bound under 20 unless they took nearly 3 s.
+    let frames = 20;
+    let started = std::time::Instant::now();
+    for n in 0..frames {
         a.send_json(json!({"op":"send","id":format!("m{n}"),"to":"a@example.com","body":n}))
             .await;
     }
     let (mut sent, mut limited) = (0, 0);
-    for _ in 0..10 {
+    for _ in 0..frames {
         let frame = a.next().await;
         match frame["op"].as_str() {
             Some("sent") => sent += 1,
@@ -120,7 +125,11 @@ async fn a_connection_over_its_send_rate_gets_errors_and_stays_open() {
             _ => panic!("unexpected {frame}"),
         }
     }
-    assert_eq!((sent, limited), (5, 5));
+    let budget = 5.0 + 5.0 * started.elapsed().as_secs_f64() + 1.0;
+    assert!(
+        sent >= 5 && sent as f64 <= budget,
+        "{sent} sent, {limited} refused; the burst is 5 and the budget was {budget:.1}"
+    );
     tokio::time::sleep(Duration::from_millis(400)).await;
     a.send_msg("later", "a@example.com", json!("ok")).await;
 }

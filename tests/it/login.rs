@@ -86,8 +86,15 @@ async fn first_frame_must_be_login() {
 #[tokio::test]
 async fn no_login_within_the_deadline_closes() {
     let server = TestServer::start_with(|c| c.login_timeout = Duration::from_millis(300)).await;
+    let connecting = std::time::Instant::now();
     let mut dev = server.connect().await;
     assert_eq!(dev.expect("error").await["code"], "login_timeout");
+    // The 300 ms deadline, not the harness's 5 s wait: never early, late only by scheduling.
+    let waited = connecting.elapsed();
+    assert!(
+        (Duration::from_millis(300)..Duration::from_secs(2)).contains(&waited),
+        "login_timeout after {waited:?}"
+    );
     assert_eq!(dev.expect_closed().await.0, 4002);
 }
 

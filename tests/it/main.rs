@@ -28,6 +28,7 @@ mod ordering;
 mod origin;
 mod proto_examples;
 mod raw_frames;
+mod readyz;
 mod records;
 mod slowloris;
 mod storm;

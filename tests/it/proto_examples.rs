@@ -957,7 +957,8 @@ fn examples_show_every_op_action_and_error() {
     // `internal` cannot be provoked from outside a healthy server.
     // `internal` cannot be provoked; the limit refusals need a broker configured for them and
     // are asserted, message and all, in tests/it/limits.rs and tests/it/hardening_net.rs;
-    // `bad_utf8` needs a raw frame no client library sends (tests/it/raw_frames.rs).
+    // `bad_utf8` needs a raw frame no client library sends: tests/it/raw_frames.rs asserts its
+    // `error` frame before the 1007 close.
     let not_in_examples = [
         ErrorCode::Internal,
         ErrorCode::RateLimited,

@@ -49,13 +49,15 @@ fn frame(first: u8, declared: u64, payload: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Reads server frames until a close; returns its code.
-async fn close_code(tcp: &mut TcpStream) -> u16 {
+/// Reads server frames until a close; returns the data frames before it (opcode, payload) and
+/// the close code. A connection that ends without a close frame fails the test.
+async fn frames_until_close(tcp: &mut TcpStream) -> (Vec<(u8, Vec<u8>)>, u16) {
     let mut buf = Vec::new();
+    let mut at = 0;
+    let mut before = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
         // Parse what we have: unmasked server frames.
-        let mut at = 0;
         while buf.len() >= at + 2 {
             let opcode = buf[at] & 0x0f;
             let (len, header) = match buf[at + 1] & 0x7f {
@@ -69,11 +71,13 @@ async fn close_code(tcp: &mut TcpStream) -> u16 {
             if buf.len() < at + header + len {
                 break;
             }
-            if opcode == 0x8 {
-                let payload = &buf[at + header..at + header + len];
-                return u16::from_be_bytes([payload[0], payload[1]]);
-            }
+            let payload = buf[at + header..at + header + len].to_vec();
             at += header + len;
+            if opcode == 0x8 {
+                assert!(payload.len() >= 2, "a close frame without a code");
+                return (before, u16::from_be_bytes([payload[0], payload[1]]));
+            }
+            before.push((opcode, payload));
         }
         let mut chunk = [0u8; 4096];
         let read = tokio::time::timeout_at(deadline, tcp.read(&mut chunk))
@@ -83,6 +87,11 @@ async fn close_code(tcp: &mut TcpStream) -> u16 {
         assert!(read > 0, "the connection ended without a close frame");
         buf.extend_from_slice(&chunk[..read]);
     }
+}
+
+/// Reads server frames until a close; returns its code.
+async fn close_code(tcp: &mut TcpStream) -> u16 {
+    frames_until_close(tcp).await.1
 }
 
 #[tokio::test]
@@ -100,7 +109,17 @@ async fn text_that_is_not_utf8_is_1007() {
     tcp.write_all(&frame(0x81, 4, &[0xff, 0xfe, 0xfd, 0xfc]))
         .await
         .unwrap();
-    assert_eq!(close_code(&mut tcp).await, 1007);
+    let (before, code) = frames_until_close(&mut tcp).await;
+    // The client learns why before the close: exactly one `error` frame with `bad_utf8`.
+    let texts: Vec<serde_json::Value> = before
+        .iter()
+        .filter(|(opcode, _)| *opcode == 0x1)
+        .map(|(_, payload)| serde_json::from_slice(payload).expect("a JSON text frame"))
+        .collect();
+    assert_eq!(texts.len(), 1, "frames before the close: {texts:?}");
+    assert_eq!(texts[0]["op"], "error", "{}", texts[0]);
+    assert_eq!(texts[0]["code"], "bad_utf8", "{}", texts[0]);
+    assert_eq!(code, 1007);
 }
 
 #[tokio::test]
@@ -125,4 +144,87 @@ async fn a_fragmented_message_over_the_limit_is_1009() {
         .write_all(&frame(0x80, chunk.len() as u64, &chunk))
         .await;
     assert_eq!(close_code(&mut tcp).await, 1009);
+}
+
+/// What the broker answered to `text`: each frame's op (`error:<code>` for errors), then
+/// `close:<code>`; `-` when nothing came within 300 ms.
+async fn answers(dev: &mut crate::harness::Device, text: &str) -> String {
+    dev.send_text(text).await;
+    let mut seen = Vec::new();
+    while let Ok(frame) = tokio::time::timeout(Duration::from_millis(300), dev.next()).await {
+        match frame["op"].as_str().unwrap_or("?") {
+            "closed" => {
+                seen.push(format!("close:{}", frame["code"]));
+                break;
+            }
+            "error" => seen.push(format!("error:{}", frame["code"].as_str().unwrap_or("?"))),
+            op => seen.push(op.to_string()),
+        }
+    }
+    if seen.is_empty() {
+        "-".into()
+    } else {
+        seen.join(" ")
+    }
+}
+
+/// Every file of `fuzz/corpus/` has its answers written down in `fuzz/expected.txt`, both as
+/// the first frame of a connection and from a logged-in device, and the broker gives exactly
+/// those (the unit tests only check that decoding does not panic).
+#[tokio::test]
+async fn the_fuzz_corpus_gets_the_expected_answers() {
+    let expected_text = std::fs::read_to_string("fuzz/expected.txt").expect("fuzz/expected.txt");
+    let mut expected = std::collections::BTreeMap::new();
+    for line in expected_text.lines() {
+        if line.trim().is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let parts: Vec<&str> = line.split('|').map(str::trim).collect();
+        assert_eq!(parts.len(), 3, "fuzz/expected.txt: {line:?}");
+        expected.insert(
+            parts[0].to_string(),
+            (parts[1].to_string(), parts[2].to_string()),
+        );
+    }
+    let mut files: Vec<String> = std::fs::read_dir("fuzz/corpus")
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    let listed: Vec<&String> = expected.keys().collect();
+    assert_eq!(
+        files.iter().collect::<Vec<_>>(),
+        listed,
+        "fuzz/expected.txt lists other files"
+    );
+
+    let server = TestServer::start().await;
+    // Each file on its own connections, all at once: most of the time is the 300 ms silence.
+    let replays = files.iter().enumerate().map(|(n, file)| {
+        let server = &server;
+        async move {
+            let bytes = std::fs::read(format!("fuzz/corpus/{file}")).unwrap();
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            let mut first = server.connect().await;
+            let as_first = answers(&mut first, &text).await;
+            let mut device = server.device(&format!("fuzz{n}@example.com"), "d").await;
+            let logged_in = answers(&mut device, &text).await;
+            (file.clone(), (as_first, logged_in))
+        }
+    });
+    let got: std::collections::BTreeMap<String, (String, String)> =
+        futures::future::join_all(replays)
+            .await
+            .into_iter()
+            .collect();
+    let wrong: Vec<String> = got
+        .iter()
+        .filter(|(file, answers)| expected.get(*file) != Some(answers))
+        .map(|(file, (first, logged_in))| format!("{file} | {first} | {logged_in}"))
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "answers differ from fuzz/expected.txt:\n{}",
+        wrong.join("\n")
+    );
 }
