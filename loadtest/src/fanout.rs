@@ -2,6 +2,11 @@
 //! of rates. Every send owes one delivery to each device of the recipient and of the sender's
 //! other devices. Latency is measured from each message's *scheduled* time, so a stalled
 //! broker cannot hide behind a slowed-down sender (coordinated omission).
+//!
+//! A phase *kept up* when, by the end of its measured window, at least [`KEPT_UP_SHARE`] of the
+//! deliveries its measured sends owed had arrived, and nothing it owed was lost; the run's
+//! *ceiling* is the highest rate that kept up. Acknowledgements (octet's `sent`, JetStream's
+//! PubAcks) are counted too: every send must be acknowledged.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,9 +20,13 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::accounting::{Latency, Totals, Tracker};
+use crate::accounting::{Arrival, Latency, Totals, Tracker};
 use crate::procstat::{self, ProcSample};
-use crate::target::{Stamp, Target, Ws};
+use crate::target::{Ack, Stamp, Target, Ws};
+
+/// The share of a phase's owed deliveries that must arrive within the phase for it to count
+/// as kept up.
+pub const KEPT_UP_SHARE: f64 = 0.97;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -64,11 +73,39 @@ pub struct Phase {
     pub server_rss_bytes: Option<u64>,
     /// Deliveries owed for this phase's sends (warm-up included) that never arrived.
     pub lost: u64,
+    /// Deliveries of this phase's sends that arrived again (a duplicate).
+    pub duplicated: u64,
+    /// Deliveries of this phase's sends that arrived after a later one of the same sender.
+    pub out_of_order: u64,
+    /// Deliveries owed for the measured sends (the schedule: rate × measured s × deliveries per
+    /// send).
+    pub scheduled: u64,
+    /// Of those, how many arrived before the phase's measured window ended.
+    pub delivered_in_phase: u64,
+    /// `delivered_in_phase / scheduled`.
+    pub delivered_share: f64,
+    /// At least [`KEPT_UP_SHARE`] delivered within the phase and nothing lost.
+    pub kept_up: bool,
+}
+
+/// Acknowledgements of sends over the whole run.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Acks {
+    /// Owed: sends × acknowledgements per send.
+    pub owed: u64,
+    /// Stored (octet `sent`, JetStream PubAck).
+    pub stored: u64,
+    /// Refused (an `error` for a send, a JetStream error or no responders).
+    pub refused: u64,
+    /// Owed and never answered.
+    pub missing: u64,
 }
 
 /// The whole run.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    /// The broker: octet, nats or jetstream.
+    pub target: &'static str,
     /// Devices connected.
     pub connections: u64,
     /// Every phase.
@@ -79,6 +116,14 @@ pub struct Report {
     pub headline_rate: Option<u32>,
     /// Deliveries/s at the headline rate.
     pub headline_deliveries_per_sec: Option<f64>,
+    /// The highest rate whose phase kept up (see the module's doc).
+    pub ceiling_rate: Option<u32>,
+    /// p99 at the ceiling rate (µs).
+    pub ceiling_p99_us: Option<u64>,
+    /// Deliveries/s at the ceiling rate.
+    pub ceiling_deliveries_per_sec: Option<f64>,
+    /// Acknowledgements of sends; `None` for a broker that sends none (NATS core).
+    pub acks: Option<Acks>,
 }
 
 /// What each device's reader hands back.
@@ -89,6 +134,13 @@ struct DeviceResult {
     counts: Vec<u64>,
     /// New arrivals per phase, warm-up included.
     unique: Vec<u64>,
+    /// Duplicates and out-of-order arrivals per phase.
+    duplicated: Vec<u64>,
+    out_of_order: Vec<u64>,
+    /// Measured deliveries per phase that arrived before the phase's end.
+    in_phase: Vec<u64>,
+    /// Acknowledgements: stored, refused.
+    acks: (u64, u64),
 }
 
 /// Runs the plan against an octet broker.
@@ -110,6 +162,13 @@ pub async fn run(target: &Target, plan: &Plan) -> anyhow::Result<Report> {
         Arc::new((0..conns.len()).map(|_| AtomicU64::new(0)).collect());
     let expected_by_phase: Arc<Vec<AtomicU64>> =
         Arc::new((0..phases).map(|_| AtomicU64::new(0)).collect());
+    // Deliveries owed by each phase's measured sends.
+    let scheduled_by_phase: Arc<Vec<AtomicU64>> =
+        Arc::new((0..phases).map(|_| AtomicU64::new(0)).collect());
+    // When each phase's measured window ends, in ns since `epoch` (set as the phase starts).
+    let phase_ends: Arc<Vec<AtomicU64>> =
+        Arc::new((0..phases).map(|_| AtomicU64::new(u64::MAX)).collect());
+    let acks = Arc::new(AtomicU64::new(0));
     let mut readers = Vec::new();
     let mut sinks: Vec<(u32, SplitSink<Ws, Message>)> = Vec::new();
     for (c, ws, _) in conns {
@@ -127,10 +186,13 @@ pub async fn run(target: &Target, plan: &Plan) -> anyhow::Result<Report> {
             phases,
             stop_rx.clone(),
             deliveries.clone(),
+            phase_ends.clone(),
+            acks.clone(),
         )));
     }
 
     let mut phase_results = Vec::new();
+    let mut total_sends = 0u64;
     let mut counters = vec![0u32; sinks.len()];
     let mut sinks: Vec<_> = sinks.into_iter().map(Some).collect();
     for (p, &rate) in plan.rates.iter().enumerate() {
@@ -151,6 +213,10 @@ pub async fn run(target: &Target, plan: &Plan) -> anyhow::Result<Report> {
         let phase_start = Instant::now();
         let measure_from = phase_start + plan.warmup;
         let phase_end = measure_from + plan.measure;
+        phase_ends[p].store(
+            phase_end.duration_since(epoch).as_nanos() as u64,
+            Ordering::Release,
+        );
         let mut before: Option<ProcSample> = None;
         let sender_rate = rate as f64 / sinks.len().max(1) as f64;
         let interval = Duration::from_secs_f64(1.0 / sender_rate.max(0.001));
@@ -162,6 +228,7 @@ pub async fn run(target: &Target, plan: &Plan) -> anyhow::Result<Report> {
             let devices = plan.devices as usize;
             let expected = expected.clone();
             let expected_by_phase = expected_by_phase.clone();
+            let scheduled_by_phase = scheduled_by_phase.clone();
             let mut counter = counters[idx];
             // Stagger senders across one interval so sends do not come in bursts.
             let offset = interval.mul_f64(idx as f64 / sinks_len(plan));
@@ -192,6 +259,9 @@ pub async fn run(target: &Target, plan: &Plan) -> anyhow::Result<Report> {
                         }
                     }
                     expected_by_phase[p].fetch_add(2 * devices as u64 - 1, Ordering::Relaxed);
+                    if !warm {
+                        scheduled_by_phase[p].fetch_add(2 * devices as u64 - 1, Ordering::Relaxed);
+                    }
                     if sink
                         .send(target.send_frame(person, to, &stamp))
                         .await
@@ -215,6 +285,7 @@ pub async fn run(target: &Target, plan: &Plan) -> anyhow::Result<Report> {
         for (idx, task) in tasks.into_iter().enumerate() {
             let (person, sink, counter, n) = task.await?;
             sinks[idx] = Some((person, sink));
+            total_sends += u64::from(counter - counters[idx]);
             counters[idx] = counter;
             sends += n;
         }
@@ -226,11 +297,20 @@ pub async fn run(target: &Target, plan: &Plan) -> anyhow::Result<Report> {
 
     // Let the last deliveries arrive, then stop the readers.
     await_deliveries(&deliveries, &expected).await;
+    let acks_owed = total_sends * target.acks_per_send();
+    let until = Instant::now() + Duration::from_secs(3);
+    while acks.load(Ordering::Relaxed) < acks_owed && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let _ = stop_tx.send(true);
     let mut totals = Totals::default();
     let mut hists: Vec<Histogram<u64>> = (0..phases).map(|_| new_hist()).collect();
     let mut counts = vec![0u64; phases];
     let mut unique = vec![0u64; phases];
+    let mut duplicated = vec![0u64; phases];
+    let mut out_of_order = vec![0u64; phases];
+    let mut in_phase = vec![0u64; phases];
+    let (mut stored, mut refused) = (0u64, 0u64);
     for (idx, reader) in readers.into_iter().enumerate() {
         let result = reader.await?;
         totals.add(&result.tracker, expected[idx].load(Ordering::Relaxed));
@@ -238,7 +318,12 @@ pub async fn run(target: &Target, plan: &Plan) -> anyhow::Result<Report> {
             hists[p].add(&result.hists[p]).ok();
             counts[p] += result.counts[p];
             unique[p] += result.unique[p];
+            duplicated[p] += result.duplicated[p];
+            out_of_order[p] += result.out_of_order[p];
+            in_phase[p] += result.in_phase[p];
         }
+        stored += result.acks.0;
+        refused += result.acks.1;
     }
     let measure = plan.measure.as_secs_f64();
     let mut report_phases = Vec::new();
@@ -248,6 +333,15 @@ pub async fn run(target: &Target, plan: &Plan) -> anyhow::Result<Report> {
             (Some(b), Some(a)) => Some(a.cpu_seconds - b.cpu_seconds),
             _ => None,
         };
+        let lost = expected_by_phase[p]
+            .load(Ordering::Relaxed)
+            .saturating_sub(unique[p]);
+        let scheduled = scheduled_by_phase[p].load(Ordering::Relaxed);
+        let delivered_share = if scheduled == 0 {
+            0.0
+        } else {
+            in_phase[p] as f64 / scheduled as f64
+        };
         report_phases.push(Phase {
             rate,
             sends,
@@ -256,16 +350,35 @@ pub async fn run(target: &Target, plan: &Plan) -> anyhow::Result<Report> {
             server_cpu_seconds: cpu,
             deliveries_per_cpu_second: cpu.filter(|c| *c > 0.0).map(|c| counts[p] as f64 / c),
             server_rss_bytes: after.map(|a| a.rss_bytes),
-            lost: expected_by_phase[p]
-                .load(Ordering::Relaxed)
-                .saturating_sub(unique[p]),
+            lost,
+            duplicated: duplicated[p],
+            out_of_order: out_of_order[p],
+            scheduled,
+            delivered_in_phase: in_phase[p],
+            delivered_share,
+            kept_up: scheduled > 0 && lost == 0 && delivered_share >= KEPT_UP_SHARE,
         });
     }
     let headline = report_phases
         .iter()
         .filter(|p| p.latency.p99_us <= 10_000 && p.lost == 0)
         .max_by_key(|p| p.rate);
+    let ceiling = report_phases
+        .iter()
+        .filter(|p| p.kept_up)
+        .max_by_key(|p| p.rate);
+    let acks = (acks_owed > 0).then(|| Acks {
+        owed: acks_owed,
+        stored,
+        refused,
+        missing: acks_owed.saturating_sub(stored + refused),
+    });
     Ok(Report {
+        target: target.name(),
+        ceiling_rate: ceiling.map(|p| p.rate),
+        ceiling_p99_us: ceiling.map(|p| p.latency.p99_us),
+        ceiling_deliveries_per_sec: ceiling.map(|p| p.deliveries_per_sec),
+        acks,
         connections: total,
         headline_rate: headline.map(|p| p.rate),
         headline_deliveries_per_sec: headline.map(|p| p.deliveries_per_sec),
@@ -285,14 +398,21 @@ async fn read_device(
     phases: usize,
     mut stop: watch::Receiver<bool>,
     deliveries: Arc<AtomicU64>,
+    phase_ends: Arc<Vec<AtomicU64>>,
+    acks_seen: Arc<AtomicU64>,
 ) -> DeviceResult {
     let mut result = DeviceResult {
         tracker: Tracker::default(),
         hists: (0..phases).map(|_| new_hist()).collect(),
         counts: vec![0; phases],
         unique: vec![0; phases],
+        duplicated: vec![0; phases],
+        out_of_order: vec![0; phases],
+        in_phase: vec![0; phases],
+        acks: (0, 0),
     };
     let mut stamps = Vec::new();
+    let mut acks = Vec::new();
     loop {
         let next = tokio::select! {
             _ = stop.changed() => break,
@@ -303,19 +423,35 @@ async fn read_device(
             None | Some(Err(_)) => break,
         };
         stamps.clear();
-        target.deliveries(&message, &mut stamps);
+        acks.clear();
+        target.receive(&message, &mut stamps, &mut acks);
         let now = epoch.elapsed().as_nanos() as u64;
         for stamp in stamps.drain(..) {
-            let new = result.tracker.observe(stamp.s, stamp.n);
+            let arrival = result.tracker.arrive(stamp.s, stamp.n);
             deliveries.fetch_add(1, Ordering::Relaxed);
             let p = stamp.p as usize;
-            if new && p < phases {
-                result.unique[p] += 1;
+            if p >= phases {
+                continue;
             }
-            if stamp.w == 0 && p < phases {
+            match arrival {
+                Arrival::New => result.unique[p] += 1,
+                Arrival::Duplicate => result.duplicated[p] += 1,
+                Arrival::OutOfOrder => result.out_of_order[p] += 1,
+            }
+            if stamp.w == 0 {
                 let latency = now.saturating_sub(stamp.t).max(1);
                 result.hists[p].saturating_record(latency);
                 result.counts[p] += 1;
+                if arrival == Arrival::New && now <= phase_ends[p].load(Ordering::Acquire) {
+                    result.in_phase[p] += 1;
+                }
+            }
+        }
+        for ack in acks.drain(..) {
+            acks_seen.fetch_add(1, Ordering::Relaxed);
+            match ack {
+                Ack::Stored => result.acks.0 += 1,
+                Ack::Refused => result.acks.1 += 1,
             }
         }
     }
