@@ -158,6 +158,11 @@ start_server() {
     esac
     server_pid=$!
     wait_listening "$port" "$out/run$run-$broker.log"
+    if [ "$pin" = 1 ]; then
+        local cpus
+        cpus=$(awk '/^Cpus_allowed_list/ {print $2}' "/proc/$server_pid/status")
+        [ "$cpus" = 1 ] || { echo "$broker runs on CPUs $cpus, not 1" >&2; exit 1; }
+    fi
 }
 
 where="unpinned (broker and generator share every core)"
@@ -229,29 +234,35 @@ def worst(b, rate, key):
 
 peers = [b for b in brokers if b != "octet"] if "octet" in brokers else []
 cols = [names[b] for b in brokers] + [f"octet/{names[p]}" for p in peers]
+# label, key, format, whether octet/peer means anything
 metrics = [
-    ("deliveries/s", "deliveries_per_sec", "{:.0f}"),
-    ("p50 µs", "p50_us", "{:.0f}"),
-    ("p99 µs", "p99_us", "{:.0f}"),
-    ("p99.9 µs", "p999_us", "{:.0f}"),
-    ("server CPU s", "server_cpu_seconds", "{:.2f}"),
-    ("deliv / CPU-s", "deliveries_per_cpu_second", "{:.0f}"),
-    ("in phase", "delivered_share", "{:.1%}"),
+    ("deliveries/s", "deliveries_per_sec", "{:.0f}", True),
+    ("p50 µs", "p50_us", "{:.0f}", True),
+    ("p99 µs", "p99_us", "{:.0f}", True),
+    ("p99.9 µs", "p999_us", "{:.0f}", True),
+    ("server CPU s", "server_cpu_seconds", "{:.2f}", True),
+    ("deliv / CPU-s", "deliveries_per_cpu_second", "{:.0f}", True),
+    ("in phase", "delivered_share", "{:.1%}", False),
+    ("gen CPU s", "generator_cpu_seconds", "{:.2f}", False),
+    ("send lag µs", "send_lag_max_us", "{:.0f}", False),
 ]
 summary = {"setup": setup, "median": {}, "ceiling": {}, "accounting": {}}
 w = 12
 print()
-print(f"median of {setup['runs']} run(s) per broker; lost/dup/ooo: the worst run")
+print(f"median of {setup['runs']} run(s) per broker; lost/dup/ooo: the worst run; in phase: "
+      "the share of the scheduled deliveries that arrived within the phase;")
+print("gen CPU s / send lag: the generator's own CPU and its latest send against the schedule "
+      "(a saturated generator, not the broker, shows there)")
 print(f"{'rate':>6} | {'metric':<14} | " + " | ".join(f"{c:>{w}}" for c in cols))
 for rate in rates:
     at = summary["median"].setdefault(str(rate), {})
-    for label, key, fmt in metrics:
+    for label, key, fmt, ratio in metrics:
         row = {b: median(b, rate, key) for b in brokers}
         at[key] = row
         cells = [fmt.format(row[b]) if row[b] is not None else "-" for b in brokers]
         for p in peers:
             a, z = row["octet"], row[p]
-            ok = a and z and key != "delivered_share"
+            ok = ratio and a and z
             cells.append(f"{a / z:.2f}x" if ok else "-")
         print(f"{rate:>6} | {label:<14} | " + " | ".join(f"{c:>{w}}" for c in cells))
     cells = []

@@ -71,6 +71,12 @@ pub struct Phase {
     pub deliveries_per_cpu_second: Option<f64>,
     /// Broker RSS at the end of the phase.
     pub server_rss_bytes: Option<u64>,
+    /// The generator's own CPU seconds over the same window (near the measured seconds × its
+    /// cores, it is the bottleneck, not the broker).
+    pub generator_cpu_seconds: Option<f64>,
+    /// How late the generator made its latest measured send against the schedule (µs): a
+    /// saturated generator shows here first.
+    pub send_lag_max_us: u64,
     /// Deliveries owed for this phase's sends (warm-up included) that never arrived.
     pub lost: u64,
     /// Deliveries of this phase's sends that arrived again (a duplicate).
@@ -236,8 +242,12 @@ pub async fn run(target: &Target, plan: &Plan) -> anyhow::Result<Report> {
                 let mut rng = XorShift(0x9E37_79B9_7F4A_7C15 ^ ((idx as u64 + 1) << 17));
                 let mut sends = 0u64;
                 let mut next = phase_start + offset;
+                let mut lag = Duration::ZERO;
                 while next < phase_end {
                     tokio::time::sleep_until(next.into()).await;
+                    if next >= measure_from {
+                        lag = lag.max(Instant::now().saturating_duration_since(next));
+                    }
                     let warm = next < measure_from;
                     counter += 1;
                     let to = {
@@ -274,25 +284,32 @@ pub async fn run(target: &Target, plan: &Plan) -> anyhow::Result<Report> {
                     }
                     next += interval;
                 }
-                (person, sink, counter, sends)
+                (person, sink, counter, sends, lag)
             }));
         }
         tokio::time::sleep_until(measure_from.into()).await;
         if before.is_none() {
             before = procstat::maybe(plan.server_pid);
         }
+        let generator_before = procstat::maybe(Some(std::process::id()));
+        let mut lag = Duration::ZERO;
         let mut sends = 0;
         for (idx, task) in tasks.into_iter().enumerate() {
-            let (person, sink, counter, n) = task.await?;
+            let (person, sink, counter, n, late) = task.await?;
+            lag = lag.max(late);
             sinks[idx] = Some((person, sink));
             total_sends += u64::from(counter - counters[idx]);
             counters[idx] = counter;
             sends += n;
         }
         let after = procstat::maybe(plan.server_pid);
+        let generator = match (generator_before, procstat::maybe(Some(std::process::id()))) {
+            (Some(b), Some(a)) => Some(a.cpu_seconds - b.cpu_seconds),
+            _ => None,
+        };
         ticker.abort();
         bar.finish_and_clear();
-        phase_results.push((rate, sends, before, after));
+        phase_results.push((rate, sends, before, after, generator, lag));
     }
 
     // Let the last deliveries arrive, then stop the readers.
@@ -327,7 +344,7 @@ pub async fn run(target: &Target, plan: &Plan) -> anyhow::Result<Report> {
     }
     let measure = plan.measure.as_secs_f64();
     let mut report_phases = Vec::new();
-    for (p, (rate, sends, before, after)) in phase_results.into_iter().enumerate() {
+    for (p, (rate, sends, before, after, generator, lag)) in phase_results.into_iter().enumerate() {
         let h = &hists[p];
         let cpu = match (before, after) {
             (Some(b), Some(a)) => Some(a.cpu_seconds - b.cpu_seconds),
@@ -350,6 +367,8 @@ pub async fn run(target: &Target, plan: &Plan) -> anyhow::Result<Report> {
             server_cpu_seconds: cpu,
             deliveries_per_cpu_second: cpu.filter(|c| *c > 0.0).map(|c| counts[p] as f64 / c),
             server_rss_bytes: after.map(|a| a.rss_bytes),
+            generator_cpu_seconds: generator,
+            send_lag_max_us: lag.as_micros() as u64,
             lost,
             duplicated: duplicated[p],
             out_of_order: out_of_order[p],
