@@ -149,7 +149,7 @@ struct DeviceResult {
     acks: (u64, u64),
 }
 
-/// Runs the plan against an octet broker.
+/// Runs the plan against the broker `target`.
 pub async fn run(target: &Target, plan: &Plan) -> anyhow::Result<Report> {
     let creds = target.prepare(plan.persons, plan.devices, 32).await?;
     let total = creds.len() as u64;
