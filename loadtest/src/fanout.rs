@@ -132,6 +132,17 @@ pub struct Report {
     pub acks: Option<Acks>,
 }
 
+/// What the readers count together while the run goes on.
+struct Seen {
+    /// Deliveries (every arrival).
+    deliveries: AtomicU64,
+    /// Acknowledgements of sends.
+    acks: AtomicU64,
+    /// When each phase's measured window ends, in ns since the run's start (set as the phase
+    /// starts; `u64::MAX` before).
+    phase_ends: Vec<AtomicU64>,
+}
+
 /// What each device's reader hands back.
 struct DeviceResult {
     tracker: Tracker,
@@ -162,7 +173,11 @@ pub async fn run(target: &Target, plan: &Plan) -> anyhow::Result<Report> {
     let epoch = Instant::now();
     let phases = plan.rates.len();
     let (stop_tx, stop_rx) = watch::channel(false);
-    let deliveries = Arc::new(AtomicU64::new(0));
+    let seen = Arc::new(Seen {
+        deliveries: AtomicU64::new(0),
+        acks: AtomicU64::new(0),
+        phase_ends: (0..phases).map(|_| AtomicU64::new(u64::MAX)).collect(),
+    });
     // Expected deliveries per device and per phase, filled in by the senders.
     let expected: Arc<Vec<AtomicU64>> =
         Arc::new((0..conns.len()).map(|_| AtomicU64::new(0)).collect());
@@ -171,10 +186,6 @@ pub async fn run(target: &Target, plan: &Plan) -> anyhow::Result<Report> {
     // Deliveries owed by each phase's measured sends.
     let scheduled_by_phase: Arc<Vec<AtomicU64>> =
         Arc::new((0..phases).map(|_| AtomicU64::new(0)).collect());
-    // When each phase's measured window ends, in ns since `epoch` (set as the phase starts).
-    let phase_ends: Arc<Vec<AtomicU64>> =
-        Arc::new((0..phases).map(|_| AtomicU64::new(u64::MAX)).collect());
-    let acks = Arc::new(AtomicU64::new(0));
     let mut readers = Vec::new();
     let mut sinks: Vec<(u32, SplitSink<Ws, Message>)> = Vec::new();
     for (c, ws, _) in conns {
@@ -191,9 +202,7 @@ pub async fn run(target: &Target, plan: &Plan) -> anyhow::Result<Report> {
             epoch,
             phases,
             stop_rx.clone(),
-            deliveries.clone(),
-            phase_ends.clone(),
-            acks.clone(),
+            seen.clone(),
         )));
     }
 
@@ -219,7 +228,7 @@ pub async fn run(target: &Target, plan: &Plan) -> anyhow::Result<Report> {
         let phase_start = Instant::now();
         let measure_from = phase_start + plan.warmup;
         let phase_end = measure_from + plan.measure;
-        phase_ends[p].store(
+        seen.phase_ends[p].store(
             phase_end.duration_since(epoch).as_nanos() as u64,
             Ordering::Release,
         );
@@ -313,10 +322,10 @@ pub async fn run(target: &Target, plan: &Plan) -> anyhow::Result<Report> {
     }
 
     // Let the last deliveries arrive, then stop the readers.
-    await_deliveries(&deliveries, &expected).await;
+    await_deliveries(&seen.deliveries, &expected).await;
     let acks_owed = total_sends * target.acks_per_send();
     let until = Instant::now() + Duration::from_secs(3);
-    while acks.load(Ordering::Relaxed) < acks_owed && Instant::now() < until {
+    while seen.acks.load(Ordering::Relaxed) < acks_owed && Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let _ = stop_tx.send(true);
@@ -416,9 +425,7 @@ async fn read_device(
     epoch: Instant,
     phases: usize,
     mut stop: watch::Receiver<bool>,
-    deliveries: Arc<AtomicU64>,
-    phase_ends: Arc<Vec<AtomicU64>>,
-    acks_seen: Arc<AtomicU64>,
+    seen: Arc<Seen>,
 ) -> DeviceResult {
     let mut result = DeviceResult {
         tracker: Tracker::default(),
@@ -447,7 +454,7 @@ async fn read_device(
         let now = epoch.elapsed().as_nanos() as u64;
         for stamp in stamps.drain(..) {
             let arrival = result.tracker.arrive(stamp.s, stamp.n);
-            deliveries.fetch_add(1, Ordering::Relaxed);
+            seen.deliveries.fetch_add(1, Ordering::Relaxed);
             let p = stamp.p as usize;
             if p >= phases {
                 continue;
@@ -461,13 +468,13 @@ async fn read_device(
                 let latency = now.saturating_sub(stamp.t).max(1);
                 result.hists[p].saturating_record(latency);
                 result.counts[p] += 1;
-                if arrival == Arrival::New && now <= phase_ends[p].load(Ordering::Acquire) {
+                if arrival == Arrival::New && now <= seen.phase_ends[p].load(Ordering::Acquire) {
                     result.in_phase[p] += 1;
                 }
             }
         }
         for ack in acks.drain(..) {
-            acks_seen.fetch_add(1, Ordering::Relaxed);
+            seen.acks.fetch_add(1, Ordering::Relaxed);
             match ack {
                 Ack::Stored => result.acks.0 += 1,
                 Ack::Refused => result.acks.1 += 1,
