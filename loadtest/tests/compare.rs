@@ -11,11 +11,13 @@ use std::time::{Duration, Instant};
 /// is this tree's (`cargo test -p octet-loadtest` alone does not build other packages' binaries).
 fn octet_bin(loadtest: &Path) -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args(["build", "-p", "octet", "--bin", "octet"])
-        .current_dir(workspace())
-        .status()
-        .expect("cargo runs");
+    let mut build = Command::new(cargo);
+    build.args(["build", "-p", "octet", "--bin", "octet"]);
+    // The same profile as this test's binaries (`cargo test --release` puts them in release/).
+    if loadtest.parent().and_then(|d| d.file_name()) == Some("release".as_ref()) {
+        build.arg("--release");
+    }
+    let status = build.current_dir(workspace()).status().expect("cargo runs");
     assert!(status.success(), "cargo build -p octet failed");
     let bin = loadtest.with_file_name("octet");
     assert!(bin.exists(), "no octet binary at {}", bin.display());
