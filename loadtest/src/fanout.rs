@@ -60,14 +60,21 @@ pub struct Phase {
     pub rate: u32,
     /// Sends actually made in the measured window.
     pub sends: u64,
-    /// Deliveries in the measured window, per second.
+    /// Deliveries owed for this phase's measured sends that arrived (whenever: until the run's
+    /// end), per measured second. The latency percentiles are theirs.
     pub deliveries_per_sec: f64,
+    /// Deliveries that arrived during the measured window (whichever send they were for: the
+    /// work the broker did in it), per second. Below `deliveries_per_sec` when the broker falls
+    /// behind and delivers this phase's sends after it.
+    pub window_deliveries_per_sec: f64,
     /// Latency percentiles (µs).
     #[serde(flatten)]
     pub latency: Latency,
     /// Broker CPU seconds during the measured window.
     pub server_cpu_seconds: Option<f64>,
-    /// Deliveries per broker CPU second.
+    /// Deliveries per broker CPU second, both over the measured window (the deliveries of
+    /// `window_deliveries_per_sec`: a broker that falls behind spends the CPU for this phase's
+    /// sends after the window).
     pub deliveries_per_cpu_second: Option<f64>,
     /// Broker RSS at the end of the phase.
     pub server_rss_bytes: Option<u64>,
@@ -138,9 +145,10 @@ struct Seen {
     deliveries: AtomicU64,
     /// Acknowledgements of sends.
     acks: AtomicU64,
-    /// When each phase's measured window ends, in ns since the run's start (set as the phase
-    /// starts; `u64::MAX` before).
-    phase_ends: Vec<AtomicU64>,
+    /// When each phase's measured window starts and ends, in ns since the run's start (set as
+    /// the phase starts; `u64::MAX` before).
+    window_starts: Vec<AtomicU64>,
+    window_ends: Vec<AtomicU64>,
 }
 
 /// What each device's reader hands back.
@@ -156,6 +164,8 @@ struct DeviceResult {
     out_of_order: Vec<u64>,
     /// Measured deliveries per phase that arrived before the phase's end.
     in_phase: Vec<u64>,
+    /// Deliveries (of any send) that arrived during each phase's measured window.
+    in_window: Vec<u64>,
     /// Acknowledgements: stored, refused.
     acks: (u64, u64),
 }
@@ -176,7 +186,8 @@ pub async fn run(target: &Target, plan: &Plan) -> anyhow::Result<Report> {
     let seen = Arc::new(Seen {
         deliveries: AtomicU64::new(0),
         acks: AtomicU64::new(0),
-        phase_ends: (0..phases).map(|_| AtomicU64::new(u64::MAX)).collect(),
+        window_starts: (0..phases).map(|_| AtomicU64::new(u64::MAX)).collect(),
+        window_ends: (0..phases).map(|_| AtomicU64::new(u64::MAX)).collect(),
     });
     // Expected deliveries per device and per phase, filled in by the senders.
     let expected: Arc<Vec<AtomicU64>> =
@@ -228,7 +239,11 @@ pub async fn run(target: &Target, plan: &Plan) -> anyhow::Result<Report> {
         let phase_start = Instant::now();
         let measure_from = phase_start + plan.warmup;
         let phase_end = measure_from + plan.measure;
-        seen.phase_ends[p].store(
+        seen.window_starts[p].store(
+            measure_from.duration_since(epoch).as_nanos() as u64,
+            Ordering::Release,
+        );
+        seen.window_ends[p].store(
             phase_end.duration_since(epoch).as_nanos() as u64,
             Ordering::Release,
         );
@@ -336,6 +351,7 @@ pub async fn run(target: &Target, plan: &Plan) -> anyhow::Result<Report> {
     let mut duplicated = vec![0u64; phases];
     let mut out_of_order = vec![0u64; phases];
     let mut in_phase = vec![0u64; phases];
+    let mut in_window = vec![0u64; phases];
     let (mut stored, mut refused) = (0u64, 0u64);
     for (idx, reader) in readers.into_iter().enumerate() {
         let result = reader.await?;
@@ -347,6 +363,7 @@ pub async fn run(target: &Target, plan: &Plan) -> anyhow::Result<Report> {
             duplicated[p] += result.duplicated[p];
             out_of_order[p] += result.out_of_order[p];
             in_phase[p] += result.in_phase[p];
+            in_window[p] += result.in_window[p];
         }
         stored += result.acks.0;
         refused += result.acks.1;
@@ -372,9 +389,10 @@ pub async fn run(target: &Target, plan: &Plan) -> anyhow::Result<Report> {
             rate,
             sends,
             deliveries_per_sec: counts[p] as f64 / measure,
+            window_deliveries_per_sec: in_window[p] as f64 / measure,
             latency: Latency::of(h),
             server_cpu_seconds: cpu,
-            deliveries_per_cpu_second: cpu.filter(|c| *c > 0.0).map(|c| counts[p] as f64 / c),
+            deliveries_per_cpu_second: cpu.filter(|c| *c > 0.0).map(|c| in_window[p] as f64 / c),
             server_rss_bytes: after.map(|a| a.rss_bytes),
             generator_cpu_seconds: generator,
             send_lag_max_us: lag.as_micros() as u64,
@@ -435,6 +453,7 @@ async fn read_device(
         duplicated: vec![0; phases],
         out_of_order: vec![0; phases],
         in_phase: vec![0; phases],
+        in_window: vec![0; phases],
         acks: (0, 0),
     };
     let mut stamps = Vec::new();
@@ -452,6 +471,14 @@ async fn read_device(
         acks.clear();
         target.receive(&message, &mut stamps, &mut acks);
         let now = epoch.elapsed().as_nanos() as u64;
+        if !stamps.is_empty()
+            && let Some(w) = (0..phases).find(|&w| {
+                seen.window_starts[w].load(Ordering::Acquire) <= now
+                    && now <= seen.window_ends[w].load(Ordering::Acquire)
+            })
+        {
+            result.in_window[w] += stamps.len() as u64;
+        }
         for stamp in stamps.drain(..) {
             let arrival = result.tracker.arrive(stamp.s, stamp.n);
             seen.deliveries.fetch_add(1, Ordering::Relaxed);
@@ -468,7 +495,7 @@ async fn read_device(
                 let latency = now.saturating_sub(stamp.t).max(1);
                 result.hists[p].saturating_record(latency);
                 result.counts[p] += 1;
-                if arrival == Arrival::New && now <= seen.phase_ends[p].load(Ordering::Acquire) {
+                if arrival == Arrival::New && now <= seen.window_ends[p].load(Ordering::Acquire) {
                     result.in_phase[p] += 1;
                 }
             }

@@ -259,7 +259,7 @@ async fn main() -> anyhow::Result<()> {
                 println!(
                     "{:>8} {:>12.0} {:>8} {:>8} {:>8} {:>8} {:>8} {:>12} {:>8} {:>6} {:>6} {:>8.1}%",
                     p.rate,
-                    p.deliveries_per_sec,
+                    p.window_deliveries_per_sec,
                     p.latency.p50_us,
                     p.latency.p99_us,
                     p.latency.p999_us,
