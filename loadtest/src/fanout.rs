@@ -316,6 +316,13 @@ pub async fn run(target: &Target, plan: &Plan) -> anyhow::Result<Report> {
             before = procstat::maybe(plan.server_pid);
         }
         let generator_before = procstat::maybe(Some(std::process::id()));
+        // CPU over exactly the window whose arrivals are counted.
+        tokio::time::sleep_until(phase_end.into()).await;
+        let after = procstat::maybe(plan.server_pid);
+        let generator = match (generator_before, procstat::maybe(Some(std::process::id()))) {
+            (Some(b), Some(a)) => Some(a.cpu_seconds - b.cpu_seconds),
+            _ => None,
+        };
         let mut lag = Duration::ZERO;
         let mut sends = 0;
         for (idx, task) in tasks.into_iter().enumerate() {
@@ -326,11 +333,6 @@ pub async fn run(target: &Target, plan: &Plan) -> anyhow::Result<Report> {
             counters[idx] = counter;
             sends += n;
         }
-        let after = procstat::maybe(plan.server_pid);
-        let generator = match (generator_before, procstat::maybe(Some(std::process::id()))) {
-            (Some(b), Some(a)) => Some(a.cpu_seconds - b.cpu_seconds),
-            _ => None,
-        };
         ticker.abort();
         bar.finish_and_clear();
         phase_results.push((rate, sends, before, after, generator, lag));
