@@ -217,8 +217,14 @@ def phase(report, rate):
     return next((p for p in report["phases"] if p["rate"] == rate), None)
 
 
+def get(obj, key):
+    for part in key.split("."):
+        obj = obj.get(part) if isinstance(obj, dict) else None
+    return obj
+
+
 def values(b, rate, key):
-    vals = [phase(r, rate).get(key) for r in runs[b] if phase(r, rate)]
+    vals = [get(phase(r, rate), key) for r in runs[b] if phase(r, rate)]
     return [v for v in vals if v is not None]
 
 
@@ -240,6 +246,8 @@ metrics = [
     ("p50 µs", "p50_us", "{:.0f}", True),
     ("p99 µs", "p99_us", "{:.0f}", True),
     ("p99.9 µs", "p999_us", "{:.0f}", True),
+    ("sent p50 µs", "ack_latency.p50_us", "{:.0f}", True),
+    ("sent p99 µs", "ack_latency.p99_us", "{:.0f}", True),
     ("server CPU s", "server_cpu_seconds", "{:.2f}", True),
     ("deliv / CPU-s", "deliveries_per_cpu_second", "{:.0f}", True),
     ("in phase", "delivered_share", "{:.1%}", False),
@@ -253,6 +261,8 @@ print(f"median of {setup['runs']} run(s) per broker; lost/dup/ooo: the worst run
       "the share of the scheduled deliveries that arrived within the phase;")
 print("deliveries/s: what arrived during the measured window (deliv / CPU-s divides the same "
       "count by the broker's CPU in that window);")
+print("sent p50/p99: a send's scheduled time to its acknowledgement (octet's `sent`, JetStream's "
+      "later PubAck; NATS core has none);")
 print("gen CPU s / send lag: the generator's own CPU and its latest send against the schedule "
       "(a saturated generator, not the broker, shows there)")
 print(f"{'rate':>6} | {'metric':<14} | " + " | ".join(f"{c:>{w}}" for c in cols))

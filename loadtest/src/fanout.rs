@@ -8,8 +8,8 @@
 //! *ceiling* is the highest rate that kept up. Acknowledgements (octet's `sent`, JetStream's
 //! PubAcks) are counted too: every send must be acknowledged.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::stream::{SplitSink, SplitStream};
@@ -22,7 +22,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::accounting::{Arrival, Latency, Totals, Tracker};
 use crate::procstat::{self, ProcSample};
-use crate::target::{Ack, Stamp, Target, Ws};
+use crate::target::{Stamp, Target, Ws};
 
 /// The share of a phase's owed deliveries that must arrive within the phase for it to count
 /// as kept up.
@@ -70,6 +70,9 @@ pub struct Phase {
     /// Latency percentiles (µs).
     #[serde(flatten)]
     pub latency: Latency,
+    /// From a measured send's scheduled time to its acknowledgement (octet's `sent`; for
+    /// JetStream the later of its two PubAcks), µs; `None` for a broker that sends none.
+    pub ack_latency: Option<Latency>,
     /// Broker CPU seconds during the measured window.
     pub server_cpu_seconds: Option<f64>,
     /// Deliveries per broker CPU second, both over the measured window (the deliveries of
@@ -149,6 +152,22 @@ struct Seen {
     /// the phase starts; `u64::MAX` before).
     window_starts: Vec<AtomicU64>,
     window_ends: Vec<AtomicU64>,
+    /// Every send so far, per sender, in counter order (counter n at n − 1): what its
+    /// acknowledgement is timed against.
+    sends: Vec<Mutex<Vec<SendRecord>>>,
+}
+
+/// One send, as its acknowledgements find it.
+#[derive(Debug, Clone, Copy)]
+struct SendRecord {
+    /// Scheduled time, ns since the run's start.
+    t: u64,
+    /// Its phase.
+    p: u16,
+    /// Sent during the warm-up.
+    warm: bool,
+    /// Acknowledgements seen so far.
+    acks: u8,
 }
 
 /// What each device's reader hands back.
@@ -168,6 +187,8 @@ struct DeviceResult {
     in_window: Vec<u64>,
     /// Acknowledgements: stored, refused.
     acks: (u64, u64),
+    /// Per phase, scheduled send to its (last) acknowledgement, measured sends only.
+    ack_hists: Vec<Histogram<u64>>,
 }
 
 /// Runs the plan against the broker `target`.
@@ -188,6 +209,9 @@ pub async fn run(target: &Target, plan: &Plan) -> anyhow::Result<Report> {
         acks: AtomicU64::new(0),
         window_starts: (0..phases).map(|_| AtomicU64::new(u64::MAX)).collect(),
         window_ends: (0..phases).map(|_| AtomicU64::new(u64::MAX)).collect(),
+        sends: (0..plan.senders.min(plan.persons))
+            .map(|_| Mutex::new(Vec::new()))
+            .collect(),
     });
     // Expected deliveries per device and per phase, filled in by the senders.
     let expected: Arc<Vec<AtomicU64>> =
@@ -259,6 +283,7 @@ pub async fn run(target: &Target, plan: &Plan) -> anyhow::Result<Report> {
             let expected = expected.clone();
             let expected_by_phase = expected_by_phase.clone();
             let scheduled_by_phase = scheduled_by_phase.clone();
+            let seen = seen.clone();
             let mut counter = counters[idx];
             // Stagger senders across one interval so sends do not come in bursts.
             let offset = interval.mul_f64(idx as f64 / sinks_len(plan));
@@ -295,6 +320,14 @@ pub async fn run(target: &Target, plan: &Plan) -> anyhow::Result<Report> {
                     expected_by_phase[p].fetch_add(2 * devices as u64 - 1, Ordering::Relaxed);
                     if !warm {
                         scheduled_by_phase[p].fetch_add(2 * devices as u64 - 1, Ordering::Relaxed);
+                    }
+                    if let Some(log) = seen.sends.get(idx) {
+                        log.lock().expect("send log").push(SendRecord {
+                            t: stamp.t,
+                            p: stamp.p,
+                            warm,
+                            acks: 0,
+                        });
                     }
                     if sink
                         .send(target.send_frame(person, to, &stamp))
@@ -348,6 +381,7 @@ pub async fn run(target: &Target, plan: &Plan) -> anyhow::Result<Report> {
     let _ = stop_tx.send(true);
     let mut totals = Totals::default();
     let mut hists: Vec<Histogram<u64>> = (0..phases).map(|_| new_hist()).collect();
+    let mut ack_hists: Vec<Histogram<u64>> = (0..phases).map(|_| new_hist()).collect();
     let mut counts = vec![0u64; phases];
     let mut unique = vec![0u64; phases];
     let mut duplicated = vec![0u64; phases];
@@ -360,6 +394,7 @@ pub async fn run(target: &Target, plan: &Plan) -> anyhow::Result<Report> {
         totals.add(&result.tracker, expected[idx].load(Ordering::Relaxed));
         for p in 0..phases {
             hists[p].add(&result.hists[p]).ok();
+            ack_hists[p].add(&result.ack_hists[p]).ok();
             counts[p] += result.counts[p];
             unique[p] += result.unique[p];
             duplicated[p] += result.duplicated[p];
@@ -393,6 +428,7 @@ pub async fn run(target: &Target, plan: &Plan) -> anyhow::Result<Report> {
             deliveries_per_sec: counts[p] as f64 / measure,
             window_deliveries_per_sec: in_window[p] as f64 / measure,
             latency: Latency::of(h),
+            ack_latency: (target.acks_per_send() > 0).then(|| Latency::of(&ack_hists[p])),
             server_cpu_seconds: cpu,
             deliveries_per_cpu_second: cpu.filter(|c| *c > 0.0).map(|c| in_window[p] as f64 / c),
             server_rss_bytes: after.map(|a| a.rss_bytes),
@@ -447,6 +483,7 @@ async fn read_device(
     mut stop: watch::Receiver<bool>,
     seen: Arc<Seen>,
 ) -> DeviceResult {
+    let acks_per_send = target.acks_per_send();
     let mut result = DeviceResult {
         tracker: Tracker::default(),
         hists: (0..phases).map(|_| new_hist()).collect(),
@@ -457,6 +494,7 @@ async fn read_device(
         in_phase: vec![0; phases],
         in_window: vec![0; phases],
         acks: (0, 0),
+        ack_hists: (0..phases).map(|_| new_hist()).collect(),
     };
     let mut stamps = Vec::new();
     let mut acks = Vec::new();
@@ -504,9 +542,30 @@ async fn read_device(
         }
         for ack in acks.drain(..) {
             seen.acks.fetch_add(1, Ordering::Relaxed);
-            match ack {
-                Ack::Stored => result.acks.0 += 1,
-                Ack::Refused => result.acks.1 += 1,
+            if ack.stored {
+                result.acks.0 += 1;
+            } else {
+                result.acks.1 += 1;
+            }
+            let Some((s, n)) = ack.send else { continue };
+            let Some(log) = seen.sends.get(s as usize) else {
+                continue;
+            };
+            let record = {
+                let mut log = log.lock().expect("send log");
+                let Some(record) = log.get_mut((n as usize).wrapping_sub(1)) else {
+                    continue;
+                };
+                record.acks += 1;
+                *record
+            };
+            if ack.stored
+                && !record.warm
+                && u64::from(record.acks) == acks_per_send
+                && (record.p as usize) < phases
+            {
+                result.ack_hists[record.p as usize]
+                    .saturating_record(now.saturating_sub(record.t).max(1));
             }
         }
     }

@@ -241,13 +241,14 @@ async fn main() -> anyhow::Result<()> {
             };
             let report = fanout::run(&broker.target()?, &plan).await?;
             println!(
-                "{:>8} {:>12} {:>8} {:>8} {:>8} {:>8} {:>8} {:>12} {:>8} {:>6} {:>6} {:>9}",
+                "{:>8} {:>12} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8} {:>12} {:>8} {:>6} {:>6} {:>9}",
                 "rate",
                 "deliv/s",
                 "p50 µs",
                 "p99 µs",
                 "p99.9 µs",
                 "max µs",
+                "sent p99",
                 "cpu s",
                 "deliv/cpu-s",
                 "lost",
@@ -257,13 +258,16 @@ async fn main() -> anyhow::Result<()> {
             );
             for p in &report.phases {
                 println!(
-                    "{:>8} {:>12.0} {:>8} {:>8} {:>8} {:>8} {:>8} {:>12} {:>8} {:>6} {:>6} {:>8.1}%",
+                    "{:>8} {:>12.0} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8} {:>12} {:>8} {:>6} {:>6} {:>8.1}%",
                     p.rate,
                     p.window_deliveries_per_sec,
                     p.latency.p50_us,
                     p.latency.p99_us,
                     p.latency.p999_us,
                     p.latency.max_us,
+                    p.ack_latency
+                        .map(|l| l.p99_us.to_string())
+                        .unwrap_or("-".into()),
                     p.server_cpu_seconds
                         .map(|c| format!("{c:.2}"))
                         .unwrap_or("-".into()),

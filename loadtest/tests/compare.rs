@@ -105,6 +105,7 @@ fn compare_runs_every_broker_end_to_end_and_accounts_for_every_message() {
             "p50 µs",
             "p99 µs",
             "p99.9 µs",
+            "sent p99 µs",
             "server CPU s",
             "deliv / CPU-s",
             "lost/dup/ooo",

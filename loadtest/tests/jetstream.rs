@@ -108,6 +108,12 @@ async fn fanout_against_jetstream_accounts_for_every_delivery_and_ack() {
     );
     assert!(phase.scheduled > 0);
     assert!(phase.server_cpu_seconds.is_some());
+    // Every measured send's second PubAck was timed.
+    let acked = phase.ack_latency.expect("publishes are acknowledged");
+    assert!(
+        acked.p50_us > 0 && acked.p50_us <= acked.max_us,
+        "{acked:?}"
+    );
     // Every send was stored (two publishes each, both acknowledged).
     let acks = report.acks.expect("JetStream acknowledges publishes");
     assert_eq!((acks.refused, acks.missing), (0, 0), "{acks:?}");

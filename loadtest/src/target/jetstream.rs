@@ -17,12 +17,13 @@ use futures::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
 use super::nats::{anonymous, for_each_msg, handshake};
-use super::{Creds, Stamp, Ws, connect_ws, stamp_body};
+use super::{Ack, Creds, Stamp, Ws, connect_ws, stamp_body};
 
 /// The stream's name unless told otherwise.
 pub const STREAM: &str = "PERSONS";
 
-/// The subject prefix of a device's acknowledgement inbox: `_INBOX.octet.<person>.<device>`.
+/// The subject prefix of a device's acknowledgement inbox: a publish's reply subject is
+/// `_INBOX.octet.<person>.<device>.<sender>.<counter>` (its stamp's), so the PubAck names it.
 const INBOX: &str = "_INBOX.octet";
 
 /// A nats-server with JetStream on (`-js`) and its WebSocket listener.
@@ -35,15 +36,6 @@ pub struct JetStream {
     /// Makes this run's `Nats-Msg-Id`s differ from an earlier run's against the same server
     /// (a repeated id inside the duplicate window would be dropped, and counted as lost).
     pub run: u64,
-}
-
-/// What the server answered to a publish or an API request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ack {
-    /// Stored (a PubAck with a `seq`).
-    Stored,
-    /// Refused (an `error`, or no responder: no stream captures the subject).
-    Refused,
 }
 
 impl JetStream {
@@ -148,7 +140,7 @@ impl JetStream {
         rcvbuf: Option<u32>,
     ) -> anyhow::Result<(Ws, Duration)> {
         let hello = format!(
-            "CONNECT {}\r\nSUB p.{p} 1\r\nSUB {INBOX}.{p}.{d} 2\r\nPING\r\n",
+            "CONNECT {}\r\nSUB p.{p} 1\r\nSUB {INBOX}.{p}.{d}.> 2\r\nPING\r\n",
             connect_options(),
             p = creds.person,
             d = creds.device,
@@ -167,7 +159,9 @@ impl JetStream {
                 self.run, stamp.s, stamp.n
             );
             frame.push_str(&format!(
-                "HPUB p.{subject} {INBOX}.{from}.0 {} {}\r\n{headers}{body}\r\n",
+                "HPUB p.{subject} {INBOX}.{from}.0.{}.{} {} {}\r\n{headers}{body}\r\n",
+                stamp.s,
+                stamp.n,
                 headers.len(),
                 headers.len() + body.len()
             ));
@@ -179,7 +173,10 @@ impl JetStream {
     pub fn receive(&self, frame: &[u8], stamps: &mut Vec<Stamp>, acks: &mut Vec<Ack>) {
         for_each_msg(frame, |msg| {
             if msg.subject.starts_with(INBOX.as_bytes()) {
-                acks.push(pub_ack(msg.headers, msg.payload));
+                acks.push(Ack {
+                    stored: pub_ack(msg.headers, msg.payload),
+                    send: reply_send(msg.subject),
+                });
             } else if let Ok(stamp) = serde_json::from_slice::<Stamp>(msg.payload) {
                 stamps.push(stamp);
             }
@@ -193,8 +190,17 @@ fn connect_options() -> &'static str {
     r#"{"echo":false,"verbose":false,"pedantic":false,"headers":true,"no_responders":true}"#
 }
 
-/// What a reply on the inbox says about a publish.
-fn pub_ack(headers: &[u8], payload: &[u8]) -> Ack {
+/// The (sender, counter) at the end of a reply subject.
+fn reply_send(subject: &[u8]) -> Option<(u32, u32)> {
+    let subject = std::str::from_utf8(subject).ok()?;
+    let mut tokens = subject.rsplit('.');
+    let n = tokens.next()?.parse().ok()?;
+    let s = tokens.next()?.parse().ok()?;
+    Some((s, n))
+}
+
+/// Whether a reply on the inbox says a publish was stored.
+fn pub_ack(headers: &[u8], payload: &[u8]) -> bool {
     #[derive(serde::Deserialize)]
     struct PubAck {
         stream: Option<String>,
@@ -202,16 +208,16 @@ fn pub_ack(headers: &[u8], payload: &[u8]) -> Ack {
         error: Option<serde_json::Value>,
     }
     if headers.starts_with(b"NATS/1.0 503") {
-        return Ack::Refused;
+        return false;
     }
-    match serde_json::from_slice::<PubAck>(payload) {
+    matches!(
+        serde_json::from_slice::<PubAck>(payload),
         Ok(PubAck {
             stream: Some(_),
             seq: Some(_),
             error: None,
-        }) => Ack::Stored,
-        _ => Ack::Refused,
-    }
+        })
+    )
 }
 
 #[cfg(test)]
@@ -237,13 +243,13 @@ mod tests {
         let body = stamp_body(&stamp, 0);
         let headers = "NATS/1.0\r\nNats-Msg-Id: ab-3-7-t\r\n\r\n";
         let first = format!(
-            "HPUB p.9 _INBOX.octet.5.0 {} {}\r\n{headers}{body}\r\n",
+            "HPUB p.9 _INBOX.octet.5.0.3.7 {} {}\r\n{headers}{body}\r\n",
             headers.len(),
             headers.len() + body.len()
         );
         assert!(text.starts_with(&first), "{text}");
         assert!(text.contains("Nats-Msg-Id: ab-3-7-f\r\n"), "{text}");
-        assert!(text[first.len()..].starts_with("HPUB p.5 _INBOX.octet.5.0 "));
+        assert!(text[first.len()..].starts_with("HPUB p.5 _INBOX.octet.5.0.3.7 "));
     }
 
     #[test]
@@ -255,7 +261,7 @@ mod tests {
         let no_resp = "NATS/1.0 503\r\n\r\n";
         let hdr = "NATS/1.0\r\nNats-Msg-Id: x\r\n\r\n";
         let frame = format!(
-            "MSG _INBOX.octet.1.0 2 {}\r\n{ack}\r\nHMSG p.4 1 {} {}\r\n{hdr}{stamp}\r\nMSG _INBOX.octet.1.0 2 {}\r\n{err}\r\nHMSG _INBOX.octet.1.0 2 {} {}\r\n{no_resp}\r\n",
+            "MSG _INBOX.octet.1.0.1.2 2 {}\r\n{ack}\r\nHMSG p.4 1 {} {}\r\n{hdr}{stamp}\r\nMSG _INBOX.octet.1.0.1.3 2 {}\r\n{err}\r\nHMSG _INBOX.octet.1.0.1.4 2 {} {}\r\n{no_resp}\r\n",
             ack.len(),
             hdr.len(),
             hdr.len() + stamp.len(),
@@ -267,6 +273,14 @@ mod tests {
         js.receive(frame.as_bytes(), &mut stamps, &mut acks);
         assert_eq!(stamps.len(), 1);
         assert_eq!((stamps[0].s, stamps[0].n), (1, 2));
-        assert_eq!(acks, vec![Ack::Stored, Ack::Refused, Ack::Refused]);
+        let ack = |stored, send| Ack { stored, send };
+        assert_eq!(
+            acks,
+            vec![
+                ack(true, Some((1, 2))),
+                ack(false, Some((1, 3))),
+                ack(false, Some((1, 4)))
+            ]
+        );
     }
 }

@@ -16,9 +16,25 @@ pub mod jetstream;
 mod nats;
 mod octet;
 
-pub use jetstream::{Ack, JetStream};
+pub use jetstream::JetStream;
 pub use nats::Nats;
 pub use octet::Octet;
+
+/// A broker's answer to a send (octet's `sent` or `error`) or to one of its publishes
+/// (JetStream's PubAck).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ack {
+    /// Stored; `false`: refused.
+    pub stored: bool,
+    /// The send it answers, as its stamp's (sender, counter), when the answer names it.
+    pub send: Option<(u32, u32)>,
+}
+
+/// The (sender, counter) in a send's id `<sender>-<counter>`.
+pub(crate) fn send_id(id: &str) -> Option<(u32, u32)> {
+    let (s, n) = id.split_once('-')?;
+    Some((s.parse().ok()?, n.parse().ok()?))
+}
 
 /// A device's socket.
 pub type Ws = WebSocketStream<TcpStream>;

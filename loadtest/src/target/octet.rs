@@ -10,7 +10,7 @@ use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{Ack, Creds, Stamp, Ws, address, connect_ws, stamp_body};
+use super::{Ack, Creds, Stamp, Ws, address, connect_ws, send_id, stamp_body};
 
 /// An octet broker.
 #[derive(Debug, Clone)]
@@ -133,12 +133,24 @@ impl Octet {
 
     /// A `sent` (stored) or an `error` naming a send's id (refused); `None` for other frames.
     pub fn ack(&self, frame: &str) -> Option<Ack> {
-        if frame.starts_with("{\"op\":\"sent\"") {
-            Some(Ack::Stored)
-        } else if frame.starts_with("{\"op\":\"error\"") && frame.contains("\"id\":") {
-            Some(Ack::Refused)
-        } else {
-            None
+        #[derive(Deserialize)]
+        struct Answer<'a> {
+            #[serde(borrow)]
+            id: Option<&'a str>,
         }
+        let stored = if frame.starts_with("{\"op\":\"sent\"") {
+            true
+        } else if frame.starts_with("{\"op\":\"error\"") && frame.contains("\"id\":") {
+            false
+        } else {
+            return None;
+        };
+        let id = serde_json::from_str::<Answer<'_>>(frame)
+            .ok()
+            .and_then(|a| a.id);
+        Some(Ack {
+            stored,
+            send: id.and_then(send_id),
+        })
     }
 }
