@@ -264,7 +264,8 @@ print("deliveries/s: what arrived during the measured window (deliv / CPU-s divi
 print("sent p50/p99: a send's scheduled time to its acknowledgement (octet's `sent`, JetStream's "
       "later PubAck; NATS core has none);")
 print("gen CPU s / send lag: the generator's own CPU and its latest send against the schedule "
-      "(a saturated generator, not the broker, shows there)")
+      "(late sends with the generator's CPU near the measured seconds: the generator is the "
+      "bottleneck; with its CPU low: it waited for a CPU, or for the broker to read)")
 print(f"{'rate':>6} | {'metric':<14} | " + " | ".join(f"{c:>{w}}" for c in cols))
 for rate in rates:
     at = summary["median"].setdefault(str(rate), {})

@@ -85,7 +85,8 @@ pub struct Phase {
     /// cores, it is the bottleneck, not the broker).
     pub generator_cpu_seconds: Option<f64>,
     /// How late the generator made its latest measured send against the schedule (µs): a
-    /// saturated generator shows here first.
+    /// generator short of CPU shows here first, and so does a broker that stops reading its
+    /// senders' sockets (a send waits for room). Latency still counts from the schedule.
     pub send_lag_max_us: u64,
     /// Deliveries owed for this phase's sends (warm-up included) that never arrived.
     pub lost: u64,
