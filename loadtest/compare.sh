@@ -127,6 +127,18 @@ wait_listening() {
     done
 }
 
+# Percent of the machine's CPU that other processes used over one second (nothing of this
+# script runs then): above a few percent the numbers that follow are noisy.
+busy_percent() {
+    local a b
+    a=$(awk '/^cpu / {print $2+$3+$4+$7+$8+$9, $5+$6}' /proc/stat)
+    sleep 1
+    b=$(awk '/^cpu / {print $2+$3+$4+$7+$8+$9, $5+$6}' /proc/stat)
+    awk -v a="$a" -v b="$b" 'BEGIN { split(a, x, " "); split(b, y, " ");
+        busy = y[1] - x[1]; idle = y[2] - x[2];
+        printf "%.0f", (busy + idle > 0) ? 100 * busy / (busy + idle) : 0 }'
+}
+
 token=compare-app-token-0123456789
 nats_version=$(command -v nats-server >/dev/null && nats-server --version | awk '{print $2}' || echo -)
 
@@ -173,6 +185,9 @@ echo "         JSON and logs in $out"
 
 for run in $(seq 1 "$runs"); do
     for broker in ${brokers//,/ }; do
+        busy=$(busy_percent)
+        echo "$busy" >"$out/run$run-$broker.busy"
+        [ "$busy" -le 5 ] || echo "warning: other processes used ${busy}% of the CPUs just before run $run ($broker): not a quiet machine"
         start_server "$broker" "$run"
         json="$out/run$run-$broker.json"
         fanout=(fanout --target "$broker" --addr "$addr" --server-pid "$server_pid"
@@ -203,6 +218,10 @@ import glob, json, os, re, statistics, sys
 
 out = sys.argv[1]
 setup = json.load(open(os.path.join(out, "setup.json")))
+busy = {}
+for path in glob.glob(os.path.join(out, "run*-*.busy")):
+    busy[os.path.basename(path)[:-5]] = int(open(path).read().strip() or 0)
+setup["busy_percent_before_each_run"] = busy
 names = {"octet": "octet", "nats": "NATS", "jetstream": "JetStream"}
 brokers = setup["brokers"].split(",")
 runs = {b: [] for b in brokers}
@@ -333,5 +352,8 @@ if "octet" in brokers:
           "publish (file storage) before its PubAck; NATS core keeps nothing.")
 with open(os.path.join(out, "summary.json"), "w") as f:
     json.dump(summary, f, indent=1)
+if busy and max(busy.values()) > 5:
+    print(f"NOT A QUIET MACHINE: other processes used up to {max(busy.values())}% of the CPUs "
+          "just before a run; treat these numbers as noise")
 print(f"JSON: {out}/run<N>-<broker>.json (every run), {out}/summary.json (the medians)")
 PY
