@@ -23,6 +23,7 @@
 #
 # Installs nats-server (Debian) if missing. Defaults take about 6 minutes (3 brokers × 3 runs).
 set -euo pipefail
+called_from=$PWD
 cd "$(dirname "$0")/.."
 
 pin=0
@@ -57,6 +58,11 @@ while [ $# -gt 0 ]; do
     esac
     shift
 done
+# Paths given relative to where the script was called from.
+absolute() { case "$1" in ""|/*) echo "$1" ;; *) echo "$called_from/$1" ;; esac; }
+out=$(absolute "$out")
+octet_bin=$(absolute "$octet_bin")
+loadtest_bin=$(absolute "$loadtest_bin")
 [[ "$runs" =~ ^[1-9][0-9]*$ ]] || { echo "--runs must be a positive number" >&2; exit 2; }
 for b in ${brokers//,/ }; do
     case "$b" in octet|nats|jetstream) ;; *) echo "unknown broker $b" >&2; exit 2 ;; esac
