@@ -1,6 +1,6 @@
 //! The broker under test: how to get credentials, connect and log in a device, frame a send,
-//! and recognise a delivery and an acknowledgement. One file per broker: [`octet`], NATS core
-//! over WebSocket ([`nats`]) and NATS JetStream ([`jetstream`], the durable peer).
+//! and recognise a delivery and an acknowledgement. One file per broker: [`Octet`], NATS core
+//! over WebSocket ([`Nats`]) and NATS JetStream ([`JetStream`], the durable peer).
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
