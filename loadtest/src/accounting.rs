@@ -33,6 +33,17 @@ impl Latency {
     }
 }
 
+/// What one arrival was, against what the device saw of its sender before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arrival {
+    /// A counter higher than any before: new.
+    New,
+    /// The last counter again.
+    Duplicate,
+    /// A counter below the last one.
+    OutOfOrder,
+}
+
 /// One device's view.
 #[derive(Debug, Default)]
 pub struct Tracker {
@@ -45,24 +56,29 @@ pub struct Tracker {
 impl Tracker {
     /// Records one arrival; true when it was new.
     pub fn observe(&mut self, sender: u32, counter: u32) -> bool {
+        self.arrive(sender, counter) == Arrival::New
+    }
+
+    /// Records one arrival and says what it was.
+    pub fn arrive(&mut self, sender: u32, counter: u32) -> Arrival {
         match self.last.get_mut(&sender) {
             None => {
                 self.last.insert(sender, counter);
                 self.unique += 1;
-                true
+                Arrival::New
             }
             Some(last) if counter > *last => {
                 *last = counter;
                 self.unique += 1;
-                true
+                Arrival::New
             }
             Some(last) if counter == *last => {
                 self.duplicates += 1;
-                false
+                Arrival::Duplicate
             }
             Some(_) => {
                 self.out_of_order += 1;
-                false
+                Arrival::OutOfOrder
             }
         }
     }

@@ -2,9 +2,14 @@
 //! of rates. Every send owes one delivery to each device of the recipient and of the sender's
 //! other devices. Latency is measured from each message's *scheduled* time, so a stalled
 //! broker cannot hide behind a slowed-down sender (coordinated omission).
+//!
+//! A phase *kept up* when, by the end of its measured window, at least [`KEPT_UP_SHARE`] of the
+//! deliveries its measured sends owed had arrived, and nothing it owed was lost; the run's
+//! *ceiling* is the highest rate that kept up. Acknowledgements (octet's `sent`, JetStream's
+//! PubAcks) are counted too: every send must be acknowledged.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::stream::{SplitSink, SplitStream};
@@ -15,9 +20,13 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::accounting::{Latency, Totals, Tracker};
+use crate::accounting::{Arrival, Latency, Totals, Tracker};
 use crate::procstat::{self, ProcSample};
 use crate::target::{Stamp, Target, Ws};
+
+/// The share of a phase's owed deliveries that must arrive within the phase for it to count
+/// as kept up.
+pub const KEPT_UP_SHARE: f64 = 0.97;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -51,24 +60,69 @@ pub struct Phase {
     pub rate: u32,
     /// Sends actually made in the measured window.
     pub sends: u64,
-    /// Deliveries in the measured window, per second.
+    /// Deliveries owed for this phase's measured sends that arrived (whenever: until the run's
+    /// end), per measured second. The latency percentiles are theirs.
     pub deliveries_per_sec: f64,
+    /// Deliveries that arrived during the measured window (whichever send they were for: the
+    /// work the broker did in it), per second. Below `deliveries_per_sec` when the broker falls
+    /// behind and delivers this phase's sends after it.
+    pub window_deliveries_per_sec: f64,
     /// Latency percentiles (µs).
     #[serde(flatten)]
     pub latency: Latency,
+    /// From a measured send's scheduled time to its acknowledgement (octet's `sent`; for
+    /// JetStream the later of its two PubAcks), µs; `None` for a broker that sends none.
+    pub ack_latency: Option<Latency>,
     /// Broker CPU seconds during the measured window.
     pub server_cpu_seconds: Option<f64>,
-    /// Deliveries per broker CPU second.
+    /// Deliveries per broker CPU second, both over the measured window (the deliveries of
+    /// `window_deliveries_per_sec`: a broker that falls behind spends the CPU for this phase's
+    /// sends after the window).
     pub deliveries_per_cpu_second: Option<f64>,
     /// Broker RSS at the end of the phase.
     pub server_rss_bytes: Option<u64>,
+    /// The generator's own CPU seconds over the same window (near the measured seconds × its
+    /// cores, it is the bottleneck, not the broker).
+    pub generator_cpu_seconds: Option<f64>,
+    /// How late the generator made its latest measured send against the schedule (µs): a
+    /// generator short of CPU shows here first, and so does a broker that stops reading its
+    /// senders' sockets (a send waits for room). Latency still counts from the schedule.
+    pub send_lag_max_us: u64,
     /// Deliveries owed for this phase's sends (warm-up included) that never arrived.
     pub lost: u64,
+    /// Deliveries of this phase's sends that arrived again (a duplicate).
+    pub duplicated: u64,
+    /// Deliveries of this phase's sends that arrived after a later one of the same sender.
+    pub out_of_order: u64,
+    /// Deliveries owed for the measured sends (the schedule: rate × measured s × deliveries per
+    /// send).
+    pub scheduled: u64,
+    /// Of those, how many arrived before the phase's measured window ended.
+    pub delivered_in_phase: u64,
+    /// `delivered_in_phase / scheduled`.
+    pub delivered_share: f64,
+    /// At least [`KEPT_UP_SHARE`] delivered within the phase and nothing lost.
+    pub kept_up: bool,
+}
+
+/// Acknowledgements of sends over the whole run.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Acks {
+    /// Owed: sends × acknowledgements per send.
+    pub owed: u64,
+    /// Stored (octet `sent`, JetStream PubAck).
+    pub stored: u64,
+    /// Refused (an `error` for a send, a JetStream error or no responders).
+    pub refused: u64,
+    /// Owed and never answered.
+    pub missing: u64,
 }
 
 /// The whole run.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    /// The broker: octet, nats or jetstream.
+    pub target: &'static str,
     /// Devices connected.
     pub connections: u64,
     /// Every phase.
@@ -79,6 +133,42 @@ pub struct Report {
     pub headline_rate: Option<u32>,
     /// Deliveries/s at the headline rate.
     pub headline_deliveries_per_sec: Option<f64>,
+    /// The highest rate whose phase kept up (see the module's doc).
+    pub ceiling_rate: Option<u32>,
+    /// p99 at the ceiling rate (µs).
+    pub ceiling_p99_us: Option<u64>,
+    /// Deliveries/s at the ceiling rate.
+    pub ceiling_deliveries_per_sec: Option<f64>,
+    /// Acknowledgements of sends; `None` for a broker that sends none (NATS core).
+    pub acks: Option<Acks>,
+}
+
+/// What the readers count together while the run goes on.
+struct Seen {
+    /// Deliveries (every arrival).
+    deliveries: AtomicU64,
+    /// Acknowledgements of sends.
+    acks: AtomicU64,
+    /// When each phase's measured window starts and ends, in ns since the run's start (set as
+    /// the phase starts; `u64::MAX` before).
+    window_starts: Vec<AtomicU64>,
+    window_ends: Vec<AtomicU64>,
+    /// Every send so far, per sender, in counter order (counter n at n − 1): what its
+    /// acknowledgement is timed against.
+    sends: Vec<Mutex<Vec<SendRecord>>>,
+}
+
+/// One send, as its acknowledgements find it.
+#[derive(Debug, Clone, Copy)]
+struct SendRecord {
+    /// Scheduled time, ns since the run's start.
+    t: u64,
+    /// Its phase.
+    p: u16,
+    /// Sent during the warm-up.
+    warm: bool,
+    /// Acknowledgements seen so far.
+    acks: u8,
 }
 
 /// What each device's reader hands back.
@@ -89,9 +179,20 @@ struct DeviceResult {
     counts: Vec<u64>,
     /// New arrivals per phase, warm-up included.
     unique: Vec<u64>,
+    /// Duplicates and out-of-order arrivals per phase.
+    duplicated: Vec<u64>,
+    out_of_order: Vec<u64>,
+    /// Measured deliveries per phase that arrived before the phase's end.
+    in_phase: Vec<u64>,
+    /// Deliveries (of any send) that arrived during each phase's measured window.
+    in_window: Vec<u64>,
+    /// Acknowledgements: stored, refused.
+    acks: (u64, u64),
+    /// Per phase, scheduled send to its (last) acknowledgement, measured sends only.
+    ack_hists: Vec<Histogram<u64>>,
 }
 
-/// Runs the plan against an octet broker.
+/// Runs the plan against the broker `target`.
 pub async fn run(target: &Target, plan: &Plan) -> anyhow::Result<Report> {
     let creds = target.prepare(plan.persons, plan.devices, 32).await?;
     let total = creds.len() as u64;
@@ -104,11 +205,22 @@ pub async fn run(target: &Target, plan: &Plan) -> anyhow::Result<Report> {
     let epoch = Instant::now();
     let phases = plan.rates.len();
     let (stop_tx, stop_rx) = watch::channel(false);
-    let deliveries = Arc::new(AtomicU64::new(0));
+    let seen = Arc::new(Seen {
+        deliveries: AtomicU64::new(0),
+        acks: AtomicU64::new(0),
+        window_starts: (0..phases).map(|_| AtomicU64::new(u64::MAX)).collect(),
+        window_ends: (0..phases).map(|_| AtomicU64::new(u64::MAX)).collect(),
+        sends: (0..plan.senders.min(plan.persons))
+            .map(|_| Mutex::new(Vec::new()))
+            .collect(),
+    });
     // Expected deliveries per device and per phase, filled in by the senders.
     let expected: Arc<Vec<AtomicU64>> =
         Arc::new((0..conns.len()).map(|_| AtomicU64::new(0)).collect());
     let expected_by_phase: Arc<Vec<AtomicU64>> =
+        Arc::new((0..phases).map(|_| AtomicU64::new(0)).collect());
+    // Deliveries owed by each phase's measured sends.
+    let scheduled_by_phase: Arc<Vec<AtomicU64>> =
         Arc::new((0..phases).map(|_| AtomicU64::new(0)).collect());
     let mut readers = Vec::new();
     let mut sinks: Vec<(u32, SplitSink<Ws, Message>)> = Vec::new();
@@ -126,11 +238,12 @@ pub async fn run(target: &Target, plan: &Plan) -> anyhow::Result<Report> {
             epoch,
             phases,
             stop_rx.clone(),
-            deliveries.clone(),
+            seen.clone(),
         )));
     }
 
     let mut phase_results = Vec::new();
+    let mut total_sends = 0u64;
     let mut counters = vec![0u32; sinks.len()];
     let mut sinks: Vec<_> = sinks.into_iter().map(Some).collect();
     for (p, &rate) in plan.rates.iter().enumerate() {
@@ -151,6 +264,14 @@ pub async fn run(target: &Target, plan: &Plan) -> anyhow::Result<Report> {
         let phase_start = Instant::now();
         let measure_from = phase_start + plan.warmup;
         let phase_end = measure_from + plan.measure;
+        seen.window_starts[p].store(
+            measure_from.duration_since(epoch).as_nanos() as u64,
+            Ordering::Release,
+        );
+        seen.window_ends[p].store(
+            phase_end.duration_since(epoch).as_nanos() as u64,
+            Ordering::Release,
+        );
         let mut before: Option<ProcSample> = None;
         let sender_rate = rate as f64 / sinks.len().max(1) as f64;
         let interval = Duration::from_secs_f64(1.0 / sender_rate.max(0.001));
@@ -162,6 +283,8 @@ pub async fn run(target: &Target, plan: &Plan) -> anyhow::Result<Report> {
             let devices = plan.devices as usize;
             let expected = expected.clone();
             let expected_by_phase = expected_by_phase.clone();
+            let scheduled_by_phase = scheduled_by_phase.clone();
+            let seen = seen.clone();
             let mut counter = counters[idx];
             // Stagger senders across one interval so sends do not come in bursts.
             let offset = interval.mul_f64(idx as f64 / sinks_len(plan));
@@ -169,8 +292,12 @@ pub async fn run(target: &Target, plan: &Plan) -> anyhow::Result<Report> {
                 let mut rng = XorShift(0x9E37_79B9_7F4A_7C15 ^ ((idx as u64 + 1) << 17));
                 let mut sends = 0u64;
                 let mut next = phase_start + offset;
+                let mut lag = Duration::ZERO;
                 while next < phase_end {
                     tokio::time::sleep_until(next.into()).await;
+                    if next >= measure_from {
+                        lag = lag.max(Instant::now().saturating_duration_since(next));
+                    }
                     let warm = next < measure_from;
                     counter += 1;
                     let to = {
@@ -192,6 +319,17 @@ pub async fn run(target: &Target, plan: &Plan) -> anyhow::Result<Report> {
                         }
                     }
                     expected_by_phase[p].fetch_add(2 * devices as u64 - 1, Ordering::Relaxed);
+                    if !warm {
+                        scheduled_by_phase[p].fetch_add(2 * devices as u64 - 1, Ordering::Relaxed);
+                    }
+                    if let Some(log) = seen.sends.get(idx) {
+                        log.lock().expect("send log").push(SendRecord {
+                            t: stamp.t,
+                            p: stamp.p,
+                            warm,
+                            acks: 0,
+                        });
+                    }
                     if sink
                         .send(target.send_frame(person, to, &stamp))
                         .await
@@ -204,68 +342,128 @@ pub async fn run(target: &Target, plan: &Plan) -> anyhow::Result<Report> {
                     }
                     next += interval;
                 }
-                (person, sink, counter, sends)
+                (person, sink, counter, sends, lag)
             }));
         }
         tokio::time::sleep_until(measure_from.into()).await;
         if before.is_none() {
             before = procstat::maybe(plan.server_pid);
         }
+        let generator_before = procstat::maybe(Some(std::process::id()));
+        // CPU over exactly the window whose arrivals are counted.
+        tokio::time::sleep_until(phase_end.into()).await;
+        let after = procstat::maybe(plan.server_pid);
+        let generator = match (generator_before, procstat::maybe(Some(std::process::id()))) {
+            (Some(b), Some(a)) => Some(a.cpu_seconds - b.cpu_seconds),
+            _ => None,
+        };
+        let mut lag = Duration::ZERO;
         let mut sends = 0;
         for (idx, task) in tasks.into_iter().enumerate() {
-            let (person, sink, counter, n) = task.await?;
+            let (person, sink, counter, n, late) = task.await?;
+            lag = lag.max(late);
             sinks[idx] = Some((person, sink));
+            total_sends += u64::from(counter - counters[idx]);
             counters[idx] = counter;
             sends += n;
         }
-        let after = procstat::maybe(plan.server_pid);
         ticker.abort();
         bar.finish_and_clear();
-        phase_results.push((rate, sends, before, after));
+        phase_results.push((rate, sends, before, after, generator, lag));
     }
 
     // Let the last deliveries arrive, then stop the readers.
-    await_deliveries(&deliveries, &expected).await;
+    await_deliveries(&seen.deliveries, &expected).await;
+    let acks_owed = total_sends * target.acks_per_send();
+    let until = Instant::now() + Duration::from_secs(3);
+    while seen.acks.load(Ordering::Relaxed) < acks_owed && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let _ = stop_tx.send(true);
     let mut totals = Totals::default();
     let mut hists: Vec<Histogram<u64>> = (0..phases).map(|_| new_hist()).collect();
+    let mut ack_hists: Vec<Histogram<u64>> = (0..phases).map(|_| new_hist()).collect();
     let mut counts = vec![0u64; phases];
     let mut unique = vec![0u64; phases];
+    let mut duplicated = vec![0u64; phases];
+    let mut out_of_order = vec![0u64; phases];
+    let mut in_phase = vec![0u64; phases];
+    let mut in_window = vec![0u64; phases];
+    let (mut stored, mut refused) = (0u64, 0u64);
     for (idx, reader) in readers.into_iter().enumerate() {
         let result = reader.await?;
         totals.add(&result.tracker, expected[idx].load(Ordering::Relaxed));
         for p in 0..phases {
             hists[p].add(&result.hists[p]).ok();
+            ack_hists[p].add(&result.ack_hists[p]).ok();
             counts[p] += result.counts[p];
             unique[p] += result.unique[p];
+            duplicated[p] += result.duplicated[p];
+            out_of_order[p] += result.out_of_order[p];
+            in_phase[p] += result.in_phase[p];
+            in_window[p] += result.in_window[p];
         }
+        stored += result.acks.0;
+        refused += result.acks.1;
     }
     let measure = plan.measure.as_secs_f64();
     let mut report_phases = Vec::new();
-    for (p, (rate, sends, before, after)) in phase_results.into_iter().enumerate() {
+    for (p, (rate, sends, before, after, generator, lag)) in phase_results.into_iter().enumerate() {
         let h = &hists[p];
         let cpu = match (before, after) {
             (Some(b), Some(a)) => Some(a.cpu_seconds - b.cpu_seconds),
             _ => None,
         };
+        let lost = expected_by_phase[p]
+            .load(Ordering::Relaxed)
+            .saturating_sub(unique[p]);
+        let scheduled = scheduled_by_phase[p].load(Ordering::Relaxed);
+        let delivered_share = if scheduled == 0 {
+            0.0
+        } else {
+            in_phase[p] as f64 / scheduled as f64
+        };
         report_phases.push(Phase {
             rate,
             sends,
             deliveries_per_sec: counts[p] as f64 / measure,
+            window_deliveries_per_sec: in_window[p] as f64 / measure,
             latency: Latency::of(h),
+            ack_latency: (target.acks_per_send() > 0).then(|| Latency::of(&ack_hists[p])),
             server_cpu_seconds: cpu,
-            deliveries_per_cpu_second: cpu.filter(|c| *c > 0.0).map(|c| counts[p] as f64 / c),
+            deliveries_per_cpu_second: cpu.filter(|c| *c > 0.0).map(|c| in_window[p] as f64 / c),
             server_rss_bytes: after.map(|a| a.rss_bytes),
-            lost: expected_by_phase[p]
-                .load(Ordering::Relaxed)
-                .saturating_sub(unique[p]),
+            generator_cpu_seconds: generator,
+            send_lag_max_us: lag.as_micros() as u64,
+            lost,
+            duplicated: duplicated[p],
+            out_of_order: out_of_order[p],
+            scheduled,
+            delivered_in_phase: in_phase[p],
+            delivered_share,
+            kept_up: scheduled > 0 && lost == 0 && delivered_share >= KEPT_UP_SHARE,
         });
     }
     let headline = report_phases
         .iter()
         .filter(|p| p.latency.p99_us <= 10_000 && p.lost == 0)
         .max_by_key(|p| p.rate);
+    let ceiling = report_phases
+        .iter()
+        .filter(|p| p.kept_up)
+        .max_by_key(|p| p.rate);
+    let acks = (acks_owed > 0).then(|| Acks {
+        owed: acks_owed,
+        stored,
+        refused,
+        missing: acks_owed.saturating_sub(stored + refused),
+    });
     Ok(Report {
+        target: target.name(),
+        ceiling_rate: ceiling.map(|p| p.rate),
+        ceiling_p99_us: ceiling.map(|p| p.latency.p99_us),
+        ceiling_deliveries_per_sec: ceiling.map(|p| p.deliveries_per_sec),
+        acks,
         connections: total,
         headline_rate: headline.map(|p| p.rate),
         headline_deliveries_per_sec: headline.map(|p| p.deliveries_per_sec),
@@ -284,15 +482,23 @@ async fn read_device(
     epoch: Instant,
     phases: usize,
     mut stop: watch::Receiver<bool>,
-    deliveries: Arc<AtomicU64>,
+    seen: Arc<Seen>,
 ) -> DeviceResult {
+    let acks_per_send = target.acks_per_send();
     let mut result = DeviceResult {
         tracker: Tracker::default(),
         hists: (0..phases).map(|_| new_hist()).collect(),
         counts: vec![0; phases],
         unique: vec![0; phases],
+        duplicated: vec![0; phases],
+        out_of_order: vec![0; phases],
+        in_phase: vec![0; phases],
+        in_window: vec![0; phases],
+        acks: (0, 0),
+        ack_hists: (0..phases).map(|_| new_hist()).collect(),
     };
     let mut stamps = Vec::new();
+    let mut acks = Vec::new();
     loop {
         let next = tokio::select! {
             _ = stop.changed() => break,
@@ -303,19 +509,64 @@ async fn read_device(
             None | Some(Err(_)) => break,
         };
         stamps.clear();
-        target.deliveries(&message, &mut stamps);
+        acks.clear();
+        target.receive(&message, &mut stamps, &mut acks);
         let now = epoch.elapsed().as_nanos() as u64;
+        if !stamps.is_empty()
+            && let Some(w) = (0..phases).find(|&w| {
+                seen.window_starts[w].load(Ordering::Acquire) <= now
+                    && now <= seen.window_ends[w].load(Ordering::Acquire)
+            })
+        {
+            result.in_window[w] += stamps.len() as u64;
+        }
         for stamp in stamps.drain(..) {
-            let new = result.tracker.observe(stamp.s, stamp.n);
-            deliveries.fetch_add(1, Ordering::Relaxed);
+            let arrival = result.tracker.arrive(stamp.s, stamp.n);
+            seen.deliveries.fetch_add(1, Ordering::Relaxed);
             let p = stamp.p as usize;
-            if new && p < phases {
-                result.unique[p] += 1;
+            if p >= phases {
+                continue;
             }
-            if stamp.w == 0 && p < phases {
+            match arrival {
+                Arrival::New => result.unique[p] += 1,
+                Arrival::Duplicate => result.duplicated[p] += 1,
+                Arrival::OutOfOrder => result.out_of_order[p] += 1,
+            }
+            if stamp.w == 0 {
                 let latency = now.saturating_sub(stamp.t).max(1);
                 result.hists[p].saturating_record(latency);
                 result.counts[p] += 1;
+                if arrival == Arrival::New && now <= seen.window_ends[p].load(Ordering::Acquire) {
+                    result.in_phase[p] += 1;
+                }
+            }
+        }
+        for ack in acks.drain(..) {
+            seen.acks.fetch_add(1, Ordering::Relaxed);
+            if ack.stored {
+                result.acks.0 += 1;
+            } else {
+                result.acks.1 += 1;
+            }
+            let Some((s, n)) = ack.send else { continue };
+            let Some(log) = seen.sends.get(s as usize) else {
+                continue;
+            };
+            let record = {
+                let mut log = log.lock().expect("send log");
+                let Some(record) = log.get_mut((n as usize).wrapping_sub(1)) else {
+                    continue;
+                };
+                record.acks += 1;
+                *record
+            };
+            if ack.stored
+                && !record.warm
+                && u64::from(record.acks) == acks_per_send
+                && (record.p as usize) < phases
+            {
+                result.ack_hists[record.p as usize]
+                    .saturating_record(now.saturating_sub(record.t).max(1));
             }
         }
     }

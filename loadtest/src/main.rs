@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use octet_loadtest::target::{Nats, Octet, Target, raise_nofile};
+use octet_loadtest::target::{JetStream, Nats, Octet, Target, raise_nofile};
 use octet_loadtest::{connect, fanout, slow, store};
 
 /// Load generator for octet.
@@ -101,6 +101,9 @@ enum Command {
 enum Kind {
     Octet,
     Nats,
+    /// nats-server with JetStream on (`-js`): one file-storage stream over the persons'
+    /// subjects, every publish acknowledged and carrying a `Nats-Msg-Id`.
+    Jetstream,
 }
 
 /// Where the broker is and how to reach it.
@@ -110,7 +113,8 @@ struct Broker {
     #[arg(long, default_value = "127.0.0.1:8080")]
     addr: SocketAddr,
     /// Which broker is at --addr: octet, or nats-server's WebSocket listener (the same work
-    /// in NATS terms, for comparison).
+    /// in NATS terms, for comparison): NATS core, or JetStream (durable, acknowledged
+    /// publishes; the server must run with `-js`).
     #[arg(long, value_enum, default_value = "octet")]
     target: Kind,
     /// octet's app token (as printed at its first start, or set with --app-token).
@@ -150,6 +154,7 @@ impl Broker {
                 appid: self.appid.clone(),
             }),
             Kind::Nats => Target::Nats(Nats { addr: self.addr }),
+            Kind::Jetstream => Target::JetStream(JetStream::new(self.addr)),
         })
     }
 
@@ -236,26 +241,33 @@ async fn main() -> anyhow::Result<()> {
             };
             let report = fanout::run(&broker.target()?, &plan).await?;
             println!(
-                "{:>8} {:>12} {:>8} {:>8} {:>8} {:>8} {:>10} {:>12} {:>8}",
+                "{:>8} {:>12} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8} {:>12} {:>8} {:>6} {:>6} {:>9}",
                 "rate",
                 "deliv/s",
                 "p50 µs",
                 "p99 µs",
                 "p99.9 µs",
                 "max µs",
+                "sent p99",
                 "cpu s",
                 "deliv/cpu-s",
-                "lost"
+                "lost",
+                "dup",
+                "ooo",
+                "in-phase"
             );
             for p in &report.phases {
                 println!(
-                    "{:>8} {:>12.0} {:>8} {:>8} {:>8} {:>8} {:>10} {:>12} {:>8}",
+                    "{:>8} {:>12.0} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8} {:>12} {:>8} {:>6} {:>6} {:>8.1}%",
                     p.rate,
-                    p.deliveries_per_sec,
+                    p.window_deliveries_per_sec,
                     p.latency.p50_us,
                     p.latency.p99_us,
                     p.latency.p999_us,
                     p.latency.max_us,
+                    p.ack_latency
+                        .map(|l| l.p99_us.to_string())
+                        .unwrap_or("-".into()),
                     p.server_cpu_seconds
                         .map(|c| format!("{c:.2}"))
                         .unwrap_or("-".into()),
@@ -263,6 +275,9 @@ async fn main() -> anyhow::Result<()> {
                         .map(|c| format!("{c:.0}"))
                         .unwrap_or("-".into()),
                     p.lost,
+                    p.duplicated,
+                    p.out_of_order,
+                    p.delivered_share * 100.0,
                 );
             }
             let t = report.totals;
@@ -270,12 +285,27 @@ async fn main() -> anyhow::Result<()> {
                 "expected {} received {} lost {} duplicated {} out-of-order {}",
                 t.expected, t.received, t.lost, t.duplicated, t.out_of_order
             );
+            if let Some(a) = report.acks {
+                println!(
+                    "acknowledged sends: owed {} stored {} refused {} missing {}",
+                    a.owed, a.stored, a.refused, a.missing
+                );
+            }
             match report.headline_rate {
                 Some(rate) => println!(
                     "headline: {rate} sends/s ({:.0} deliveries/s) with p99 ≤ 10 ms and nothing lost",
                     report.headline_deliveries_per_sec.unwrap_or_default()
                 ),
                 None => println!("headline: no rate met p99 ≤ 10 ms with nothing lost"),
+            }
+            match report.ceiling_rate {
+                Some(rate) => println!(
+                    "ceiling: {rate} sends/s ({:.0} deliveries/s, p99 {} µs): ≥ {:.0}% delivered within the phase, nothing lost",
+                    report.ceiling_deliveries_per_sec.unwrap_or_default(),
+                    report.ceiling_p99_us.unwrap_or_default(),
+                    fanout::KEPT_UP_SHARE * 100.0
+                ),
+                None => println!("ceiling: no rate kept up"),
             }
             broker.write_json(&report)?;
         }
@@ -339,7 +369,7 @@ async fn main() -> anyhow::Result<()> {
             for (outcome, n) in &r.stalled_outcomes {
                 println!("stalled devices    {n} × {outcome}");
             }
-            if matches!(target, Target::Nats(_)) {
+            if matches!(target, Target::Nats(_) | Target::JetStream(_)) {
                 println!(
                     "(NATS has no close codes: it drops a slow consumer's connection once a write \
                      stalls past its write_deadline, or its pending bytes exceed max_pending)"
