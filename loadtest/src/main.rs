@@ -94,6 +94,8 @@ enum Command {
     },
     /// Sends per second through the store's writer, with and without group commit.
     Store(store::Args),
+    /// CPU per send of candidate SQLite log layouts, on the SQL alone.
+    Schema(octet_loadtest::schema::Args),
 }
 
 /// The brokers the generator can drive.
@@ -378,6 +380,9 @@ async fn main() -> anyhow::Result<()> {
             broker.write_json(&r)?;
         }
         Command::Store(args) => store::run(args).await?,
+        Command::Schema(args) => {
+            octet_loadtest::schema::run(&args)?;
+        }
     }
     Ok(())
 }
