@@ -42,9 +42,10 @@ pub enum StoreError {
     /// The token is unknown, expired or revoked, or bound to another appid.
     #[error("authentication failed: {0}")]
     AuthFailed(AuthFailure),
-    /// The database failed.
-    #[error("sqlite: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    /// The database failed; the backend's own error is the source (for SQLite a
+    /// `rusqlite::Error`, converted in `sqlite/mod.rs`).
+    #[error("database: {0}")]
+    Database(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// A profile change would make the profile too large.
     #[error("the profile would be {0} bytes; the limit is {MAX_PROFILE_BYTES}")]
     ProfileTooLarge(usize),
@@ -55,7 +56,7 @@ pub enum StoreError {
     #[error("corrupt store: {0}")]
     Corrupt(String),
     /// The group commit failed; every job in the batch was rolled back.
-    #[error("sqlite commit: {0}")]
+    #[error("database commit: {0}")]
     Commit(String),
     /// The store's writer thread is gone (shutting down).
     #[error("the store is closed")]
@@ -94,7 +95,7 @@ impl StoreError {
             StoreError::NoSuchFile(_) => ErrorCode::NoSuchFile,
             StoreError::QuotaExceeded { .. } => ErrorCode::QuotaExceeded,
             StoreError::Io(_)
-            | StoreError::Sqlite(_)
+            | StoreError::Database(_)
             | StoreError::Commit(_)
             | StoreError::Corrupt(_)
             | StoreError::Closed => return None,

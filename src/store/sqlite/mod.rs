@@ -243,6 +243,14 @@ impl SqliteStore {
     }
 }
 
+/// Every SQLite failure the store's functions meet (`?` on a rusqlite call) is the backend's
+/// own: [`StoreError::Database`], with the rusqlite error as its source.
+impl From<rusqlite::Error> for StoreError {
+    fn from(err: rusqlite::Error) -> StoreError {
+        StoreError::Database(Box::new(err))
+    }
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn stats(&self) -> Result<StoreStats, StoreError> {
