@@ -194,7 +194,10 @@ async fn run_inner(
     };
 
     if let Some(identity) = &session.identity {
-        for ended in state.router.unregister(identity.person, conn_id) {
+        for ended in state
+            .router
+            .unregister(identity.person, conn_id, now_millis())
+        {
             Box::pin(record_call(&state, ended)).await;
         }
         state.last_seen.record(identity.uid, now_millis());
@@ -644,6 +647,7 @@ impl Session {
                     &callee_address,
                     &call_id,
                     req.data.as_deref(),
+                    now_millis(),
                 )
                 .map(|serial| {
                     let state = self.state.clone();
@@ -652,7 +656,9 @@ impl Session {
                     let timer = tokio::spawn(
                         async move {
                             tokio::time::sleep(state.config.ring_timeout).await;
-                            if let Some(ended) = state.router.call_timeout(&call_id, serial) {
+                            if let Some(ended) =
+                                state.router.call_timeout(&call_id, serial, now_millis())
+                            {
                                 record_call(&state, ended).await;
                             }
                         }
@@ -663,7 +669,13 @@ impl Session {
                     None
                 })
         } else {
-            router.call_act(party, &call_id, req.action, req.data.as_deref())
+            router.call_act(
+                party,
+                &call_id,
+                req.action,
+                req.data.as_deref(),
+                now_millis(),
+            )
         };
         match result {
             Ok(Some(ended)) => record_call(&self.state, ended).await,

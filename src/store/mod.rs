@@ -4,6 +4,7 @@
 //! the embedded default. Every method is one transaction: a refusal writes nothing. The store
 //! knows nothing of axum, WebSockets or the router.
 
+pub mod blobs;
 mod commit;
 pub mod sqlite;
 mod types;
@@ -14,6 +15,7 @@ use serde_json::value::RawValue;
 use crate::auth::TokenHash;
 use crate::protocol::{ErrorCode, Millis, Uid};
 
+pub use blobs::{BlobDir, attachment};
 pub use commit::{Answer, AnswerOnly, CommitSink, Committed, CommittedMessage, Outcome};
 pub use sqlite::{SqliteStore, StoreOptions};
 pub use types::*;

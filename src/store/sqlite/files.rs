@@ -8,9 +8,8 @@ use std::sync::Mutex;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::files::BlobDir;
 use crate::protocol::Millis;
-use crate::store::{BlobMeta, FileRecord, NewFile, PersonId, StoreError, ThumbMeta};
+use crate::store::{BlobDir, BlobMeta, FileRecord, NewFile, PersonId, StoreError, ThumbMeta};
 
 /// Deletes stored bytes no `blobs` row names: left by a batch whose commit failed after its
 /// upload was moved into place, or by a crash between a pruning's commit and its deletes.

@@ -10,7 +10,7 @@ use super::users::{find_user, user_address};
 use crate::protocol::Millis;
 use crate::store::{
     Appended, EventKind, Identity, LogEvent, LogHead, MAX_PROFILE_BYTES, Marker, NewMessage,
-    PersonId, StoreError, UserKey,
+    PersonId, StoreError, UserKey, attachment,
 };
 
 /// Where a person's log stands.
@@ -337,7 +337,7 @@ pub(super) fn append_message(conn: &Connection, msg: &NewMessage) -> Result<Appe
     let attachments = msg
         .files
         .iter()
-        .map(|id| readable_file(conn, id, Some(sender)).map(|f| crate::files::attachment(&f)))
+        .map(|id| readable_file(conn, id, Some(sender)).map(|f| attachment(&f)))
         .collect::<Result<Vec<_>, _>>()?;
     let files_json = (!attachments.is_empty()).then(|| {
         serde_json::value::to_raw_value(&attachments).expect("attachments always serialize")

@@ -37,12 +37,11 @@ use super::commit::{
     Answer, AnswerOnly, CommitSink, Committed, CommittedMessage, Committing, Outcome,
 };
 use super::{
-    AppCredentials, Appended, BlobMeta, CallRecord, FileRecord, Identity, IssuedUser, LogEvent,
-    LogHead, Marker, NewFile, NewMessage, NewUser, PersonDevices, PersonId, Removed, Revoked,
-    Store, StoreError, StoreStats, UserKey,
+    AppCredentials, Appended, BlobDir, BlobMeta, CallRecord, FileRecord, Identity, IssuedUser,
+    LogEvent, LogHead, Marker, NewFile, NewMessage, NewUser, PersonDevices, PersonId, Removed,
+    Revoked, Store, StoreError, StoreStats, UserKey,
 };
 use crate::auth::TokenHash;
-use crate::files::BlobDir;
 use crate::protocol::{Millis, Uid};
 
 pub use self::writer::{BatchObserver, MAX_BATCH};
