@@ -296,6 +296,8 @@ pub(super) fn prune(
     Ok(removed)
 }
 
+/// `send`: stores a message and its events in the sender's and the recipient's logs, or
+/// returns the stored one for an honest retry of the same client id.
 pub(super) fn append_message(conn: &Connection, msg: &NewMessage) -> Result<Appended, StoreError> {
     let sender = msg.from.person;
     let stored = conn

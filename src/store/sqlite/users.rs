@@ -25,6 +25,7 @@ impl UserRow {
     }
 }
 
+/// The user a key names, if any.
 pub(super) fn find_user(conn: &Connection, key: &UserKey) -> Result<Option<UserRow>, StoreError> {
     let map = |r: &rusqlite::Row<'_>| {
         Ok(UserRow {
@@ -51,12 +52,14 @@ pub(super) fn find_user(conn: &Connection, key: &UserKey) -> Result<Option<UserR
     Ok(row)
 }
 
+/// The address of a user (for a person: its primary's).
 pub(super) fn user_address(conn: &Connection, uid: Uid) -> Result<String, StoreError> {
     Ok(conn
         .prepare_cached("SELECT address FROM users WHERE uid = ?1")?
         .query_row([uid], |r| r.get(0))?)
 }
 
+/// Every uid of a person, primary first.
 pub(super) fn person_uids(conn: &Connection, person: PersonId) -> Result<Vec<Uid>, StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT uid FROM users WHERE uid = ?1 OR primary_uid = ?1 ORDER BY primary_uid IS NOT NULL, uid",
@@ -67,6 +70,7 @@ pub(super) fn person_uids(conn: &Connection, person: PersonId) -> Result<Vec<Uid
     Ok(uids)
 }
 
+/// A person with every one of its users, primary first.
 pub(super) fn person_devices(
     conn: &Connection,
     person: PersonId,
@@ -129,6 +133,7 @@ fn create_person(conn: &Connection, uid: Uid) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Issues a user token for `uid` under `terms`; only its hash is stored.
 fn issue_token(
     conn: &Connection,
     uid: Uid,
@@ -153,12 +158,14 @@ fn issue_token(
     Ok(token)
 }
 
+/// How many users (devices) a person has.
 fn count_users(conn: &Connection, person: PersonId) -> Result<usize, StoreError> {
     Ok(conn
         .prepare_cached("SELECT count(*) FROM users WHERE uid = ?1 OR primary_uid = ?1")?
         .query_row([person], |r| r.get::<_, i64>(0))? as usize)
 }
 
+/// `useradd`: creates or updates the user, and issues the token it asks for.
 pub(super) fn useradd(
     conn: &Connection,
     req: NewUser,

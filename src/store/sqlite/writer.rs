@@ -53,6 +53,9 @@ pub(super) const PAGE_SIZE: u32 = 1024;
 /// How often the writer asks for a checkpoint while it commits.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
+/// The writer thread: takes the waiting jobs (up to `max_batch`), runs each in its own savepoint
+/// of one `BEGIN IMMEDIATE … COMMIT`, then hands every outcome to the sink. Ends once every
+/// [`super::SqliteStore`] handle is dropped.
 pub(super) fn run_writer(
     conn: Connection,
     mut rx: mpsc::Receiver<Job>,
@@ -124,6 +127,7 @@ pub(super) fn run_checkpointer(conn: Connection, wanted: std::sync::mpsc::Receiv
     }
 }
 
+/// Runs `f` inside `SAVEPOINT job`: an `Err` rolls back what `f` wrote and nothing else.
 pub(super) fn in_savepoint<T>(
     conn: &Connection,
     f: impl FnOnce(&Connection) -> Result<T, StoreError>,
@@ -149,6 +153,7 @@ pub(super) fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }
 
+/// The settings every connection (writer, readers, checkpointer) runs with.
 pub(super) fn configure(conn: &Connection) -> Result<(), StoreError> {
     // NORMAL in WAL mode survives a process crash (kill -9); only power loss can lose the last
     // transactions. `--sync full` switches the writer to FULL.
@@ -158,6 +163,7 @@ pub(super) fn configure(conn: &Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Applies the migrations past the database's `user_version`, each in its own transaction.
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let version: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     for (idx, sql) in MIGRATIONS.iter().enumerate().skip(version) {
