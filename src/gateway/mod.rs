@@ -4,6 +4,8 @@
 //! only code that writes to a socket.
 
 pub mod admission;
+mod calls;
+mod ops;
 mod session;
 mod sync;
 mod writer;

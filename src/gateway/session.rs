@@ -1,6 +1,8 @@
 //! One device connection from upgrade to cleanup: login deadline, authentication, registration
-//! with the router, the reader loop that dispatches frames, and cleanup. The catch-up and
-//! `history` (reading the log to the device) are in `sync.rs`.
+//! with the router, the reader loop, and cleanup. A successful login builds an [`Online`]
+//! session, the only one the op handlers run on: `ops.rs` (dispatch, `send`, `ack`, `read`,
+//! `profile`, `file_url`), `calls.rs` (`call`, call records) and `sync.rs` (the catch-up and
+//! `history`).
 //!
 //! The session never writes to the socket itself: everything goes through its own bounded queue
 //! to the writer task, so its replies and the router's deliveries keep one order.
@@ -13,23 +15,15 @@ use futures::stream::SplitStream;
 use tracing::{Instrument, field};
 
 use super::admission::AnonymousSlot;
+use super::calls::record_call;
 use super::writer;
 use crate::auth::TokenHash;
-use crate::files::{self, Variant};
 use crate::protocol::{
-    Ack, CallAction, CallRequest, ClientFrame, CloseCode, DecodeError, ErrorCode, ErrorFrame,
-    FileUrl, FileUrlRequest, Login, MAX_ATTACHMENTS, ProfileFrame, ProfileRequest, ReadRequest,
-    Send, Sent, ServerFrame, check_depth, check_profile_patch,
+    ClientFrame, CloseCode, DecodeError, ErrorCode, ErrorFrame, Login, ServerFrame, check_depth,
 };
-use crate::router::{
-    Bounds, CallEnded, CallError, ConnHandle, Frame, Mailbox, Outbound, OwnQueue, Party,
-};
+use crate::router::{Bounds, ConnHandle, Frame, Mailbox, Outbound, OwnQueue};
 use crate::state::{ServerState, now_millis};
-use crate::store::{CallRecord, Identity, NewMessage, StoreError};
-use serde_json::value::RawValue;
-
-/// Longest client id accepted in `send`.
-const MAX_CLIENT_ID: usize = 128;
+use crate::store::{Identity, StoreError};
 
 /// How long the answer to a failed login is held once its address is over `login_attempts`:
 /// with at most `max_anonymous_per_ip` sockets per address, this bounds the guesses one
@@ -96,7 +90,6 @@ async fn run_inner(
             state.metrics.clone(),
         ),
         conn_id,
-        identity: None,
         appid: String::new(),
         peer,
     };
@@ -169,16 +162,21 @@ async fn run_inner(
                     ConnHandle::new(identity.uid, conn_id, session.queue.mailbox().clone());
                 state.router.register(identity.person, handle);
                 state.last_seen.record(identity.uid, now_millis());
-                session.identity = Some(identity);
+                let mut online = Online {
+                    session: &session,
+                    identity,
+                };
                 // A tokendel or userdel that committed between our token check and the
                 // registration kicked nobody; checking again after registering closes that gap.
-                if !Box::pin(session.still_valid(hash)).await {
+                let ended = if !Box::pin(online.still_valid(hash)).await {
                     "token revoked during login"
-                } else if !Box::pin(session.catch_up(login.since, login.epoch)).await {
+                } else if !Box::pin(online.catch_up(login.since, login.epoch)).await {
                     "catch-up failed"
                 } else {
-                    session.read_loop(&mut stream).await
-                }
+                    online.read_loop(&mut stream).await
+                };
+                Box::pin(online.leave()).await;
+                ended
             }
             Err(reason) => {
                 let result = match reason {
@@ -193,12 +191,6 @@ async fn run_inner(
         },
     };
 
-    if let Some(identity) = &session.identity {
-        for ended in state.router.unregister(identity.person, conn_id) {
-            Box::pin(record_call(&state, ended)).await;
-        }
-        state.last_seen.record(identity.uid, now_millis());
-    }
     tracing::info!(peer = %peer, reason = ended, "connection closed");
     // Dropping the session drops its queue sender; with the router's handle gone the writer
     // drains what is queued, writes the close frame and ends.
@@ -248,11 +240,12 @@ async fn discard_until_closed(stream: &mut SplitStream<WebSocket>) {
     .await;
 }
 
+/// One connection before and after login: what every reply needs (its queue, the server).
+/// The op handlers are not here but on [`Online`], which only a successful login builds.
 pub(super) struct Session {
     pub(super) state: Arc<ServerState>,
     pub(super) queue: OwnQueue,
-    conn_id: u64,
-    pub(super) identity: Option<Identity>,
+    pub(super) conn_id: u64,
     /// The appid the device logged in with.
     appid: String,
     /// The device's IP address (failed logins are counted per address).
@@ -354,367 +347,6 @@ impl Session {
         }
     }
 
-    /// Re-checks the login token; on failure the connection is told and closing.
-    async fn still_valid(&self, hash: TokenHash) -> bool {
-        let identity = self.identity.as_ref().expect("checked after login");
-        let appid = self.appid.clone();
-        match self
-            .state
-            .store
-            .authenticate(hash, &appid, now_millis())
-            .await
-        {
-            Ok(again) if again == *identity => true,
-            Ok(_) | Err(StoreError::AuthFailed(_)) => {
-                self.refuse(
-                    ErrorCode::AuthFailed,
-                    "the token was revoked while logging in; ask your backend for a new one".into(),
-                    CloseCode::Revoked,
-                )
-                .await;
-                false
-            }
-            // A store hiccup is not a revocation: keep the connection.
-            Err(_) => true,
-        }
-    }
-
-    /// Reads frames until the device leaves, breaks the protocol, or is kicked.
-    async fn read_loop(&mut self, stream: &mut SplitStream<WebSocket>) -> &'static str {
-        let mailbox = self.queue.mailbox().clone();
-        let state = self.state.clone();
-        let config = &state.config;
-        let idle = config.idle_timeout;
-        // Pings go out every third of the idle timeout, so a live peer always answers in time.
-        let mut keepalive = tokio::time::interval(idle / 3);
-        keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        keepalive.tick().await;
-        let mut last_heard = tokio::time::Instant::now();
-        let identity = self
-            .identity
-            .clone()
-            .expect("the read loop runs after login");
-        // The token's expiry, on the monotonic clock: the connection lives no longer than the
-        // token it logged in with.
-        let left = identity.token_expires.saturating_sub(now_millis()).max(0) as u64;
-        let expiry = tokio::time::sleep(std::time::Duration::from_millis(left));
-        let mut expiry = std::pin::pin!(expiry);
-        loop {
-            let next = tokio::select! {
-                // Kicked (replaced, revoked, slow, shutdown): the writer sends the close frame.
-                _ = mailbox.kicked() => return "kicked",
-                () = expiry.as_mut() => {
-                    let _ = Box::pin(self.queue.send(Outbound::Close(
-                        CloseCode::Revoked,
-                        "the token expired; log in again with a new token".into(),
-                    )))
-                    .await;
-                    return "token expired";
-                }
-                next = stream.next() => Some(next),
-                _ = keepalive.tick() => None,
-            };
-            let Some(next) = next else {
-                if last_heard.elapsed() >= idle {
-                    let reason = format!("no frame for {}; reconnect", human_duration(idle));
-                    let _ = self
-                        .queue
-                        .send(Outbound::Close(CloseCode::IdleTimeout, reason))
-                        .await;
-                    return "idle timeout";
-                }
-                let _ = Box::pin(self.queue.send(Outbound::Ping)).await;
-                continue;
-            };
-            last_heard = tokio::time::Instant::now();
-            match next {
-                Some(Ok(Message::Text(text))) => {
-                    // The budget is the person's, shared by its devices and kept across
-                    // reconnects (`limits::SendRates`).
-                    if state.send_rates.take(identity.person) {
-                        Box::pin(self.dispatch(&text)).await;
-                    } else {
-                        let (id, call) = ClientFrame::ids_of(&text);
-                        let err = DecodeError::new(
-                            ErrorCode::RateLimited,
-                            format!(
-                                "more than {} frames per second from this person's devices (bursts of {}); this frame was dropped, send it again later",
-                                config.send_rate, config.send_burst
-                            ),
-                        );
-                        Box::pin(self.error(err, id, call)).await;
-                    }
-                }
-                Some(Ok(Message::Binary(_))) => {
-                    Box::pin(self.refuse_binary()).await;
-                    return "binary frame";
-                }
-                Some(Ok(Message::Close(_))) | None => return "closed by device",
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                Some(Err(err)) => {
-                    Box::pin(self.refuse_read_error(err)).await;
-                    return "read error";
-                }
-            }
-        }
-    }
-
-    async fn dispatch(&mut self, text: &str) {
-        if let Err(err) = check_depth(text.as_bytes(), self.state.config.max_json_depth) {
-            self.state
-                .metrics
-                .frames_in
-                .with_label_values(&["invalid"])
-                .inc();
-            let (id, call) = ClientFrame::ids_of(text);
-            return self.error(err, id, call).await;
-        }
-        let frame = ClientFrame::decode(text);
-        let op = frame.as_ref().map(ClientFrame::op).unwrap_or("invalid");
-        self.state.metrics.frames_in.with_label_values(&[op]).inc();
-        match frame {
-            Ok(ClientFrame::Send(send)) => self.send(send).await,
-            Ok(ClientFrame::FileUrl(req)) => self.file_url(req).await,
-            Ok(ClientFrame::Call(call)) => self.call(call).await,
-            Ok(ClientFrame::History(req)) => self.history(req).await,
-            Ok(ClientFrame::Ack(ack)) => self.ack(ack).await,
-            Ok(ClientFrame::Read(read)) => self.read(read).await,
-            Ok(ClientFrame::Profile(req)) => self.profile(req).await,
-            Ok(ClientFrame::Login(_)) => {
-                let err = DecodeError::new(
-                    ErrorCode::BadRequest,
-                    "already logged in; login is only the first frame of a connection",
-                );
-                self.error(err, None, None).await;
-            }
-            Err(err) => {
-                let (id, call) = ClientFrame::ids_of(text);
-                self.error(err, id, call).await;
-            }
-        }
-    }
-
-    async fn send(&mut self, send: Send) {
-        let identity = self.identity.clone().expect("send runs after login");
-        if send.id.is_empty() || send.id.chars().count() > MAX_CLIENT_ID {
-            let err = DecodeError::new(
-                ErrorCode::BadValue,
-                format!("`id` must be 1 to {MAX_CLIENT_ID} characters"),
-            );
-            return self.error(err, Some(send.id), None).await;
-        }
-        let client_id = send.id.clone();
-        if send.files.len() > MAX_ATTACHMENTS {
-            let err = DecodeError::new(
-                ErrorCode::BadValue,
-                format!(
-                    "a message carries at most {MAX_ATTACHMENTS} files; send the rest in another"
-                ),
-            );
-            return self.error(err, Some(client_id), None).await;
-        }
-        let body = match send.body {
-            Some(body) => body,
-            // A message of files alone has no caption.
-            None if !send.files.is_empty() => {
-                RawValue::from_string("null".into()).expect("null is JSON")
-            }
-            None => {
-                let err = DecodeError::new(
-                    ErrorCode::MissingField,
-                    "missing field `body` (required unless `files` is given)",
-                );
-                return self.error(err, Some(client_id), None).await;
-            }
-        };
-        let msg = NewMessage {
-            from: identity.clone(),
-            client_id: send.id,
-            to: send.to,
-            body,
-            files: send.files,
-            ts: now_millis(),
-            accepted: std::time::Instant::now(),
-        };
-        // The store publishes the committed message to the fan-out (`crate::fanout`), which
-        // delivers it in commit order per person and then answers here.
-        let appended = match self.state.store.append_message(msg).await {
-            Ok(appended) => appended,
-            Err(err) => {
-                let err = store_refusal(err, "send", "internal error; retry with the same id");
-                return self.error(err, Some(client_id), None).await;
-            }
-        };
-        let sent = ServerFrame::Sent(Sent {
-            id: client_id,
-            mid: appended.mid,
-            seq: appended.sender_seq,
-            ts: appended.ts,
-        });
-        self.push(sent.to_text().into()).await;
-    }
-
-    /// `file_url`: signed URLs for a file this person may read.
-    async fn file_url(&mut self, req: FileUrlRequest) {
-        let identity = self.identity.clone().expect("file_url runs after login");
-        let file = match self.state.store.file(&req.id, Some(identity.person)).await {
-            Ok(file) => file,
-            Err(err) => {
-                let err = store_refusal(err, "file_url", "internal error; retry");
-                return self.error(err, Some(req.id), None).await;
-            }
-        };
-        let expires = now_millis() + self.state.config.file_url_ttl.as_millis() as i64;
-        let signer = &self.state.files.signer;
-        let signed =
-            |url: String, variant| format!("{url}?{}", signer.query(&file.id, variant, expires));
-        let frame = ServerFrame::FileUrl(FileUrl {
-            url: signed(files::file_url(&file.id), Variant::Data),
-            thumb_url: file
-                .blob
-                .thumb
-                .as_ref()
-                .map(|_| signed(files::thumb_url(&file.id), Variant::Thumb)),
-            id: file.id,
-            expires,
-        });
-        self.push(frame.to_text().into()).await;
-    }
-
-    /// `ack`: records the device's position; newly delivered messages get receipts.
-    async fn ack(&mut self, ack: Ack) {
-        let identity = self.identity.clone().expect("ack runs after login");
-        let result = self.state.store.ack(identity, ack.seq, now_millis()).await;
-        self.marker_result(result, "ack").await;
-    }
-
-    /// `read`: a read marker to every device of the person and a read receipt to the peer.
-    async fn read(&mut self, read: ReadRequest) {
-        let identity = self.identity.clone().expect("read runs after login");
-        let result = self
-            .state
-            .store
-            .mark_read(identity, read.peer, read.upto, now_millis())
-            .await;
-        self.marker_result(result, "read").await;
-    }
-
-    async fn marker_result(&self, result: Result<(), StoreError>, op: &str) {
-        let Err(err) = result else { return };
-        let err = store_refusal(err, op, "internal error; send it again");
-        self.error(err, None, None).await;
-    }
-
-    async fn call(&mut self, req: CallRequest) {
-        let identity = self.identity.clone().expect("call runs after login");
-        let call_id = req.call.clone();
-        if call_id.is_empty() || call_id.chars().count() > MAX_CLIENT_ID {
-            let err = DecodeError::new(
-                ErrorCode::BadValue,
-                format!("`call` must be 1 to {MAX_CLIENT_ID} characters"),
-            );
-            return self.error(err, None, Some(call_id)).await;
-        }
-        let party = Party {
-            person: identity.person,
-            uid: identity.uid,
-            conn_id: self.conn_id,
-        };
-        let router = &self.state.router;
-        let result = if req.action == CallAction::Ring {
-            let Some(to) = req.to.as_deref() else {
-                let err = DecodeError::new(
-                    ErrorCode::MissingField,
-                    "missing field `to` (ring needs the callee's address)",
-                );
-                return self.error(err, None, Some(call_id)).await;
-            };
-            let (callee, callee_address) = match self.state.store.resolve(to).await {
-                Ok(found) => found,
-                Err(err) => {
-                    let err = store_refusal(err, "ring", "internal error; ring again");
-                    return self.error(err, None, Some(call_id)).await;
-                }
-            };
-            router
-                .call_ring(
-                    party,
-                    callee,
-                    &identity.primary_address,
-                    &callee_address,
-                    &call_id,
-                    req.data.as_deref(),
-                )
-                .map(|serial| {
-                    let state = self.state.clone();
-                    let call_id = call_id.clone();
-                    let router = state.router.clone();
-                    let timer = tokio::spawn(
-                        async move {
-                            tokio::time::sleep(state.config.ring_timeout).await;
-                            if let Some(ended) = state.router.call_timeout(&call_id, serial) {
-                                record_call(&state, ended).await;
-                            }
-                        }
-                        .instrument(tracing::Span::current()),
-                    );
-                    // Cancelled by the router when the call stops ringing.
-                    router.call_arm_timer(serial, timer.abort_handle());
-                    None
-                })
-        } else {
-            router.call_act(party, &call_id, req.action, req.data.as_deref())
-        };
-        match result {
-            Ok(Some(ended)) => record_call(&self.state, ended).await,
-            Ok(None) => {}
-            Err(err) => {
-                let err = call_error(err);
-                self.error(err, None, Some(call_id)).await;
-            }
-        }
-    }
-
-    /// `profile`: `set` changes this person's profile (logged, to every device of the
-    /// person); `get` answers with a person's profile.
-    async fn profile(&mut self, req: ProfileRequest) {
-        let identity = self.identity.clone().expect("profile runs after login");
-        match (req.set, req.get) {
-            (Some(patch), None) => {
-                if let Err(err) = check_profile_patch(".set", &patch) {
-                    return self.error(err, None, None).await;
-                }
-                let result = self
-                    .state
-                    .store
-                    .set_profile(identity.person, patch, now_millis())
-                    .await
-                    .map(|_| ());
-                self.marker_result(result, "profile").await;
-            }
-            (None, Some(address)) => match self.state.store.profile(&address).await {
-                Ok((address, profile, version)) => {
-                    let frame = ServerFrame::Profile(ProfileFrame {
-                        seq: None,
-                        address,
-                        profile,
-                        version,
-                        ts: None,
-                    });
-                    self.push(frame.to_text().into()).await;
-                }
-                Err(err) => self.marker_result(Err(err), "profile").await,
-            },
-            _ => {
-                let err = DecodeError::new(
-                    ErrorCode::BadValue,
-                    "profile takes exactly one of `set` (an object) or `get` (an address)",
-                );
-                self.error(err, None, None).await;
-            }
-        }
-    }
-
     /// Queues a frame for this connection; waiting here slows only this device's reader, and
     /// at most the idle timeout (then the device is kicked as a slow consumer). False when the
     /// connection is closing.
@@ -802,6 +434,145 @@ impl Session {
     }
 }
 
+/// A session after a successful login, registered with the router: it holds the `Identity`
+/// the token resolved to, so nothing that acts for the device (the read loop, the op handlers
+/// in `ops.rs` and `calls.rs`, the catch-up and `history` in `sync.rs`) can run without one.
+/// The session's reply helpers are reached through `Deref`.
+pub(super) struct Online<'a> {
+    session: &'a Session,
+    /// Who the connection acts as: no frame field can name another sender.
+    pub(super) identity: Identity,
+}
+
+impl std::ops::Deref for Online<'_> {
+    type Target = Session;
+
+    fn deref(&self) -> &Session {
+        self.session
+    }
+}
+
+impl Online<'_> {
+    /// The logged-in half of the cleanup: leaves the router (ending this connection's calls,
+    /// which are recorded) and records last seen.
+    async fn leave(self) {
+        let state = &self.state;
+        let now = now_millis();
+        for ended in state
+            .router
+            .unregister(self.identity.person, self.conn_id, now)
+        {
+            record_call(state, ended).await;
+        }
+        state.last_seen.record(self.identity.uid, now_millis());
+    }
+
+    /// Re-checks the login token; on failure the connection is told and closing.
+    async fn still_valid(&self, hash: TokenHash) -> bool {
+        let appid = self.appid.clone();
+        match self
+            .state
+            .store
+            .authenticate(hash, &appid, now_millis())
+            .await
+        {
+            Ok(again) if again == self.identity => true,
+            Ok(_) | Err(StoreError::AuthFailed(_)) => {
+                self.refuse(
+                    ErrorCode::AuthFailed,
+                    "the token was revoked while logging in; ask your backend for a new one".into(),
+                    CloseCode::Revoked,
+                )
+                .await;
+                false
+            }
+            // A store hiccup is not a revocation: keep the connection.
+            Err(_) => true,
+        }
+    }
+
+    /// Reads frames until the device leaves, breaks the protocol, or is kicked.
+    async fn read_loop(&mut self, stream: &mut SplitStream<WebSocket>) -> &'static str {
+        let mailbox = self.queue.mailbox().clone();
+        let state = self.state.clone();
+        let config = &state.config;
+        let idle = config.idle_timeout;
+        // Pings go out every third of the idle timeout, so a live peer always answers in time.
+        let mut keepalive = tokio::time::interval(idle / 3);
+        keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        keepalive.tick().await;
+        let mut last_heard = tokio::time::Instant::now();
+        let person = self.identity.person;
+        // The token's expiry, on the monotonic clock: the connection lives no longer than the
+        // token it logged in with.
+        let left = self
+            .identity
+            .token_expires
+            .saturating_sub(now_millis())
+            .max(0) as u64;
+        let expiry = tokio::time::sleep(std::time::Duration::from_millis(left));
+        let mut expiry = std::pin::pin!(expiry);
+        loop {
+            let next = tokio::select! {
+                // Kicked (replaced, revoked, slow, shutdown): the writer sends the close frame.
+                _ = mailbox.kicked() => return "kicked",
+                () = expiry.as_mut() => {
+                    let _ = Box::pin(self.queue.send(Outbound::Close(
+                        CloseCode::Revoked,
+                        "the token expired; log in again with a new token".into(),
+                    )))
+                    .await;
+                    return "token expired";
+                }
+                next = stream.next() => Some(next),
+                _ = keepalive.tick() => None,
+            };
+            let Some(next) = next else {
+                if last_heard.elapsed() >= idle {
+                    let reason = format!("no frame for {}; reconnect", human_duration(idle));
+                    let _ = self
+                        .queue
+                        .send(Outbound::Close(CloseCode::IdleTimeout, reason))
+                        .await;
+                    return "idle timeout";
+                }
+                let _ = Box::pin(self.queue.send(Outbound::Ping)).await;
+                continue;
+            };
+            last_heard = tokio::time::Instant::now();
+            match next {
+                Some(Ok(Message::Text(text))) => {
+                    // The budget is the person's, shared by its devices and kept across
+                    // reconnects (`limits::SendRates`).
+                    if state.send_rates.take(person) {
+                        Box::pin(self.dispatch(&text)).await;
+                    } else {
+                        let (id, call) = ClientFrame::ids_of(&text);
+                        let err = DecodeError::new(
+                            ErrorCode::RateLimited,
+                            format!(
+                                "more than {} frames per second from this person's devices (bursts of {}); this frame was dropped, send it again later",
+                                config.send_rate, config.send_burst
+                            ),
+                        );
+                        Box::pin(self.error(err, id, call)).await;
+                    }
+                }
+                Some(Ok(Message::Binary(_))) => {
+                    Box::pin(self.refuse_binary()).await;
+                    return "binary frame";
+                }
+                Some(Ok(Message::Close(_))) | None => return "closed by device",
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                Some(Err(err)) => {
+                    Box::pin(self.refuse_read_error(err)).await;
+                    return "read error";
+                }
+            }
+        }
+    }
+}
+
 /// The first text, binary or close frame; pings and pongs before login are skipped.
 async fn first_data_frame(
     stream: &mut SplitStream<WebSocket>,
@@ -824,21 +595,6 @@ fn human_duration(d: std::time::Duration) -> String {
     }
 }
 
-/// Logs a call that ended in both persons' logs and delivers the records.
-pub(super) async fn record_call(state: &Arc<ServerState>, ended: CallEnded) {
-    let record = CallRecord {
-        call: ended.call,
-        caller: (ended.caller, ended.from),
-        callee: (ended.callee, ended.to),
-        status: ended.outcome.as_str(),
-        duration_ms: ended.duration_ms,
-        ts: now_millis(),
-    };
-    if let Err(err) = state.store.append_call_record(record).await {
-        tracing::error!(error = %err, "could not record a call");
-    }
-}
-
 /// What a device is told when the store refuses `what` (the shared table in
 /// `StoreError::refusal`); a failure of the store itself is logged here and answered with
 /// `retry`.
@@ -851,11 +607,6 @@ pub(super) fn store_refusal(err: StoreError, what: &str, retry: &'static str) ->
         }
     }
 }
-
-fn call_error(err: CallError) -> DecodeError {
-    DecodeError::new(err.code(), err.to_string())
-}
-
 /// WebSocket close reasons are limited to 123 bytes.
 fn truncate_reason(message: &str) -> String {
     let mut end = message.len().min(123);

@@ -7,7 +7,7 @@
 
 use serde_json::value::RawValue;
 
-use super::session::{Session, store_refusal};
+use super::session::{Online, store_refusal};
 use crate::fanout::event_frame;
 use crate::protocol::{
     CloseCode, DecodeError, ErrorCode, HISTORY_DEFAULT, HISTORY_MAX, History, HistoryRequest,
@@ -59,11 +59,11 @@ fn gap(after: u64, seqs: impl IntoIterator<Item = u64>) -> Option<u64> {
     None
 }
 
-impl Session {
+impl Online<'_> {
     /// Sends `welcome`, replays the events after `since`, sends `synced`, then lets live events
     /// flow. Returns false if the connection is closing.
     pub(super) async fn catch_up(&mut self, since: Option<u64>, epoch: Option<String>) -> bool {
-        let identity = self.identity.clone().expect("catch-up runs after login");
+        let identity = self.identity.clone();
         let head = match self.state.store.head(identity.person).await {
             Ok(head) => head,
             Err(err) => {
@@ -167,11 +167,7 @@ impl Session {
     /// `history`: a page of the person's retained events older than `before`, newest last, at
     /// most `limit` events and at most [`MAX_OUT_FRAME`] bytes (`more:true` when older remain).
     pub(super) async fn history(&mut self, req: HistoryRequest) {
-        let person = self
-            .identity
-            .as_ref()
-            .expect("history runs after login")
-            .person;
+        let person = self.identity.person;
         let limit = req.limit.unwrap_or(HISTORY_DEFAULT);
         if limit == 0 || limit > HISTORY_MAX {
             let err = DecodeError::new(

@@ -169,9 +169,12 @@ mod tests {
     use std::time::Duration;
 
     use crate::metrics::Metrics;
-    use crate::protocol::CallAction;
+    use crate::protocol::{CallAction, Millis};
     use crate::router::calls::{CallError, MAX_CALLS_PER_CONN, Party};
     use crate::router::{CallOutcome, Router};
+
+    /// The router is told the time by its callers; these tests need no clock.
+    const NOW: Millis = 1_000_000;
 
     const CALLER: Party = Party {
         person: 1,
@@ -191,7 +194,7 @@ mod tests {
     /// Rings `id` from CALLER to CALLEE's person and arms a timer that never fires by itself.
     fn ring(router: &Router, id: &str) -> (u64, tokio::task::JoinHandle<()>) {
         let serial = router
-            .call_ring(CALLER, CALLEE.person, "a", "b", id, None)
+            .call_ring(CALLER, CALLEE.person, "a", "b", id, None, NOW)
             .expect("rings");
         let timer = tokio::spawn(std::future::pending::<()>());
         router.call_arm_timer(serial, timer.abort_handle());
@@ -212,7 +215,7 @@ mod tests {
         // Hung up while ringing.
         let (_, timer) = ring(&router, "c1");
         assert_eq!(sizes(&router), (1, 1, 1));
-        let ended = router.call_act(CALLER, "c1", CallAction::Hangup, None);
+        let ended = router.call_act(CALLER, "c1", CallAction::Hangup, None, NOW);
         assert_eq!(ended.unwrap().unwrap().outcome, CallOutcome::Cancelled);
         assert!(cancelled(timer).await);
         assert_eq!(sizes(&router), (0, 0, 0));
@@ -221,34 +224,34 @@ mod tests {
         // disconnect ends the call.
         let (_, timer) = ring(&router, "c2");
         router
-            .call_act(CALLEE, "c2", CallAction::Answer, None)
+            .call_act(CALLEE, "c2", CallAction::Answer, None, NOW)
             .unwrap();
         assert!(cancelled(timer).await);
         assert_eq!(sizes(&router), (1, 1, 2));
-        let records = router.calls_end_for_conn(CALLEE.conn_id);
+        let records = router.calls_end_for_conn(CALLEE.conn_id, NOW);
         assert_eq!(records.len(), 1);
         assert_eq!(sizes(&router), (0, 0, 0));
 
         // Rejected.
         let (_, timer) = ring(&router, "c3");
         router
-            .call_act(CALLEE, "c3", CallAction::Reject, None)
+            .call_act(CALLEE, "c3", CallAction::Reject, None, NOW)
             .unwrap();
         assert!(cancelled(timer).await);
         assert_eq!(sizes(&router), (0, 0, 0));
 
         // The caller's disconnect.
         let (_, timer) = ring(&router, "c4");
-        router.calls_end_for_conn(CALLER.conn_id);
+        router.calls_end_for_conn(CALLER.conn_id, NOW);
         assert!(cancelled(timer).await);
         assert_eq!(sizes(&router), (0, 0, 0));
 
         // A timer armed after its call ended is cancelled at once.
         let serial = router
-            .call_ring(CALLER, CALLEE.person, "a", "b", "c5", None)
+            .call_ring(CALLER, CALLEE.person, "a", "b", "c5", None, NOW)
             .unwrap();
         router
-            .call_act(CALLER, "c5", CallAction::Hangup, None)
+            .call_act(CALLER, "c5", CallAction::Hangup, None, NOW)
             .unwrap();
         let timer = tokio::spawn(std::future::pending::<()>());
         router.call_arm_timer(serial, timer.abort_handle());
@@ -256,14 +259,16 @@ mod tests {
 
         // The timer that fires is let go, not aborted: it still has the record to write.
         let serial = router
-            .call_ring(CALLER, CALLEE.person, "a", "b", "c6", None)
+            .call_ring(CALLER, CALLEE.person, "a", "b", "c6", None, NOW)
             .unwrap();
         let (fire, fired) = tokio::sync::oneshot::channel::<()>();
         let timer = tokio::spawn(async move {
             let _ = fired.await;
         });
         router.call_arm_timer(serial, timer.abort_handle());
-        let missed = router.call_timeout("c6", serial).expect("still ringing");
+        let missed = router
+            .call_timeout("c6", serial, NOW)
+            .expect("still ringing");
         assert_eq!(missed.outcome, CallOutcome::Missed);
         fire.send(()).unwrap();
         assert!(!cancelled(timer).await);
@@ -276,7 +281,7 @@ mod tests {
         for n in 0..MAX_CALLS_PER_CONN {
             ring(&router, &format!("c{n}"));
         }
-        let over = router.call_ring(CALLER, CALLEE.person, "a", "b", "over", None);
+        let over = router.call_ring(CALLER, CALLEE.person, "a", "b", "over", None, NOW);
         assert!(matches!(over, Err(CallError::TooManyCalls(_))), "{over:?}");
         // Another connection of the same person is not affected.
         let other = Party {
@@ -286,17 +291,17 @@ mod tests {
         };
         assert!(
             router
-                .call_ring(other, CALLEE.person, "a", "b", "over", None)
+                .call_ring(other, CALLEE.person, "a", "b", "over", None, NOW)
                 .is_ok()
         );
         // An answering device counts its calls too.
         for n in 0..MAX_CALLS_PER_CONN {
             let id = format!("c{n}");
             router
-                .call_act(CALLEE, &id, CallAction::Answer, None)
+                .call_act(CALLEE, &id, CallAction::Answer, None, NOW)
                 .unwrap();
         }
-        let over = router.call_act(CALLEE, "over", CallAction::Answer, None);
+        let over = router.call_act(CALLEE, "over", CallAction::Answer, None, NOW);
         assert!(matches!(over, Err(CallError::TooManyCalls(_))), "{over:?}");
     }
 }

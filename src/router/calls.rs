@@ -17,7 +17,6 @@ use tokio::task::AbortHandle;
 use super::Router;
 use super::call_table::{Call, CallTable};
 use crate::protocol::{CallAction, CallEvent, CallEventKind, ErrorCode, Millis, ServerFrame, Uid};
-use crate::state::now_millis;
 use crate::store::PersonId;
 
 /// The most live calls (ringing or answered) one connection may be a party to: a device with
@@ -112,12 +111,9 @@ pub struct CallEnded {
     pub duration_ms: i64,
 }
 
-/// The record of a call that ended.
-fn record_of(call: &Call, outcome: CallOutcome) -> CallEnded {
-    let duration_ms = call
-        .answered_at
-        .map(|at| (now_millis() - at).max(0))
-        .unwrap_or(0);
+/// The record of a call that ended at `now`.
+fn record_of(call: &Call, outcome: CallOutcome, now: Millis) -> CallEnded {
+    let duration_ms = call.answered_at.map(|at| (now - at).max(0)).unwrap_or(0);
     CallEnded {
         call: call.id.clone(),
         caller: call.caller.person,
@@ -146,7 +142,10 @@ enum Target {
 }
 
 impl Router {
-    /// Starts ringing. Returns the call's serial, for [`Router::call_timeout`].
+    /// Starts ringing at `now` (ms since the Unix epoch, like every time the router is
+    /// given: the caller reads the clock). Returns the call's serial, for
+    /// [`Router::call_timeout`].
+    #[allow(clippy::too_many_arguments)]
     pub fn call_ring(
         &self,
         caller: Party,
@@ -155,6 +154,7 @@ impl Router {
         to: &str,
         call_id: &str,
         data: Option<&RawValue>,
+        now: Millis,
     ) -> Result<u64, CallError> {
         if callee_person == caller.person {
             return Err(CallError::State(
@@ -179,7 +179,7 @@ impl Router {
                     callee: None,
                     from: from.into(),
                     to: to.into(),
-                    rang_at: now_millis(),
+                    rang_at: now,
                     answered_at: None,
                     timer: None,
                 },
@@ -206,13 +206,14 @@ impl Router {
         Ok(serial)
     }
 
-    /// Answer, reject, hangup or signal from a device.
+    /// Answer, reject, hangup or signal from a device, at `now`.
     pub fn call_act(
         &self,
         actor: Party,
         call_id: &str,
         action: CallAction,
         data: Option<&RawValue>,
+        now: Millis,
     ) -> Result<Option<CallEnded>, CallError> {
         let mut live = self.calls.live.lock().unwrap_or_else(|p| p.into_inner());
         let serial = live
@@ -249,12 +250,12 @@ impl Router {
                     if live.count_for_conn(actor.conn_id) >= MAX_CALLS_PER_CONN {
                         return Err(CallError::TooManyCalls("answering another"));
                     }
-                    live.answered(serial, actor, now_millis());
+                    live.answered(serial, actor, now);
                     (CallEventKind::Answer, CallEventKind::AnsweredElsewhere)
                 } else {
                     ended = live
                         .remove(serial)
-                        .map(|c| record_of(&c, CallOutcome::Rejected));
+                        .map(|c| record_of(&c, CallOutcome::Rejected, now));
                     (CallEventKind::Reject, CallEventKind::RejectedElsewhere)
                 };
                 sends.push((
@@ -291,7 +292,7 @@ impl Router {
                 } else {
                     CallOutcome::Answered
                 };
-                ended = live.remove(serial).map(|c| record_of(&c, outcome));
+                ended = live.remove(serial).map(|c| record_of(&c, outcome, now));
                 sends.push((
                     Target::Person(caller.person, Some(actor.uid)),
                     true,
@@ -344,8 +345,9 @@ impl Router {
         live.arm(serial, timer);
     }
 
-    /// The ring timer fired: a call still ringing since `serial` ends as missed on every device.
-    pub fn call_timeout(&self, call_id: &str, serial: u64) -> Option<CallEnded> {
+    /// The ring timer fired at `now`: a call still ringing since `serial` ends as missed on
+    /// every device.
+    pub fn call_timeout(&self, call_id: &str, serial: u64, now: Millis) -> Option<CallEnded> {
         let ended = {
             let mut live = self.calls.live.lock().unwrap_or_else(|p| p.into_inner());
             let same_call = live.get(serial).is_some_and(|c| c.id == call_id);
@@ -370,13 +372,13 @@ impl Router {
                 CallEventKind::Missed,
                 None,
             );
-            return Some(record_of(&call, CallOutcome::Missed));
+            return Some(record_of(&call, CallOutcome::Missed, now));
         }
         None
     }
 
-    /// A connection went away: its calls end with `hangup` on every other device.
-    pub(super) fn calls_end_for_conn(&self, conn_id: u64) -> Vec<CallEnded> {
+    /// A connection went away at `now`: its calls end with `hangup` on every other device.
+    pub(super) fn calls_end_for_conn(&self, conn_id: u64, now: Millis) -> Vec<CallEnded> {
         let mut records = Vec::new();
         let gone_calls = {
             let mut live = self.calls.live.lock().unwrap_or_else(|p| p.into_inner());
@@ -412,7 +414,7 @@ impl Router {
             } else {
                 CallOutcome::Cancelled
             };
-            records.push(record_of(&call, outcome));
+            records.push(record_of(&call, outcome, now));
         }
         records
     }

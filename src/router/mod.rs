@@ -17,7 +17,7 @@ use dashmap::DashMap;
 use smallvec::SmallVec;
 
 use crate::metrics::Metrics;
-use crate::protocol::{CloseCode, Uid};
+use crate::protocol::{CloseCode, Millis, Uid};
 use crate::store::PersonId;
 
 pub use calls::{CallEnded, CallError, CallOutcome, Party};
@@ -168,13 +168,13 @@ impl Router {
     }
 
     /// Removes a connection, if it is still the registered one for its uid. Returns the calls
-    /// that ended because this connection was a party to them (for their records).
-    pub fn unregister(&self, person: PersonId, conn_id: u64) -> Vec<CallEnded> {
+    /// that ended (at `now`) because this connection was a party to them (for their records).
+    pub fn unregister(&self, person: PersonId, conn_id: u64, now: Millis) -> Vec<CallEnded> {
         self.persons.remove_if_mut(&person, |_, entry| {
             entry.retain(|h| h.conn_id != conn_id);
             entry.is_empty()
         });
-        self.calls_end_for_conn(conn_id)
+        self.calls_end_for_conn(conn_id, now)
     }
 
     /// Hands `frame` to every live device of `person` except `skip`. Returns how many took it.

@@ -8,8 +8,8 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{CallRecord, EventKind, Identity, LogEvent, Marker, PersonId, StoreError};
 use crate::protocol::Millis;
+use crate::store::{CallRecord, EventKind, Identity, LogEvent, Marker, PersonId, StoreError};
 
 /// Takes the next seq of a person's log (the person must exist).
 pub(super) fn next_seq(conn: &Connection, person: PersonId) -> Result<u64, StoreError> {

@@ -1,6 +1,6 @@
 //! The files' part of the SQLite store: blobs (stored bytes), files (uploads), the per-person
 //! upload quota and dedupe, and the pruning of files no log references. Each function runs on
-//! the writer (inside one savepoint) or on a reader; `sqlite.rs` calls them from its `Store`
+//! the writer (inside one savepoint) or on a reader; `sqlite/mod.rs` calls them from its `Store`
 //! methods.
 
 use std::collections::HashSet;
@@ -8,9 +8,8 @@ use std::sync::Mutex;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{BlobMeta, FileRecord, NewFile, PersonId, StoreError, ThumbMeta};
-use crate::files::BlobDir;
 use crate::protocol::Millis;
+use crate::store::{BlobDir, BlobMeta, FileRecord, NewFile, PersonId, StoreError, ThumbMeta};
 
 /// Deletes stored bytes no `blobs` row names: left by a batch whose commit failed after its
 /// upload was moved into place, or by a crash between a pruning's commit and its deletes.

@@ -1,0 +1,287 @@
+//! The writer thread and the connection's setup: group commit, checkpoints, savepoints and
+//! migrations.
+//!
+//! Group commit: the writer takes every job waiting in its queue (up to [`MAX_BATCH`]), runs
+//! each inside its own SAVEPOINT (so one refusal rolls back only itself), commits once, and only
+//! then hands every job's outcome to the commit sink. A `sent` therefore never precedes
+//! durability.
+
+use std::sync::Arc;
+
+use rusqlite::Connection;
+use tokio::sync::mpsc;
+
+use crate::store::StoreError;
+use crate::store::commit::{CommitSink, Outcome};
+
+/// The most jobs one transaction takes (the default group-commit size).
+pub const MAX_BATCH: usize = 512;
+/// Jobs waiting for the writer; senders wait (back-pressure) when it is full.
+pub(super) const QUEUE: usize = 4096;
+/// Read connections.
+pub(super) const READERS: usize = 4;
+/// WAL pages between the writer's own checkpoints (16 MiB at the 1 KiB pages of new databases,
+/// 64 MiB at the 4 KiB pages of older ones).
+pub(super) const WAL_PAGES: i64 = 16_384;
+
+/// The schema, in order; `user_version` counts those applied.
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/0001_init.sql"),
+    include_str!("../migrations/0002_sync.sql"),
+    include_str!("../migrations/0003_admin.sql"),
+    include_str!("../migrations/0004_files.sql"),
+    include_str!("../migrations/0005_person_epoch.sql"),
+    include_str!("../migrations/0006_upload_quota.sql"),
+];
+
+/// A job that ran, waiting for its transaction's commit to learn its outcome.
+pub(super) type Pending = Box<dyn FnOnce(Result<(), StoreError>) -> Outcome + Send>;
+/// Told the number of jobs and the time of every store transaction (for metrics).
+pub type BatchObserver = Box<dyn Fn(usize, std::time::Duration) + Send>;
+/// A write: run inside the batch's transaction (`Some`), or refused unrun (`None`) when that
+/// transaction is already gone.
+pub(super) type Job = Box<dyn FnOnce(Option<&Connection>) -> Pending + Send>;
+
+/// SQLite's page size for new databases. Every commit appends each page it changed to the WAL
+/// whole: a send changes about six pages (the message, its dedup index, two log rows, the
+/// `events_mid` index, the persons' seq counters), so 4 KiB pages wrote ~24 KiB per commit and
+/// `pwrite` was a third of the writer's CPU. With 1 KiB pages the store commits 35–40% more
+/// sends per second (`octet-loadtest store`, loadtest/RESULTS.md); rows here are small, and a
+/// 64 KiB body simply spans more overflow pages.
+pub(super) const PAGE_SIZE: u32 = 1024;
+
+/// How often the writer asks for a checkpoint while it commits.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// The writer thread: takes the waiting jobs (up to `max_batch`), runs each in its own savepoint
+/// of one `BEGIN IMMEDIATE … COMMIT`, then hands every outcome to the sink. Ends once every
+/// [`super::SqliteStore`] handle is dropped.
+pub(super) fn run_writer(
+    conn: Connection,
+    mut rx: mpsc::Receiver<Job>,
+    max_batch: usize,
+    observer: Option<BatchObserver>,
+    sink: Arc<dyn CommitSink>,
+    checkpoint: std::sync::mpsc::SyncSender<()>,
+) {
+    let mut batch: Vec<Job> = Vec::with_capacity(max_batch);
+    let mut checkpoint_asked = std::time::Instant::now();
+    // blocking_recv returns None once every SqliteStore handle is dropped: the thread ends.
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < max_batch {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let started = std::time::Instant::now();
+        let jobs = batch.len();
+        if let Err(err) = exec(&conn, "BEGIN IMMEDIATE") {
+            // Dropping the jobs drops their reply channels: each caller sees StoreError::Closed.
+            tracing::error!(error = %err, "store could not begin a transaction");
+            batch.clear();
+            continue;
+        }
+        // If SQLite rolls the whole transaction back on its own (disk full, I/O error), a later
+        // SAVEPOINT would open and commit a transaction of its own: refuse the rest instead.
+        let pending: Vec<Pending> = batch
+            .drain(..)
+            .map(|job| job((!conn.is_autocommit()).then_some(&conn)))
+            .collect();
+        let commit = exec(&conn, "COMMIT").map_err(|err| {
+            tracing::error!(error = %err, "store commit failed");
+            let _ = exec(&conn, "ROLLBACK");
+            err
+        });
+        if let Some(observe) = &observer {
+            observe(jobs, started.elapsed());
+        }
+        if checkpoint_asked.elapsed() >= CHECKPOINT_EVERY {
+            // Full means one is already pending.
+            let _ = checkpoint.try_send(());
+            checkpoint_asked = std::time::Instant::now();
+        }
+        // Delivery and the callers' wake-ups happen on the sink's side: this thread only
+        // commits.
+        let outcomes = pending
+            .into_iter()
+            .map(|pending| {
+                pending(match &commit {
+                    Ok(()) => Ok(()),
+                    Err(err) => Err(StoreError::Commit(err.to_string())),
+                })
+            })
+            .collect();
+        sink.publish(outcomes);
+    }
+}
+
+/// Runs PASSIVE checkpoints when the writer asks: they copy committed WAL frames into the
+/// database file beside the writer, never blocking it. Ends with the writer thread.
+pub(super) fn run_checkpointer(conn: Connection, wanted: std::sync::mpsc::Receiver<()>) {
+    while wanted.recv().is_ok() {
+        if let Err(err) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::debug!(error = %err, "checkpoint failed; retrying on the next request");
+        }
+    }
+}
+
+/// Runs `f` inside `SAVEPOINT job`: an `Err` rolls back what `f` wrote and nothing else.
+pub(super) fn in_savepoint<T>(
+    conn: &Connection,
+    f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    exec(conn, "SAVEPOINT job")?;
+    match f(conn) {
+        Ok(value) => {
+            exec(conn, "RELEASE job")?;
+            Ok(value)
+        }
+        Err(err) => {
+            exec(conn, "ROLLBACK TO job")?;
+            exec(conn, "RELEASE job")?;
+            Err(err)
+        }
+    }
+}
+
+/// Runs one transaction-control statement from the connection's statement cache: these run
+/// several times per send, and `execute_batch` parsed them anew each time (callgrind: SQLite's
+/// parser was 6% of the broker's instructions on the fan-out workload).
+pub(super) fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
+}
+
+/// The settings every connection (writer, readers, checkpointer) runs with.
+pub(super) fn configure(conn: &Connection) -> Result<(), StoreError> {
+    // NORMAL in WAL mode survives a process crash (kill -9); only power loss can lose the last
+    // transactions. `--sync full` switches the writer to FULL.
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(())
+}
+
+/// Applies the migrations past the database's `user_version`, each in its own transaction.
+pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let version: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    for (idx, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", idx + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::protocol::Millis;
+    use crate::store::sqlite::SqliteStore;
+    use crate::store::{Identity, NewMessage, NewUser, Store, TokenRequest};
+
+    fn page_size(dir: &Path) -> u32 {
+        Connection::open(dir.join("octet.db"))
+            .unwrap()
+            .pragma_query_value(None, "page_size", |r| r.get(0))
+            .unwrap()
+    }
+
+    /// Two users and one message between them, read back through the store.
+    async fn send_one(store: &SqliteStore) {
+        let mut ids = Vec::new();
+        for address in ["a@page", "b@page"] {
+            let user = NewUser {
+                address: address.into(),
+                name: None,
+                token: TokenRequest::None,
+            };
+            let uid = store.useradd(user, 0).await.unwrap().uid;
+            ids.push(Identity {
+                uid,
+                address: address.into(),
+                person: uid,
+                primary_address: address.into(),
+                token_expires: Millis::MAX,
+            });
+        }
+        let msg = NewMessage {
+            from: ids[0].clone(),
+            client_id: "c1".into(),
+            to: "b@page".into(),
+            body: serde_json::value::RawValue::from_string("{\"t\":\"hi\"}".into()).unwrap(),
+            files: Vec::new(),
+            ts: 1,
+            accepted: std::time::Instant::now(),
+        };
+        let sent = store.append_message(msg).await.unwrap();
+        let events = store.events_after(ids[1].person, 0, 100, 10).await.unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].seq, sent.recipient_seq);
+    }
+
+    #[tokio::test]
+    async fn new_databases_get_small_pages_and_old_ones_keep_theirs() {
+        let fresh = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(fresh.path()).unwrap();
+        send_one(&store).await;
+        assert_eq!(page_size(fresh.path()), PAGE_SIZE);
+
+        // A database made by an earlier octet, with SQLite's default 4 KiB pages.
+        let old = tempfile::tempdir().unwrap();
+        {
+            let conn = Connection::open(old.path().join("octet.db")).unwrap();
+            conn.pragma_update(None, "page_size", 4096).unwrap();
+            conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+            conn.execute_batch("CREATE TABLE t (x); DROP TABLE t;")
+                .unwrap();
+        }
+        let store = SqliteStore::open(old.path()).unwrap();
+        send_one(&store).await;
+        assert_eq!(page_size(old.path()), 4096);
+    }
+
+    /// Migration 0005: persons from before it keep the database's epoch (their devices still
+    /// catch up after the upgrade); persons created after it get their own.
+    #[tokio::test]
+    async fn migrated_persons_keep_the_database_epoch_and_new_ones_get_their_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let db_epoch: String = {
+            let mut conn = Connection::open(dir.path().join("octet.db")).unwrap();
+            let tx = conn.transaction().unwrap();
+            for sql in &MIGRATIONS[..4] {
+                tx.execute_batch(sql).unwrap();
+            }
+            tx.pragma_update(None, "user_version", 4).unwrap();
+            tx.execute(
+                "INSERT INTO users (uid, address, created_at) VALUES (1, 'old@x', 0)",
+                [],
+            )
+            .unwrap();
+            tx.execute("INSERT INTO persons (person) VALUES (1)", [])
+                .unwrap();
+            let epoch = tx
+                .query_row("SELECT value FROM meta WHERE key = 'epoch'", [], |r| {
+                    r.get(0)
+                })
+                .unwrap();
+            tx.commit().unwrap();
+            epoch
+        };
+        let store = SqliteStore::open(dir.path()).unwrap();
+        assert_eq!(store.head(1).await.unwrap().epoch, db_epoch);
+        let user = NewUser {
+            address: "new@x".into(),
+            name: None,
+            token: TokenRequest::None,
+        };
+        let uid = store.useradd(user, 0).await.unwrap().uid;
+        let fresh = store.head(uid).await.unwrap().epoch;
+        assert_eq!(fresh.len(), 16);
+        assert_ne!(fresh, db_epoch);
+    }
+}
