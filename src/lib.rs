@@ -14,6 +14,7 @@
 //! - [`dashboard`]: the live admin dashboard at `GET /dashboard` and its event feed.
 //! - [`state`]: the shared server state.
 //! - [`server`]: wiring, startup and shutdown.
+//! - [`wire`]: WebSocket frames as they leave the broker, encoded once.
 //! - [`client`]: octet's own client, for tests, the load generator and examples.
 
 pub mod api;
@@ -32,3 +33,4 @@ pub mod router;
 pub mod server;
 pub mod state;
 pub mod store;
+pub mod wire;

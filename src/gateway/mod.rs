@@ -1,12 +1,13 @@
 //! `GET /ws`: the WebSocket gateway devices connect to.
 //!
-//! Owns WebSocket limits and the upgrade; [`session`] runs each connection and [`writer`] is the
-//! only code that writes to a socket.
+//! Owns WebSocket limits and the upgrade ([`socket`]); [`session`] runs each connection and
+//! [`writer`] is the only code that writes to a socket.
 
 pub mod admission;
 mod calls;
 mod ops;
 mod session;
+mod socket;
 mod sync;
 mod writer;
 
@@ -14,56 +15,101 @@ use std::sync::Arc;
 
 use std::net::SocketAddr;
 
-use axum::extract::ws::{Message, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
+use futures::StreamExt;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tracing::Instrument;
 
 use crate::api::transport_error;
 use crate::limits::{client_ip, ip_key, origin_allowed};
-use crate::protocol::ErrorCode;
+use crate::protocol::{CloseCode, ErrorCode};
+use crate::router::{Bounds, Mailbox, Outbound, OwnQueue};
 use crate::state::ServerState;
+use crate::wire::Frame;
+use socket::{Handshake, Upgraded};
 
-/// Per-connection socket buffers: small, so idle connections stay cheap (tungstenite's default
-/// read buffer is 128 KiB per connection). The read buffer grows for a larger frame when one
-/// comes; most frames are a few hundred bytes. 512 bytes rather than 2 KiB: 1.5 KiB less per idle
-/// connection (8.35 -> 7.0 KiB RSS at 10,000 connections, loadtest/RESULTS.md).
+/// The read buffer: small, so idle connections stay cheap (tungstenite's default is 128 KiB
+/// per connection). It grows for a larger frame when one comes; most frames are a few hundred
+/// bytes. 512 bytes rather than 2 KiB: 1.5 KiB less per idle connection (8.35 -> 7.0 KiB RSS at
+/// 10,000 connections, loadtest/RESULTS.md). Nothing is written through tungstenite but its
+/// pongs and close answers, so its write buffer stays at its minimum.
 const READ_BUFFER: usize = 512;
-const WRITE_BUFFER: usize = 4 * 1024;
 
 /// The gateway's WebSocket settings, shared by the real endpoint and the conformance echo.
-fn configure(ws: WebSocketUpgrade, max: usize) -> WebSocketUpgrade {
-    ws.read_buffer_size(READ_BUFFER)
-        .write_buffer_size(WRITE_BUFFER)
-        .max_message_size(max)
-        .max_frame_size(max)
+fn ws_config(max: usize) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(0)
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max))
 }
 
-/// `--conformance` only: echoes every text and binary message, with exactly the gateway's
-/// WebSocket settings, so a conformance suite tests the socket layer devices get. The one
-/// place besides `writer.rs` that writes to a socket: it has no session and no queue.
-pub async fn echo(State(state): State<Arc<ServerState>>, ws: WebSocketUpgrade) -> Response {
-    configure(ws, state.config.max_frame_bytes).on_upgrade(|mut socket| async move {
-        while let Some(Ok(message)) = socket.recv().await {
-            let reply = match message {
-                Message::Text(_) | Message::Binary(_) => message,
-                // tungstenite answers close and ping itself on the next read; keep reading
-                // until the stream ends so that answer goes out.
-                Message::Close(_) | Message::Ping(_) | Message::Pong(_) => continue,
-            };
-            if socket.send(reply).await.is_err() {
-                break;
+/// `--conformance` only: echoes every text and binary message through exactly the gateway's
+/// socket layer (the same reader settings, mailbox, encoder and writer), so a conformance
+/// suite tests what devices get.
+pub async fn echo(State(state): State<Arc<ServerState>>, handshake: Handshake) -> Response {
+    handshake.accept(move |upgraded: Upgraded| {
+        async move {
+            let config = &state.config;
+            let (read, leftover, write) = upgraded.into_parts();
+            let mailbox = Mailbox::new(Bounds {
+                frames: config.queue_frames,
+                bytes: config.queue_bytes,
+            });
+            let writer = tokio::spawn(writer::run(
+                write,
+                mailbox.clone(),
+                state.metrics.clone(),
+                writer::Ending {
+                    slow_close_wait: config.idle_timeout,
+                    shutdown: state.shutdown.subscribe(),
+                },
+            ));
+            let queue = OwnQueue::new(mailbox.clone(), config.idle_timeout, state.metrics.clone());
+            let mut stream =
+                Upgraded::reader(read, leftover, mailbox, ws_config(config.max_frame_bytes)).await;
+            while let Some(read) = stream.next().await {
+                let reply = match read {
+                    Ok(Message::Text(text)) => Frame::text(&text),
+                    Ok(Message::Binary(data)) => Frame::binary(&data),
+                    // tungstenite queues its answer to a close; flushing hands it to the
+                    // writer, which then sends no close of its own.
+                    Ok(Message::Close(_)) => {
+                        let _ = futures::SinkExt::flush(&mut stream).await;
+                        break;
+                    }
+                    Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => continue,
+                    // The device broke the protocol: fail the connection with the code that
+                    // says how (RFC 6455 §7.4.1), as the gateway does.
+                    Err(err) => {
+                        let code = match err {
+                            WsError::Utf8(_) => CloseCode::InvalidPayload,
+                            WsError::Capacity(_) => CloseCode::MessageTooBig,
+                            _ => CloseCode::ProtocolError,
+                        };
+                        let _ = queue.send(Outbound::Close(code, String::new())).await;
+                        break;
+                    }
+                };
+                if queue.send(Outbound::Frame(reply)).await.is_err() {
+                    break;
+                }
             }
+            drop(queue);
+            let _ = writer.await;
         }
+        .instrument(tracing::Span::current())
     })
 }
 
-/// Upgrades to a WebSocket with the gateway's limits and runs the session.
 pub async fn upgrade(
     State(state): State<Arc<ServerState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    ws: WebSocketUpgrade,
+    handshake: Handshake,
 ) -> Response {
     let config = &state.config;
     // A page from another site must not open a socket in a signed-in user's browser.
@@ -107,6 +153,5 @@ pub async fn upgrade(
             );
         }
     };
-    configure(ws, config.max_frame_bytes)
-        .on_upgrade(move |socket| session::run(state, socket, peer, client, slot))
+    handshake.accept(move |upgraded| session::run(state, upgraded, peer, client, slot))
 }

@@ -9,13 +9,13 @@
 
 use std::sync::Arc;
 
-use axum::extract::ws::{Message, WebSocket};
 use futures::StreamExt;
-use futures::stream::SplitStream;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tracing::{Instrument, field};
 
 use super::admission::AnonymousSlot;
 use super::calls::record_call;
+use super::socket::{DeviceStream, Upgraded};
 use super::writer;
 use crate::auth::TokenHash;
 use crate::protocol::{
@@ -34,7 +34,7 @@ const FAILED_LOGIN_DELAY: std::time::Duration = std::time::Duration::from_secs(1
 /// the forwarded one), `slot` its place among the sockets not logged in yet.
 pub async fn run(
     state: Arc<ServerState>,
-    socket: WebSocket,
+    upgraded: Upgraded,
     peer: std::net::SocketAddr,
     client: std::net::IpAddr,
     slot: AnonymousSlot,
@@ -50,7 +50,7 @@ pub async fn run(
     // At debug: "logged in" and "connection closed" (with the peer) tell a connection's story
     // at info, and a third line per connection cost ~10 µs of a login's CPU.
     span.in_scope(|| tracing::debug!(peer = %peer, "connection opened"));
-    run_inner(state.clone(), socket, conn_id, client, slot)
+    run_inner(state.clone(), upgraded, conn_id, client, slot)
         .instrument(span)
         .await;
     state.metrics.connections.dec();
@@ -58,12 +58,12 @@ pub async fn run(
 
 async fn run_inner(
     state: Arc<ServerState>,
-    socket: WebSocket,
+    upgraded: Upgraded,
     conn_id: u64,
     peer: std::net::IpAddr,
     mut slot: AnonymousSlot,
 ) {
-    let (sink, mut stream) = socket.split();
+    let (read, leftover, write) = upgraded.into_parts();
     // One mailbox: the session's own queue (replies, catch-up), the live one the router fills
     // and the kick; the writer holds the live queue until the catch-up is done.
     let mailbox = Mailbox::new(Bounds {
@@ -72,7 +72,7 @@ async fn run_inner(
     });
     let writer = tokio::spawn(
         writer::run(
-            sink,
+            write,
             mailbox.clone(),
             state.metrics.clone(),
             writer::Ending {
@@ -82,6 +82,8 @@ async fn run_inner(
         )
         .instrument(tracing::Span::current()),
     );
+    let config = super::ws_config(state.config.max_frame_bytes);
+    let mut stream = Upgraded::reader(read, leftover, mailbox.clone(), config).await;
     let mut session = Session {
         state: state.clone(),
         queue: OwnQueue::new(
@@ -229,7 +231,7 @@ const DISCARD_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 /// can destroy the frames still in flight to the device, the close frame with its code
 /// included: a device kicked while its own frames waited unread (a slow consumer that kept
 /// sending) would see a bare reset instead of 4008.
-async fn discard_until_closed(stream: &mut SplitStream<WebSocket>) {
+async fn discard_until_closed(stream: &mut DeviceStream) {
     let _ = tokio::time::timeout(DISCARD_WAIT, async {
         while let Some(Ok(message)) = stream.next().await {
             if matches!(message, Message::Close(_)) {
@@ -256,7 +258,7 @@ impl Session {
     /// Handles the first frame. On failure the connection is already told why and closing.
     async fn login(
         &mut self,
-        first: Option<Result<Message, axum::Error>>,
+        first: Option<Result<Message, WsError>>,
     ) -> Result<(Identity, TokenHash, Login), &'static str> {
         let text = match first {
             Some(Ok(Message::Text(text))) => text,
@@ -398,12 +400,10 @@ impl Session {
         .await;
     }
 
-    async fn refuse_read_error(&self, err: axum::Error) {
-        use tokio_tungstenite::tungstenite::Error as WsError;
-        let inner = err.into_inner();
-        match inner.downcast_ref::<WsError>() {
+    async fn refuse_read_error(&self, err: WsError) {
+        match err {
             // Reported from the frame header, before the payload is read or allocated.
-            Some(WsError::Capacity(_)) => {
+            WsError::Capacity(_) => {
                 let max = self.state.config.max_frame_bytes;
                 self.refuse(
                     ErrorCode::FrameTooLarge,
@@ -412,7 +412,7 @@ impl Session {
                 )
                 .await;
             }
-            Some(WsError::Utf8(_)) => {
+            WsError::Utf8(_) => {
                 self.refuse(
                     ErrorCode::BadUtf8,
                     "a text frame was not valid UTF-8".into(),
@@ -420,8 +420,8 @@ impl Session {
                 )
                 .await;
             }
-            _ => {
-                tracing::debug!(error = %inner, "websocket read error");
+            other => {
+                tracing::debug!(error = %other, "websocket read error");
                 let _ = self
                     .queue
                     .send(Outbound::Close(
@@ -492,7 +492,7 @@ impl Online<'_> {
     }
 
     /// Reads frames until the device leaves, breaks the protocol, or is kicked.
-    async fn read_loop(&mut self, stream: &mut SplitStream<WebSocket>) -> &'static str {
+    async fn read_loop(&mut self, stream: &mut DeviceStream) -> &'static str {
         let mailbox = self.queue.mailbox().clone();
         let state = self.state.clone();
         let config = &state.config;
@@ -562,8 +562,14 @@ impl Online<'_> {
                     Box::pin(self.refuse_binary()).await;
                     return "binary frame";
                 }
-                Some(Ok(Message::Close(_))) | None => return "closed by device",
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                Some(Ok(Message::Close(_))) => {
+                    // tungstenite queued its answer (the device's own code echoed); this
+                    // hands it to the writer, which then sends no close of its own.
+                    let _ = futures::SinkExt::flush(stream).await;
+                    return "closed by device";
+                }
+                None => return "closed by device",
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
                 Some(Err(err)) => {
                     Box::pin(self.refuse_read_error(err)).await;
                     return "read error";
@@ -574,12 +580,14 @@ impl Online<'_> {
 }
 
 /// The first text, binary or close frame; pings and pongs before login are skipped.
-async fn first_data_frame(
-    stream: &mut SplitStream<WebSocket>,
-) -> Option<Result<Message, axum::Error>> {
+async fn first_data_frame(stream: &mut DeviceStream) -> Option<Result<Message, WsError>> {
     loop {
         match stream.next().await {
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
+            Some(Ok(Message::Close(frame))) => {
+                let _ = futures::SinkExt::flush(stream).await;
+                return Some(Ok(Message::Close(frame)));
+            }
             other => return other,
         }
     }

@@ -5,9 +5,8 @@
 //! live queue is held, so a replay is never interleaved with live events; after it, live events
 //! whose `seq` the catch-up already sent are dropped. Frames are fed in batches and flushed once.
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket};
-use futures::SinkExt;
-use futures::stream::SplitSink;
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::watch;
 
 use std::sync::Arc;
@@ -16,6 +15,7 @@ use crate::metrics::Metrics;
 use crate::protocol::CloseCode;
 use crate::router::mailbox::Work;
 use crate::router::{Frame, Mailbox, Outbound};
+use crate::wire;
 
 /// How long the close frame and the socket shutdown may take.
 const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
@@ -39,29 +39,28 @@ pub struct Ending {
 
 /// Runs until the session ends, a close is queued, or the connection is kicked.
 pub async fn run(
-    mut sink: SplitSink<WebSocket, Message>,
+    mut socket: OwnedWriteHalf,
     mailbox: Arc<Mailbox>,
     metrics: Arc<Metrics>,
     mut ending: Ending,
 ) {
-    let close = write_loop(&mut sink, &mailbox, &metrics).await;
+    let mut closed = false;
+    let close = write_loop(&mut socket, &mailbox, &metrics, &mut ending, &mut closed).await;
     // Nothing more is written: senders waiting for room give up, queued frames are dropped.
     mailbox.writer_done();
-    if let Some((code, reason)) = close {
+    // `closed`: a close frame already went out (tungstenite's answer to the device's close).
+    if let Some((code, reason)) = close.filter(|_| !closed) {
         // A slow consumer's socket is full: its close frame goes out behind what is already
         // buffered, once the device reads again, so it learns to resync (4008) rather than
         // seeing a bare reset. Bounded by the idle timeout and by shutdown.
         let slow = code == CloseCode::SlowConsumer;
-        let frame = CloseFrame {
-            code: code.code(),
-            reason: reason.into(),
-        };
+        let frame = wire::Frame::close(code.code(), &reason);
         let wait = if slow {
             ending.slow_close_wait
         } else {
             CLOSE_WAIT
         };
-        let send = tokio::time::timeout(wait, sink.send(Message::Close(Some(frame))));
+        let send = tokio::time::timeout(wait, socket.write_all(frame.bytes()));
         if slow {
             tokio::select! {
                 _ = send => {}
@@ -72,64 +71,103 @@ pub async fn run(
         }
     }
     // A peer that stopped reading must not hold the task (and its socket) forever.
-    let _ = tokio::time::timeout(CLOSE_WAIT, sink.close()).await;
+    let _ = tokio::time::timeout(CLOSE_WAIT, socket.shutdown()).await;
 }
 
 /// Writes batches until the connection is to close; returns the close frame to send, if any.
+/// Sets `closed` once a close frame was written.
 async fn write_loop(
-    sink: &mut SplitSink<WebSocket, Message>,
+    socket: &mut OwnedWriteHalf,
     mailbox: &Mailbox,
     metrics: &Metrics,
+    ending: &mut Ending,
+    closed: &mut bool,
 ) -> Option<(CloseCode, String)> {
     // None while the catch-up runs: the live queue waits.
     let mut live_after: Option<u64> = None;
+    // The batch's frames, gathered into one buffer for one write when there are several.
+    let mut batch: Vec<u8> = Vec::new();
     loop {
         // Everything queued is taken at once (the session's own items first) and written as
-        // one batch with one flush: one write to the socket for all of it.
+        // one batch: one write to the socket for all of it.
         let (items, taken) = match mailbox.next(live_after.is_some()).await {
             Work::Kicked(reason) => return Some((reason.code, reason.reason)),
             Work::SessionDone => return Some((CloseCode::Normal, String::new())),
             Work::Items(items, taken) => (items, taken),
         };
         let mut then_close = None;
-        let mut fed = 0usize;
+        let mut frames: Vec<Frame> = Vec::with_capacity(items.len());
+        for item in items {
+            match step(item, &mut live_after) {
+                Step::Write(frame) => {
+                    if frame.is_raw() {
+                        // tungstenite's pong or close answer: after a close nothing more goes.
+                        if wire::holds_close(frame.bytes()) {
+                            *closed = true;
+                            frames.push(frame);
+                            break;
+                        }
+                    } else {
+                        metrics.count_out(std::str::from_utf8(frame.payload()).unwrap_or(""));
+                    }
+                    frames.push(frame);
+                }
+                Step::Ping => frames.push(wire::Frame::ping()),
+                Step::Skip => {}
+                Step::Close(code, reason) => {
+                    then_close = Some((code, reason));
+                    break;
+                }
+            }
+        }
         let write = async {
-            for item in items {
-                let message = match step(item, &mut live_after) {
-                    Step::Write(frame) => {
-                        metrics.count_out(&frame);
-                        Message::Text(frame)
+            match frames.as_slice() {
+                [] => Ok(()),
+                [one] => socket.write_all(one.bytes()).await,
+                many => {
+                    batch.clear();
+                    for frame in many {
+                        batch.extend_from_slice(frame.bytes());
                     }
-                    Step::Ping => Message::Ping(Default::default()),
-                    Step::Skip => continue,
-                    Step::Close(code, reason) => {
-                        then_close = Some((code, reason));
-                        break;
-                    }
-                };
-                sink.feed(message).await?;
-                fed += 1;
+                    socket.write_all(&batch).await
+                }
             }
-            if fed > 0 {
-                sink.flush().await?;
-            }
-            Ok::<(), axum::Error>(())
         };
         // A kick must win even while a write is stuck on a peer that stopped reading. The
-        // frames already fed stay buffered whole; the close frame goes out after them. Most
-        // writes finish at once, so the kick is raced only when one would wait.
-        let written = {
-            let mut write = std::pin::pin!(write);
-            match futures::poll!(write.as_mut()) {
-                std::task::Poll::Ready(written) => written,
-                std::task::Poll::Pending => tokio::select! {
+        // batch already begun is finished first (a frame cut in half would make the close
+        // frame after it garbage), within the slow consumer's close wait; the close follows.
+        let mut write = std::pin::pin!(write);
+        let written = match futures::poll!(write.as_mut()) {
+            std::task::Poll::Ready(written) => written,
+            std::task::Poll::Pending => {
+                let kicked = tokio::select! {
                     biased;
-                    reason = mailbox.kicked() => {
-                        tracing::debug!(code = reason.code.code(), "kicked during a stuck write");
-                        return Some((reason.code, reason.reason));
+                    reason = mailbox.kicked() => reason,
+                    written = write.as_mut() => {
+                        if written.is_err() {
+                            return None;
+                        }
+                        mailbox.written(taken);
+                        if *closed {
+                            return None;
+                        }
+                        if then_close.is_some() {
+                            return then_close;
+                        }
+                        continue;
                     }
-                    written = write => written,
-                },
+                };
+                tracing::debug!(code = kicked.code.code(), "kicked during a stuck write");
+                let finished = tokio::select! {
+                    finished = tokio::time::timeout(ending.slow_close_wait, write.as_mut()) => {
+                        matches!(finished, Ok(Ok(())))
+                    }
+                    _ = ending.shutdown.wait_for(|down| *down) => false,
+                };
+                if !finished {
+                    *closed = true;
+                }
+                return Some((kicked.code, kicked.reason));
             }
         };
         if written.is_err() {
@@ -137,6 +175,9 @@ async fn write_loop(
         }
         // Handed to the socket: room for the session's next frames.
         mailbox.written(taken);
+        if *closed {
+            return None;
+        }
         if then_close.is_some() {
             return then_close;
         }

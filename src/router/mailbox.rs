@@ -142,6 +142,36 @@ impl Mailbox {
         Ok(())
     }
 
+    /// Queues a control frame tungstenite wrote while reading (a pong, the answer to a close)
+    /// without waiting. A peer whose queue is full while it keeps sending pings is not reading:
+    /// it is kicked as a slow consumer.
+    pub fn push_control(&self, frame: crate::wire::Frame) -> Result<(), Refused> {
+        let item = Outbound::Frame(frame);
+        let size = item.size();
+        let full = {
+            let mut inner = self.lock();
+            if inner.writer_done || inner.kick.is_some() {
+                return Err(Refused::Closed);
+            }
+            if self.room(inner.own.len(), inner.own_bytes, size) {
+                inner.own_bytes += size;
+                inner.own.push_back(item);
+                false
+            } else {
+                true
+            }
+        };
+        if full {
+            self.kick(
+                CloseCode::SlowConsumer,
+                "nothing read while control frames waited; reconnect and resync",
+            );
+            return Err(Refused::Full);
+        }
+        self.writer.wake();
+        Ok(())
+    }
+
     /// Queues one of the session's own items, waiting at most `stall` for room. If no room
     /// comes in time the peer has stopped reading: the connection is kicked as a slow
     /// consumer (4008). The item is dropped when it is not queued.

@@ -12,7 +12,6 @@ pub mod mailbox;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use axum::extract::ws::Utf8Bytes;
 use dashmap::DashMap;
 use smallvec::SmallVec;
 
@@ -23,8 +22,8 @@ use crate::store::PersonId;
 pub use calls::{CallEnded, CallError, CallOutcome, Party};
 pub use mailbox::{Bounds, Mailbox, NotQueued, OwnQueue};
 
-/// A serialized text frame; cloning shares the same bytes.
-pub type Frame = Utf8Bytes;
+/// An encoded WebSocket frame, header included; cloning shares the same bytes.
+pub type Frame = crate::wire::Frame;
 
 /// What a connection's writer task takes from its queue.
 #[derive(Debug, Clone)]
