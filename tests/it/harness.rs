@@ -29,6 +29,8 @@ pub struct TestServer {
     pub addr: SocketAddr,
     pub backend: Backend,
     pub state: Arc<ServerState>,
+    /// The app token this start generated and printed (none configured, none stored).
+    pub generated_app_token: Option<String>,
     data_dir: TempDir,
     config: Config,
     stop: Option<oneshot::Sender<()>>,
@@ -60,6 +62,7 @@ impl TestServer {
         let listener = server::bind("127.0.0.1:0".parse().unwrap()).expect("bind");
         let addr = listener.local_addr().unwrap();
         let state = prepared.state;
+        let generated_app_token = prepared.generated_app_token.map(|t| t.expose().to_string());
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn({
             let state = state.clone();
@@ -75,6 +78,7 @@ impl TestServer {
             addr,
             backend: Backend::new(&format!("http://{addr}"), APP_TOKEN),
             state,
+            generated_app_token,
             data_dir,
             config,
             stop: Some(stop),
@@ -83,10 +87,18 @@ impl TestServer {
     }
 
     /// Stops the server and starts a new one on the same data dir.
-    pub async fn restart(mut self) -> TestServer {
+    pub async fn restart(self) -> TestServer {
+        self.restart_with(|_| {}).await
+    }
+
+    /// Stops the server and starts a new one on the same data dir, its settings changed by
+    /// `tweak`.
+    pub async fn restart_with(mut self, tweak: impl FnOnce(&mut Config)) -> TestServer {
         self.shutdown().await;
         let data_dir = std::mem::replace(&mut self.data_dir, tempfile::tempdir().unwrap());
-        TestServer::launch(data_dir, self.config.clone()).await
+        let mut config = self.config.clone();
+        tweak(&mut config);
+        TestServer::launch(data_dir, config).await
     }
 
     async fn shutdown(&mut self) {
@@ -183,15 +195,30 @@ impl TestServer {
         }
     }
 
-    /// Every row of every table, read straight from the database file: compare two snapshots
-    /// to prove a refused request changed nothing.
+    /// Every row of every table (whatever tables the schema has) and every file under
+    /// `files/` with its size, read straight from the data dir: compare two snapshots to prove
+    /// a refused request changed nothing. A session that ends records its device's last-seen
+    /// time: after a disconnect, call [`TestServer::sessions_settled`] first.
     pub fn snapshot(&self) -> Vec<String> {
-        let conn = rusqlite::Connection::open(self.state.config.data_dir.join("octet.db")).unwrap();
+        let data_dir = &self.state.config.data_dir;
+        let conn = rusqlite::Connection::open(data_dir.join("octet.db")).unwrap();
+        let tables: Vec<String> = conn
+            .prepare(
+                "SELECT name FROM sqlite_master WHERE type = 'table' \
+                 AND name NOT LIKE 'sqlite_%' ORDER BY name",
+            )
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(
+            tables.iter().any(|t| t == "messages"),
+            "no schema in the snapshot: {tables:?}"
+        );
         let mut rows = Vec::new();
-        for table in ["app", "users", "tokens", "persons", "messages", "events"] {
-            let mut stmt = conn
-                .prepare(&format!("SELECT * FROM {table} ORDER BY 1"))
-                .unwrap();
+        for table in &tables {
+            let mut stmt = conn.prepare(&format!("SELECT * FROM {table}")).unwrap();
             let n = stmt.column_count();
             // Last-seen times reach the table up to a second late; the state is the table's
             // with the pending ones merged in (what `devices` reports), whenever it is taken.
@@ -199,6 +226,7 @@ impl TestServer {
                 .then(|| stmt.column_index("last_seen").unwrap())
                 .zip(stmt.column_index("uid").ok());
             let mut q = stmt.query([]).unwrap();
+            let mut table_rows = Vec::new();
             while let Some(row) = q.next().unwrap() {
                 let cols: Vec<String> = (0..n)
                     .map(|i| match last_seen {
@@ -208,13 +236,41 @@ impl TestServer {
                             let seen = self.state.last_seen.merged(uid, stored);
                             format!("{:?}", seen.map_or(ValueRef::Null, ValueRef::Integer))
                         }
-                        _ => format!("{:?}", row.get_ref(i).unwrap()),
+                        _ => match row.get_ref(i).unwrap() {
+                            ValueRef::Text(text) => {
+                                format!("{:?}", String::from_utf8_lossy(text))
+                            }
+                            value => format!("{value:?}"),
+                        },
                     })
                     .collect();
-                rows.push(format!("{table}: {}", cols.join(" | ")));
+                table_rows.push(format!("{table}: {}", cols.join(" | ")));
             }
+            // Composite keys: sorting the rendered rows orders every table fully.
+            table_rows.sort();
+            rows.extend(table_rows);
         }
+        let files = data_dir.join("files");
+        let mut listing = Vec::new();
+        list_files(&files, &files, &mut listing);
+        listing.sort();
+        rows.extend(listing);
         rows
+    }
+
+    /// Waits until every WebSocket session has ended (the `connections` gauge falls only after
+    /// a session recorded its last-seen time and ended its calls), so a snapshot taken next
+    /// does not race a disconnect.
+    pub async fn sessions_settled(&self) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while self.state.metrics.connections.get() != 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} sessions still open after {WAIT:?}",
+                self.state.metrics.connections.get()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     /// The epoch of a person's log (what its devices' `welcome` shows).
@@ -249,6 +305,86 @@ impl Drop for TestServer {
             let _ = stop.send(());
         }
     }
+}
+
+/// Every file under `dir` as `files: <path relative to root> <size>`.
+fn list_files(root: &std::path::Path, dir: &std::path::Path, out: &mut Vec<String>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries {
+        let entry = entry.unwrap();
+        let meta = entry.metadata().unwrap();
+        if meta.is_dir() {
+            list_files(root, &entry.path(), out);
+        } else {
+            let path = entry.path();
+            let rel = path.strip_prefix(root).unwrap().display().to_string();
+            out.push(format!("files: {rel} {}", meta.len()));
+        }
+    }
+}
+
+/// Reads a WebSocket's server frames from its bare socket until the close frame (skipping
+/// every other frame) and returns its code and reason. Writes nothing, so nothing the peer
+/// closed on can reset the socket and destroy the close in flight.
+pub async fn read_close_raw(tcp: &mut tokio::net::TcpStream) -> (u16, String) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 65536];
+    // Where the first frame not walked yet starts.
+    let mut at = 0;
+    loop {
+        while buf.len() >= at + 2 {
+            let (op, len7) = (buf[at] & 0x0f, (buf[at + 1] & 0x7f) as usize);
+            let masked = buf[at + 1] & 0x80 != 0;
+            let (len, mut head) = match len7 {
+                126 if buf.len() >= at + 4 => {
+                    (u16::from_be_bytes([buf[at + 2], buf[at + 3]]) as usize, 4)
+                }
+                127 if buf.len() >= at + 10 => {
+                    let bytes: [u8; 8] = buf[at + 2..at + 10].try_into().unwrap();
+                    (u64::from_be_bytes(bytes) as usize, 10)
+                }
+                126 | 127 => break,
+                n => (n, 2),
+            };
+            head += if masked { 4 } else { 0 };
+            if buf.len() < at + head + len {
+                break;
+            }
+            let payload = &buf[at + head..at + head + len];
+            if op == 0x8 {
+                assert!(!masked, "a server frame is never masked");
+                assert!(len >= 2, "a close frame without a code");
+                let code = u16::from_be_bytes([payload[0], payload[1]]);
+                return (code, String::from_utf8_lossy(&payload[2..]).into_owned());
+            }
+            at += head + len;
+        }
+        let n = tokio::time::timeout(WAIT, tcp.read(&mut chunk))
+            .await
+            .unwrap_or_else(|_| panic!("no close frame within {WAIT:?}"))
+            .expect("the socket closes cleanly, not by a reset");
+        assert!(n > 0, "the socket ended without a close frame");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Heavy tests (thousands of sockets, seconds of full CPU) take this exclusively, and tests
+/// that assert sub-second timings take it shared: on a 2-core machine one binary runs all
+/// tests in parallel, and a 300 ms deadline must not starve behind a reconnect storm.
+static LOAD: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+/// Held for the whole of a heavy test: no timing-sensitive test runs meanwhile.
+pub async fn heavy() -> tokio::sync::RwLockWriteGuard<'static, ()> {
+    LOAD.write().await
+}
+
+/// Held for the whole of a test that asserts a sub-second deadline: no heavy test runs
+/// meanwhile (other timed tests may).
+pub async fn timed() -> tokio::sync::RwLockReadGuard<'static, ()> {
+    LOAD.read().await
 }
 
 /// A device connection with helpers that wait at most [`WAIT`].
@@ -359,6 +495,33 @@ impl Device {
     }
 }
 
+/// Where a real `octet serve` child listens, read from the line it logs once bound (so the
+/// kernel picks a free port and no other process can take it first). `child` must have been
+/// spawned with its stdout piped; the rest of its output is read and dropped, so the child
+/// never blocks on a full pipe.
+pub fn announced_addr(child: &mut Child) -> SocketAddr {
+    use std::io::BufRead;
+    let stdout = child.stdout.take().expect("the child's stdout is piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let Some(rest) = line.split("listening on http://").nth(1) else {
+                continue;
+            };
+            let end = rest.find(|c: char| c.is_whitespace() || c == '"' || c == '\x1b');
+            if let Ok(addr) = rest[..end.unwrap_or(rest.len())].parse::<SocketAddr>()
+                && let Some(tx) = tx.take()
+            {
+                let _ = tx.send(addr);
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("the broker logged no `listening on http://ADDR` line within 10 s")
+}
+
 /// The real `octet` binary as a child process, on a free loopback port.
 pub struct Broker {
     pub child: Child,
@@ -366,19 +529,13 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// Starts the real binary on a free loopback port and waits until it is healthy.
+    /// Starts the real binary on a port the kernel picks and waits until it is healthy.
     pub async fn start(data_dir: &std::path::Path) -> Broker {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_octet"))
+        let mut child = Command::new(env!("CARGO_BIN_EXE_octet"))
             .args([
                 "serve",
                 "--listen",
-                &addr.to_string(),
+                "127.0.0.1:0",
                 "--app-token",
                 APP_TOKEN,
                 // The two senders stream as fast as the broker answers.
@@ -394,10 +551,13 @@ impl Broker {
             ])
             .arg("--data-dir")
             .arg(data_dir)
-            .stdout(Stdio::null())
+            // The line announcing the address is logged at info.
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .expect("octet binary starts");
+        let addr = announced_addr(&mut child);
         let http = reqwest::Client::new();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
