@@ -575,6 +575,31 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let key = key.to_string();
+        self.read(move |conn| {
+            Ok(conn
+                .query_row("SELECT value FROM meta WHERE key = ?1", [&key], |r| {
+                    r.get(0)
+                })
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        let (key, value) = (key.to_string(), value.to_string());
+        self.write(move |conn| {
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                [&key, &value],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn tokendel(&self, who: UserKey) -> Result<Revoked, StoreError> {
         self.write(move |conn| {
             let user =
