@@ -307,7 +307,7 @@ impl Drop for TestServer {
     }
 }
 
-/// Every file under `dir` as `files: <path relative to root> <size>`.
+/// Every file under `dir` as `files/<path relative to root> <size>`.
 fn list_files(root: &std::path::Path, dir: &std::path::Path, out: &mut Vec<String>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
@@ -320,7 +320,7 @@ fn list_files(root: &std::path::Path, dir: &std::path::Path, out: &mut Vec<Strin
         } else {
             let path = entry.path();
             let rel = path.strip_prefix(root).unwrap().display().to_string();
-            out.push(format!("files: {rel} {}", meta.len()));
+            out.push(format!("files/{rel} {}", meta.len()));
         }
     }
 }
