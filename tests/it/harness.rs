@@ -262,12 +262,22 @@ impl TestServer {
     /// a session recorded its last-seen time and ended its calls), so a snapshot taken next
     /// does not race a disconnect.
     pub async fn sessions_settled(&self) {
+        self.sessions_down_to(0).await;
+    }
+
+    /// Waits until only `open` WebSocket sessions remain (the ones the test still holds):
+    /// every other one has recorded its last-seen time and ended.
+    pub async fn sessions_down_to(&self, open: i64) {
         let deadline = tokio::time::Instant::now() + WAIT;
-        while self.state.metrics.connections.get() != 0 {
+        loop {
+            let now = self.state.metrics.connections.get();
+            if now <= open {
+                assert_eq!(now, open, "a session the test holds has ended");
+                return;
+            }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "{} sessions still open after {WAIT:?}",
-                self.state.metrics.connections.get()
+                "{now} sessions still open after {WAIT:?}, {open} expected"
             );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
