@@ -2,7 +2,6 @@
 //! real HTTP and real WebSockets with `octet::client`. Every wait has a timeout.
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,11 +10,17 @@ use octet::config::Config;
 use octet::protocol::{ClientFrame, Login};
 use octet::server;
 use octet::state::ServerState;
-use rusqlite::types::ValueRef;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+
+mod broker;
+mod raw;
+mod snapshot;
+
+pub use broker::{Broker, announced_addr};
+pub use raw::read_close_raw;
 
 /// The appid tests log in with.
 pub const APPID: &str = "com.example.app";
@@ -195,94 +200,6 @@ impl TestServer {
         }
     }
 
-    /// Every row of every table (whatever tables the schema has) and every file under
-    /// `files/` with its size, read straight from the data dir: compare two snapshots to prove
-    /// a refused request changed nothing. A session that ends records its device's last-seen
-    /// time: after a disconnect, call [`TestServer::sessions_settled`] first.
-    pub fn snapshot(&self) -> Vec<String> {
-        let data_dir = &self.state.config.data_dir;
-        let conn = rusqlite::Connection::open(data_dir.join("octet.db")).unwrap();
-        let tables: Vec<String> = conn
-            .prepare(
-                "SELECT name FROM sqlite_master WHERE type = 'table' \
-                 AND name NOT LIKE 'sqlite_%' ORDER BY name",
-            )
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        assert!(
-            tables.iter().any(|t| t == "messages"),
-            "no schema in the snapshot: {tables:?}"
-        );
-        let mut rows = Vec::new();
-        for table in &tables {
-            let mut stmt = conn.prepare(&format!("SELECT * FROM {table}")).unwrap();
-            let n = stmt.column_count();
-            // Last-seen times reach the table up to a second late; the state is the table's
-            // with the pending ones merged in (what `devices` reports), whenever it is taken.
-            let last_seen = (table == "users")
-                .then(|| stmt.column_index("last_seen").unwrap())
-                .zip(stmt.column_index("uid").ok());
-            let mut q = stmt.query([]).unwrap();
-            let mut table_rows = Vec::new();
-            while let Some(row) = q.next().unwrap() {
-                let cols: Vec<String> = (0..n)
-                    .map(|i| match last_seen {
-                        Some((col, uid)) if col == i => {
-                            let stored = row.get::<_, Option<i64>>(i).unwrap();
-                            let uid = row.get(uid).unwrap();
-                            let seen = self.state.last_seen.merged(uid, stored);
-                            format!("{:?}", seen.map_or(ValueRef::Null, ValueRef::Integer))
-                        }
-                        _ => match row.get_ref(i).unwrap() {
-                            ValueRef::Text(text) => {
-                                format!("{:?}", String::from_utf8_lossy(text))
-                            }
-                            value => format!("{value:?}"),
-                        },
-                    })
-                    .collect();
-                table_rows.push(format!("{table}: {}", cols.join(" | ")));
-            }
-            // Composite keys: sorting the rendered rows orders every table fully.
-            table_rows.sort();
-            rows.extend(table_rows);
-        }
-        let files = data_dir.join("files");
-        let mut listing = Vec::new();
-        list_files(&files, &files, &mut listing);
-        listing.sort();
-        rows.extend(listing);
-        rows
-    }
-
-    /// Waits until every WebSocket session has ended (the `connections` gauge falls only after
-    /// a session recorded its last-seen time and ended its calls), so a snapshot taken next
-    /// does not race a disconnect.
-    pub async fn sessions_settled(&self) {
-        self.sessions_down_to(0).await;
-    }
-
-    /// Waits until only `open` WebSocket sessions remain (the ones the test still holds):
-    /// every other one has recorded its last-seen time and ended.
-    pub async fn sessions_down_to(&self, open: i64) {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let now = self.state.metrics.connections.get();
-            if now <= open {
-                assert_eq!(now, open, "a session the test holds has ended");
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{now} sessions still open after {WAIT:?}, {open} expected"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
-
     /// The epoch of a person's log (what its devices' `welcome` shows).
     pub async fn epoch(&self, person: u64) -> String {
         self.state
@@ -314,70 +231,6 @@ impl Drop for TestServer {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-    }
-}
-
-/// Every file under `dir` as `files/<path relative to root> <size>`.
-fn list_files(root: &std::path::Path, dir: &std::path::Path, out: &mut Vec<String>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries {
-        let entry = entry.unwrap();
-        let meta = entry.metadata().unwrap();
-        if meta.is_dir() {
-            list_files(root, &entry.path(), out);
-        } else {
-            let path = entry.path();
-            let rel = path.strip_prefix(root).unwrap().display().to_string();
-            out.push(format!("files/{rel} {}", meta.len()));
-        }
-    }
-}
-
-/// Reads a WebSocket's server frames from its bare socket until the close frame (skipping
-/// every other frame) and returns its code and reason. Writes nothing, so nothing the peer
-/// closed on can reset the socket and destroy the close in flight.
-pub async fn read_close_raw(tcp: &mut tokio::net::TcpStream) -> (u16, String) {
-    use tokio::io::AsyncReadExt;
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 65536];
-    // Where the first frame not walked yet starts.
-    let mut at = 0;
-    loop {
-        while buf.len() >= at + 2 {
-            let (op, len7) = (buf[at] & 0x0f, (buf[at + 1] & 0x7f) as usize);
-            let masked = buf[at + 1] & 0x80 != 0;
-            let (len, mut head) = match len7 {
-                126 if buf.len() >= at + 4 => {
-                    (u16::from_be_bytes([buf[at + 2], buf[at + 3]]) as usize, 4)
-                }
-                127 if buf.len() >= at + 10 => {
-                    let bytes: [u8; 8] = buf[at + 2..at + 10].try_into().unwrap();
-                    (u64::from_be_bytes(bytes) as usize, 10)
-                }
-                126 | 127 => break,
-                n => (n, 2),
-            };
-            head += if masked { 4 } else { 0 };
-            if buf.len() < at + head + len {
-                break;
-            }
-            let payload = &buf[at + head..at + head + len];
-            if op == 0x8 {
-                assert!(!masked, "a server frame is never masked");
-                assert!(len >= 2, "a close frame without a code");
-                let code = u16::from_be_bytes([payload[0], payload[1]]);
-                return (code, String::from_utf8_lossy(&payload[2..]).into_owned());
-            }
-            at += head + len;
-        }
-        let n = tokio::time::timeout(WAIT, tcp.read(&mut chunk))
-            .await
-            .unwrap_or_else(|_| panic!("no close frame within {WAIT:?}"))
-            .expect("the socket closes cleanly, not by a reset");
-        assert!(n > 0, "the socket ended without a close frame");
-        buf.extend_from_slice(&chunk[..n]);
     }
 }
 
@@ -502,120 +355,5 @@ impl Device {
         {
             panic!("expected silence, got {incoming:?}");
         }
-    }
-}
-
-/// Where a real `octet serve` child listens, read from the line it logs once bound (so the
-/// kernel picks a free port and no other process can take it first). `child` must have been
-/// spawned with its stdout piped; the rest of its output is read and dropped, so the child
-/// never blocks on a full pipe.
-pub fn announced_addr(child: &mut Child) -> SocketAddr {
-    use std::io::BufRead;
-    let stdout = child.stdout.take().expect("the child's stdout is piped");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut tx = Some(tx);
-        for line in std::io::BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            let Some(rest) = line.split("listening on http://").nth(1) else {
-                continue;
-            };
-            let end = rest.find(|c: char| c.is_whitespace() || c == '"' || c == '\x1b');
-            if let Ok(addr) = rest[..end.unwrap_or(rest.len())].parse::<SocketAddr>()
-                && let Some(tx) = tx.take()
-            {
-                let _ = tx.send(addr);
-            }
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(10))
-        .expect("the broker logged no `listening on http://ADDR` line within 10 s")
-}
-
-/// The real `octet` binary as a child process, on a free loopback port.
-pub struct Broker {
-    pub child: Child,
-    pub addr: SocketAddr,
-}
-
-impl Broker {
-    /// Starts the real binary on a port the kernel picks and waits until it is healthy.
-    pub async fn start(data_dir: &std::path::Path) -> Broker {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_octet"))
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--app-token",
-                APP_TOKEN,
-                // The two senders stream as fast as the broker answers.
-                "--send-rate",
-                "100000",
-                "--send-burst",
-                "100000",
-                // Every test client is 127.0.0.1: the storm's thousand at once are one address.
-                "--max-http-connections-per-ip",
-                "100000",
-                "--max-anonymous-per-ip",
-                "100000",
-            ])
-            .arg("--data-dir")
-            .arg(data_dir)
-            // The line announcing the address is logged at info.
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("octet binary starts");
-        let addr = announced_addr(&mut child);
-        let http = reqwest::Client::new();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(r) = http.get(format!("http://{addr}/readyz")).send().await
-                && r.status() == 200
-            {
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "broker never became ready"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Broker { child, addr }
-    }
-
-    pub fn ws(&self) -> String {
-        format!("ws://{}/ws", self.addr)
-    }
-
-    pub fn kill(&mut self) {
-        self.child.kill().expect("SIGKILL"); // std sends SIGKILL on unix
-        self.child.wait().unwrap();
-    }
-
-    /// Sends SIGTERM and waits (at most 15 s) for the exit.
-    pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        assert!(sent.success(), "kill -TERM failed");
-        let deadline = std::time::Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "no exit within 15 s of SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
