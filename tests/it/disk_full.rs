@@ -170,7 +170,10 @@ async fn a_full_disk_refuses_cleanly_and_recovers() {
             _ => break answer,
         }
     };
-    println!("{} useradds fit on the full disk before a refusal", added.len());
+    println!(
+        "{} useradds fit on the full disk before a refusal",
+        added.len()
+    );
     assert_eq!(refusal["result"], false, "{refusal}");
     assert_eq!(refusal["error"], "internal", "{refusal}");
     assert!(
