@@ -57,6 +57,9 @@ pub enum StartError {
     },
 }
 
+/// The `meta` key holding the hash of the app token configured at the last start.
+const APP_TOKEN_CONFIGURED: &str = "app_token_configured";
+
 /// A server that is ready to run: the store is open and the app token settled.
 pub struct Prepared {
     /// The shared state.
@@ -67,8 +70,9 @@ pub struct Prepared {
     pub generated_admin_token: Option<PlainToken>,
 }
 
-/// Opens the store in the data dir and settles the app token: the operator's, else the stored
-/// one, else a new one (returned so the caller can show it once).
+/// Opens the store in the data dir and settles the app token: the operator's when it changed
+/// since the last start, else the stored one (rotations survive restarts), else a new one
+/// (returned so the caller can show it once).
 pub async fn prepare(config: Config) -> Result<Prepared, StartError> {
     let metrics = Arc::new(Metrics::new());
     std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
@@ -98,7 +102,18 @@ pub async fn prepare(config: Config) -> Result<Prepared, StartError> {
     let mut generated_app_token = None;
     let mut generated_admin_token = None;
     match &config.app_token {
-        Some(given) => creds.app = Some(TokenHash::of(given.expose())),
+        // A configured app token replaces the stored one only when it is not the one configured
+        // at the previous start: a rotation (`apptokenrotate`) survives a plain restart with
+        // the same configuration, and an operator who changes the configured token wins.
+        Some(given) => {
+            let hash = TokenHash::of(given.expose());
+            let configured = hex::encode(hash.0);
+            let previous = store.meta(APP_TOKEN_CONFIGURED).await?;
+            if creds.app.is_none() || previous.as_deref() != Some(configured.as_str()) {
+                creds.app = Some(hash);
+                store.set_meta(APP_TOKEN_CONFIGURED, &configured).await?;
+            }
+        }
         None if creds.app.is_none() => {
             let token = PlainToken::app();
             creds.app = Some(token.hash());

@@ -9,16 +9,36 @@ use std::time::Duration;
 use octet_loadtest::fanout::{Plan, run};
 use octet_loadtest::target::{Nats, Stamp, Target};
 
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+/// Where nats-server listens for WebSockets, from the ports file it writes once listening
+/// (`--ports_file_dir`): its ports are random (`-1`), so no other process can take them first.
+fn websocket_addr(dir: &std::path::Path, pid: u32) -> SocketAddr {
+    let file = dir.join(format!("nats-server_{pid}.ports"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let ports: Option<serde_json::Value> = std::fs::read_to_string(&file)
+            .ok()
+            .and_then(|text| serde_json::from_str(&text).ok());
+        let ws = ports.as_ref().and_then(|p| p["websocket"][0].as_str());
+        if let Some(url) = ws {
+            return url
+                .strip_prefix("ws://")
+                .and_then(|addr| addr.parse().ok())
+                .unwrap_or_else(|| panic!("unexpected websocket address {url}"));
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nats-server never wrote its ports file"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]
 fn msg_frames_parse_whole_messages_only() {
-    let nats = Nats { addr: free_addr() };
+    // Never connected: only the parser runs.
+    let nats = Nats {
+        addr: "127.0.0.1:9".parse().unwrap(),
+    };
     let a = r#"{"s":1,"n":2,"t":3,"p":0,"w":0}"#;
     let b = r#"{"s":4,"n":5,"t":6,"p":1,"w":1}"#;
     let frame = format!(
@@ -35,30 +55,24 @@ fn msg_frames_parse_whole_messages_only() {
 #[tokio::test]
 async fn fanout_against_a_real_nats_server_accounts_for_every_delivery() {
     let dir = tempfile::tempdir().unwrap();
-    let (client, ws) = (free_addr(), free_addr());
     let config = dir.path().join("nats.conf");
     std::fs::write(
         &config,
-        format!("listen: {client}\nwebsocket {{ listen: \"{ws}\", no_tls: true }}\n"),
+        "listen: \"127.0.0.1:-1\"\nwebsocket { listen: \"127.0.0.1:-1\", no_tls: true }\n",
     )
     .unwrap();
     let mut server = Command::new("nats-server")
         .arg("-c")
         .arg(&config)
+        .arg("--ports_file_dir")
+        .arg(dir.path())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap_or_else(|err| {
             panic!("nats-server is not installed ({err}): apt-get install nats-server (scripts/test does it)")
         });
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(ws).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "nats-server never listened"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let ws = websocket_addr(dir.path(), server.id());
     let plan = Plan {
         persons: 4,
         devices: 3,

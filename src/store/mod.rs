@@ -245,6 +245,10 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<usize, StoreError>;
     /// The key signed download URLs are made with; created on first use.
     async fn url_key(&self) -> Result<[u8; 32], StoreError>;
+    /// A value from the `meta` table (facts about this database), if set.
+    async fn meta(&self, key: &str) -> Result<Option<String>, StoreError>;
+    /// Sets a value in the `meta` table.
+    async fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError>;
     /// Revokes every token of a user (`tokendel`).
     async fn tokendel(&self, who: UserKey) -> Result<Revoked, StoreError>;
     /// Removes a user; a primary takes its whole person with it (`userdel`).

@@ -62,7 +62,7 @@ async fn the_app_token_rotates_with_a_grace_period() {
     // Only the current token may rotate.
     let refused = post(&server, json!({"op":"apptokenrotate","token":APP_TOKEN})).await;
     assert_eq!(refused["error"], "bad_app_token");
-    // It is stored (hashed): it survives a restart of the process.
+    // It is stored (hashed); a_rotated_app_token_survives_a_restart restarts.
     let stored = server.state.store.app_credentials().await.unwrap();
     assert!(stored.app_matches(
         &octet::auth::TokenHash::of(&new),
@@ -108,4 +108,79 @@ async fn the_app_token_rotates_with_a_grace_period() {
         .await;
         assert_eq!(answer["error"], code, "{grace}");
     }
+}
+
+/// Whether `token` opens the backend API.
+async fn works(server: &TestServer, token: &str) -> bool {
+    let answer = post(
+        server,
+        json!({"op":"useradd","token":token,"user":{"address":"r@example.com"}}),
+    )
+    .await;
+    match answer["result"].as_bool() {
+        Some(true) => true,
+        _ if answer["error"] == "bad_app_token" => false,
+        _ => panic!("neither served nor refused: {answer}"),
+    }
+}
+
+/// Rotates with `token` and no grace; returns the new token.
+async fn rotate(server: &TestServer, token: &str) -> String {
+    let rotated = post(
+        server,
+        json!({"op":"apptokenrotate","token":token,"grace":0}),
+    )
+    .await;
+    assert_eq!(rotated["result"], true, "{rotated}");
+    rotated["token"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn a_rotated_app_token_survives_a_restart() {
+    // No configured token: the first start generates one, the rotation replaces it, and a
+    // restart keeps the rotated one.
+    let server = TestServer::start_with(|c| c.app_token = None).await;
+    let generated = server
+        .generated_app_token
+        .clone()
+        .expect("a generated token");
+    let rotated = rotate(&server, &generated).await;
+    let server = server.restart().await;
+    assert_eq!(server.generated_app_token, None, "a second token was made");
+    assert!(works(&server, &rotated).await, "the rotated token was lost");
+    assert!(
+        !works(&server, &generated).await,
+        "the rotated-out token is back"
+    );
+
+    // A configured token: a restart with the same configuration keeps the rotation (it would
+    // otherwise bring back a token the operator rotated out, say because it leaked).
+    let server = TestServer::start().await;
+    let rotated = rotate(&server, APP_TOKEN).await;
+    let server = server.restart().await;
+    assert!(works(&server, &rotated).await, "the rotated token was lost");
+    assert!(
+        !works(&server, APP_TOKEN).await,
+        "the rotated-out token is back"
+    );
+    // The operator who changes the configured token wins over the rotation.
+    const NEW: &str = "operator-new-token-0123456789";
+    let server = server
+        .restart_with(|c| c.app_token = Some(NEW.to_string().into()))
+        .await;
+    assert!(
+        works(&server, NEW).await,
+        "the newly configured token was ignored"
+    );
+    assert!(
+        !works(&server, &rotated).await,
+        "the rotated token still works"
+    );
+    // And once more unchanged: still the configured one, which may rotate again.
+    let server = server.restart().await;
+    assert!(works(&server, NEW).await);
+    let again = rotate(&server, NEW).await;
+    let server = server.restart().await;
+    assert!(works(&server, &again).await);
+    assert!(!works(&server, NEW).await);
 }

@@ -142,14 +142,17 @@ async fn accepted(server: &TestServer, request: Value) -> Value {
     answer
 }
 
-/// A server with something in every table a backend op touches:
+/// A server with something in every table:
 /// uid 1 `xyz@example.com` (device `phone`), uid 2 `xyz@example.com-linked-1` (device
-/// `laptop`), uid 3 `abc@example.com` (a plain token), uid 4 `lone@example.com` (no token).
+/// `laptop`), uid 3 `abc@example.com` (a plain token), uid 4 `lone@example.com` (no token);
+/// the phone uploaded a file (`files/`) and sent it to abc, who read it (a message with its
+/// file, its events and receipts, a read marker). Every session has ended, so the snapshot
+/// only changes when a request changes something.
 async fn populated() -> TestServer {
     let server = TestServer::start().await;
-    server.device_token("xyz@example.com", "phone").await;
+    let phone = server.device_token("xyz@example.com", "phone").await;
     server.device_token("xyz@example.com", "laptop").await;
-    accepted(
+    let abc = accepted(
         &server,
         json!({"op":"useradd","user":{"address":"abc@example.com","name":"Abc",
             "token":{"appid":APPID}}}),
@@ -160,13 +163,51 @@ async fn populated() -> TestServer {
         json!({"op":"useradd","user":{"address":"lone@example.com","name":"Lone"}}),
     )
     .await;
+    let mut phone = server.login(phone["user"]["token"].as_str().unwrap()).await;
+    phone.expect("welcome").await;
+    let file =
+        crate::files::upload_ok(&server, &phone.token, b"fixture bytes".to_vec(), "f.txt").await;
+    let mut abc = server.login(abc["user"]["token"].as_str().unwrap()).await;
+    abc.expect("welcome").await;
+    phone
+        .send_json(
+            json!({"op":"send","id":"fx","to":"abc@example.com","body":"hi",
+            "files":[file["id"]]}),
+        )
+        .await;
+    let mid = phone.expect("sent").await["mid"].clone();
+    assert_eq!(abc.expect("message").await["mid"], mid);
+    abc.send_json(json!({"op":"read","peer":"xyz@example.com","upto":mid}))
+        .await;
+    assert_eq!(abc.expect("read").await["upto"], mid);
+    drop((phone, abc));
+    server.sessions_settled().await;
     let snapshot = server.snapshot();
-    for table in ["app: ", "users: ", "tokens: ", "persons: "] {
+    for table in [
+        "app: ",
+        "users: ",
+        "tokens: ",
+        "persons: ",
+        "meta: ",
+        "messages: ",
+        "events: ",
+        "read_marks: ",
+        "blobs: ",
+        "files: ",
+        "message_files: ",
+        "files/",
+    ] {
         assert!(
             snapshot.iter().any(|row| row.starts_with(table)),
             "the fixture should fill `{table}`: {snapshot:#?}"
         );
     }
+    assert!(
+        snapshot
+            .iter()
+            .any(|row| row.starts_with("files/") && row.ends_with(" 13")),
+        "the uploaded bytes are not under files/: {snapshot:#?}"
+    );
     server
 }
 

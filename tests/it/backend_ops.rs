@@ -258,7 +258,8 @@ async fn last_seen_reaches_the_store_within_seconds_and_at_shutdown() {
         assert!(tokio::time::Instant::now() < deadline, "still online");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    // Offline is shown once the session unregistered; its last-seen time follows.
+    server.sessions_settled().await;
     let disconnected = server.devices("xyz@example.com").await["devices"][0]["last_seen"]
         .as_i64()
         .unwrap();

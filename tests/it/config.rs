@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use crate::harness::announced_addr;
+
 fn octet() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_octet"));
     // Nothing from the test runner's environment leaks in.
@@ -16,13 +18,6 @@ fn octet() -> Command {
         }
     }
     cmd
-}
-
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
 }
 
 fn check(text: &str) -> Output {
@@ -105,7 +100,11 @@ async fn flags_override_environment_which_overrides_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("app-token");
     std::fs::write(&token_file, "file-app-token-0123456789\n").unwrap();
-    let (from_file, from_env, from_flag) = (free_addr(), free_addr(), free_addr());
+    // Each source names its own loopback address with port 0: the kernel picks a free port
+    // and the broker logs where it listens, so which source won shows in the address.
+    let addr = |ip: &str| -> SocketAddr { format!("{ip}:0").parse().unwrap() };
+    let (from_file, from_env, from_flag) =
+        (addr("127.0.0.1"), addr("127.0.0.2"), addr("127.0.0.3"));
     let config = dir.path().join("octet.toml");
     std::fs::write(
         &config,
@@ -125,38 +124,45 @@ async fn flags_override_environment_which_overrides_the_file() {
         if let Some(addr) = flag_listen {
             cmd.arg("--listen").arg(addr.to_string());
         }
-        Running(
-            cmd.stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        )
+        let mut child = cmd
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let bound = announced_addr(&mut child);
+        (Running(child), bound)
     };
 
     {
-        let _octet = start(Some(from_env), Some(from_flag));
-        assert!(ready(from_flag).await, "the flag's address was not used");
-        assert!(
-            reqwest::get(format!("http://{from_env}/healthz"))
-                .await
-                .is_err()
+        let (_octet, bound) = start(Some(from_env), Some(from_flag));
+        assert_eq!(
+            bound.ip(),
+            from_flag.ip(),
+            "the flag's address was not used"
         );
+        assert!(ready(bound).await);
     }
     {
-        let _octet = start(Some(from_env), None);
-        assert!(
-            ready(from_env).await,
+        let (_octet, bound) = start(Some(from_env), None);
+        assert_eq!(
+            bound.ip(),
+            from_env.ip(),
             "the environment's address was not used"
         );
+        assert!(ready(bound).await);
     }
     {
-        let _octet = start(None, None);
-        assert!(ready(from_file).await, "the file's address was not used");
-        // The app token came from the file named in the config; the admin token inline.
-        let backend = octet::client::Backend::new(
-            &format!("http://{from_file}"),
-            "file-app-token-0123456789",
+        let (_octet, bound) = start(None, None);
+        assert_eq!(
+            bound.ip(),
+            from_file.ip(),
+            "the file's address was not used"
         );
+        assert!(ready(bound).await);
+        // The app token came from the file named in the config; the admin token inline.
+        let backend =
+            octet::client::Backend::new(&format!("http://{bound}"), "file-app-token-0123456789");
         let answer = backend
             .call(json!({"op":"useradd","user":{"address":"a@example.com"}}))
             .await

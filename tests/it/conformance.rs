@@ -8,7 +8,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::harness::TestServer;
+use crate::harness::{TestServer, heavy};
 
 /// Behaviours, best first.
 fn rank(behavior: &str) -> u8 {
@@ -21,6 +21,7 @@ fn rank(behavior: &str) -> u8 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn autobahn_cases_that_passed_still_pass() {
+    let _heavy = heavy().await;
     let recorded: Value =
         serde_json::from_str(&std::fs::read_to_string("conformance/expected.json").unwrap())
             .unwrap();

@@ -3,7 +3,6 @@
 //! answer `result:false`, nothing crashes; once space is freed everything works again, and
 //! every message acknowledged before is still there.
 
-use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -11,7 +10,7 @@ use octet::client::{Backend, Connection, Incoming};
 use octet::protocol::{ClientFrame, Login, Send, ServerFrame};
 use serde_json::{json, value::RawValue};
 
-use crate::harness::{APP_TOKEN, APPID};
+use crate::harness::{APP_TOKEN, APPID, announced_addr};
 
 struct Namespaced {
     child: std::process::Child,
@@ -59,31 +58,35 @@ async fn send(conn: &mut Connection, id: &str, body: &str) -> Result<u64, String
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_refuses_cleanly_and_recovers() {
+    // Never a silent pass: where mounting is not permitted the test fails, unless the one
+    // running it says so explicitly (and then SECURITY.md's "tested" is not shown by this run).
+    if std::env::var_os("OCTET_SKIP_DISK_FULL").is_some_and(|v| v == "1") {
+        eprintln!("disk-full test skipped: OCTET_SKIP_DISK_FULL=1");
+        return;
+    }
     let probe = Command::new("unshare")
         .args(["-m", "sh", "-c", "mount -t tmpfs -o size=64k tmpfs /mnt"])
         .status();
-    if !probe.is_ok_and(|s| s.success()) {
-        eprintln!(
-            "SKIPPED: this machine does not allow mounting a tmpfs in a mount namespace (unshare -m, mount); the disk-full test needs it"
-        );
-        return;
-    }
+    assert!(
+        probe.is_ok_and(|s| s.success()),
+        "the disk-full test needs to mount a tmpfs in a mount namespace (unshare -m, mount: run \
+         as root or with CAP_SYS_ADMIN); set OCTET_SKIP_DISK_FULL=1 to skip it knowingly"
+    );
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().display().to_string();
-    let addr: SocketAddr = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    // Port 0: the broker binds and announces its address, so no other process can take it.
     let script = format!(
-        "mount -t tmpfs -o size=4m tmpfs {data} && exec {} serve --listen {addr} --data-dir {data} --app-token {APP_TOKEN}",
+        "mount -t tmpfs -o size=4m tmpfs {data} && exec {} serve --listen 127.0.0.1:0 --data-dir {data} --app-token {APP_TOKEN}",
         env!("CARGO_BIN_EXE_octet")
     );
-    let child = Command::new("unshare")
+    let mut child = Command::new("unshare")
         .args(["-m", "--propagation", "private", "sh", "-c", &script])
-        .stdout(Stdio::null())
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let addr = announced_addr(&mut child);
     let broker = Namespaced {
         child,
         dir: data.clone(),
@@ -147,12 +150,32 @@ async fn a_full_disk_refuses_cleanly_and_recovers() {
         }
     }
     assert!(refused > 0, "the store never filled up");
-    let answer = backend
-        .call(json!({"op":"useradd","user":{"address":"carol@example.com","token":{"appid":APPID,"device":"c"}}}))
-        .await
-        .unwrap();
-    assert_eq!(answer["result"], false, "{answer}");
-    assert_eq!(answer["error"], "internal");
+    // A small write can still fit in the room the WAL file already has (after a checkpoint
+    // it is rewritten from its start without growing), so one useradd may succeed: every
+    // answer is either a durable success (checked once space is back) or `internal`, and
+    // the writes run out of room within a bounded number.
+    let mut added = Vec::new();
+    let refusal = loop {
+        assert!(
+            added.len() < 200,
+            "200 useradds on a full disk all succeeded"
+        );
+        let address = format!("full-{}@example.com", added.len());
+        let answer = backend
+            .call(json!({"op":"useradd","user":{"address":address,"token":{"appid":APPID,"device":"c"}}}))
+            .await
+            .unwrap();
+        match answer["result"].as_bool() {
+            Some(true) => added.push(address),
+            _ => break answer,
+        }
+    };
+    println!(
+        "{} useradds fit on the full disk before a refusal",
+        added.len()
+    );
+    assert_eq!(refusal["result"], false, "{refusal}");
+    assert_eq!(refusal["error"], "internal", "{refusal}");
     assert!(
         reqwest::get(format!("http://{addr}/healthz"))
             .await
@@ -172,6 +195,13 @@ async fn a_full_disk_refuses_cleanly_and_recovers() {
         .await
         .unwrap();
     assert_eq!(answer["result"], true, "{answer}");
+    for address in &added {
+        let devices = backend
+            .call(json!({"op":"devices","user":{"address":address}}))
+            .await
+            .unwrap();
+        assert_eq!(devices["result"], true, "{address} was lost: {devices}");
+    }
 
     // Everything acknowledged is there for bob.
     let (mut bob_conn, _) = Connection::login(&url, login(&bob.token, Some(0)))

@@ -2,7 +2,6 @@
 //! real HTTP and real WebSockets with `octet::client`. Every wait has a timeout.
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,11 +10,17 @@ use octet::config::Config;
 use octet::protocol::{ClientFrame, Login};
 use octet::server;
 use octet::state::ServerState;
-use rusqlite::types::ValueRef;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+
+mod broker;
+mod raw;
+mod snapshot;
+
+pub use broker::{Broker, announced_addr};
+pub use raw::read_close_raw;
 
 /// The appid tests log in with.
 pub const APPID: &str = "com.example.app";
@@ -29,6 +34,8 @@ pub struct TestServer {
     pub addr: SocketAddr,
     pub backend: Backend,
     pub state: Arc<ServerState>,
+    /// The app token this start generated and printed (none configured, none stored).
+    pub generated_app_token: Option<String>,
     data_dir: TempDir,
     config: Config,
     stop: Option<oneshot::Sender<()>>,
@@ -60,6 +67,7 @@ impl TestServer {
         let listener = server::bind("127.0.0.1:0".parse().unwrap()).expect("bind");
         let addr = listener.local_addr().unwrap();
         let state = prepared.state;
+        let generated_app_token = prepared.generated_app_token.map(|t| t.expose().to_string());
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn({
             let state = state.clone();
@@ -75,6 +83,7 @@ impl TestServer {
             addr,
             backend: Backend::new(&format!("http://{addr}"), APP_TOKEN),
             state,
+            generated_app_token,
             data_dir,
             config,
             stop: Some(stop),
@@ -83,10 +92,18 @@ impl TestServer {
     }
 
     /// Stops the server and starts a new one on the same data dir.
-    pub async fn restart(mut self) -> TestServer {
+    pub async fn restart(self) -> TestServer {
+        self.restart_with(|_| {}).await
+    }
+
+    /// Stops the server and starts a new one on the same data dir, its settings changed by
+    /// `tweak`.
+    pub async fn restart_with(mut self, tweak: impl FnOnce(&mut Config)) -> TestServer {
         self.shutdown().await;
         let data_dir = std::mem::replace(&mut self.data_dir, tempfile::tempdir().unwrap());
-        TestServer::launch(data_dir, self.config.clone()).await
+        let mut config = self.config.clone();
+        tweak(&mut config);
+        TestServer::launch(data_dir, config).await
     }
 
     async fn shutdown(&mut self) {
@@ -183,40 +200,6 @@ impl TestServer {
         }
     }
 
-    /// Every row of every table, read straight from the database file: compare two snapshots
-    /// to prove a refused request changed nothing.
-    pub fn snapshot(&self) -> Vec<String> {
-        let conn = rusqlite::Connection::open(self.state.config.data_dir.join("octet.db")).unwrap();
-        let mut rows = Vec::new();
-        for table in ["app", "users", "tokens", "persons", "messages", "events"] {
-            let mut stmt = conn
-                .prepare(&format!("SELECT * FROM {table} ORDER BY 1"))
-                .unwrap();
-            let n = stmt.column_count();
-            // Last-seen times reach the table up to a second late; the state is the table's
-            // with the pending ones merged in (what `devices` reports), whenever it is taken.
-            let last_seen = (table == "users")
-                .then(|| stmt.column_index("last_seen").unwrap())
-                .zip(stmt.column_index("uid").ok());
-            let mut q = stmt.query([]).unwrap();
-            while let Some(row) = q.next().unwrap() {
-                let cols: Vec<String> = (0..n)
-                    .map(|i| match last_seen {
-                        Some((col, uid)) if col == i => {
-                            let stored = row.get::<_, Option<i64>>(i).unwrap();
-                            let uid = row.get(uid).unwrap();
-                            let seen = self.state.last_seen.merged(uid, stored);
-                            format!("{:?}", seen.map_or(ValueRef::Null, ValueRef::Integer))
-                        }
-                        _ => format!("{:?}", row.get_ref(i).unwrap()),
-                    })
-                    .collect();
-                rows.push(format!("{table}: {}", cols.join(" | ")));
-            }
-        }
-        rows
-    }
-
     /// The epoch of a person's log (what its devices' `welcome` shows).
     pub async fn epoch(&self, person: u64) -> String {
         self.state
@@ -249,6 +232,22 @@ impl Drop for TestServer {
             let _ = stop.send(());
         }
     }
+}
+
+/// Heavy tests (thousands of sockets, seconds of full CPU) take this exclusively, and tests
+/// that assert sub-second timings take it shared: on a 2-core machine one binary runs all
+/// tests in parallel, and a 300 ms deadline must not starve behind a reconnect storm.
+static LOAD: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+/// Held for the whole of a heavy test: no timing-sensitive test runs meanwhile.
+pub async fn heavy() -> tokio::sync::RwLockWriteGuard<'static, ()> {
+    LOAD.write().await
+}
+
+/// Held for the whole of a test that asserts a sub-second deadline: no heavy test runs
+/// meanwhile (other timed tests may).
+pub async fn timed() -> tokio::sync::RwLockReadGuard<'static, ()> {
+    LOAD.read().await
 }
 
 /// A device connection with helpers that wait at most [`WAIT`].
@@ -356,96 +355,5 @@ impl Device {
         {
             panic!("expected silence, got {incoming:?}");
         }
-    }
-}
-
-/// The real `octet` binary as a child process, on a free loopback port.
-pub struct Broker {
-    pub child: Child,
-    pub addr: SocketAddr,
-}
-
-impl Broker {
-    /// Starts the real binary on a free loopback port and waits until it is healthy.
-    pub async fn start(data_dir: &std::path::Path) -> Broker {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_octet"))
-            .args([
-                "serve",
-                "--listen",
-                &addr.to_string(),
-                "--app-token",
-                APP_TOKEN,
-                // The two senders stream as fast as the broker answers.
-                "--send-rate",
-                "100000",
-                "--send-burst",
-                "100000",
-                // Every test client is 127.0.0.1: the storm's thousand at once are one address.
-                "--max-http-connections-per-ip",
-                "100000",
-                "--max-anonymous-per-ip",
-                "100000",
-            ])
-            .arg("--data-dir")
-            .arg(data_dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("octet binary starts");
-        let http = reqwest::Client::new();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(r) = http.get(format!("http://{addr}/readyz")).send().await
-                && r.status() == 200
-            {
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "broker never became ready"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Broker { child, addr }
-    }
-
-    pub fn ws(&self) -> String {
-        format!("ws://{}/ws", self.addr)
-    }
-
-    pub fn kill(&mut self) {
-        self.child.kill().expect("SIGKILL"); // std sends SIGKILL on unix
-        self.child.wait().unwrap();
-    }
-
-    /// Sends SIGTERM and waits (at most 15 s) for the exit.
-    pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        assert!(sent.success(), "kill -TERM failed");
-        let deadline = std::time::Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "no exit within 15 s of SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }

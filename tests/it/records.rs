@@ -142,7 +142,8 @@ async fn profiles_sync_to_every_device_and_show_on_messages() {
 async fn bad_profiles_are_refused_and_change_nothing() {
     let server = TestServer::start().await;
     let mut a = server.device("alice@example.com", "a").await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The login's last-seen time is recorded before its welcome; nothing is pending after.
+    server.sessions_down_to(1).await;
     let before = server.snapshot();
     for (frame, code) in [
         (json!({"op":"profile","set":{"nick":"x"}}), "bad_value"),

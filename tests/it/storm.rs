@@ -10,7 +10,7 @@ use octet::client::{Backend, Connection, Incoming};
 use octet::protocol::{ClientFrame, Login, Send, ServerFrame};
 use serde_json::value::RawValue;
 
-use crate::harness::{APP_TOKEN, APPID, Broker};
+use crate::harness::{APP_TOKEN, APPID, Broker, heavy};
 
 const PERSONS: usize = 250;
 const DEVICES: usize = 4;
@@ -57,6 +57,7 @@ async fn catch_up(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_devices_reconnect_at_once_and_lose_nothing() {
+    let _heavy = heavy().await;
     let data = tempfile::tempdir().unwrap();
     let mut broker = Broker::start(data.path()).await;
     let backend = Backend::new(&format!("http://{}", broker.addr), APP_TOKEN);
@@ -168,5 +169,12 @@ async fn a_thousand_devices_reconnect_at_once_and_lose_nothing() {
         "{} devices caught up in {took:?} after a restart",
         caught.len()
     );
-    assert!(took < Duration::from_secs(30), "the storm took {took:?}");
+    // Measured here alone: 1.0-1.7 s for the thousand logins and their catch-ups (debug
+    // build, 2 cores). 5 s leaves room for a loaded machine (the heavy lock keeps the other
+    // heavy tests away) and still fails a broker that spends ~10 ms of a worker per
+    // catch-up (6.3 s), which the old 30 s passed.
+    assert!(
+        took < Duration::from_secs(5),
+        "the storm took {took:?} (measured 1.0-1.7 s)"
+    );
 }

@@ -180,6 +180,7 @@ async fn bad_positions_and_pages_are_refused_clearly() {
     assert_eq!(err["code"], "bad_value");
     assert!(err["message"].as_str().unwrap().contains("beyond"), "{err}");
     assert_eq!(dev.next().await["op"], "synced");
+    drop(dev);
 
     // since from another epoch: not recovered, nothing replayed.
     let mut dev = server.login_since(&token, Some(1), Some("0000")).await;
@@ -190,9 +191,9 @@ async fn bad_positions_and_pages_are_refused_clearly() {
         json!({"op":"synced","seq":1,"replayed":0})
     );
 
-    // Logins and the replaced connection's cleanup record last_seen; let them settle, then
-    // nothing may change.
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // Logins and the closed connection's end record last_seen; once only alice and this
+    // device are left, nothing may change.
+    server.sessions_down_to(2).await;
     let before = server.snapshot();
     for (req, code) in [
         (json!({"op":"history","limit":0}), "bad_value"),
@@ -327,8 +328,9 @@ async fn acks_send_delivered_receipts_once_and_show_in_devices() {
     assert_eq!(devices["devices"][0]["acked"], 1);
     assert_eq!(devices["devices"][1]["acked"], 1);
 
-    // An ack past the head is refused and changes nothing.
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // An ack past the head is refused and changes nothing. (The acks above are committed:
+    // `devices` showed them; no session has ended.)
+    server.sessions_down_to(4).await;
     let before = server.snapshot();
     b1.send_json(json!({"op":"ack","seq":7})).await;
     let err = b1.expect("error").await;
@@ -374,8 +376,9 @@ async fn read_markers_reach_the_other_devices_and_the_peer() {
     let page = b1.expect("history").await;
     assert_eq!(page["events"][1]["op"], "read");
 
-    // Another person's conversation, an unknown peer: refused, nothing changes.
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // Another person's conversation, an unknown peer: refused, nothing changes. (The marker
+    // is committed: its frames came; no session has ended.)
+    server.sessions_down_to(4).await;
     let before = server.snapshot();
     carol
         .send_json(json!({"op":"read","peer":"alice@example.com","upto":mid}))
@@ -416,12 +419,43 @@ async fn a_read_marker_only_moves_forward() {
         .await;
     assert_eq!(bob.expect("read").await["upto"], 2);
     assert_eq!(alice.expect("receipt").await["mid"], 2);
+    let before = server.snapshot();
+    assert_eq!(read_mark(&server, bob.uid, alice.uid), Some(2));
+    // A connection's frames are handled in order: once the history answer came, so had the
+    // marker before it. Neither moved the stored marker back, logged an event or told anyone.
+    let mut page = json!(null);
     for upto in [1, 2] {
         bob.send_json(json!({"op":"read","peer":"alice@example.com","upto":upto}))
             .await;
+        bob.send_json(json!({"op":"history"})).await;
+        page = bob.expect("history").await;
+        assert_eq!(
+            read_mark(&server, bob.uid, alice.uid),
+            Some(2),
+            "after {upto}"
+        );
     }
-    bob.expect_silence().await;
+    let reads = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["op"] == "read")
+        .count();
+    assert_eq!(reads, 1, "{page}");
+    assert_eq!(server.snapshot(), before);
     alice.expect_silence().await;
+}
+
+/// The stored read marker of `person` for the conversation with `peer` (primary uids are
+/// their persons' ids).
+fn read_mark(server: &TestServer, person: u64, peer: u64) -> Option<u64> {
+    let db = rusqlite::Connection::open(server.state.config.data_dir.join("octet.db")).unwrap();
+    db.query_row(
+        "SELECT upto FROM read_marks WHERE person = ?1 AND peer_person = ?2",
+        [person, peer],
+        |r| r.get(0),
+    )
+    .ok()
 }
 
 #[tokio::test]

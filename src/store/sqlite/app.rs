@@ -108,3 +108,20 @@ pub(super) fn url_key(conn: &Connection) -> Result<[u8; 32], StoreError> {
         .map_err(|err| StoreError::Corrupt(format!("url_key: {err}")))?;
     Ok(key)
 }
+
+/// A value from the `meta` table, if set.
+pub(super) fn meta(conn: &Connection, key: &str) -> Result<Option<String>, StoreError> {
+    Ok(conn
+        .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+        .optional()?)
+}
+
+/// Sets a value in the `meta` table.
+pub(super) fn set_meta(conn: &Connection, key: &str, value: &str) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        [key, value],
+    )?;
+    Ok(())
+}

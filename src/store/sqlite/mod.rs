@@ -481,6 +481,17 @@ impl Store for SqliteStore {
         self.write(app::url_key).await
     }
 
+    async fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let key = key.to_string();
+        self.read(move |conn| app::meta(conn, &key)).await
+    }
+
+    async fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        let (key, value) = (key.to_string(), value.to_string());
+        self.write(move |conn| app::set_meta(conn, &key, &value))
+            .await
+    }
+
     async fn tokendel(&self, who: UserKey) -> Result<Revoked, StoreError> {
         self.write(move |conn| users::tokendel(conn, &who)).await
     }
