@@ -55,10 +55,14 @@ pub async fn echo(State(state): State<Arc<ServerState>>, handshake: Handshake) -
         async move {
             let config = &state.config;
             let (read, leftover, write) = upgraded.into_parts();
-            let mailbox = Mailbox::new(Bounds {
-                frames: config.queue_frames,
-                bytes: config.queue_bytes,
-            });
+            let write = Arc::new(write);
+            let mailbox = Mailbox::with_socket(
+                Bounds {
+                    frames: config.queue_frames,
+                    bytes: config.queue_bytes,
+                },
+                Some(write.clone()),
+            );
             let writer = tokio::spawn(writer::run(
                 write,
                 mailbox.clone(),

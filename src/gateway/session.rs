@@ -66,10 +66,14 @@ async fn run_inner(
     let (read, leftover, write) = upgraded.into_parts();
     // One mailbox: the session's own queue (replies, catch-up), the live one the router fills
     // and the kick; the writer holds the live queue until the catch-up is done.
-    let mailbox = Mailbox::new(Bounds {
-        frames: state.config.queue_frames,
-        bytes: state.config.queue_bytes,
-    });
+    let write = Arc::new(write);
+    let mailbox = Mailbox::with_socket(
+        Bounds {
+            frames: state.config.queue_frames,
+            bytes: state.config.queue_bytes,
+        },
+        Some(write.clone()),
+    );
     let writer = tokio::spawn(
         writer::run(
             write,

@@ -5,7 +5,6 @@
 //! live queue is held, so a replay is never interleaved with live events; after it, live events
 //! whose `seq` the catch-up already sent are dropped. Frames are fed in batches and flushed once.
 
-use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::watch;
 
@@ -23,6 +22,8 @@ const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 /// What to do with one queued item.
 enum Step {
     Write(Frame),
+    /// The rest of a frame a direct write began.
+    Rest(bytes::Bytes),
     Ping,
     Skip,
     Close(CloseCode, String),
@@ -39,13 +40,13 @@ pub struct Ending {
 
 /// Runs until the session ends, a close is queued, or the connection is kicked.
 pub async fn run(
-    mut socket: OwnedWriteHalf,
+    socket: Arc<OwnedWriteHalf>,
     mailbox: Arc<Mailbox>,
     metrics: Arc<Metrics>,
     mut ending: Ending,
 ) {
     let mut closed = false;
-    let close = write_loop(&mut socket, &mailbox, &metrics, &mut ending, &mut closed).await;
+    let close = write_loop(&socket, &mailbox, &metrics, &mut ending, &mut closed).await;
     // Nothing more is written: senders waiting for room give up, queued frames are dropped.
     mailbox.writer_done();
     // `closed`: a close frame already went out (tungstenite's answer to the device's close).
@@ -60,7 +61,7 @@ pub async fn run(
         } else {
             CLOSE_WAIT
         };
-        let send = tokio::time::timeout(wait, socket.write_all(frame.bytes()));
+        let send = tokio::time::timeout(wait, write_all(&socket, frame.bytes()));
         if slow {
             tokio::select! {
                 _ = send => {}
@@ -70,14 +71,30 @@ pub async fn run(
             let _ = send.await;
         }
     }
-    // A peer that stopped reading must not hold the task (and its socket) forever.
-    let _ = tokio::time::timeout(CLOSE_WAIT, socket.shutdown()).await;
+    // The mailbox let its share of the socket go in `writer_done`: dropping this last one
+    // shuts the write side down (a FIN after the close frame).
+    drop(socket);
+}
+
+/// Writes all of `buf`, waiting for room in the socket as needed. The socket is shared with
+/// the mailbox's direct writes, which happen only while this task is idle.
+async fn write_all(socket: &OwnedWriteHalf, mut buf: &[u8]) -> std::io::Result<()> {
+    while !buf.is_empty() {
+        socket.writable().await?;
+        match socket.try_write(buf) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => buf = &buf[n..],
+            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(())
 }
 
 /// Writes batches until the connection is to close; returns the close frame to send, if any.
 /// Sets `closed` once a close frame was written.
 async fn write_loop(
-    socket: &mut OwnedWriteHalf,
+    socket: &OwnedWriteHalf,
     mailbox: &Mailbox,
     metrics: &Metrics,
     ending: &mut Ending,
@@ -98,7 +115,8 @@ async fn write_loop(
         let mut then_close = None;
         let mut frames: Vec<Frame> = Vec::with_capacity(items.len());
         for item in items {
-            match step(item, &mut live_after) {
+            match step(item, &mut live_after, mailbox) {
+                Step::Rest(rest) => frames.push(wire::Frame::raw(rest)),
                 Step::Write(frame) => {
                     if frame.is_raw() {
                         // tungstenite's pong or close answer: after a close nothing more goes.
@@ -123,13 +141,13 @@ async fn write_loop(
         let write = async {
             match frames.as_slice() {
                 [] => Ok(()),
-                [one] => socket.write_all(one.bytes()).await,
+                [one] => write_all(socket, one.bytes()).await,
                 many => {
                     batch.clear();
                     for frame in many {
                         batch.extend_from_slice(frame.bytes());
                     }
-                    socket.write_all(&batch).await
+                    write_all(socket, &batch).await
                 }
             }
         };
@@ -184,8 +202,9 @@ async fn write_loop(
     }
 }
 
-fn step(item: Outbound, live_after: &mut Option<u64>) -> Step {
+fn step(item: Outbound, live_after: &mut Option<u64>, mailbox: &Mailbox) -> Step {
     match item {
+        Outbound::Rest(rest) => Step::Rest(rest),
         Outbound::Frame(frame) => Step::Write(frame),
         Outbound::Event(seq, frame) => match live_after {
             Some(after) if seq <= *after => Step::Skip,
@@ -193,6 +212,7 @@ fn step(item: Outbound, live_after: &mut Option<u64>) -> Step {
         },
         Outbound::Live { after } => {
             *live_after = Some(after);
+            mailbox.open_live(after);
             Step::Skip
         }
         Outbound::Close(code, reason) => Step::Close(code, reason),

@@ -21,6 +21,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::task::AtomicWaker;
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::Notify;
 
 use super::{KickReason, Outbound};
@@ -61,6 +62,14 @@ struct Inner {
     session_done: bool,
     /// The writer is gone: nothing queued will be written.
     writer_done: bool,
+    /// The socket, for a direct write when nothing waits (`try_direct`); `None` without one
+    /// and once the writer is done.
+    socket: Option<Arc<OwnedWriteHalf>>,
+    /// The writer is parked in `next` with nothing in hand: everything queued before was
+    /// written, so a frame may go straight to the socket without passing another.
+    writer_idle: bool,
+    /// Live frames flow (the catch-up is done): the last replayed seq.
+    live_after: Option<u64>,
 }
 
 /// Why a live frame was not queued.
@@ -103,8 +112,19 @@ pub enum Work {
 impl Mailbox {
     /// An empty mailbox whose queues hold at most `bounds` each.
     pub fn new(bounds: Bounds) -> Arc<Mailbox> {
+        Mailbox::with_socket(bounds, None)
+    }
+
+    /// A mailbox that may write a frame straight to `socket` when nothing waits before it
+    /// (the writer, which shares the socket, is idle and both queues are empty): the frame
+    /// leaves without waking the writer task. Only what the socket does not take at once is
+    /// queued.
+    pub fn with_socket(bounds: Bounds, socket: Option<Arc<OwnedWriteHalf>>) -> Arc<Mailbox> {
         Arc::new(Mailbox {
-            inner: Mutex::new(Inner::default()),
+            inner: Mutex::new(Inner {
+                socket,
+                ..Inner::default()
+            }),
             writer: AtomicWaker::new(),
             notify: Notify::new(),
             bounds: Bounds {
@@ -124,13 +144,25 @@ impl Mailbox {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Queues a live frame without waiting (the router's hand-off).
-    pub fn offer(&self, item: Outbound) -> Result<(), Refused> {
+    /// Hands a live frame over without waiting (the router's hand-off): written straight to
+    /// the socket when nothing waits before it, else queued for the writer.
+    pub fn offer(&self, item: Outbound, metrics: &Metrics) -> Result<(), Refused> {
         {
             let mut inner = self.lock();
             if inner.writer_done || inner.kick.is_some() {
                 return Err(Refused::Closed);
             }
+            // Nothing may be passed: no own item, no live one (a held one, or the rest of a
+            // frame a direct write began).
+            let item =
+                if inner.live_after.is_some() && inner.own.is_empty() && inner.live.is_empty() {
+                    match try_direct(&mut inner, item, metrics) {
+                        None => return Ok(()),
+                        Some(rest) => rest,
+                    }
+                } else {
+                    item
+                };
             let size = item.size();
             if !self.room(inner.live.len(), inner.live_bytes, size) {
                 return Err(Refused::Full);
@@ -140,6 +172,12 @@ impl Mailbox {
         }
         self.writer.wake();
         Ok(())
+    }
+
+    /// The writer passed the end of the catch-up (`Outbound::Live`): live frames may go
+    /// straight to the socket from now on.
+    pub fn open_live(&self, after: u64) {
+        self.lock().live_after = Some(after);
     }
 
     /// Queues a control frame tungstenite wrote while reading (a pong, the answer to a close)
@@ -175,7 +213,28 @@ impl Mailbox {
     /// Queues one of the session's own items, waiting at most `stall` for room. If no room
     /// comes in time the peer has stopped reading: the connection is kicked as a slow
     /// consumer (4008). The item is dropped when it is not queued.
-    pub async fn send_own(&self, item: Outbound, stall: Duration) -> Result<(), NotQueued> {
+    pub async fn send_own(
+        &self,
+        item: Outbound,
+        stall: Duration,
+        metrics: &Metrics,
+    ) -> Result<(), NotQueued> {
+        let item = {
+            let mut inner = self.lock();
+            if inner.writer_done || inner.kick.is_some() {
+                return Err(NotQueued::Closed);
+            }
+            // Live frames held for the catch-up may wait; the session's own go before them.
+            let live_waits = inner.live.is_empty() || inner.live_after.is_none();
+            if inner.own.is_empty() && live_waits {
+                match try_direct(&mut inner, item, metrics) {
+                    None => return Ok(()),
+                    Some(rest) => rest,
+                }
+            } else {
+                item
+            }
+        };
         let size = item.size();
         let mut item = Some(item);
         let deadline = tokio::time::Instant::now() + stall;
@@ -278,6 +337,7 @@ impl Mailbox {
         // Registered before looking, so a push after the look wakes us.
         self.writer.register(cx.waker());
         let mut inner = self.lock();
+        inner.writer_idle = false;
         if let Some(reason) = &inner.kick {
             return Poll::Ready(Work::Kicked(reason.clone()));
         }
@@ -287,6 +347,7 @@ impl Mailbox {
             return if inner.session_done {
                 Poll::Ready(Work::SessionDone)
             } else {
+                inner.writer_idle = true;
                 Poll::Pending
             };
         }
@@ -316,6 +377,8 @@ impl Mailbox {
         let (own, live) = {
             let mut inner = self.lock();
             inner.writer_done = true;
+            inner.writer_idle = false;
+            inner.socket = None;
             inner.own_bytes = 0;
             inner.live_bytes = 0;
             (
@@ -359,7 +422,7 @@ impl OwnQueue {
     /// Queues an item for the writer, waiting for room (at most `stall`); waiting slows only
     /// this connection.
     pub async fn send(&self, item: Outbound) -> Result<(), NotQueued> {
-        let sent = self.mailbox.send_own(item, self.stall).await;
+        let sent = self.mailbox.send_own(item, self.stall, &self.metrics).await;
         if sent == Err(NotQueued::Stalled) {
             self.metrics.slow_consumer_closes.inc();
             // Inside the connection's span, which names the uid.
@@ -377,5 +440,39 @@ impl OwnQueue {
 impl Drop for OwnQueue {
     fn drop(&mut self) {
         self.mailbox.session_done();
+    }
+}
+
+/// Writes a frame straight to the socket when nothing is in the way: the writer is idle (all
+/// it took is written) and the caller checked that no queued item must go first. One
+/// non-blocking write, under the mailbox lock so no other write can start meanwhile. `None`:
+/// written whole (or a replayed event, dropped). `Some`: what still has to be queued, the item
+/// itself or, after a short write, the rest of its bytes.
+fn try_direct(inner: &mut Inner, item: Outbound, metrics: &Metrics) -> Option<Outbound> {
+    if !inner.writer_idle {
+        return Some(item);
+    }
+    let Some(socket) = &inner.socket else {
+        return Some(item);
+    };
+    let frame = match &item {
+        Outbound::Frame(frame) => frame,
+        Outbound::Event(seq, frame) => match inner.live_after {
+            Some(after) if *seq <= after => return None,
+            _ => frame,
+        },
+        _ => return Some(item),
+    };
+    match socket.try_write(frame.bytes()) {
+        Ok(n) if n == frame.len() => {
+            metrics.count_out(std::str::from_utf8(frame.payload()).unwrap_or(""));
+            None
+        }
+        Ok(n) => {
+            metrics.count_out(std::str::from_utf8(frame.payload()).unwrap_or(""));
+            Some(Outbound::Rest(frame.bytes().slice(n..)))
+        }
+        // Would block, or the socket failed: the writer meets the same state and handles it.
+        Err(_) => Some(item),
     }
 }

@@ -42,6 +42,8 @@ pub enum Outbound {
     Close(CloseCode, String),
     /// Send a WebSocket ping (keepalive).
     Ping,
+    /// The rest of a frame a direct write (`Mailbox::offer`) began: written first, as it is.
+    Rest(bytes::Bytes),
 }
 
 impl Outbound {
@@ -49,6 +51,7 @@ impl Outbound {
     pub fn size(&self) -> usize {
         match self {
             Outbound::Frame(frame) | Outbound::Event(_, frame) => frame.len(),
+            Outbound::Rest(rest) => rest.len(),
             Outbound::Close(_, reason) => reason.len(),
             Outbound::Live { .. } | Outbound::Ping => 0,
         }
@@ -96,7 +99,7 @@ impl ConnHandle {
             Some(seq) => Outbound::Event(seq, frame.clone()),
             None => Outbound::Frame(frame.clone()),
         };
-        match self.mailbox.offer(item) {
+        match self.mailbox.offer(item, metrics) {
             Ok(()) => true,
             Err(mailbox::Refused::Full) => {
                 if self.mailbox.kick(

@@ -144,3 +144,37 @@ async fn many_senders_to_one_person_stay_in_seq_order_on_every_device_across_a_r
         );
     }
 }
+
+/// Frames written straight from the fan-out, cut short by a full socket and finished by the
+/// writer, arrive whole and in order: a device stops reading while large messages pile up in
+/// its socket, then reads them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_frames_cut_short_by_a_full_socket_arrive_whole_and_in_order() {
+    let server = TestServer::start_with(|c| {
+        c.send_rate = 100_000;
+        c.send_burst = 100_000;
+        // Room to queue more than the socket buffers hold, so writes are cut short.
+        c.queue_bytes = 64 << 20;
+    })
+    .await;
+    let mut reader = server.device("rita@example.com", "r1").await;
+    let mut sender = server.device("sam@example.com", "s1").await;
+    let big = |n: usize| format!("{n:04}{}", "x".repeat(50_000 + (n % 100) * 97));
+    const COUNT: usize = 200;
+    for n in 0..COUNT {
+        sender
+            .send_msg(&format!("big{n}"), "rita@example.com", json!(big(n)))
+            .await;
+    }
+    // The reader has not read anything yet: most of it waited in the socket or the queue.
+    for n in 0..COUNT {
+        let frame = reader.expect("message").await;
+        assert_eq!(frame["seq"], json!(n as u64 + 1));
+        assert_eq!(
+            frame["body"],
+            json!(big(n)),
+            "message {n} arrived cut or mixed"
+        );
+    }
+    reader.expect_silence().await;
+}
