@@ -17,7 +17,7 @@ use crate::metrics::Metrics;
 use crate::protocol::{
     CallRecordFrame, Message as MessageFrame, ProfileFrame, ReadMarker, Receipt, ServerFrame,
 };
-use crate::router::{Frame, Router};
+use crate::router::{Batch, Frame, Router};
 use crate::store::{
     Answer, CommitSink, Committed, CommittedMessage, EventKind, LogEvent, Marker, Outcome, PersonId,
 };
@@ -138,24 +138,39 @@ async fn run_shard(
     router: Arc<Router>,
     metrics: Arc<Metrics>,
 ) {
+    // Frames for one connection within a run of work leave in one write: they wait in the
+    // connections' live queues (in order, as if queued) until the run's end. An answer may go
+    // before: the caller's reply goes to its own device, which the writer serves its own
+    // replies first anyway.
+    let mut batch = Batch::default();
     while let Some(items) = rx.recv().await {
         for item in items {
             match item {
-                Work::Incoming(tallied) => deliver_half(&router, &metrics, &tallied, false),
-                Work::Own(tallied) => deliver_half(&router, &metrics, &tallied, true),
+                Work::Incoming(tallied) => {
+                    deliver_half(&router, &metrics, &mut batch, &tallied, false)
+                }
+                Work::Own(tallied) => deliver_half(&router, &metrics, &mut batch, &tallied, true),
                 Work::Marker(marker) => {
                     let frame: Frame = event_frame(&marker.event).into();
-                    router.deliver(marker.person, &frame, Some(marker.event.seq), None);
+                    let seq = Some(marker.event.seq);
+                    router.deliver_in(&mut batch, marker.person, &frame, seq, None);
                 }
                 Work::Answer(answer) => answer.send(),
             }
         }
+        batch.flush(&metrics);
     }
 }
 
 /// Delivers one half of a message: to the recipient person's devices, or (`own`) to the sender
 /// person's devices other than the sending one, marked `out`.
-fn deliver_half(router: &Router, metrics: &Metrics, tallied: &Tallied, own: bool) {
+fn deliver_half(
+    router: &Router,
+    metrics: &Metrics,
+    batch: &mut Batch,
+    tallied: &Tallied,
+    own: bool,
+) {
     let message = &tallied.message;
     let appended = &message.appended;
     let (person, seq, skip) = if own {
@@ -180,7 +195,7 @@ fn deliver_half(router: &Router, metrics: &Metrics, tallied: &Tallied, own: bool
     })
     .to_text()
     .into();
-    let width = router.deliver(person, &frame, Some(seq), skip);
+    let width = router.deliver_in(batch, person, &frame, Some(seq), skip);
     metrics.deliveries.inc_by(width as u64);
     tallied.width.fetch_add(width, Ordering::Relaxed);
     // AcqRel: the last half sees the other half's width.

@@ -70,6 +70,8 @@ struct Inner {
     writer_idle: bool,
     /// Live frames flow (the catch-up is done): the last replayed seq.
     live_after: Option<u64>,
+    /// Frames wait for a batch's flush (`offer_deferred`).
+    deferred: bool,
 }
 
 /// Why a live frame was not queued.
@@ -172,6 +174,75 @@ impl Mailbox {
         }
         self.writer.wake();
         Ok(())
+    }
+
+    /// Queues a live frame for the next [`Mailbox::flush_deferred`] without writing or waking
+    /// the writer. Returns whether this is the first frame deferred since the last flush (the
+    /// caller then owes this mailbox a flush).
+    pub fn offer_deferred(&self, item: Outbound) -> Result<bool, Refused> {
+        let mut inner = self.lock();
+        if inner.writer_done || inner.kick.is_some() {
+            return Err(Refused::Closed);
+        }
+        let size = item.size();
+        if !self.room(inner.live.len(), inner.live_bytes, size) {
+            return Err(Refused::Full);
+        }
+        inner.live_bytes += size;
+        inner.live.push_back(item);
+        Ok(!std::mem::replace(&mut inner.deferred, true))
+    }
+
+    /// Writes the deferred frames: when nothing else waits and the writer is idle, all live
+    /// frames with one non-blocking write (what the socket does not take stays queued for the
+    /// writer); else the writer is woken to write them.
+    pub fn flush_deferred(&self, metrics: &Metrics) {
+        let mut inner = self.lock();
+        inner.deferred = false;
+        let direct = inner.writer_idle
+            && inner.own.is_empty()
+            && inner.live_after.is_some()
+            && inner.socket.is_some()
+            && !inner.writer_done
+            && inner.kick.is_none();
+        if direct {
+            let after = inner.live_after.unwrap_or(0);
+            let mut bytes = Vec::new();
+            let mut counted = Vec::new();
+            for item in &inner.live {
+                match item {
+                    Outbound::Event(seq, _) if *seq <= after => {}
+                    Outbound::Event(_, frame) | Outbound::Frame(frame) => {
+                        bytes.extend_from_slice(frame.bytes());
+                        counted.push(frame.clone());
+                    }
+                    Outbound::Rest(rest) => bytes.extend_from_slice(rest),
+                    // Only frames are offered into the live queue.
+                    _ => {
+                        drop(inner);
+                        self.writer.wake();
+                        return;
+                    }
+                }
+            }
+            let socket = inner.socket.as_ref().expect("checked above");
+            // Would block (or failed): the writer takes the queue as it is.
+            if let Ok(n) = socket.try_write(&bytes) {
+                for frame in &counted {
+                    metrics.count_out(std::str::from_utf8(frame.payload()).unwrap_or(""));
+                }
+                inner.live.clear();
+                if n == bytes.len() {
+                    inner.live_bytes = 0;
+                    return;
+                }
+                let rest = bytes::Bytes::from(bytes).slice(n..);
+                inner.live_bytes = rest.len();
+                inner.live.push_back(Outbound::Rest(rest));
+            }
+        }
+        drop(inner);
+        self.writer.wake();
     }
 
     /// The writer passed the end of the catch-up (`Outbound::Live`): live frames may go

@@ -58,6 +58,22 @@ impl Outbound {
     }
 }
 
+/// Deliveries gathered for one flush: frames for the same connection within a batch leave in
+/// one write. The fan-out opens one per run of committed work and flushes it at the end.
+#[derive(Debug, Default)]
+pub struct Batch {
+    touched: Vec<Arc<Mailbox>>,
+}
+
+impl Batch {
+    /// Writes what the batch queued: one write per connection touched.
+    pub fn flush(&mut self, metrics: &Metrics) {
+        for mailbox in self.touched.drain(..) {
+            mailbox.flush_deferred(metrics);
+        }
+    }
+}
+
 /// Why a connection is being closed from outside its own session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KickReason {
@@ -93,13 +109,28 @@ impl ConnHandle {
         self.mailbox.kick(code, reason);
     }
 
-    /// Hands a frame to the connection's queue without waiting. Returns false if it was kicked.
-    fn offer(&self, frame: &Frame, seq: Option<u64>, metrics: &Metrics) -> bool {
+    /// Hands a frame to the connection without waiting: written at once, or (in a `batch`)
+    /// when the batch is flushed. Returns false if it was kicked.
+    fn offer(
+        &self,
+        frame: &Frame,
+        seq: Option<u64>,
+        metrics: &Metrics,
+        batch: Option<&mut Batch>,
+    ) -> bool {
         let item = match seq {
             Some(seq) => Outbound::Event(seq, frame.clone()),
             None => Outbound::Frame(frame.clone()),
         };
-        match self.mailbox.offer(item, metrics) {
+        let offered = match batch {
+            None => self.mailbox.offer(item, metrics),
+            Some(batch) => self.mailbox.offer_deferred(item).map(|first| {
+                if first {
+                    batch.touched.push(self.mailbox.clone());
+                }
+            }),
+        };
+        match offered {
             Ok(()) => true,
             Err(mailbox::Refused::Full) => {
                 if self.mailbox.kick(
@@ -194,8 +225,30 @@ impl Router {
         entry
             .iter()
             .filter(|h| Some(h.uid) != skip)
-            .filter(|h| h.offer(frame, seq, &self.metrics))
+            .filter(|h| h.offer(frame, seq, &self.metrics, None))
             .count()
+    }
+
+    /// Like [`Router::deliver`], but the frames wait in `batch` until it is flushed, so that
+    /// several frames for one connection leave in one write.
+    pub fn deliver_in(
+        &self,
+        batch: &mut Batch,
+        person: PersonId,
+        frame: &Frame,
+        seq: Option<u64>,
+        skip: Option<Uid>,
+    ) -> usize {
+        let Some(entry) = self.persons.get(&person) else {
+            return 0;
+        };
+        let mut width = 0;
+        for handle in entry.iter().filter(|h| Some(h.uid) != skip) {
+            if handle.offer(frame, seq, &self.metrics, Some(&mut *batch)) {
+                width += 1;
+            }
+        }
+        width
     }
 
     /// Hands `frame` to one device (`uid`) of `person`. Returns whether it took it.
@@ -206,7 +259,7 @@ impl Router {
                 entry
                     .iter()
                     .find(|h| h.uid == uid)
-                    .map(|h| h.offer(frame, None, &self.metrics))
+                    .map(|h| h.offer(frame, None, &self.metrics, None))
             })
             .unwrap_or(false)
     }
