@@ -219,14 +219,7 @@ impl Router {
         seq: Option<u64>,
         skip: Option<Uid>,
     ) -> usize {
-        let Some(entry) = self.persons.get(&person) else {
-            return 0;
-        };
-        entry
-            .iter()
-            .filter(|h| Some(h.uid) != skip)
-            .filter(|h| h.offer(frame, seq, &self.metrics, None))
-            .count()
+        self.deliver_via(None, person, frame, seq, skip)
     }
 
     /// Like [`Router::deliver`], but the frames wait in `batch` until it is flushed, so that
@@ -239,12 +232,23 @@ impl Router {
         seq: Option<u64>,
         skip: Option<Uid>,
     ) -> usize {
+        self.deliver_via(Some(batch), person, frame, seq, skip)
+    }
+
+    fn deliver_via(
+        &self,
+        mut batch: Option<&mut Batch>,
+        person: PersonId,
+        frame: &Frame,
+        seq: Option<u64>,
+        skip: Option<Uid>,
+    ) -> usize {
         let Some(entry) = self.persons.get(&person) else {
             return 0;
         };
         let mut width = 0;
         for handle in entry.iter().filter(|h| Some(h.uid) != skip) {
-            if handle.offer(frame, seq, &self.metrics, Some(&mut *batch)) {
+            if handle.offer(frame, seq, &self.metrics, batch.as_deref_mut()) {
                 width += 1;
             }
         }
