@@ -6,6 +6,7 @@ use serde_json::value::RawValue;
 
 use super::files::readable_file;
 use super::receipts::{append_marker, next_seq};
+use super::seqs::{HEAD_SQL, Tx};
 use super::users::{find_user, user_address};
 use crate::protocol::Millis;
 use crate::store::{
@@ -13,15 +14,16 @@ use crate::store::{
     PersonId, StoreError, UserKey, attachment,
 };
 
-/// Where a person's log stands.
+/// Where a person's log stands, from committed rows (the writer keeps no counter on disk:
+/// see `seqs` for why this is the exact head).
 pub(super) fn log_head(conn: &Connection, person: PersonId) -> Result<LogHead, StoreError> {
     let head = conn
-        .prepare_cached("SELECT last_seq, pruned_upto, epoch FROM persons WHERE person = ?1")?
+        .prepare_cached(HEAD_SQL)?
         .query_row([person], |r| {
             Ok(LogHead {
                 seq: r.get(0)?,
-                pruned_upto: r.get(1)?,
-                epoch: r.get(2)?,
+                pruned_upto: r.get(2)?,
+                epoch: r.get(3)?,
             })
         })
         .optional()?;
@@ -149,7 +151,7 @@ pub(super) fn profile(
 
 /// `set_profile`: merges the patch (null removes a key), bumps the version, logs the change.
 pub(super) fn set_profile(
-    conn: &Connection,
+    conn: &Tx<'_>,
     person: PersonId,
     patch: serde_json::Map<String, serde_json::Value>,
     ts: Millis,
@@ -175,6 +177,7 @@ pub(super) fn set_profile(
     let version = version + 1;
     conn.prepare_cached("UPDATE persons SET profile = ?2, profile_version = ?3 WHERE person = ?1")?
         .execute(params![person, text, version])?;
+    conn.set_profile_version(person, version)?;
     let address = user_address(conn, person)?;
     let seq = next_seq(conn, person)?;
     conn.prepare_cached(
@@ -199,7 +202,7 @@ pub(super) fn set_profile(
 
 /// `read`: a read marker in the reader's log and a `read` receipt in the peer's.
 pub(super) fn mark_read(
-    conn: &Connection,
+    conn: &Tx<'_>,
     who: &Identity,
     peer: &str,
     upto: u64,
@@ -298,7 +301,7 @@ pub(super) fn prune(
 
 /// `send`: stores a message and its events in the sender's and the recipient's logs, or
 /// returns the stored one for an honest retry of the same client id.
-pub(super) fn append_message(conn: &Connection, msg: &NewMessage) -> Result<Appended, StoreError> {
+pub(super) fn append_message(conn: &Tx<'_>, msg: &NewMessage) -> Result<Appended, StoreError> {
     let sender = msg.from.person;
     let stored = conn
         .prepare_cached(
@@ -353,14 +356,12 @@ pub(super) fn append_message(conn: &Connection, msg: &NewMessage) -> Result<Appe
     } else {
         recipient.address
     };
-    // The sender's seq and profile version in one statement: `pv` is stored with the message
-    // so a replay shows the version it was sent with.
-    let (sender_seq, pv): (u64, u64) = conn
-        .prepare_cached(
-            "UPDATE persons SET last_seq = last_seq + 1 WHERE person = ?1
-             RETURNING last_seq, profile_version",
-        )?
-        .query_row([sender], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    // The sender's seq and profile version, both kept on the writer thread: `pv` is stored
+    // with the message so a replay shows the version it was sent with.
+    let head = conn
+        .take_seq(sender)?
+        .ok_or_else(|| StoreError::NoSuchUser(format!("with uid {sender}")))?;
+    let (sender_seq, pv) = (head.seq, head.profile_version);
     let recipient_seq = if recipient_person == sender {
         sender_seq
     } else {

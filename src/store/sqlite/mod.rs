@@ -15,6 +15,7 @@ mod app;
 mod files;
 mod log;
 mod receipts;
+mod seqs;
 mod users;
 mod writer;
 
@@ -29,6 +30,7 @@ use rusqlite::Connection;
 use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot};
 
+use self::seqs::Tx;
 use self::writer::{
     Job, PAGE_SIZE, QUEUE, READERS, WAL_PAGES, configure, in_savepoint, migrate, run_checkpointer,
     run_writer,
@@ -150,7 +152,7 @@ impl SqliteStore {
     async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&Tx<'_>) -> Result<T, StoreError> + Send + 'static,
     {
         self.write_committing(move |conn| f(conn).map(|value| (value, None)))
             .await
@@ -161,7 +163,7 @@ impl SqliteStore {
     async fn write_committing<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Committing<T> + Send + 'static,
+        F: FnOnce(&Tx<'_>) -> Committing<T> + Send + 'static,
     {
         self.write_then(f, |_| {}).await
     }
@@ -172,7 +174,7 @@ impl SqliteStore {
     async fn write_then<T, F, H>(&self, f: F, hook: H) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Committing<T> + Send + 'static,
+        F: FnOnce(&Tx<'_>) -> Committing<T> + Send + 'static,
         H: FnOnce(&T) + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
@@ -478,7 +480,7 @@ impl Store for SqliteStore {
     }
 
     async fn url_key(&self) -> Result<[u8; 32], StoreError> {
-        self.write(app::url_key).await
+        self.write(|tx| app::url_key(tx)).await
     }
 
     async fn tokendel(&self, who: UserKey) -> Result<Revoked, StoreError> {
