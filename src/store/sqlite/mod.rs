@@ -82,6 +82,8 @@ pub struct SqliteStore {
     /// upload of the same bytes in between takes its blob back out (both run on the writer
     /// thread, so the two never race).
     doomed: Arc<Mutex<HashSet<String>>>,
+    /// Where the next retention step starts: persons after this id (0: from the first).
+    prune_after: Mutex<PersonId>,
 }
 
 impl SqliteStore {
@@ -145,6 +147,7 @@ impl SqliteStore {
             next_reader: AtomicUsize::new(0),
             blobs,
             doomed: Arc::default(),
+            prune_after: Mutex::new(0),
         })
     }
 
@@ -418,8 +421,35 @@ impl Store for SqliteStore {
         ids_before_ts: Millis,
         max_events: usize,
     ) -> Result<usize, StoreError> {
-        self.write(move |conn| log::prune(conn, before_ts, ids_before_ts, max_events))
-            .await
+        // Short transactions of a few hundred persons each (sends queue behind each one), until
+        // `max_events` went or every person was looked at once since the first step.
+        let started = *self.prune_after.lock().unwrap_or_else(|p| p.into_inner());
+        let mut after = started;
+        let mut restarted = started == 0;
+        let mut removed = 0;
+        loop {
+            let want = max_events - removed;
+            let step = self
+                .write(move |tx| log::prune_step(tx, after, before_ts, ids_before_ts, want))
+                .await?;
+            removed += step.removed;
+            after = step.next;
+            if step.wrapped {
+                after = 0;
+            }
+            *self.prune_after.lock().unwrap_or_else(|p| p.into_inner()) = after;
+            if removed >= max_events {
+                return Ok(removed);
+            }
+            if step.wrapped {
+                // A pass that began mid-way goes round once more to see the persons before
+                // where it began (some twice: harmless).
+                if restarted {
+                    return Ok(removed);
+                }
+                restarted = true;
+            }
+        }
     }
 
     async fn own_blob(

@@ -13,7 +13,7 @@
 //! head = max(persons.last_seq, persons.pruned_upto, max(events.seq of that person))
 //! ```
 //!
-//! (`persons.last_seq` is the counter databases before migration 0007 kept, no longer written:
+//! (`persons.last_seq` is the counter octet bumped per event before this, no longer written:
 //! it only matters where it is the largest of the three). [`HEAD_SQL`] computes it with two
 //! primary-key seeks; the readers (`log_head`, hence login's head and a catch-up's `upto`) use
 //! it as well, so they see the true head from any committed snapshot, and a restart after

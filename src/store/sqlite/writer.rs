@@ -34,6 +34,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0004_files.sql"),
     include_str!("../migrations/0005_person_epoch.sql"),
     include_str!("../migrations/0006_upload_quota.sql"),
+    include_str!("../migrations/0007_lean_log.sql"),
 ];
 
 /// A job that ran, waiting for its transaction's commit to learn its outcome.
