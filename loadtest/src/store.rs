@@ -37,6 +37,45 @@ pub struct Row {
     pub seconds: f64,
     pub sends: u64,
     pub sends_per_sec: f64,
+    /// CPU time of the store's writer thread per send, in µs (what one thread serializes).
+    pub writer_us_per_send: f64,
+    /// CPU time of the whole process per send, in µs (the senders' tasks included).
+    pub process_us_per_send: f64,
+}
+
+/// Nanoseconds on CPU of this process's threads whose name starts with `prefix` (all threads
+/// if empty), from `/proc/self/task/*/schedstat`; 0 where it cannot be read.
+fn thread_cpu_ns(prefix: &str) -> u64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    let mut total = 0;
+    for task in tasks.flatten() {
+        let dir = task.path();
+        let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if !name.starts_with(prefix) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(dir.join("schedstat")).unwrap_or_default();
+        total += stat
+            .split_whitespace()
+            .next()
+            .and_then(|ns| ns.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    total
+}
+
+/// CPU time of the whole process so far, in nanoseconds (threads that ended included).
+fn process_cpu_ns() -> u64 {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage fills the struct it is given; RUSAGE_SELF is always valid.
+    let usage = unsafe {
+        libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr());
+        usage.assume_init()
+    };
+    let us = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
+    (us(usage.ru_utime) + us(usage.ru_stime)) * 1_000
 }
 
 /// Runs the comparison and prints a table.
@@ -69,6 +108,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             });
         }
         let count = Arc::new(AtomicU64::new(0));
+        // The writer thread's name as the kernel keeps it (15 bytes).
+        let writer_before = thread_cpu_ns("octet-store-wri");
+        let process_before = process_cpu_ns();
         let deadline = Instant::now() + Duration::from_secs(args.seconds);
         let started = Instant::now();
         let mut tasks = Vec::new();
@@ -102,22 +144,32 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
         let seconds = started.elapsed().as_secs_f64();
         let sends = count.load(Ordering::Relaxed);
+        let per_send = |ns: u64| ns as f64 / 1_000.0 / sends.max(1) as f64;
+        let writer_us_per_send = per_send(thread_cpu_ns("octet-store-wri") - writer_before);
+        let process_us_per_send = per_send(process_cpu_ns() - process_before);
         rows.push(Row {
             max_batch,
             senders: n_senders,
             seconds,
             sends,
             sends_per_sec: sends as f64 / seconds,
+            writer_us_per_send,
+            process_us_per_send,
         });
     }
     println!(
-        "{:>10} {:>8} {:>10} {:>12}",
-        "max_batch", "senders", "sends", "sends/s"
+        "{:>10} {:>8} {:>10} {:>12} {:>14} {:>15}",
+        "max_batch", "senders", "sends", "sends/s", "writer µs/send", "process µs/send"
     );
     for row in &rows {
         println!(
-            "{:>10} {:>8} {:>10} {:>12.0}",
-            row.max_batch, row.senders, row.sends, row.sends_per_sec
+            "{:>10} {:>8} {:>10} {:>12.0} {:>14.1} {:>15.1}",
+            row.max_batch,
+            row.senders,
+            row.sends,
+            row.sends_per_sec,
+            row.writer_us_per_send,
+            row.process_us_per_send
         );
     }
     if let Some(path) = args.json {

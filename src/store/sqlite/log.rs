@@ -6,6 +6,7 @@ use serde_json::value::RawValue;
 
 use super::files::readable_file;
 use super::receipts::{append_marker, next_seq};
+use super::seqs::{HEAD_SQL, Tx};
 use super::users::{find_user, user_address};
 use crate::protocol::Millis;
 use crate::store::{
@@ -13,15 +14,16 @@ use crate::store::{
     PersonId, StoreError, UserKey, attachment,
 };
 
-/// Where a person's log stands.
+/// Where a person's log stands, from committed rows (the writer keeps no counter on disk:
+/// see `seqs` for why this is the exact head).
 pub(super) fn log_head(conn: &Connection, person: PersonId) -> Result<LogHead, StoreError> {
     let head = conn
-        .prepare_cached("SELECT last_seq, pruned_upto, epoch FROM persons WHERE person = ?1")?
+        .prepare_cached(HEAD_SQL)?
         .query_row([person], |r| {
             Ok(LogHead {
                 seq: r.get(0)?,
-                pruned_upto: r.get(1)?,
-                epoch: r.get(2)?,
+                pruned_upto: r.get(2)?,
+                epoch: r.get(3)?,
             })
         })
         .optional()?;
@@ -149,7 +151,7 @@ pub(super) fn profile(
 
 /// `set_profile`: merges the patch (null removes a key), bumps the version, logs the change.
 pub(super) fn set_profile(
-    conn: &Connection,
+    conn: &Tx<'_>,
     person: PersonId,
     patch: serde_json::Map<String, serde_json::Value>,
     ts: Millis,
@@ -175,6 +177,7 @@ pub(super) fn set_profile(
     let version = version + 1;
     conn.prepare_cached("UPDATE persons SET profile = ?2, profile_version = ?3 WHERE person = ?1")?
         .execute(params![person, text, version])?;
+    conn.set_profile_version(person, version)?;
     let address = user_address(conn, person)?;
     let seq = next_seq(conn, person)?;
     conn.prepare_cached(
@@ -199,7 +202,7 @@ pub(super) fn set_profile(
 
 /// `read`: a read marker in the reader's log and a `read` receipt in the peer's.
 pub(super) fn mark_read(
-    conn: &Connection,
+    conn: &Tx<'_>,
     who: &Identity,
     peer: &str,
     upto: u64,
@@ -251,31 +254,69 @@ pub(super) fn mark_read(
         .collect())
 }
 
-/// Deletes the oldest expired events (at most `max_events`), records each person's horizon,
-/// and removes messages no log references any more.
-pub(super) fn prune(
+/// Persons one pruning transaction looks at: each costs a primary-key seek even when nothing
+/// of its log has expired, so a pass over many persons is split into short transactions.
+pub(super) const PRUNE_PERSONS: usize = 512;
+
+/// What one pruning transaction did.
+pub(super) struct PruneStep {
+    /// Events removed.
+    pub(super) removed: usize,
+    /// Where the next step starts (persons after this id).
+    pub(super) next: PersonId,
+    /// The step reached the last person: the pass is over.
+    pub(super) wrapped: bool,
+}
+
+/// One step of retention, in log order and without a `ts` index (migration 0007 dropped
+/// `events_ts` and `messages_ts`, which every send had to maintain for this job alone): for
+/// at most [`PRUNE_PERSONS`] persons after `after`, deletes the oldest events of each log,
+/// by seq, while their `ts` is before `before_ts` (a log's `ts` grows with its seq, up to the
+/// clock's jitter between concurrent sends; the first event not expired stops the log's
+/// prefix, so nothing newer than `before_ts` goes), at most `max_events` in all, recording
+/// each person's horizon. Then removes messages no log references any more.
+pub(super) fn prune_step(
     conn: &Connection,
+    after: PersonId,
     before_ts: Millis,
     ids_before_ts: Millis,
     max_events: usize,
-) -> Result<usize, StoreError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT person, max(seq), count(*) FROM
-           (SELECT person, seq FROM events WHERE ts < ?1 ORDER BY ts LIMIT ?2)
-         GROUP BY person",
-    )?;
-    let horizons = stmt
-        .query_map(params![before_ts, max_events as i64], |r| {
-            Ok((
-                r.get::<_, u64>(0)?,
-                r.get::<_, u64>(1)?,
-                r.get::<_, usize>(2)?,
-            ))
+) -> Result<PruneStep, StoreError> {
+    let persons = conn
+        .prepare_cached("SELECT person FROM persons WHERE person > ?1 ORDER BY person LIMIT ?2")?
+        .query_map(params![after, PRUNE_PERSONS as i64], |r| {
+            r.get::<_, PersonId>(0)
         })?
         .collect::<Result<Vec<_>, _>>()?;
     let mut removed = 0;
-    for (person, upto, count) in horizons {
-        // Everything up to the horizon goes, so a person's retained log has no holes.
+    let mut step = PruneStep {
+        removed: 0,
+        next: persons.last().copied().unwrap_or(0),
+        wrapped: persons.len() < PRUNE_PERSONS,
+    };
+    let mut oldest =
+        conn.prepare_cached("SELECT seq, ts FROM events WHERE person = ?1 ORDER BY seq LIMIT ?2")?;
+    for &person in &persons {
+        if removed >= max_events {
+            // This person's log may hold more: the next step starts with it.
+            step.next = person - 1;
+            step.wrapped = false;
+            break;
+        }
+        let mut rows = oldest.query(params![person, (max_events - removed) as i64])?;
+        let mut horizon = None;
+        let mut count = 0;
+        while let Some(row) = rows.next()? {
+            let (seq, ts): (u64, Millis) = (row.get(0)?, row.get(1)?);
+            if ts >= before_ts {
+                break;
+            }
+            horizon = Some(seq);
+            count += 1;
+        }
+        drop(rows);
+        let Some(upto) = horizon else { continue };
+        // The log's prefix up to the horizon: exactly the `count` events read above.
         conn.prepare_cached("DELETE FROM events WHERE person = ?1 AND seq <= ?2")?
             .execute(params![person, upto])?;
         conn.prepare_cached(
@@ -283,22 +324,51 @@ pub(super) fn prune(
         )?
         .execute(params![person, upto])?;
         removed += count;
+        if removed >= max_events {
+            step.next = person - 1;
+            step.wrapped = false;
+            break;
+        }
     }
     if removed > 0 {
-        // A message (and with it its client id, for idempotent retries) goes only once no log
-        // holds it and it is older than `ids_before_ts` (the caller keeps ids at least 24 h).
-        conn.prepare_cached(
-            "DELETE FROM messages WHERE ts < ?1
-             AND NOT EXISTS (SELECT 1 FROM events e WHERE e.mid = messages.mid)",
-        )?
-        .execute([ids_before_ts])?;
+        prune_messages(conn, ids_before_ts, 2 * max_events)?;
     }
-    Ok(removed)
+    step.removed = removed;
+    Ok(step)
+}
+
+/// Removes messages no log holds any more that are older than `ids_before_ts` (with them go
+/// their client ids, kept for idempotent retries; the caller keeps ids at least 24 h). Scans
+/// at most `max_rows` of the oldest messages, by mid: `ts` grows with mid, so the expired ones
+/// are a prefix; a message some log still holds (a receipt newer than it, say) is skipped and
+/// looked at again next time.
+fn prune_messages(
+    conn: &Connection,
+    ids_before_ts: Millis,
+    max_rows: usize,
+) -> Result<(), StoreError> {
+    let oldest = conn
+        .prepare_cached("SELECT mid, ts FROM messages ORDER BY mid LIMIT ?1")?
+        .query_map([max_rows as i64], |r| {
+            Ok((r.get::<_, u64>(0)?, r.get::<_, Millis>(1)?))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut held = conn.prepare_cached("SELECT 1 FROM events WHERE mid = ?1")?;
+    let mut delete = conn.prepare_cached("DELETE FROM messages WHERE mid = ?1")?;
+    for (mid, ts) in oldest {
+        if ts >= ids_before_ts {
+            break;
+        }
+        if !held.exists([mid])? {
+            delete.execute([mid])?;
+        }
+    }
+    Ok(())
 }
 
 /// `send`: stores a message and its events in the sender's and the recipient's logs, or
 /// returns the stored one for an honest retry of the same client id.
-pub(super) fn append_message(conn: &Connection, msg: &NewMessage) -> Result<Appended, StoreError> {
+pub(super) fn append_message(conn: &Tx<'_>, msg: &NewMessage) -> Result<Appended, StoreError> {
     let sender = msg.from.person;
     let stored = conn
         .prepare_cached(
@@ -353,14 +423,12 @@ pub(super) fn append_message(conn: &Connection, msg: &NewMessage) -> Result<Appe
     } else {
         recipient.address
     };
-    // The sender's seq and profile version in one statement: `pv` is stored with the message
-    // so a replay shows the version it was sent with.
-    let (sender_seq, pv): (u64, u64) = conn
-        .prepare_cached(
-            "UPDATE persons SET last_seq = last_seq + 1 WHERE person = ?1
-             RETURNING last_seq, profile_version",
-        )?
-        .query_row([sender], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    // The sender's seq and profile version, both kept on the writer thread: `pv` is stored
+    // with the message so a replay shows the version it was sent with.
+    let head = conn
+        .take_seq(sender)?
+        .ok_or_else(|| StoreError::NoSuchUser(format!("with uid {sender}")))?;
+    let (sender_seq, pv) = (head.seq, head.profile_version);
     let recipient_seq = if recipient_person == sender {
         sender_seq
     } else {
@@ -440,4 +508,121 @@ fn attached_ids(conn: &Connection, mid: u64) -> Result<Vec<String>, StoreError> 
     let ids: Vec<Id> = serde_json::from_str(&stored)
         .map_err(|err| StoreError::Corrupt(format!("stored attachments: {err}")))?;
     Ok(ids.into_iter().map(|f| f.id).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sqlite::SqliteStore;
+    use crate::store::{NewUser, Store, TokenRequest};
+
+    async fn users(store: &SqliteStore, n: usize) -> Vec<Identity> {
+        let adds = (0..n).map(|i| {
+            let req = NewUser {
+                address: format!("u{i}@x"),
+                name: None,
+                token: TokenRequest::None,
+            };
+            store.useradd(req, 0)
+        });
+        futures::future::join_all(adds)
+            .await
+            .into_iter()
+            .map(|issued| {
+                let issued = issued.unwrap();
+                Identity {
+                    uid: issued.uid,
+                    address: issued.address.clone(),
+                    person: issued.uid,
+                    primary_address: issued.address,
+                    token_expires: Millis::MAX,
+                }
+            })
+            .collect()
+    }
+
+    async fn send(store: &SqliteStore, from: &Identity, to: &Identity, ts: Millis) {
+        let msg = NewMessage {
+            from: from.clone(),
+            client_id: format!("{}-{ts}", to.address),
+            to: to.address.clone(),
+            body: RawValue::from_string("1".into()).unwrap(),
+            files: Vec::new(),
+            ts,
+            accepted: std::time::Instant::now(),
+        };
+        store.append_message(msg).await.unwrap();
+    }
+
+    async fn count(store: &SqliteStore, table: &'static str) -> u64 {
+        store
+            .read(move |c| {
+                Ok(c.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))?)
+            })
+            .await
+            .unwrap()
+    }
+
+    /// Retention walks each log by seq in small chunks: exactly the expired prefix of every
+    /// log goes, the chunks add up, each person's horizon is recorded, and messages no log
+    /// holds any more go too.
+    #[tokio::test]
+    async fn pruning_in_log_order_takes_each_logs_expired_prefix_in_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let u = users(&store, 3).await;
+        let (a, b, c) = (&u[0], &u[1], &u[2]);
+        for ts in 1..=10 {
+            send(&store, a, b, ts).await;
+        }
+        for ts in 1..=5 {
+            send(&store, c, a, ts).await;
+        }
+        for ts in 100..=102 {
+            send(&store, a, c, ts).await;
+        }
+        let mut total = 0;
+        loop {
+            let removed = store.prune(50, 50, 4).await.unwrap();
+            assert!(removed <= 4);
+            total += removed;
+            if removed < 4 {
+                break;
+            }
+        }
+        // a: 15 expired then 3 kept; b: 10; c: 5 expired then 3 kept.
+        assert_eq!(total, 30);
+        assert_eq!(store.prune(50, 50, 4).await.unwrap(), 0);
+        let head = store.head(a.person).await.unwrap();
+        assert_eq!((head.seq, head.pruned_upto), (18, 15));
+        let left = store.events_after(a.person, 0, 100, 100).await.unwrap();
+        assert_eq!(left.iter().map(|e| e.seq).collect::<Vec<_>>(), [16, 17, 18]);
+        assert_eq!(store.head(b.person).await.unwrap().pruned_upto, 10);
+        assert_eq!(store.head(c.person).await.unwrap().pruned_upto, 5);
+        assert_eq!(count(&store, "events").await, 6);
+        assert_eq!(count(&store, "messages").await, 3);
+    }
+
+    /// A pass crosses the persons of more than one transaction.
+    #[tokio::test]
+    async fn pruning_reaches_persons_past_the_first_step() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let u = users(&store, PRUNE_PERSONS + 3).await;
+        let last = u.iter().max_by_key(|i| i.person).unwrap();
+        let first = u.iter().min_by_key(|i| i.person).unwrap();
+        send(&store, last, first, 1).await;
+        assert_eq!(store.prune(2, 0, 1000).await.unwrap(), 2);
+        assert_eq!(count(&store, "events").await, 0);
+        // Begun mid-way (after a step that hit the limit), a pass still goes round to the
+        // persons before where it began.
+        let mut sorted: Vec<&Identity> = u.iter().collect();
+        sorted.sort_by_key(|i| i.person);
+        let middle = sorted[PRUNE_PERSONS / 2];
+        send(&store, middle, last, 3).await;
+        assert_eq!(store.prune(10, 0, 1).await.unwrap(), 1);
+        send(&store, first, first, 5).await;
+        assert_eq!(store.prune(10, 0, 1000).await.unwrap(), 2);
+        assert_eq!(count(&store, "events").await, 0);
+    }
 }

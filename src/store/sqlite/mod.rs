@@ -15,6 +15,7 @@ mod app;
 mod files;
 mod log;
 mod receipts;
+mod seqs;
 mod users;
 mod writer;
 
@@ -29,6 +30,7 @@ use rusqlite::Connection;
 use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot};
 
+use self::seqs::Tx;
 use self::writer::{
     Job, PAGE_SIZE, QUEUE, READERS, WAL_PAGES, configure, in_savepoint, migrate, run_checkpointer,
     run_writer,
@@ -80,6 +82,8 @@ pub struct SqliteStore {
     /// upload of the same bytes in between takes its blob back out (both run on the writer
     /// thread, so the two never race).
     doomed: Arc<Mutex<HashSet<String>>>,
+    /// Where the next retention step starts: persons after this id (0: from the first).
+    prune_after: Mutex<PersonId>,
 }
 
 impl SqliteStore {
@@ -143,6 +147,7 @@ impl SqliteStore {
             next_reader: AtomicUsize::new(0),
             blobs,
             doomed: Arc::default(),
+            prune_after: Mutex::new(0),
         })
     }
 
@@ -150,7 +155,7 @@ impl SqliteStore {
     async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&Tx<'_>) -> Result<T, StoreError> + Send + 'static,
     {
         self.write_committing(move |conn| f(conn).map(|value| (value, None)))
             .await
@@ -161,7 +166,7 @@ impl SqliteStore {
     async fn write_committing<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Committing<T> + Send + 'static,
+        F: FnOnce(&Tx<'_>) -> Committing<T> + Send + 'static,
     {
         self.write_then(f, |_| {}).await
     }
@@ -172,7 +177,7 @@ impl SqliteStore {
     async fn write_then<T, F, H>(&self, f: F, hook: H) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Committing<T> + Send + 'static,
+        F: FnOnce(&Tx<'_>) -> Committing<T> + Send + 'static,
         H: FnOnce(&T) + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
@@ -416,8 +421,35 @@ impl Store for SqliteStore {
         ids_before_ts: Millis,
         max_events: usize,
     ) -> Result<usize, StoreError> {
-        self.write(move |conn| log::prune(conn, before_ts, ids_before_ts, max_events))
-            .await
+        // Short transactions of a few hundred persons each (sends queue behind each one), until
+        // `max_events` went or every person was looked at once since the first step.
+        let started = *self.prune_after.lock().unwrap_or_else(|p| p.into_inner());
+        let mut after = started;
+        let mut restarted = started == 0;
+        let mut removed = 0;
+        loop {
+            let want = max_events - removed;
+            let step = self
+                .write(move |tx| log::prune_step(tx, after, before_ts, ids_before_ts, want))
+                .await?;
+            removed += step.removed;
+            after = step.next;
+            if step.wrapped {
+                after = 0;
+            }
+            *self.prune_after.lock().unwrap_or_else(|p| p.into_inner()) = after;
+            if removed >= max_events {
+                return Ok(removed);
+            }
+            if step.wrapped {
+                // A pass that began mid-way goes round once more to see the persons before
+                // where it began (some twice: harmless).
+                if restarted {
+                    return Ok(removed);
+                }
+                restarted = true;
+            }
+        }
     }
 
     async fn own_blob(
@@ -478,7 +510,7 @@ impl Store for SqliteStore {
     }
 
     async fn url_key(&self) -> Result<[u8; 32], StoreError> {
-        self.write(app::url_key).await
+        self.write(|tx| app::url_key(tx)).await
     }
 
     async fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {

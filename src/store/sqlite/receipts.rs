@@ -6,31 +6,28 @@
 //! live calls still name the old person. Such halves are skipped (nobody could ever read them),
 //! so an `ack` or a call's end always commits what concerns the persons that remain.
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{OptionalExtension, params};
 
+use super::seqs::Tx;
 use crate::protocol::Millis;
 use crate::store::{CallRecord, EventKind, Identity, LogEvent, Marker, PersonId, StoreError};
 
-/// Takes the next seq of a person's log (the person must exist).
-pub(super) fn next_seq(conn: &Connection, person: PersonId) -> Result<u64, StoreError> {
-    next_seq_if_exists(conn, person)?
+/// Takes the next seq of a person's log (the person must exist); the caller writes its event.
+pub(super) fn next_seq(tx: &Tx<'_>, person: PersonId) -> Result<u64, StoreError> {
+    next_seq_if_exists(tx, person)?
         .ok_or_else(|| StoreError::NoSuchUser(format!("with uid {person}")))
 }
 
-/// Takes the next seq of a person's log, or `None` if that person no longer exists.
-fn next_seq_if_exists(conn: &Connection, person: PersonId) -> Result<Option<u64>, StoreError> {
-    Ok(conn
-        .prepare_cached(
-            "UPDATE persons SET last_seq = last_seq + 1 WHERE person = ?1 RETURNING last_seq",
-        )?
-        .query_row([person], |r| r.get(0))
-        .optional()?)
+/// Takes the next seq of a person's log, or `None` if that person no longer exists. The head
+/// lives on the writer thread (`seqs`): nothing is written here.
+fn next_seq_if_exists(tx: &Tx<'_>, person: PersonId) -> Result<Option<u64>, StoreError> {
+    Ok(tx.take_seq(person)?.map(|head| head.seq))
 }
 
 /// Appends a receipt or read marker to a person's log, or nothing (`None`) if the person no
 /// longer exists.
 pub(super) fn append_marker(
-    conn: &Connection,
+    conn: &Tx<'_>,
     person: PersonId,
     kind: &str,
     mid: u64,
@@ -63,16 +60,18 @@ pub(super) fn append_marker(
 /// `ack`: records the device's position and sends `delivered` receipts for messages the
 /// person had not acked on any device yet (to senders that still exist).
 pub(super) fn ack(
-    conn: &Connection,
+    conn: &Tx<'_>,
     who: &Identity,
     seq: u64,
     ts: Millis,
 ) -> Result<Vec<Marker>, StoreError> {
-    let (last_seq, delivered_upto): (u64, u64) = conn
-        .prepare_cached("SELECT last_seq, delivered_upto FROM persons WHERE person = ?1")?
-        .query_row([who.person], |r| Ok((r.get(0)?, r.get(1)?)))
+    let no_such_user = || StoreError::NoSuchUser(format!("with uid {}", who.person));
+    let last_seq = conn.head(who.person)?.ok_or_else(no_such_user)?.seq;
+    let delivered_upto: u64 = conn
+        .prepare_cached("SELECT delivered_upto FROM persons WHERE person = ?1")?
+        .query_row([who.person], |r| r.get(0))
         .optional()?
-        .ok_or_else(|| StoreError::NoSuchUser(format!("with uid {}", who.person)))?;
+        .ok_or_else(no_such_user)?;
     if seq > last_seq {
         return Err(StoreError::BadPosition(format!(
             "ack of seq {seq}, but the newest seq is {last_seq}"
@@ -119,7 +118,7 @@ pub(super) fn ack(
 /// `append_call_record`: the call's record in the caller's log (out) and the callee's, each
 /// only while that person exists.
 pub(super) fn append_call_record(
-    conn: &Connection,
+    conn: &Tx<'_>,
     record: &CallRecord,
 ) -> Result<Vec<Marker>, StoreError> {
     let mut markers = Vec::with_capacity(2);

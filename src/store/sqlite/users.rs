@@ -3,6 +3,7 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::seqs::Tx;
 use crate::auth::{PlainToken, TokenHash};
 use crate::protocol::{Millis, Uid};
 use crate::store::{
@@ -166,11 +167,7 @@ fn count_users(conn: &Connection, person: PersonId) -> Result<usize, StoreError>
 }
 
 /// `useradd`: creates or updates the user, and issues the token it asks for.
-pub(super) fn useradd(
-    conn: &Connection,
-    req: NewUser,
-    now: Millis,
-) -> Result<IssuedUser, StoreError> {
+pub(super) fn useradd(conn: &Tx<'_>, req: NewUser, now: Millis) -> Result<IssuedUser, StoreError> {
     match req.token {
         TokenRequest::None | TokenRequest::Plain(_) => {
             let user = find_or_create(conn, &req.address, req.name.as_deref(), now)?;
@@ -292,7 +289,7 @@ fn free_linked_address(conn: &Connection, primary_address: &str) -> Result<Strin
 
 /// `token.linkto`: the user at `address` joins the person of `linkto`, then gets a token.
 fn token_linkto(
-    conn: &Connection,
+    conn: &Tx<'_>,
     address: &str,
     name: Option<&str>,
     terms: &TokenTerms,
@@ -344,6 +341,7 @@ fn token_linkto(
                 .prepare_cached("DELETE FROM persons WHERE person = ?1 RETURNING epoch")?
                 .query_row([user.uid], |r| r.get(0))
                 .optional()?;
+            conn.forget(user.uid);
             // Its devices hold positions in the log it left. Two persons from before migration
             // 0005 share the database's epoch; then the target's log gets a new one, so no such
             // position is ever replayed against this log.
@@ -457,7 +455,7 @@ pub(super) fn tokendel(conn: &Connection, who: &UserKey) -> Result<Revoked, Stor
 }
 
 /// `userdel`: a primary goes with its whole person, a linked user alone.
-pub(super) fn userdel(conn: &Connection, who: &UserKey) -> Result<Removed, StoreError> {
+pub(super) fn userdel(conn: &Tx<'_>, who: &UserKey) -> Result<Removed, StoreError> {
     let user = find_user(conn, who)?.ok_or_else(|| StoreError::NoSuchUser(who.to_string()))?;
     let person = user.person();
     let uids = if user.primary_uid.is_none() {
@@ -467,5 +465,9 @@ pub(super) fn userdel(conn: &Connection, who: &UserKey) -> Result<Removed, Store
     };
     // Foreign keys cascade: linked users, tokens, the person row and its event log.
     conn.execute("DELETE FROM users WHERE uid = ?1", [user.uid])?;
+    if user.primary_uid.is_none() {
+        // Its log went with it: the writer's head for it goes too.
+        conn.forget(person);
+    }
     Ok(Removed { person, uids })
 }

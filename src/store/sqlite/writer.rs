@@ -6,11 +6,13 @@
 //! then hands every job's outcome to the commit sink. A `sent` therefore never precedes
 //! durability.
 
+use std::cell::RefCell;
 use std::sync::Arc;
 
 use rusqlite::Connection;
 use tokio::sync::mpsc;
 
+use super::seqs::{Heads, Tx};
 use crate::store::StoreError;
 use crate::store::commit::{CommitSink, Outcome};
 
@@ -32,6 +34,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0004_files.sql"),
     include_str!("../migrations/0005_person_epoch.sql"),
     include_str!("../migrations/0006_upload_quota.sql"),
+    include_str!("../migrations/0007_lean_log.sql"),
 ];
 
 /// A job that ran, waiting for its transaction's commit to learn its outcome.
@@ -40,7 +43,7 @@ pub(super) type Pending = Box<dyn FnOnce(Result<(), StoreError>) -> Outcome + Se
 pub type BatchObserver = Box<dyn Fn(usize, std::time::Duration) + Send>;
 /// A write: run inside the batch's transaction (`Some`), or refused unrun (`None`) when that
 /// transaction is already gone.
-pub(super) type Job = Box<dyn FnOnce(Option<&Connection>) -> Pending + Send>;
+pub(super) type Job = Box<dyn FnOnce(Option<&Tx<'_>>) -> Pending + Send>;
 
 /// SQLite's page size for new databases. Every commit appends each page it changed to the WAL
 /// whole: a send changes about six pages (the message, its dedup index, two log rows, the
@@ -66,6 +69,9 @@ pub(super) fn run_writer(
 ) {
     let mut batch: Vec<Job> = Vec::with_capacity(max_batch);
     let mut checkpoint_asked = std::time::Instant::now();
+    // Each person's log head (`seqs`): updated only by jobs that commit.
+    let heads = RefCell::new(Heads::default());
+    let tx = Tx::new(&conn, &heads);
     // blocking_recv returns None once every SqliteStore handle is dropped: the thread ends.
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
@@ -87,13 +93,17 @@ pub(super) fn run_writer(
         // SAVEPOINT would open and commit a transaction of its own: refuse the rest instead.
         let pending: Vec<Pending> = batch
             .drain(..)
-            .map(|job| job((!conn.is_autocommit()).then_some(&conn)))
+            .map(|job| job((!conn.is_autocommit()).then_some(&tx)))
             .collect();
         let commit = exec(&conn, "COMMIT").map_err(|err| {
             tracing::error!(error = %err, "store commit failed");
             let _ = exec(&conn, "ROLLBACK");
             err
         });
+        match commit {
+            Ok(()) => heads.borrow_mut().committed(),
+            Err(_) => heads.borrow_mut().rolled_back(),
+        }
         if let Some(observe) = &observer {
             observe(jobs, started.elapsed());
         }
@@ -127,23 +137,30 @@ pub(super) fn run_checkpointer(conn: Connection, wanted: std::sync::mpsc::Receiv
     }
 }
 
-/// Runs `f` inside `SAVEPOINT job`: an `Err` rolls back what `f` wrote and nothing else.
+/// Runs `f` inside `SAVEPOINT job`: an `Err` rolls back what `f` wrote and nothing else, the
+/// seqs it took included (they reach the batch's heads only when the savepoint is released).
 pub(super) fn in_savepoint<T>(
-    conn: &Connection,
-    f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    tx: &Tx<'_>,
+    f: impl FnOnce(&Tx<'_>) -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
-    exec(conn, "SAVEPOINT job")?;
-    match f(conn) {
-        Ok(value) => {
-            exec(conn, "RELEASE job")?;
-            Ok(value)
-        }
-        Err(err) => {
-            exec(conn, "ROLLBACK TO job")?;
-            exec(conn, "RELEASE job")?;
-            Err(err)
+    exec(tx, "SAVEPOINT job")?;
+    let result = f(tx);
+    let ended = match &result {
+        Ok(_) => exec(tx, "RELEASE job"),
+        Err(_) => exec(tx, "ROLLBACK TO job").and_then(|()| exec(tx, "RELEASE job")),
+    };
+    let mut heads = tx.heads();
+    match (&result, ended) {
+        (Ok(_), Ok(())) => heads.job_released(),
+        (Err(_), Ok(())) => heads.job_rolled_back(),
+        (_, Err(err)) => {
+            // What is left of this job's writes is unknown: the heads are read again from the
+            // rows, which are right whatever commits.
+            heads.reset();
+            return Err(err.into());
         }
     }
+    result
 }
 
 /// Runs one transaction-control statement from the connection's statement cache: these run
