@@ -156,7 +156,7 @@ impl Handshake {
             let (read, write) = parts.io.into_inner().into_split();
             session(Upgraded {
                 read,
-                leftover: parts.read_buf,
+                leftover: unshared(parts.read_buf),
                 write,
             })
             .await;
@@ -168,6 +168,16 @@ impl Handshake {
             .header(header::SEC_WEBSOCKET_ACCEPT, accept)
             .body(axum::body::Body::empty())
             .expect("a valid 101 response")
+    }
+}
+
+/// `bytes`, without keeping hyper's whole read buffer alive when nothing is left of it (an
+/// empty slice of it still holds its allocation, kilobytes per idle connection).
+fn unshared(bytes: Bytes) -> Bytes {
+    if bytes.is_empty() {
+        Bytes::new()
+    } else {
+        bytes
     }
 }
 
@@ -188,6 +198,8 @@ impl AsyncRead for DeviceIo {
             let n = self.leftover.len().min(buf.remaining());
             let head = self.leftover.split_to(n);
             buf.put_slice(&head);
+            let rest = std::mem::take(&mut self.leftover);
+            self.leftover = unshared(rest);
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut self.read).poll_read(cx, buf)
