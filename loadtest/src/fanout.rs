@@ -28,6 +28,9 @@ use crate::target::{Stamp, Target, Ws};
 /// as kept up.
 pub const KEPT_UP_SHARE: f64 = 0.97;
 
+/// The pause between connecting the devices and the first phase.
+const SETTLE: Duration = Duration::from_secs(2);
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -242,6 +245,10 @@ pub async fn run(target: &Target, plan: &Plan) -> anyhow::Result<Report> {
         )));
     }
 
+    // Right after connecting every device the generator is still busy with the logins'
+    // aftermath (welcomes, reader tasks starting), and the first phase's sends ran up to 2.5 s
+    // late on one core for every broker alike: let both sides settle before anything counts.
+    tokio::time::sleep(SETTLE).await;
     let mut phase_results = Vec::new();
     let mut total_sends = 0u64;
     let mut counters = vec![0u32; sinks.len()];
