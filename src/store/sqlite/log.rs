@@ -355,13 +355,25 @@ fn prune_messages(
         .collect::<Result<Vec<_>, _>>()?;
     let mut held = conn.prepare_cached("SELECT 1 FROM events WHERE mid = ?1")?;
     let mut delete = conn.prepare_cached("DELETE FROM messages WHERE mid = ?1")?;
+    let mut largest = None;
     for (mid, ts) in oldest {
         if ts >= ids_before_ts {
             break;
         }
         if !held.exists([mid])? {
             delete.execute([mid])?;
+            largest = Some(mid);
         }
+    }
+    // The writer hands out mids past this floor after a restart (`Tx::take_mid`): recorded in
+    // the same transaction as the deletes, so no committed state forgets a deleted mid.
+    if let Some(mid) = largest {
+        conn.prepare_cached(
+            "INSERT INTO meta (key, value) VALUES ('mid_floor', ?1)
+             ON CONFLICT (key) DO UPDATE
+             SET value = max(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))",
+        )?
+        .execute([mid])?;
     }
     Ok(())
 }
@@ -434,10 +446,12 @@ pub(super) fn append_message(conn: &Tx<'_>, msg: &NewMessage) -> Result<Appended
     } else {
         next_seq(conn, recipient_person)?
     };
+    // The mid comes from the writer (`Tx::take_mid`), never from SQLite's max(mid) + 1.
+    let mid = conn.take_mid()?;
     conn.prepare_cached(
-        "INSERT INTO messages (sender_person, client_id, from_address, to_address, recipient_person,
-                               sender_seq, recipient_seq, ts, body, pv, files)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        "INSERT INTO messages (mid, sender_person, client_id, from_address, to_address,
+                               recipient_person, sender_seq, recipient_seq, ts, body, pv, files)
+         VALUES (?12, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     )?
     .execute(params![
         sender,
@@ -451,8 +465,8 @@ pub(super) fn append_message(conn: &Tx<'_>, msg: &NewMessage) -> Result<Appended
         msg.body.get(),
         pv,
         files_json.as_ref().map(|f| f.get()),
+        mid,
     ])?;
-    let mid = conn.last_insert_rowid() as u64;
     if files_json.is_some() {
         let mut link = conn
             .prepare_cached("INSERT INTO message_files (mid, pos, file_id) VALUES (?1, ?2, ?3)")?;

@@ -53,6 +53,13 @@ pub(super) const HEAD_SQL: &str = "SELECT max(p.last_seq, p.pruned_upto,
             p.profile_version, p.pruned_upto, p.epoch
      FROM persons p WHERE p.person = ?1";
 
+/// The largest message id ever stored: in the table, recorded by retention (`mid_floor`), or
+/// left in `sqlite_sequence` by the `AUTOINCREMENT` of before migration 0008.
+pub(super) const MID_SQL: &str = "SELECT max(
+        coalesce((SELECT max(mid) FROM messages), 0),
+        coalesce((SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'mid_floor'), 0),
+        coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'messages'), 0))";
+
 /// The most heads kept; past it the cache starts again empty (heads are read back on use).
 const MAX_CACHED: usize = 1 << 20;
 
@@ -63,6 +70,8 @@ pub(super) struct Heads {
     committed: HashMap<PersonId, Head>,
     batch: HashMap<PersonId, Option<Head>>,
     job: HashMap<PersonId, Option<Head>>,
+    /// The next message id to hand out (`None`: not read from the rows yet). See [`Tx::take_mid`].
+    next_mid: Option<u64>,
 }
 
 impl Heads {
@@ -182,6 +191,36 @@ impl<'a> Tx<'a> {
         Ok(())
     }
 
+    /// Takes the next message id. `messages.mid` is a plain `INTEGER PRIMARY KEY` (migration
+    /// 0008 took `AUTOINCREMENT` off: it wrote a `sqlite_sequence` row per send), so SQLite's
+    /// own choice, max(mid) + 1, would hand out a pruned message's id again once retention has
+    /// emptied the table. The writer assigns ids itself instead, from a counter that only goes
+    /// up and starts past every id ever stored:
+    ///
+    /// - a mid leaves `messages` only by retention (`prune_messages`), which raises
+    ///   `meta.mid_floor` to at least that mid in the same transaction; so in any committed
+    ///   state, every mid ever committed is ≤ max(max(messages.mid), mid_floor) — and migration
+    ///   0008 starts the floor at the old `sqlite_sequence` value ([`MID_SQL`] reads that
+    ///   too, should a row still be there);
+    /// - the counter is read once, inside the writer's transaction (the writer is the only
+    ///   connection that inserts messages), as that maximum + 1, and from then on only
+    ///   increments, also for jobs that are refused or whose commit fails: such a mid is
+    ///   skipped, never reused (mids are only unique ids; gaps are allowed). After a restart the
+    ///   counter is read again from committed rows, which is right by the first point.
+    pub(super) fn take_mid(&self) -> Result<u64, StoreError> {
+        let next = match self.heads.borrow().next_mid {
+            Some(next) => next,
+            None => {
+                self.conn
+                    .prepare_cached(MID_SQL)?
+                    .query_row([], |r| r.get::<_, u64>(0))?
+                    + 1
+            }
+        };
+        self.heads.borrow_mut().next_mid = Some(next + 1);
+        Ok(next)
+    }
+
     /// The person's rows are being deleted (or moved): read its head again on next use.
     pub(super) fn forget(&self, person: PersonId) {
         self.heads.borrow_mut().job.insert(person, None);
@@ -298,6 +337,72 @@ mod tests {
             .await
             .unwrap();
         assert_eq!((sent.sender_seq, sent.recipient_seq), (13, 13));
+    }
+
+    /// Retention empties `messages`, the store is reopened: the next mid is past every mid
+    /// handed out before. (SQLite's own choice for a plain `INTEGER PRIMARY KEY`, max(mid) + 1,
+    /// would be 1 here: the same mid again. `mid_floor` is what remembers.)
+    #[tokio::test]
+    async fn mids_are_never_reused_after_retention_empties_the_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let a = user(&store, "a@x").await;
+        let _b = user(&store, "b@x").await;
+        let mut last = 0;
+        for n in 0..5 {
+            let mid = store
+                .append_message(message(&a, &n.to_string(), "b@x"))
+                .await
+                .unwrap()
+                .mid;
+            assert!(mid > last);
+            last = mid;
+        }
+        // A job that takes a mid and is refused: the mid is skipped, not reused.
+        let refused: Result<(), StoreError> = store
+            .write(|tx| {
+                tx.take_mid()?;
+                Err(StoreError::BadPosition("refused after taking a mid".into()))
+            })
+            .await;
+        assert!(refused.is_err());
+        assert_eq!(
+            store.prune(Millis::MAX, Millis::MAX, 1000).await.unwrap(),
+            10
+        );
+        let (left, naive): (u64, u64) = store
+            .read(|c| {
+                Ok(c.query_row(
+                    "SELECT count(*), coalesce(max(mid), 0) + 1 FROM messages",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?)
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            (left, naive),
+            (0, 1),
+            "the table is empty: max(mid) + 1 would reuse"
+        );
+        let sent = store.append_message(message(&a, "5", "b@x")).await.unwrap();
+        assert!(sent.mid > last, "{} after {last}", sent.mid);
+        last = sent.mid;
+        assert_eq!(
+            store.prune(Millis::MAX, Millis::MAX, 1000).await.unwrap(),
+            2
+        );
+        drop(store);
+
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let sent = store.append_message(message(&a, "6", "b@x")).await.unwrap();
+        assert!(sent.mid > last, "{} after {last}", sent.mid);
+        // And the message is readable in both logs under that mid.
+        let events = store.events_after(a.person, 0, 100, 10).await.unwrap();
+        assert!(matches!(
+            events.last().unwrap().kind,
+            crate::store::EventKind::Message { mid, .. } if mid == sent.mid
+        ));
     }
 
     fn head(seq: u64) -> Option<Head> {
