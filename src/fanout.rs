@@ -80,6 +80,11 @@ impl Fanout {
 impl CommitSink for Fanout {
     fn publish(&self, outcomes: Vec<Outcome>) {
         let mut work: Vec<Vec<Work>> = (0..self.shards.len()).map(|_| Vec::new()).collect();
+        // Answers go first: a caller (a device waiting for its `sent` before it reads its next
+        // frame) must not wait behind the deliveries of everything committed with it. They
+        // reach other connections than those deliveries (a sender's own copies skip the
+        // sending device), so no device sees anything out of order.
+        let mut answers: Vec<Vec<Work>> = (0..self.shards.len()).map(|_| Vec::new()).collect();
         for Outcome { committed, answer } in outcomes {
             let answer_shard = match committed {
                 None => self.next.fetch_add(1, Ordering::Relaxed) % self.shards.len(),
@@ -115,9 +120,12 @@ impl CommitSink for Fanout {
                     })
                 }
             };
-            work[answer_shard].push(Work::Answer(answer));
+            answers[answer_shard].push(Work::Answer(answer));
         }
-        for (shard, items) in self.shards.iter().zip(work) {
+        for (answers, deliveries) in answers.iter_mut().zip(work) {
+            answers.extend(deliveries);
+        }
+        for (shard, items) in self.shards.iter().zip(answers) {
             if items.is_empty() {
                 continue;
             }
