@@ -5,7 +5,8 @@ use std::sync::Arc;
 use tracing::Instrument;
 
 use super::ops::MAX_CLIENT_ID;
-use super::session::{Online, store_refusal};
+use super::replies::store_refusal;
+use super::session::Online;
 use crate::protocol::{CallAction, CallRequest, DecodeError, ErrorCode};
 use crate::router::{CallEnded, CallError, Party};
 use crate::state::{ServerState, now_millis};

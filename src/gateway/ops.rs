@@ -3,7 +3,8 @@
 
 use serde_json::value::RawValue;
 
-use super::session::{Online, store_refusal};
+use super::replies::store_refusal;
+use super::session::Online;
 use crate::files::{self, Variant};
 use crate::protocol::{
     Ack, ClientFrame, DecodeError, ErrorCode, FileUrl, FileUrlRequest, MAX_ATTACHMENTS,

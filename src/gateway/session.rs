@@ -2,7 +2,7 @@
 //! with the router, the reader loop, and cleanup. A successful login builds an [`Online`]
 //! session, the only one the op handlers run on: `ops.rs` (dispatch, `send`, `ack`, `read`,
 //! `profile`, `file_url`), `calls.rs` (`call`, call records) and `sync.rs` (the catch-up and
-//! `history`).
+//! `history`). Its replies (`push`, `error`, the refusals that close) are in `replies.rs`.
 //!
 //! The session never writes to the socket itself: everything goes through its own bounded queue
 //! to the writer task, so its replies and the router's deliveries keep one order.
@@ -18,10 +18,8 @@ use super::calls::record_call;
 use super::socket::{DeviceStream, Upgraded};
 use super::writer;
 use crate::auth::TokenHash;
-use crate::protocol::{
-    ClientFrame, CloseCode, DecodeError, ErrorCode, ErrorFrame, Login, ServerFrame, check_depth,
-};
-use crate::router::{Bounds, ConnHandle, Frame, Mailbox, Outbound, OwnQueue};
+use crate::protocol::{ClientFrame, CloseCode, DecodeError, ErrorCode, Login, check_depth};
+use crate::router::{Bounds, ConnHandle, Mailbox, Outbound, OwnQueue};
 use crate::state::{ServerState, now_millis};
 use crate::store::{Identity, StoreError};
 
@@ -352,90 +350,6 @@ impl Session {
             }
         }
     }
-
-    /// Queues a frame for this connection; waiting here slows only this device's reader, and
-    /// at most the idle timeout (then the device is kicked as a slow consumer). False when the
-    /// connection is closing.
-    pub(super) async fn push(&self, frame: Frame) -> bool {
-        self.queue.send(Outbound::Frame(frame)).await.is_ok()
-    }
-
-    pub(super) async fn error(&self, err: DecodeError, id: Option<String>, call: Option<String>) {
-        self.state
-            .metrics
-            .errors
-            .with_label_values(&[err.code.as_str()])
-            .inc();
-        let frame = ServerFrame::Error(ErrorFrame {
-            code: err.code,
-            message: err.message,
-            id,
-            call,
-        });
-        self.push(frame.to_text().into()).await;
-    }
-
-    /// A store failure the device cannot fix: logged once here, and the device is told to
-    /// reconnect (1001).
-    pub(super) async fn close_internal(&self, err: &StoreError, what: &str) {
-        tracing::error!(error = %err, "{what}");
-        self.refuse(
-            ErrorCode::Internal,
-            "internal error; reconnect".into(),
-            CloseCode::GoingAway,
-        )
-        .await;
-    }
-
-    /// Sends an error frame, then closes with `close`.
-    async fn refuse(&self, code: ErrorCode, message: String, close: CloseCode) {
-        self.error(DecodeError::new(code, message.clone()), None, None)
-            .await;
-        let reason = truncate_reason(&message);
-        let _ = self.queue.send(Outbound::Close(close, reason)).await;
-    }
-
-    async fn refuse_binary(&self) {
-        self.refuse(
-            ErrorCode::BinaryFrame,
-            "binary frames are not part of the protocol; send JSON text frames".into(),
-            CloseCode::UnsupportedData,
-        )
-        .await;
-    }
-
-    async fn refuse_read_error(&self, err: WsError) {
-        match err {
-            // Reported from the frame header, before the payload is read or allocated.
-            WsError::Capacity(_) => {
-                let max = self.state.config.max_frame_bytes;
-                self.refuse(
-                    ErrorCode::FrameTooLarge,
-                    format!("frames are limited to {max} bytes"),
-                    CloseCode::MessageTooBig,
-                )
-                .await;
-            }
-            WsError::Utf8(_) => {
-                self.refuse(
-                    ErrorCode::BadUtf8,
-                    "a text frame was not valid UTF-8".into(),
-                    CloseCode::InvalidPayload,
-                )
-                .await;
-            }
-            other => {
-                tracing::debug!(error = %other, "websocket read error");
-                let _ = self
-                    .queue
-                    .send(Outbound::Close(
-                        CloseCode::ProtocolError,
-                        "protocol error".into(),
-                    ))
-                    .await;
-            }
-        }
-    }
 }
 
 /// A session after a successful login, registered with the router: it holds the `Identity`
@@ -605,25 +519,4 @@ fn human_duration(d: std::time::Duration) -> String {
     } else {
         format!("{ms} ms")
     }
-}
-
-/// What a device is told when the store refuses `what` (the shared table in
-/// `StoreError::refusal`); a failure of the store itself is logged here and answered with
-/// `retry`.
-pub(super) fn store_refusal(err: StoreError, what: &str, retry: &'static str) -> DecodeError {
-    match err.refusal() {
-        Some((code, message)) => DecodeError::new(code, message),
-        None => {
-            tracing::error!(error = %err, "{what} failed in the store");
-            DecodeError::new(ErrorCode::Internal, retry)
-        }
-    }
-}
-/// WebSocket close reasons are limited to 123 bytes.
-fn truncate_reason(message: &str) -> String {
-    let mut end = message.len().min(123);
-    while !message.is_char_boundary(end) {
-        end -= 1;
-    }
-    message[..end].to_string()
 }

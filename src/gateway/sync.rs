@@ -7,7 +7,8 @@
 
 use serde_json::value::RawValue;
 
-use super::session::{Online, store_refusal};
+use super::replies::store_refusal;
+use super::session::Online;
 use crate::fanout::event_frame;
 use crate::protocol::{
     CloseCode, DecodeError, ErrorCode, HISTORY_DEFAULT, HISTORY_MAX, History, HistoryRequest,
