@@ -2,36 +2,13 @@
 //! the same tiny fanout run as against octet, every delivery accounted for. Also the `MSG`
 //! parser on synthetic input.
 
-use std::net::SocketAddr;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use octet_loadtest::fanout::{Plan, run};
 use octet_loadtest::target::{Nats, Stamp, Target};
 
-/// Where nats-server listens for WebSockets, from the ports file it writes once listening
-/// (`--ports_file_dir`): its ports are random (`-1`), so no other process can take them first.
-fn websocket_addr(dir: &std::path::Path, pid: u32) -> SocketAddr {
-    let file = dir.join(format!("nats-server_{pid}.ports"));
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let ports: Option<serde_json::Value> = std::fs::read_to_string(&file)
-            .ok()
-            .and_then(|text| serde_json::from_str(&text).ok());
-        let ws = ports.as_ref().and_then(|p| p["websocket"][0].as_str());
-        if let Some(url) = ws {
-            return url
-                .strip_prefix("ws://")
-                .and_then(|addr| addr.parse().ok())
-                .unwrap_or_else(|| panic!("unexpected websocket address {url}"));
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "nats-server never wrote its ports file"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+mod nats_server;
+use nats_server::Server;
 
 #[test]
 fn msg_frames_parse_whole_messages_only() {
@@ -55,24 +32,7 @@ fn msg_frames_parse_whole_messages_only() {
 #[tokio::test]
 async fn fanout_against_a_real_nats_server_accounts_for_every_delivery() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("nats.conf");
-    std::fs::write(
-        &config,
-        "listen: \"127.0.0.1:-1\"\nwebsocket { listen: \"127.0.0.1:-1\", no_tls: true }\n",
-    )
-    .unwrap();
-    let mut server = Command::new("nats-server")
-        .arg("-c")
-        .arg(&config)
-        .arg("--ports_file_dir")
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|err| {
-            panic!("nats-server is not installed ({err}): apt-get install nats-server (scripts/test does it)")
-        });
-    let ws = websocket_addr(dir.path(), server.id());
+    let server = Server::start(dir.path(), false);
     let plan = Plan {
         persons: 4,
         devices: 3,
@@ -82,18 +42,16 @@ async fn fanout_against_a_real_nats_server_accounts_for_every_delivery() {
         measure: Duration::from_millis(800),
         inflight: 8,
         sources: 2,
-        server_pid: Some(server.id()),
+        server_pid: Some(server.child.id()),
         progress: false,
     };
     let report = tokio::time::timeout(
         Duration::from_secs(30),
-        run(&Target::Nats(Nats { addr: ws }), &plan),
+        run(&Target::Nats(Nats { addr: server.ws }), &plan),
     )
     .await
     .expect("the run ends by itself")
     .unwrap();
-    let _ = server.kill();
-    let _ = server.wait();
     let t = report.totals;
     assert_eq!((t.lost, t.duplicated, t.out_of_order), (0, 0, 0), "{t:?}");
     assert!(t.expected > 0 && t.received == t.expected);

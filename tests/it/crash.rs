@@ -5,10 +5,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use octet::client::{Backend, Connection, Incoming};
-use octet::protocol::{ClientFrame, Login, Send, ServerFrame};
+use octet::protocol::{ClientFrame, Send, ServerFrame};
 use serde_json::value::RawValue;
 
-use crate::harness::{APP_TOKEN, APPID, Broker, WAIT};
+use crate::harness::{APP_TOKEN, APPID, Broker, WAIT, client_login};
 
 /// What one device saw: seq → mid, and the sends it got `sent` for (client id → mid).
 #[derive(Default)]
@@ -106,20 +106,6 @@ async fn drive(mut conn: Connection, sends: Vec<(String, String)>, mut seen: See
     }
 }
 
-async fn login(url: &str, token: &str, since: Option<u64>) -> (Connection, u64) {
-    let login = Login {
-        token: token.into(),
-        appid: APPID.into(),
-        since,
-        epoch: None,
-    };
-    let (conn, welcome) = tokio::time::timeout(WAIT, Connection::login(url, login))
-        .await
-        .expect("login in time")
-        .expect("login works");
-    (conn, welcome.seq)
-}
-
 /// How the broker is stopped mid-stream.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Stop {
@@ -168,7 +154,7 @@ async fn stop_mid_stream(stop: Stop) {
     // Everyone is online (at seq 0) before the first send.
     let mut conns = Vec::new();
     for token in &tokens {
-        let (conn, seq) = login(&broker.ws(), token, None).await;
+        let (conn, seq) = client_login(&broker.ws(), token, None).await;
         assert_eq!(seq, 0);
         conns.push(conn);
     }
@@ -212,7 +198,7 @@ async fn stop_mid_stream(stop: Stop) {
     let mut retried = 0;
     for (token, mut dev) in tokens.iter().zip(seen) {
         let since = dev.position();
-        let (mut conn, _) = login(&broker.ws(), token, Some(since)).await;
+        let (mut conn, _) = client_login(&broker.ws(), token, Some(since)).await;
         loop {
             match tokio::time::timeout(WAIT, conn.recv())
                 .await

@@ -5,24 +5,10 @@
 use std::collections::BTreeMap;
 
 use octet::client::{Backend, Connection, Incoming};
-use octet::protocol::{ClientFrame, Login, Send, ServerFrame};
+use octet::protocol::{ClientFrame, Send, ServerFrame};
 use serde_json::value::RawValue;
 
-use crate::harness::{APP_TOKEN, APPID, Broker, WAIT};
-
-async fn login(url: &str, token: &str, since: Option<u64>) -> (Connection, u64) {
-    let login = Login {
-        token: token.into(),
-        appid: APPID.into(),
-        since,
-        epoch: None,
-    };
-    let (conn, welcome) = tokio::time::timeout(WAIT, Connection::login(url, login))
-        .await
-        .expect("login in time")
-        .expect("login works");
-    (conn, welcome.seq)
-}
+use crate::harness::{APP_TOKEN, APPID, Broker, WAIT, client_login};
 
 /// Sends one message and waits for its `sent`: (mid, the sender's seq).
 async fn send(conn: &mut Connection, id: &str, to: &str) -> (u64, u64) {
@@ -48,7 +34,7 @@ async fn send(conn: &mut Connection, id: &str, to: &str) -> (u64, u64) {
 
 /// Logs in with `since` 0 and reads the catch-up: seq → mid of every message in the log.
 async fn catch_up(url: &str, token: &str) -> BTreeMap<u64, u64> {
-    let (mut conn, head) = login(url, token, Some(0)).await;
+    let (mut conn, head) = client_login(url, token, Some(0)).await;
     let mut log = BTreeMap::new();
     loop {
         match tokio::time::timeout(WAIT, conn.recv()).await {
@@ -85,8 +71,8 @@ async fn seqs_continue_without_reuse_or_gap_after_sigkill() {
     let mut alice_log = BTreeMap::new();
     let mut bob_log = BTreeMap::new();
     for round in 0..3 {
-        let (mut a, a_head) = login(&broker.ws(), &alice, None).await;
-        let (mut b, b_head) = login(&broker.ws(), &bob, None).await;
+        let (mut a, a_head) = client_login(&broker.ws(), &alice, None).await;
+        let (mut b, b_head) = client_login(&broker.ws(), &bob, None).await;
         // Both logs hold every message between them: the heads are the count sent so far.
         assert_eq!(
             a_head,

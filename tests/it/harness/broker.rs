@@ -120,3 +120,24 @@ impl Drop for Broker {
         let _ = self.child.wait();
     }
 }
+
+/// Logs in to the broker at `url` (a `ws://` URL) with `since`, with octet's own client;
+/// the connection and the welcome's head seq.
+pub async fn client_login(
+    url: &str,
+    token: &str,
+    since: Option<u64>,
+) -> (octet::client::Connection, u64) {
+    let login = octet::protocol::Login {
+        token: token.into(),
+        appid: super::APPID.into(),
+        since,
+        epoch: None,
+    };
+    let (conn, welcome) =
+        tokio::time::timeout(super::WAIT, octet::client::Connection::login(url, login))
+            .await
+            .expect("login in time")
+            .expect("login works");
+    (conn, welcome.seq)
+}
