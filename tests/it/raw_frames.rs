@@ -228,3 +228,60 @@ async fn the_fuzz_corpus_gets_the_expected_answers() {
         wrong.join("\n")
     );
 }
+
+/// A request to `/ws` that is not a valid WebSocket upgrade gets a clear refusal saying what
+/// is missing, and opens nothing.
+#[tokio::test]
+async fn requests_that_are_not_upgrades_are_refused_clearly() {
+    let server = TestServer::start().await;
+    let url = format!("http://{}/ws", server.addr);
+    let http = reqwest::Client::new();
+    let key = ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==");
+    let cases: [(&[(&str, &str)], u16, &str); 4] = [
+        (&[], 400, "Connection header"),
+        (
+            &[("connection", "upgrade"), ("upgrade", "h2c")],
+            400,
+            "Upgrade header",
+        ),
+        (
+            &[
+                ("connection", "upgrade"),
+                ("upgrade", "websocket"),
+                ("sec-websocket-version", "8"),
+                key,
+            ],
+            400,
+            "Sec-WebSocket-Version",
+        ),
+        (
+            &[
+                ("connection", "upgrade"),
+                ("upgrade", "websocket"),
+                ("sec-websocket-version", "13"),
+            ],
+            400,
+            "Sec-WebSocket-Key",
+        ),
+    ];
+    for (headers, status, says) in cases {
+        let mut req = http.get(&url);
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        let answer = req.send().await.unwrap();
+        assert_eq!(answer.status().as_u16(), status, "{headers:?}");
+        let text = answer.text().await.unwrap();
+        assert!(text.contains(says), "{headers:?}: {text}");
+    }
+    let metrics = reqwest::get(format!("http://{}/metrics", server.addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("octet_connections 0"),
+        "no connection was opened"
+    );
+}
