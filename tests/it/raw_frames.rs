@@ -229,6 +229,9 @@ async fn the_fuzz_corpus_gets_the_expected_answers() {
     );
 }
 
+/// Request headers: (name, value).
+type Headers<'a> = &'a [(&'a str, &'a str)];
+
 /// A request to `/ws` that is not a valid WebSocket upgrade gets a clear refusal saying what
 /// is missing, and opens nothing.
 #[tokio::test]
@@ -237,7 +240,7 @@ async fn requests_that_are_not_upgrades_are_refused_clearly() {
     let url = format!("http://{}/ws", server.addr);
     let http = reqwest::Client::new();
     let key = ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==");
-    let cases: [(&[(&str, &str)], u16, &str); 4] = [
+    let cases: [(Headers, u16, &str); 4] = [
         (&[], 400, "Connection header"),
         (
             &[("connection", "upgrade"), ("upgrade", "h2c")],
