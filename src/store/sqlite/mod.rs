@@ -6,7 +6,8 @@
 //!
 //! - `writer`: the writer thread (group commit), checkpoints, savepoints, schema migrations;
 //! - `users`: users, persons, devices and tokens;
-//! - `log`: each person's event log (messages, profile, read markers, retention);
+//! - `log`: each person's event log (messages, profile, read markers);
+//! - `retention`: pruning each log's expired prefix and the messages no log holds;
 //! - `receipts`: events one person's action appends to other persons' logs;
 //! - `files`: blobs, uploads and their pruning;
 //! - `app`: the app's secrets, the URL key and totals.
@@ -15,6 +16,7 @@ mod app;
 mod files;
 mod log;
 mod receipts;
+mod retention;
 mod seqs;
 mod users;
 mod writer;
@@ -430,7 +432,7 @@ impl Store for SqliteStore {
         loop {
             let want = max_events - removed;
             let step = self
-                .write(move |tx| log::prune_step(tx, after, before_ts, ids_before_ts, want))
+                .write(move |tx| retention::prune_step(tx, after, before_ts, ids_before_ts, want))
                 .await?;
             removed += step.removed;
             after = step.next;
