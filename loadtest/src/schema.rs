@@ -11,6 +11,8 @@
 //!   open as the log's highest seq) instead of an `UPDATE persons` per log.
 //! - `onerow`: `memseq`, and the sender's log read from `messages` through an index on
 //!   `(sender_person, sender_seq)`: one `events` row per send (the recipient's).
+//! - `upsert`: `onerow`, with the client-id check folded into the insert
+//!   (`ON CONFLICT (sender_person, client_id) DO NOTHING`) instead of a `SELECT` before it.
 //! - `nodedup`: `onerow` without the client-id index (not viable: it shows that index's cost).
 
 use std::collections::HashMap;
@@ -24,7 +26,7 @@ use serde::Serialize;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Layouts to measure, in order.
-    #[arg(long, value_delimiter = ',', default_values_t = ["current", "lean", "memseq", "onerow", "nodedup"].map(String::from))]
+    #[arg(long, value_delimiter = ',', default_values_t = ["current", "lean", "memseq", "onerow", "upsert", "nodedup"].map(String::from))]
     pub variants: Vec<String>,
     /// Sends per variant.
     #[arg(long, default_value_t = 200_000)]
@@ -100,6 +102,7 @@ enum Layout {
     Lean,
     MemSeq,
     OneRow,
+    Upsert,
     NoDedup,
 }
 
@@ -110,9 +113,10 @@ impl Layout {
             "lean" => Layout::Lean,
             "memseq" => Layout::MemSeq,
             "onerow" => Layout::OneRow,
+            "upsert" => Layout::Upsert,
             "nodedup" => Layout::NoDedup,
             other => anyhow::bail!(
-                "unknown variant {other}; use current, lean, memseq, onerow or nodedup"
+                "unknown variant {other}; use current, lean, memseq, onerow, upsert or nodedup"
             ),
         })
     }
@@ -150,7 +154,7 @@ impl Layout {
                 "CREATE INDEX events_ts ON events(ts); CREATE INDEX messages_ts ON messages(ts);
                  CREATE INDEX events_mid ON events(mid);",
             )?,
-            Layout::OneRow | Layout::NoDedup => conn.execute_batch(
+            Layout::OneRow | Layout::Upsert | Layout::NoDedup => conn.execute_batch(
                 "CREATE INDEX messages_sender ON messages(sender_person, sender_seq);",
             )?,
             Layout::Lean | Layout::MemSeq => {}
@@ -178,7 +182,7 @@ impl Layout {
         let client_id = n.to_string();
         let ts = 1_700_000_000_000i64 + n as i64;
         exec(conn, "SAVEPOINT job")?;
-        if self != Layout::NoDedup {
+        if !matches!(self, Layout::NoDedup | Layout::Upsert) {
             let dup = conn
                 .prepare_cached(
                     "SELECT count(*) FROM messages WHERE sender_person = ?1 AND client_id = ?2",
@@ -201,20 +205,27 @@ impl Layout {
             };
             (next(sender), next(recipient))
         };
-        conn.prepare_cached(
-            "INSERT INTO messages (sender_person, client_id, from_address, to_address,
-                 recipient_person, sender_seq, recipient_seq, ts, body)
-             VALUES (?1, ?2, 'from@bench', 'to@bench', ?3, ?4, ?5, ?6, ?7)",
-        )?
-        .execute(params![
-            sender,
-            client_id,
-            recipient,
-            sender_seq,
-            recipient_seq,
-            ts,
-            body
-        ])?;
+        let conflict = if self == Layout::Upsert {
+            "ON CONFLICT (sender_person, client_id) DO NOTHING"
+        } else {
+            ""
+        };
+        let inserted = conn
+            .prepare_cached(&format!(
+                "INSERT INTO messages (sender_person, client_id, from_address, to_address,
+                     recipient_person, sender_seq, recipient_seq, ts, body)
+                 VALUES (?1, ?2, 'from@bench', 'to@bench', ?3, ?4, ?5, ?6, ?7) {conflict}"
+            ))?
+            .execute(params![
+                sender,
+                client_id,
+                recipient,
+                sender_seq,
+                recipient_seq,
+                ts,
+                body
+            ])?;
+        anyhow::ensure!(inserted == 1, "client ids are unique here");
         let mid = conn.last_insert_rowid();
         let mut event = conn.prepare_cached(
             "INSERT INTO events (person, seq, kind, mid, out, ts) VALUES (?1, ?2, 'message', ?3, ?4, ?5)",
@@ -250,7 +261,7 @@ mod tests {
     #[test]
     fn every_variant_runs_and_writes_something() {
         let args = Args {
-            variants: ["current", "lean", "memseq", "onerow", "nodedup"]
+            variants: ["current", "lean", "memseq", "onerow", "upsert", "nodedup"]
                 .map(String::from)
                 .to_vec(),
             sends: 300,
@@ -258,7 +269,7 @@ mod tests {
             body: 100,
         };
         let rows = run(&args).unwrap();
-        assert_eq!(rows.len(), 5);
+        assert_eq!(rows.len(), 6);
         assert!(
             rows.iter().all(|r| r.cpu_us > 0.0 && r.bytes > 100.0),
             "{rows:?}"

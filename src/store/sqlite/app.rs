@@ -20,7 +20,11 @@ pub(super) fn stats(conn: &Connection) -> Result<StoreStats, StoreError> {
         users: count("SELECT count(*) FROM users")?,
         persons: count("SELECT count(*) FROM persons")?,
         messages: count("SELECT count(*) FROM messages")?,
-        events: count("SELECT count(*) FROM events")?,
+        // Log entries: the events, and the messages that are their senders' entries (0009).
+        events: count(
+            "SELECT (SELECT count(*) FROM events) + (SELECT count(*) FROM messages m
+                 JOIN persons p ON p.person = m.sender_person WHERE m.sender_seq > p.pruned_upto)",
+        )?,
         apps,
     })
 }

@@ -8,6 +8,7 @@ use std::sync::Mutex;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::log::HELD;
 use crate::protocol::Millis;
 use crate::store::{BlobDir, BlobMeta, FileRecord, NewFile, PersonId, StoreError, ThumbMeta};
 
@@ -199,15 +200,15 @@ pub(super) fn prune_files(
     max_files: usize,
 ) -> Result<(usize, Vec<String>), StoreError> {
     let files = conn
-        .prepare_cached(
+        .prepare_cached(&format!(
             "DELETE FROM files WHERE id IN (
                SELECT id FROM files WHERE
-                 NOT EXISTS (SELECT 1 FROM message_files mf JOIN events e ON e.mid = mf.mid
-                             WHERE mf.file_id = files.id)
+                 NOT EXISTS (SELECT 1 FROM message_files mf JOIN messages m ON m.mid = mf.mid
+                             WHERE mf.file_id = files.id AND {HELD})
                  AND (created_at < ?1
                       OR EXISTS (SELECT 1 FROM message_files mf WHERE mf.file_id = files.id))
-               LIMIT ?2)",
-        )?
+               LIMIT ?2)"
+        ))?
         .execute(params![unsent_before, max_files as i64])?;
     let gone = conn
         .prepare_cached(

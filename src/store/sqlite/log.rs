@@ -30,12 +30,38 @@ pub(super) fn log_head(conn: &Connection, person: PersonId) -> Result<LogHead, S
     head.ok_or_else(|| StoreError::NoSuchUser(format!("with uid {person}")))
 }
 
-const EVENT_SELECT: &str = "SELECT e.seq, e.ts, e.kind, e.out, e.mid, m.from_address, m.to_address,
-            m.body, e.peer, e.status, e.call, e.duration, e.data, e.version, coalesce(m.pv, 0),
-            m.files
-     FROM events e LEFT JOIN messages m ON m.mid = e.mid";
+/// A person's log is two sources since migration 0009: its `events` rows (what others did and
+/// its markers, a received message pointing at its `messages` row), and the messages it sent,
+/// which are their own log entries at `sender_seq` (hidden once retention passed them: the
+/// row stays while the recipient holds it). `{range}` and `{sent_range}` are the seq
+/// conditions on each, `?1` the person.
+fn log_select(range: &str, sent_range: &str, order: &str) -> String {
+    format!(
+        "SELECT e.seq, e.ts, e.kind, e.out, e.mid, m.from_address, m.to_address,
+                m.body, e.peer, e.status, e.call, e.duration, e.data, e.version,
+                coalesce(m.pv, 0), m.files
+         FROM events e LEFT JOIN messages m ON m.mid = e.mid
+         WHERE e.person = ?1 AND {range}
+         UNION ALL
+         SELECT m.sender_seq, m.ts, 'message', 1, m.mid, m.from_address, m.to_address,
+                m.body, NULL, NULL, NULL, NULL, NULL, NULL, m.pv, m.files
+         FROM messages m
+         WHERE m.sender_person = ?1 AND {sent_range}
+           AND m.sender_seq > (SELECT p.pruned_upto FROM persons p WHERE p.person = ?1)
+         ORDER BY 1 {order} LIMIT ?4"
+    )
+}
 
-/// Maps one row of [`EVENT_SELECT`]; the inner result carries data that cannot be read back.
+/// Whether a log still holds the message `m` (retention removes the others): the recipient's
+/// row at its seq (a message to oneself has none: it is its sender's entry), or the sender's
+/// entry, not yet behind the sender's horizon. Two primary-key lookups, no index on `mid`.
+pub(super) const HELD: &str = "(EXISTS (SELECT 1 FROM events e
+        WHERE e.person = m.recipient_person AND e.seq = m.recipient_seq
+          AND m.recipient_person != m.sender_person)
+     OR EXISTS (SELECT 1 FROM persons p
+        WHERE p.person = m.sender_person AND p.pruned_upto < m.sender_seq))";
+
+/// Maps one row of [`log_select`]; the inner result carries data that cannot be read back.
 fn log_event(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<LogEvent, StoreError>> {
     let kind: String = r.get(2)?;
     let corrupt = |what: String| Ok(Err(StoreError::Corrupt(what)));
@@ -107,9 +133,10 @@ pub(super) fn events_after(
     upto: u64,
     limit: usize,
 ) -> Result<Vec<LogEvent>, StoreError> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "{EVENT_SELECT} WHERE e.person = ?1 AND e.seq > ?2 AND e.seq <= ?3
-         ORDER BY e.seq LIMIT ?4"
+    let mut stmt = conn.prepare_cached(&log_select(
+        "e.seq > ?2 AND e.seq <= ?3",
+        "m.sender_seq > ?2 AND m.sender_seq <= ?3",
+        "",
     ))?;
     let rows = stmt.query_map(params![person, after, upto, limit as i64], log_event)?;
     rows.collect::<Result<Vec<_>, _>>()?.into_iter().collect()
@@ -122,10 +149,12 @@ pub(super) fn events_before(
     before: u64,
     limit: usize,
 ) -> Result<Vec<LogEvent>, StoreError> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "{EVENT_SELECT} WHERE e.person = ?1 AND e.seq < ?2 ORDER BY e.seq DESC LIMIT ?3"
-    ))?;
-    let rows = stmt.query_map(params![person, before, limit as i64], log_event)?;
+    let mut stmt = conn.prepare_cached(&log_select("e.seq < ?2", "m.sender_seq < ?2", "DESC"))?;
+    // ?3 (the upper bound of `events_after`) is not used here.
+    let rows = stmt.query_map(
+        params![person, before, None::<i64>, limit as i64],
+        log_event,
+    )?;
     let mut events = rows
         .collect::<Result<Vec<_>, _>>()?
         .into_iter()
@@ -350,12 +379,13 @@ pub(super) fn append_message(conn: &Tx<'_>, msg: &NewMessage) -> Result<Appended
             link.execute(params![mid, pos, id])?;
         }
     }
-    let mut event = conn.prepare_cached(
-        "INSERT INTO events (person, seq, kind, mid, out, ts) VALUES (?1, ?2, 'message', ?3, ?4, ?5)",
-    )?;
-    event.execute(params![sender, sender_seq, mid, true, msg.ts])?;
+    // The sender's log entry is the message row itself (at `sender_seq`); a message to
+    // oneself has no other.
     if recipient_person != sender {
-        event.execute(params![recipient_person, recipient_seq, mid, false, msg.ts])?;
+        conn.prepare_cached(
+            "INSERT INTO events (person, seq, kind, mid, out, ts) VALUES (?1, ?2, 'message', ?3, 0, ?4)",
+        )?
+        .execute(params![recipient_person, recipient_seq, mid, msg.ts])?;
     }
     Ok(Appended {
         mid,

@@ -15,6 +15,8 @@
 mod app;
 mod files;
 mod log;
+#[cfg(test)]
+mod migration_tests;
 mod receipts;
 mod retention;
 mod seqs;

@@ -3,6 +3,7 @@
 
 use rusqlite::{Connection, params};
 
+use super::log::HELD;
 use crate::protocol::Millis;
 use crate::store::{PersonId, StoreError};
 
@@ -46,8 +47,16 @@ pub(super) fn prune_step(
         next: persons.last().copied().unwrap_or(0),
         wrapped: persons.len() < PRUNE_PERSONS,
     };
-    let mut oldest =
-        conn.prepare_cached("SELECT seq, ts FROM events WHERE person = ?1 ORDER BY seq LIMIT ?2")?;
+    // The log's two sources (see `log::log_select`): its events, and the messages it sent
+    // not yet behind its horizon.
+    let mut oldest = conn.prepare_cached(
+        "SELECT seq, ts FROM events WHERE person = ?1
+         UNION ALL
+         SELECT m.sender_seq, m.ts FROM messages m
+         WHERE m.sender_person = ?1
+           AND m.sender_seq > (SELECT p.pruned_upto FROM persons p WHERE p.person = ?1)
+         ORDER BY 1 LIMIT ?2",
+    )?;
     for &person in &persons {
         if removed >= max_events {
             // This person's log may hold more: the next step starts with it.
@@ -68,7 +77,9 @@ pub(super) fn prune_step(
         }
         drop(rows);
         let Some(upto) = horizon else { continue };
-        // The log's prefix up to the horizon: exactly the `count` events read above.
+        // The log's prefix up to the horizon: exactly the `count` entries read above (the
+        // messages it sent among them leave its log with the horizon, and go below once no
+        // log holds them).
         conn.prepare_cached("DELETE FROM events WHERE person = ?1 AND seq <= ?2")?
             .execute(params![person, upto])?;
         conn.prepare_cached(
@@ -105,7 +116,9 @@ fn prune_messages(
             Ok((r.get::<_, u64>(0)?, r.get::<_, Millis>(1)?))
         })?
         .collect::<Result<Vec<_>, _>>()?;
-    let mut held = conn.prepare_cached("SELECT 1 FROM events WHERE mid = ?1")?;
+    let mut held = conn.prepare_cached(&format!(
+        "SELECT 1 FROM messages m WHERE m.mid = ?1 AND {HELD}"
+    ))?;
     let mut delete = conn.prepare_cached("DELETE FROM messages WHERE mid = ?1")?;
     let mut largest = None;
     for (mid, ts) in oldest {
@@ -221,7 +234,8 @@ mod tests {
         assert_eq!(left.iter().map(|e| e.seq).collect::<Vec<_>>(), [16, 17, 18]);
         assert_eq!(store.head(b.person).await.unwrap().pruned_upto, 10);
         assert_eq!(store.head(c.person).await.unwrap().pruned_upto, 5);
-        assert_eq!(count(&store, "events").await, 6);
+        // What is left: c's events 6-8, the messages a sent it, which are also a's 16-18.
+        assert_eq!(count(&store, "events").await, 3);
         assert_eq!(count(&store, "messages").await, 3);
     }
 

@@ -4,18 +4,23 @@
 //! # Why the head needs no counter on disk
 //!
 //! Every seq the writer hands out is written, in the same savepoint, as that person's `events`
-//! row `(person, seq)` (the primary key, so a seq can never be stored twice). An event row
-//! leaves only by retention, which first records `persons.pruned_upto ≥` its seq, or with the
-//! whole person (`userdel`, a `linkto` that moves a primary: the `persons` row goes and its
-//! events cascade). So for any committed state the last seq of a log is exactly
+//! row `(person, seq)` or, for a message the person sent, as the message's
+//! `(sender_person, sender_seq)` (migration 0009: the message is the sender's log entry); both
+//! are unique keys, so a seq can never be stored twice in one table. An event row leaves only
+//! by retention, which first records `persons.pruned_upto ≥` its seq, or with the whole person
+//! (`userdel`, a `linkto` that moves a primary: the `persons` row goes and its events cascade;
+//! person ids are never reused, so its messages left behind belong to no log). A message row
+//! outlives its sender's horizon while the recipient holds it, and never goes while the
+//! sender's log holds it. So for any committed state the last seq of a log is exactly
 //!
 //! ```text
-//! head = max(persons.last_seq, persons.pruned_upto, max(events.seq of that person))
+//! head = max(persons.last_seq, persons.pruned_upto, max(events.seq of that person),
+//!            max(messages.sender_seq of that person))
 //! ```
 //!
 //! (`persons.last_seq` is the counter octet bumped per event before this, no longer written:
-//! it only matters where it is the largest of the three). [`HEAD_SQL`] computes it with two
-//! primary-key seeks; the readers (`log_head`, hence login's head and a catch-up's `upto`) use
+//! it only matters where it is the largest of them). [`HEAD_SQL`] computes it with three
+//! index seeks; the readers (`log_head`, hence login's head and a catch-up's `upto`) use
 //! it as well, so they see the true head from any committed snapshot, and a restart after
 //! `kill -9` starts again from what was committed: no seq is reused or skipped.
 //!
@@ -49,7 +54,8 @@ pub(super) struct Head {
 /// The head of a person's log from committed (or this transaction's) rows, and its profile
 /// version; no row if the person does not exist.
 pub(super) const HEAD_SQL: &str = "SELECT max(p.last_seq, p.pruned_upto,
-            coalesce((SELECT max(e.seq) FROM events e WHERE e.person = p.person), 0)),
+            coalesce((SELECT max(e.seq) FROM events e WHERE e.person = p.person), 0),
+            coalesce((SELECT max(m.sender_seq) FROM messages m WHERE m.sender_person = p.person), 0)),
             p.profile_version, p.pruned_upto, p.epoch
      FROM persons p WHERE p.person = ?1";
 
@@ -287,13 +293,15 @@ mod tests {
                 Err(StoreError::BadPosition("refused after taking a seq".into()))
             })
         };
-        // Takes a seq, then its event collides with an existing one: SQLite refuses it.
+        // Takes a seq, then an event collides with an existing one (b's first received
+        // message): SQLite refuses it.
+        let recipient = b.person;
         let collides = || {
             store.write(move |tx| {
                 let seq = tx.take_seq(person)?.unwrap().seq;
                 tx.execute(
                     "INSERT INTO events (person, seq, kind, ts) VALUES (?1, 1, 'read', 0)",
-                    [person],
+                    [recipient],
                 )?;
                 Ok(seq)
             })

@@ -27,7 +27,7 @@ pub(super) const READERS: usize = 4;
 pub(super) const WAL_PAGES: i64 = 16_384;
 
 /// The schema, in order; `user_version` counts those applied.
-const MIGRATIONS: &[&str] = &[
+pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_init.sql"),
     include_str!("../migrations/0002_sync.sql"),
     include_str!("../migrations/0003_admin.sql"),
@@ -36,6 +36,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0006_upload_quota.sql"),
     include_str!("../migrations/0007_lean_log.sql"),
     include_str!("../migrations/0008_mid_no_autoincrement.sql"),
+    include_str!("../migrations/0009_one_row_per_send.sql"),
 ];
 
 /// A job that ran, waiting for its transaction's commit to learn its outcome.
@@ -47,8 +48,8 @@ pub type BatchObserver = Box<dyn Fn(usize, std::time::Duration) + Send>;
 pub(super) type Job = Box<dyn FnOnce(Option<&Tx<'_>>) -> Pending + Send>;
 
 /// SQLite's page size for new databases. Every commit appends each page it changed to the WAL
-/// whole: a send changes about six pages (the message, its dedup index, two log rows, the
-/// `events_mid` index, the persons' seq counters), so 4 KiB pages wrote ~24 KiB per commit and
+/// whole: a send changed about six pages (the message, its dedup index, two log rows, the
+/// `events_mid` index, the persons' seq counters; four since migration 0009), so 4 KiB pages wrote ~24 KiB per commit and
 /// `pwrite` was a third of the writer's CPU. With 1 KiB pages the store commits 35–40% more
 /// sends per second (`octet-loadtest store`, loadtest/RESULTS.md); rows here are small, and a
 /// 64 KiB body simply spans more overflow pages.
@@ -335,137 +336,5 @@ mod tests {
         let fresh = store.head(uid).await.unwrap().epoch;
         assert_eq!(fresh.len(), 16);
         assert_ne!(fresh, db_epoch);
-    }
-
-    /// Migration 0008 on a database of 0007: `messages` loses AUTOINCREMENT, keeps its rows,
-    /// columns, dedup constraint and the foreign keys pointing at it, and the next mid is past
-    /// the old `sqlite_sequence` value even though the newest messages were deleted.
-    #[tokio::test]
-    async fn migration_0008_drops_autoincrement_and_keeps_mids_unique() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let mut conn = Connection::open(dir.path().join("octet.db")).unwrap();
-            let tx = conn.transaction().unwrap();
-            for sql in &MIGRATIONS[..7] {
-                tx.execute_batch(sql).unwrap();
-            }
-            tx.pragma_update(None, "user_version", 7).unwrap();
-            tx.execute_batch(
-                "INSERT INTO users (uid, address, created_at) VALUES (1, 'a@x', 0), (2, 'b@x', 0);
-                 INSERT INTO persons (person) VALUES (1), (2);",
-            )
-            .unwrap();
-            for n in 1..=10u64 {
-                tx.execute(
-                    "INSERT INTO messages (sender_person, client_id, from_address, to_address,
-                         recipient_person, sender_seq, recipient_seq, ts, body, pv, files)
-                     VALUES (1, ?1, 'a@x', 'b@x', 2, ?1, ?1, ?1, '1', 3, NULL)",
-                    [n],
-                )
-                .unwrap();
-                tx.execute(
-                    "INSERT INTO events (person, seq, kind, mid, out, ts)
-                     VALUES (1, ?1, 'message', ?1, 1, ?1), (2, ?1, 'message', ?1, 0, ?1)",
-                    [n],
-                )
-                .unwrap();
-            }
-            // The newest four messages (and their events) go: max(mid) = 6 < sqlite_sequence = 10.
-            tx.execute_batch(
-                "DELETE FROM events WHERE mid > 6; DELETE FROM messages WHERE mid > 6;",
-            )
-            .unwrap();
-            let seq: u64 = tx
-                .query_row(
-                    "SELECT seq FROM sqlite_sequence WHERE name = 'messages'",
-                    [],
-                    |r| r.get(0),
-                )
-                .unwrap();
-            assert_eq!(seq, 10);
-            tx.commit().unwrap();
-        }
-        let store = SqliteStore::open(dir.path()).unwrap();
-        let (sql, seq_rows, floor, count, fk_on): (String, u64, String, u64, bool) = store
-            .read(|c| {
-                Ok((
-                    c.query_row(
-                        "SELECT sql FROM sqlite_schema WHERE name = 'messages'",
-                        [],
-                        |r| r.get(0),
-                    )?,
-                    c.query_row(
-                        "SELECT count(*) FROM sqlite_sequence WHERE name = 'messages'",
-                        [],
-                        |r| r.get(0),
-                    )?,
-                    c.query_row("SELECT value FROM meta WHERE key = 'mid_floor'", [], |r| {
-                        r.get(0)
-                    })?,
-                    c.query_row("SELECT count(*) FROM messages", [], |r| r.get(0))?,
-                    c.pragma_query_value(None, "foreign_keys", |r| r.get(0))?,
-                ))
-            })
-            .await
-            .unwrap();
-        assert!(!sql.to_uppercase().contains("AUTOINCREMENT"), "{sql}");
-        assert!(sql.contains("UNIQUE (sender_person, client_id)"), "{sql}");
-        assert_eq!((seq_rows, floor.as_str(), count), (0, "10", 6));
-        assert!(fk_on);
-        // The old rows read back through the log, pv and all.
-        let events = store.events_after(2, 0, 100, 100).await.unwrap();
-        assert_eq!(events.len(), 6);
-        assert!(matches!(
-            events[5].kind,
-            crate::store::EventKind::Message { mid: 6, pv: 3, .. }
-        ));
-        // The writer still has foreign keys on: a message event needs its message.
-        let refused: Result<(), StoreError> = store
-            .write(|tx| {
-                tx.execute(
-                    "INSERT INTO events (person, seq, kind, mid, out, ts)
-                     VALUES (1, 99, 'message', 12345, 1, 0)",
-                    [],
-                )?;
-                Ok(())
-            })
-            .await;
-        assert!(refused.is_err());
-        let a = Identity {
-            uid: 1,
-            address: "a@x".into(),
-            person: 1,
-            primary_address: "a@x".into(),
-            token_expires: Millis::MAX,
-        };
-        let msg = NewMessage {
-            from: a.clone(),
-            client_id: "new".into(),
-            to: "b@x".into(),
-            body: serde_json::value::RawValue::from_string("1".into()).unwrap(),
-            files: Vec::new(),
-            ts: 11,
-            accepted: std::time::Instant::now(),
-        };
-        let sent = store.append_message(msg).await.unwrap();
-        assert!(
-            sent.mid > 10,
-            "mid {} reuses one of before the migration",
-            sent.mid
-        );
-        assert_eq!(sent.sender_seq, 7);
-        // The dedup constraint survived the rebuild: a retry answers the stored message.
-        let retry = NewMessage {
-            from: a,
-            client_id: "1".into(),
-            to: "b@x".into(),
-            body: serde_json::value::RawValue::from_string("1".into()).unwrap(),
-            files: Vec::new(),
-            ts: 12,
-            accepted: std::time::Instant::now(),
-        };
-        let again = store.append_message(retry).await.unwrap();
-        assert!(again.duplicate);
-        assert_eq!(again.mid, 1);
     }
 }
