@@ -15,7 +15,8 @@ use tokio::sync::mpsc;
 
 use crate::metrics::Metrics;
 use crate::protocol::{
-    CallRecordFrame, Message as MessageFrame, ProfileFrame, ReadMarker, Receipt, ServerFrame,
+    CallRecordFrame, Message as MessageFrame, Origin, ProfileFrame, ReadMarker, Receipt,
+    ServerFrame,
 };
 use crate::router::{Batch, Frame, Router};
 use crate::store::{
@@ -200,6 +201,10 @@ fn deliver_half(
         out: own,
         body: message.body.clone(),
         files: appended.files.clone(),
+        origin: own.then(|| Origin {
+            uid: message.sender_uid,
+            device: message.sender_device.clone(),
+        }),
     })
     .to_text()
     .into();
@@ -229,6 +234,7 @@ pub fn event_frame(event: &LogEvent) -> String {
             body,
             pv,
             files,
+            origin,
         } => ServerFrame::Message(MessageFrame {
             pv: *pv,
             mid: *mid,
@@ -239,6 +245,7 @@ pub fn event_frame(event: &LogEvent) -> String {
             out: *out,
             body: body.clone(),
             files: files.clone(),
+            origin: origin.clone(),
         })
         .to_text(),
         EventKind::Receipt { mid, peer, status } => ServerFrame::Receipt(Receipt {

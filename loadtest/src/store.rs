@@ -104,6 +104,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 person: issued.uid,
                 primary_address: address,
                 // The load test sends through the store directly; no connection to expire.
+                device: None,
                 token_expires: i64::MAX,
             });
         }

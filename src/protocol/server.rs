@@ -234,6 +234,21 @@ pub struct Message {
     /// sent as stored).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub files: Option<Box<RawValue>>,
+    /// On the sender person's own copies only (`out`): the device that sent it, so the others
+    /// can show "sent from your laptop". The peer's copy never has it: a person's linked
+    /// users are never shown to other people. Absent for messages stored before octet kept it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
+}
+
+/// The device a message was sent from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    /// The sending user's uid (the primary's or a linked user's).
+    pub uid: Uid,
+    /// That user's device id, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
 }
 
 /// A file as messages carry it and `POST /files` answers it.

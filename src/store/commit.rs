@@ -52,8 +52,11 @@ pub struct CommittedMessage {
     pub appended: Appended,
     /// The sender's person.
     pub sender: PersonId,
-    /// The sending device (its own copy is not sent back to it).
+    /// The sending device (its own copy is not sent back to it; the person's other devices
+    /// see it as the `origin`).
     pub sender_uid: Uid,
+    /// That device's id, if it has one.
+    pub sender_device: Option<String>,
     /// The body, raw.
     pub body: Box<RawValue>,
     /// When the gateway read the `send` (for the send-to-deliver latency).

@@ -182,6 +182,8 @@ pub struct Identity {
     pub person: PersonId,
     /// The primary's address: what others see.
     pub primary_address: String,
+    /// The user's device id, if it has one (the `origin` of what it sends).
+    pub device: Option<String>,
     /// When the token this identity was resolved from expires (ms since the Unix epoch): a
     /// connection logged in with it is closed then.
     pub token_expires: Millis,
@@ -302,6 +304,8 @@ pub enum EventKind {
         pv: u64,
         /// The attachments (a JSON array), if any.
         files: Option<Box<RawValue>>,
+        /// The sending device, in the sender person's log only.
+        origin: Option<crate::protocol::Origin>,
     },
     /// A message of this person reached (`delivered`) or was read by (`read`) the peer.
     Receipt {

@@ -30,6 +30,7 @@ mod proto_examples;
 mod raw_frames;
 mod readyz;
 mod records;
+mod sent_from;
 mod seq_restart;
 mod slowloris;
 mod storm;

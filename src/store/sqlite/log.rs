@@ -8,10 +8,10 @@ use super::files::readable_file;
 use super::receipts::{append_marker, next_seq};
 use super::seqs::{HEAD_SQL, Tx};
 use super::users::{find_user, user_address};
-use crate::protocol::Millis;
+use crate::protocol::{Millis, Origin};
 use crate::store::{
     Appended, EventKind, Identity, LogEvent, LogHead, MAX_PROFILE_BYTES, Marker, NewMessage,
-    PersonId, StoreError, UserKey, attachment,
+    PersonId, StoreError, Uid, UserKey, attachment,
 };
 
 /// Where a person's log stands, from committed rows (the writer keeps no counter on disk:
@@ -39,13 +39,14 @@ fn log_select(range: &str, sent_range: &str, order: &str) -> String {
     format!(
         "SELECT e.seq, e.ts, e.kind, e.out, e.mid, m.from_address, m.to_address,
                 m.body, e.peer, e.status, e.call, e.duration, e.data, e.version,
-                coalesce(m.pv, 0), m.files
+                coalesce(m.pv, 0), m.files, NULL, NULL
          FROM events e LEFT JOIN messages m ON m.mid = e.mid
          WHERE e.person = ?1 AND {range}
          UNION ALL
          SELECT m.sender_seq, m.ts, 'message', 1, m.mid, m.from_address, m.to_address,
-                m.body, NULL, NULL, NULL, NULL, NULL, NULL, m.pv, m.files
-         FROM messages m
+                m.body, NULL, NULL, NULL, NULL, NULL, NULL, m.pv, m.files,
+                m.origin_uid, o.device_id
+         FROM messages m LEFT JOIN users o ON o.uid = m.origin_uid
          WHERE m.sender_person = ?1 AND {sent_range}
            AND m.sender_seq > (SELECT p.pruned_upto FROM persons p WHERE p.person = ?1)
          ORDER BY 1 {order} LIMIT ?4"
@@ -86,6 +87,15 @@ fn log_event(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<LogEvent, StoreEr
                 body,
                 pv: r.get(14)?,
                 files,
+                origin: r
+                    .get::<_, Option<Uid>>(16)?
+                    .map(|uid| -> rusqlite::Result<Origin> {
+                        Ok(Origin {
+                            uid,
+                            device: r.get(17)?,
+                        })
+                    })
+                    .transpose()?,
             }
         }
         "call" => EventKind::Call {
@@ -355,8 +365,9 @@ pub(super) fn append_message(conn: &Tx<'_>, msg: &NewMessage) -> Result<Appended
     let mid = conn.take_mid()?;
     conn.prepare_cached(
         "INSERT INTO messages (mid, sender_person, client_id, from_address, to_address,
-                               recipient_person, sender_seq, recipient_seq, ts, body, pv, files)
-         VALUES (?12, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                               recipient_person, sender_seq, recipient_seq, ts, body, pv, files,
+                               origin_uid)
+         VALUES (?12, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?13)",
     )?
     .execute(params![
         sender,
@@ -371,6 +382,7 @@ pub(super) fn append_message(conn: &Tx<'_>, msg: &NewMessage) -> Result<Appended
         pv,
         files_json.as_ref().map(|f| f.get()),
         mid,
+        msg.from.uid,
     ])?;
     if files_json.is_some() {
         let mut link = conn

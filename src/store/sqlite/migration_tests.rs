@@ -26,6 +26,7 @@ fn identity(uid: u64, address: &str) -> Identity {
         address: address.into(),
         person: uid,
         primary_address: address.into(),
+        device: None,
         token_expires: Millis::MAX,
     }
 }
@@ -78,7 +79,13 @@ async fn migration_0009_makes_the_message_its_senders_log_entry() {
                 .unwrap()
                 .into_iter()
                 .map(|e| match e.kind {
-                    EventKind::Message { mid, out, .. } => (e.seq, "message", mid, out),
+                    EventKind::Message {
+                        mid, out, origin, ..
+                    } => {
+                        // Stored before migration 0012: no sending device is known.
+                        assert!(origin.is_none());
+                        (e.seq, "message", mid, out)
+                    }
                     EventKind::Receipt { mid, .. } => (e.seq, "receipt", mid, false),
                     other => panic!("unexpected {other:?}"),
                 })
@@ -248,6 +255,7 @@ async fn migration_0008_drops_autoincrement_and_keeps_mids_unique() {
         address: "a@x".into(),
         person: 1,
         primary_address: "a@x".into(),
+        device: None,
         token_expires: Millis::MAX,
     };
     let msg = NewMessage {

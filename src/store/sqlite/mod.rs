@@ -332,6 +332,7 @@ impl Store for SqliteStore {
                     appended: appended.clone(),
                     sender: msg.from.person,
                     sender_uid: msg.from.uid,
+                    sender_device: msg.from.device,
                     body: msg.body,
                     accepted: msg.accepted,
                 })

@@ -170,6 +170,7 @@ mod tests {
                     address: issued.address.clone(),
                     person: issued.uid,
                     primary_address: issued.address,
+                    device: None,
                     token_expires: Millis::MAX,
                 }
             })

@@ -252,6 +252,7 @@ mod tests {
             address: address.into(),
             person: uid,
             primary_address: address.into(),
+            device: None,
             token_expires: Millis::MAX,
         }
     }

@@ -372,7 +372,7 @@ fn token_holder(
 ) -> Result<Option<(String, i64, Identity)>, StoreError> {
     Ok(conn
         .prepare_cached(
-            "SELECT t.appid, t.expires_at, u.uid, u.address, p.uid, p.address
+            "SELECT t.appid, t.expires_at, u.uid, u.address, p.uid, p.address, u.device_id
              FROM tokens t
              JOIN users u ON u.uid = t.uid
              JOIN users p ON p.uid = coalesce(u.primary_uid, u.uid)
@@ -388,6 +388,7 @@ fn token_holder(
                     address: r.get(3)?,
                     person: r.get(4)?,
                     primary_address: r.get(5)?,
+                    device: r.get(6)?,
                     token_expires: expires,
                 },
             ))

@@ -37,6 +37,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0007_lean_log.sql"),
     include_str!("../migrations/0008_mid_no_autoincrement.sql"),
     include_str!("../migrations/0009_one_row_per_send.sql"),
+    include_str!("../migrations/0012_message_origin.sql"),
 ];
 
 /// A job that ran, waiting for its transaction's commit to learn its outcome.
@@ -259,6 +260,7 @@ mod tests {
                 address: address.into(),
                 person: uid,
                 primary_address: address.into(),
+                device: None,
                 token_expires: Millis::MAX,
             });
         }
