@@ -11,6 +11,10 @@ pub const MAX_DEVICES: usize = 8;
 /// A person's id: the uid of its primary user.
 pub type PersonId = Uid;
 
+/// The sending uid of a message no device sent (the backend's `message` op). uids start at 1,
+/// so the fan-out skips no device: every device of the sender's person gets the `out` copy.
+pub const NO_DEVICE: Uid = 0;
+
 /// Totals kept in the store.
 #[derive(Debug, Clone, Default)]
 pub struct StoreStats {

@@ -6,6 +6,7 @@ mod abuse;
 mod admin;
 mod backend_errors;
 mod backend_fuzz;
+mod backend_message;
 mod backend_ops;
 mod browser;
 mod calls;
