@@ -23,7 +23,8 @@ const MAX_ID: usize = 128;
 /// `message.to` (comma-separated), one message per recipient, in order. Every device of both
 /// persons gets it live (the sender person's devices marked `out`), and it is in both logs.
 /// Errors: missing_field, wrong_type, bad_value, no_such_user (`from`), unknown_recipient
-/// (`to`), duplicate_id (`id` reused for another message).
+/// (`to`), user_disabled (`from` or a recipient is disabled), duplicate_id (`id` reused for
+/// another message).
 pub(super) async fn message(
     state: &ServerState,
     reply: Reply<'_>,
@@ -54,11 +55,13 @@ pub(super) async fn message(
             ),
             other => other.into(),
         })?;
+    check_active("message.from", &sender, &spec.from)?;
     // Every recipient is checked before the first message is stored, so a bad address
     // refuses the whole request and stores nothing.
     let mut persons: Vec<(PersonId, &str)> = Vec::with_capacity(to.len());
     for address in &to {
         let person = recipient(state, address).await?;
+        check_active("message.to", &person, address)?;
         if let Some((_, first)) = persons.iter().find(|(p, _)| *p == person.person) {
             return Err(ApiError::new(
                 ErrorCode::BadValue,
@@ -145,6 +148,24 @@ async fn recipient(state: &ServerState, address: &str) -> Result<PersonDevices, 
             ),
             other => other.into(),
         })
+}
+
+/// Refuses a disabled user (or a user of a disabled person) named at `field`.
+fn check_active(field: &str, person: &PersonDevices, address: &str) -> Result<(), ApiError> {
+    let active = person
+        .devices
+        .iter()
+        .find(|d| d.address == address)
+        .is_none_or(|d| d.active);
+    if active {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        ErrorCode::UserDisabled,
+        format!(
+            "`{field}`: {address} is disabled; enable it with useradd and `user.active: true` first; nothing was sent"
+        ),
+    ))
 }
 
 /// The limits a device's `send` body has: I-JSON, and no larger than a device's frame.

@@ -114,6 +114,10 @@ pub struct UserAddSpec {
     /// Token request; without it only the user is created.
     #[serde(default)]
     pub token: Option<TokenSpec>,
+    /// mesibo's `active`: false disables the user (a primary: its whole person), true enables
+    /// it again; absent leaves it as it is.
+    #[serde(default)]
+    pub active: Option<bool>,
 }
 
 /// The `user.token` object of `useradd`.
@@ -247,6 +251,8 @@ pub struct DeviceOut {
     pub primary: bool,
     /// The last seq this device acked (0 if it never acked).
     pub acked: u64,
+    /// False when the device's user, or its person's primary, is disabled.
+    pub active: bool,
 }
 
 /// `message`: a message the backend sends as one of its users, in mesibo's shape.

@@ -107,6 +107,8 @@ pub struct IssuedUser {
     /// True when an existing primary was linked into another person: its live connection,
     /// registered under its old person, must close and log in again.
     pub moved: bool,
+    /// Users this call disabled (`active: false`): their live connections must close.
+    pub disabled: Vec<Uid>,
 }
 
 /// Names one user.
@@ -162,6 +164,8 @@ pub struct DeviceRecord {
     pub last_seen: Option<Millis>,
     /// The last seq the device acked.
     pub acked_seq: u64,
+    /// Whether the device may log in: neither it nor its person's primary is disabled.
+    pub active: bool,
 }
 
 /// A person and its users, primary first.

@@ -76,8 +76,10 @@ pub(super) fn person_devices(
     conn: &Connection,
     person: PersonId,
 ) -> Result<PersonDevices, StoreError> {
+    // A disabled primary disables its whole person: each device shows the effective state.
     let mut stmt = conn.prepare_cached(
-        "SELECT uid, address, device_id, appid, last_seen, acked_seq FROM users
+        "SELECT uid, address, device_id, appid, last_seen, acked_seq,
+                active AND (SELECT active FROM users WHERE uid = ?1) FROM users
          WHERE uid = ?1 OR primary_uid = ?1 ORDER BY primary_uid IS NOT NULL, uid",
     )?;
     let devices = stmt
@@ -89,6 +91,7 @@ pub(super) fn person_devices(
                 appid: r.get(3)?,
                 last_seen: r.get(4)?,
                 acked_seq: r.get(5)?,
+                active: r.get(6)?,
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;
@@ -166,6 +169,37 @@ fn count_users(conn: &Connection, person: PersonId) -> Result<usize, StoreError>
         .query_row([person], |r| r.get::<_, i64>(0))? as usize)
 }
 
+/// `useradd` with `user.active`: as [`useradd`], then the user at the address (created by now)
+/// is disabled (`Some(false)`) or enabled again (`Some(true)`).
+pub(super) fn useradd_active(
+    conn: &Tx<'_>,
+    req: NewUser,
+    active: Option<bool>,
+    now: Millis,
+) -> Result<IssuedUser, StoreError> {
+    let address = req.address.clone();
+    let mut issued = useradd(conn, req, now)?;
+    if let Some(active) = active {
+        issued.disabled = set_active(conn, &address, active)?;
+    }
+    Ok(issued)
+}
+
+/// Sets the user at `address` (created by now) active or disabled. Returns the users a
+/// disabling concerns: a primary's whole person (a person is disabled with its primary), a
+/// linked user alone (one device of the person).
+fn set_active(conn: &Connection, address: &str, active: bool) -> Result<Vec<Uid>, StoreError> {
+    let user = find_user(conn, &UserKey::Address(address.to_string()))?
+        .ok_or_else(|| StoreError::NoSuchUser(format!("at address {address}")))?;
+    conn.prepare_cached("UPDATE users SET active = ?2 WHERE uid = ?1")?
+        .execute(params![user.uid, active])?;
+    Ok(match (active, user.primary_uid) {
+        (true, _) => Vec::new(),
+        (false, None) => person_uids(conn, user.uid)?,
+        (false, Some(_)) => vec![user.uid],
+    })
+}
+
 /// `useradd`: creates or updates the user, and issues the token it asks for.
 pub(super) fn useradd(conn: &Tx<'_>, req: NewUser, now: Millis) -> Result<IssuedUser, StoreError> {
     match req.token {
@@ -182,6 +216,7 @@ pub(super) fn useradd(conn: &Tx<'_>, req: NewUser, now: Millis) -> Result<Issued
                 linked_to: user.primary_uid,
                 revoked: Vec::new(),
                 moved: false,
+                disabled: Vec::new(),
             })
         }
         TokenRequest::Device(terms, device) => token_device(
@@ -271,6 +306,7 @@ fn token_device(
         linked_to: primary_uid,
         revoked,
         moved: false,
+        disabled: Vec::new(),
     })
 }
 
@@ -362,17 +398,19 @@ fn token_linkto(
         linked_to: Some(person),
         revoked: Vec::new(),
         moved,
+        disabled: Vec::new(),
     })
 }
 
-/// The holder of a token: its appid, expiry and identity.
+/// The holder of a token: its appid, expiry, identity, and whether the user may log in.
 fn token_holder(
     conn: &Connection,
     hash: &TokenHash,
-) -> Result<Option<(String, i64, Identity)>, StoreError> {
+) -> Result<Option<(String, i64, Identity, bool)>, StoreError> {
     Ok(conn
         .prepare_cached(
-            "SELECT t.appid, t.expires_at, u.uid, u.address, p.uid, p.address
+            "SELECT t.appid, t.expires_at, u.uid, u.address, p.uid, p.address,
+                    u.active AND p.active
              FROM tokens t
              JOIN users u ON u.uid = t.uid
              JOIN users p ON p.uid = coalesce(u.primary_uid, u.uid)
@@ -390,6 +428,7 @@ fn token_holder(
                     primary_address: r.get(5)?,
                     token_expires: expires,
                 },
+                r.get::<_, bool>(6)?,
             ))
         })
         .optional()?)
@@ -402,7 +441,7 @@ pub(super) fn check_token(
     appid: Option<&str>,
     now: Millis,
 ) -> Result<Identity, StoreError> {
-    let (token_appid, expires_at, identity) =
+    let (token_appid, expires_at, identity, active) =
         token_holder(conn, hash)?.ok_or(StoreError::AuthFailed(AuthFailure::Unknown))?;
     if expires_at <= now {
         return Err(StoreError::AuthFailed(AuthFailure::Expired));
@@ -410,7 +449,28 @@ pub(super) fn check_token(
     if appid.is_some_and(|appid| appid != token_appid) {
         return Err(StoreError::AuthFailed(AuthFailure::WrongAppid));
     }
+    // Checked last: only the holder of an otherwise valid token learns that its user is
+    // disabled.
+    if !active {
+        return Err(StoreError::AuthFailed(AuthFailure::Disabled));
+    }
     Ok(identity)
+}
+
+/// Refuses a message to the user at `address` when it (or its person) is disabled. A missing
+/// user is left to the caller, which reports it in its own words.
+pub(super) fn check_receives(conn: &Connection, address: &str) -> Result<(), StoreError> {
+    let active: Option<bool> = conn
+        .prepare_cached(
+            "SELECT u.active AND coalesce(p.active, 1)
+             FROM users u LEFT JOIN users p ON p.uid = u.primary_uid WHERE u.address = ?1",
+        )?
+        .query_row([address], |r| r.get(0))
+        .optional()?;
+    match active {
+        Some(false) => Err(StoreError::UserDisabled(address.to_string())),
+        _ => Ok(()),
+    }
 }
 
 /// `devices`: the person of the user `who` names, with all its users.

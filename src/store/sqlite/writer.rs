@@ -36,6 +36,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0006_upload_quota.sql"),
     include_str!("../migrations/0007_lean_log.sql"),
     include_str!("../migrations/0008_mid_no_autoincrement.sql"),
+    include_str!("../migrations/0010_user_active.sql"),
 ];
 
 /// A job that ran, waiting for its transaction's commit to learn its outcome.
