@@ -179,7 +179,8 @@ pub trait Store: Send + Sync + 'static {
     /// Who holds this token, if it is live, whatever its appid (HTTP file requests carry only
     /// the token).
     async fn identify(&self, hash: TokenHash, now: Millis) -> Result<Identity, StoreError>;
-    /// The person an address belongs to, and that person's primary address.
+    /// The person an address belongs to, and that person's primary address (for `ring`):
+    /// [`StoreError::UserDisabled`] when the address, or its person, is disabled.
     async fn resolve(&self, address: &str) -> Result<(PersonId, String), StoreError>;
     /// Records when devices were last seen (login, disconnect), all in one transaction.
     async fn touch(&self, seen: Vec<(Uid, Millis)>) -> Result<(), StoreError>;

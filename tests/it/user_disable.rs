@@ -95,6 +95,12 @@ async fn disabling_a_primary_closes_its_person_and_refuses_logins_and_messages()
             "{answer}"
         );
     }
+    // A call does not ring a disabled person either.
+    bob.send_json(json!({"op": "call", "call": "c1", "action": "ring", "to": ALICE}))
+        .await;
+    let err = bob.expect("error").await;
+    assert_eq!(err["code"], json!("user_disabled"), "{err}");
+    assert_eq!(err["call"], json!("c1"), "{err}");
     // An honest retry of what was stored before is still the same message.
     let retry = bob.send_msg("m1", ALICE, json!("before")).await;
     assert_eq!(retry["mid"], first["mid"]);

@@ -479,13 +479,15 @@ pub(super) fn devices(conn: &Connection, who: &UserKey) -> Result<PersonDevices,
     person_devices(conn, user.person())
 }
 
-/// The person at `address` and its primary's address.
+/// The person at `address` and its primary's address, to ring; a disabled user (or person)
+/// is not rung.
 pub(super) fn resolve(
     conn: &Connection,
     address: String,
 ) -> Result<(PersonId, String), StoreError> {
     let user = find_user(conn, &UserKey::Address(address.clone()))?
-        .ok_or(StoreError::UnknownRecipient(address))?;
+        .ok_or_else(|| StoreError::UnknownRecipient(address.clone()))?;
+    check_receives(conn, &address)?;
     let person = user.person();
     let primary_address = match user.primary_uid {
         Some(primary) => user_address(conn, primary)?,
