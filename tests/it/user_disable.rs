@@ -42,6 +42,17 @@ async fn active_flags(server: &TestServer, address: &str) -> Vec<Value> {
         .collect()
 }
 
+/// The status of a small upload with `token`.
+async fn upload_status(server: &TestServer, token: &str) -> u16 {
+    let addr = server
+        .http_url("")
+        .trim_start_matches("http://")
+        .to_string();
+    crate::files::upload(&addr, token, b"hello".to_vec(), "a.txt")
+        .await
+        .0
+}
+
 async fn closed_disabled(dev: &mut Device) {
     let (code, reason) = dev.expect_closed().await;
     assert_eq!(code, 4010, "{reason}");
@@ -73,6 +84,8 @@ async fn disabling_a_primary_closes_its_person_and_refuses_logins_and_messages()
         active_flags(&server, ALICE).await,
         [json!(false), json!(false)]
     );
+    // Its tokens are refused on the file paths too, as a revoked token is.
+    assert_eq!(upload_status(&server, &phone_token).await, 401);
 
     // Sends to it are refused, by any of its addresses, and store nothing.
     server.sessions_down_to(1).await;
@@ -116,6 +129,7 @@ async fn disabling_a_primary_closes_its_person_and_refuses_logins_and_messages()
         active_flags(&server, ALICE).await,
         [json!(true), json!(true)]
     );
+    assert_eq!(upload_status(&server, &phone_token).await, 200);
     let mut a_phone = server.login_since(&phone_token, Some(0), None).await;
     let welcome = a_phone.expect("welcome").await;
     assert_eq!(
