@@ -195,3 +195,13 @@ async fn a_bad_active_is_refused_and_changes_nothing() {
     }
     assert_eq!(server.snapshot(), before);
 }
+
+#[tokio::test]
+async fn a_disable_survives_a_restart() {
+    let server = TestServer::start().await;
+    let phone_token = token(&server, ALICE, "a-phone").await;
+    set_active(&server, ALICE, false).await;
+    let server = server.restart().await;
+    login_refused(&server, &phone_token).await;
+    assert_eq!(active_flags(&server, ALICE).await, [json!(false)]);
+}
