@@ -394,3 +394,31 @@ async fn each_bad_field_is_named_and_changes_nothing() {
     };
     assert!(text.contains(r#""body":{ "z" : 1,"a":[ 2 ] }"#), "{text}");
 }
+
+#[tokio::test]
+async fn a_curl_style_request_is_read_as_the_other_ops_are() {
+    // `curl -d` sends form-urlencoded, Windows tools write a byte order mark: the backend reads
+    // both as JSON for every op, `message` included (its body is taken from the same text).
+    let server = TestServer::start().await;
+    let mut b_phone = server.device(BOB, "b-phone").await;
+    server.device_token(ALICE, "a-phone").await;
+    let body = format!(
+        "\u{feff}{{\"op\":\"message\",\"token\":\"{APP_TOKEN}\",\"message\":{{\"from\":\"{ALICE}\",\"to\":\"{BOB}\",\"message\":{{\"k\": [1, 2]}},\"id\":9}}}}"
+    );
+    let answer: Value = reqwest::Client::new()
+        .post(server.http_url("/backend"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["mids"], json!([1]), "{answer}");
+    let frame = b_phone.conn.recv().await.unwrap();
+    let octet::client::Incoming::Frame(text, _) = frame else {
+        panic!("no frame: {frame:?}")
+    };
+    assert!(text.contains(r#""body":{"k": [1, 2]}"#), "{text}");
+}
