@@ -12,6 +12,7 @@
 //! - `files`: blobs, uploads and their pruning;
 //! - `app`: the app's secrets, the URL key and totals.
 
+mod active;
 mod app;
 mod files;
 mod log;
@@ -287,7 +288,7 @@ impl Store for SqliteStore {
         active: Option<bool>,
         now: Millis,
     ) -> Result<IssuedUser, StoreError> {
-        self.write(move |conn| users::useradd_active(conn, req, active, now))
+        self.write(move |conn| active::useradd_active(conn, req, active, now))
             .await
     }
 
@@ -338,7 +339,7 @@ impl Store for SqliteStore {
             // Checked after the append, in its savepoint (a refusal rolls it back): a retry
             // of a message stored before the recipient was disabled is still answered as sent.
             if !appended.duplicate {
-                users::check_receives(conn, &msg.to)?;
+                active::check_receives(conn, &msg.to)?;
             }
             let committed = (!appended.duplicate).then(|| {
                 Committed::Message(CommittedMessage {
