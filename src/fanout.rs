@@ -20,7 +20,8 @@ use crate::protocol::{
 };
 use crate::router::{Batch, Frame, Router};
 use crate::store::{
-    Answer, CommitSink, Committed, CommittedMessage, EventKind, LogEvent, Marker, Outcome, PersonId,
+    Answer, CommitSink, Committed, CommittedMessage, EventKind, LogEvent, Marker, NO_DEVICE,
+    Outcome, PersonId,
 };
 
 /// One shard's share of a transaction.
@@ -201,7 +202,7 @@ fn deliver_half(
         out: own,
         body: message.body.clone(),
         files: appended.files.clone(),
-        origin: own.then(|| Origin {
+        origin: (own && message.sender_uid != NO_DEVICE).then(|| Origin {
             uid: message.sender_uid,
             device: message.sender_device.clone(),
         }),

@@ -9,7 +9,7 @@ use crate::state::ServerState;
 /// # devices
 /// Lists the person of the user named by `uid` (or `user.uid` / `user.address`, any of the
 /// person's addresses): every user with its device id, appid, last seen, and whether it is
-/// online now. Errors: missing_field, wrong_type, bad_value, no_such_user.
+/// online now, and whether it is active (not disabled, itself or through its primary). Errors: missing_field, wrong_type, bad_value, no_such_user.
 pub(super) async fn devices(state: &ServerState, reply: Reply<'_>, value: &Value) -> OpResult {
     let who = user_key(value)?;
     let person = state.store.devices(who).await?;
@@ -26,6 +26,7 @@ pub(super) async fn devices(state: &ServerState, reply: Reply<'_>, value: &Value
             appid: d.appid,
             last_seen: state.last_seen.merged(d.uid, d.last_seen),
             acked: d.acked_seq,
+            active: d.active,
         })
         .collect();
     reply.ok(DevicesBody {

@@ -7,6 +7,7 @@
 
 mod admin;
 mod devices;
+mod message;
 mod profiles;
 mod tokens;
 mod users;
@@ -144,7 +145,9 @@ pub async fn backend(
             return refusal(&state.metrics, "", id, err);
         }
     };
-    let result = dispatch(&state, &op, id.clone(), &value).await;
+    // The body parsed as JSON, so it is UTF-8; `message` reads its body raw from it.
+    let raw = std::str::from_utf8(bytes).unwrap_or_default();
+    let result = dispatch(&state, &op, id.clone(), &value, raw).await;
     tracing::debug!(op = %op, ok = result.is_ok(), "backend op");
     let outcome = match &result {
         Ok(_) => "ok",
@@ -167,7 +170,13 @@ pub async fn backend(
     }
 }
 
-async fn dispatch(state: &ServerState, op: &str, id: Option<Value>, value: &Value) -> OpResult {
+async fn dispatch(
+    state: &ServerState,
+    op: &str,
+    id: Option<Value>,
+    value: &Value,
+    raw: &str,
+) -> OpResult {
     if !BACKEND_OPS.contains(&op) {
         return Err(ApiError::new(
             ErrorCode::UnknownOp,
@@ -189,6 +198,7 @@ async fn dispatch(state: &ServerState, op: &str, id: Option<Value>, value: &Valu
         "profileset" => profiles::profileset(state, reply, value).await,
         "stats" => admin::stats(state, reply).await,
         "apptokenrotate" => admin::apptokenrotate(state, reply, value).await,
+        "message" => message::message(state, reply, value, raw).await,
         _ => unreachable!("BACKEND_OPS lists every op dispatched here"),
     }
 }

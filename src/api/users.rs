@@ -19,6 +19,9 @@ pub const MAX_EXPIRY_MINUTES: i64 = 5_256_000;
 /// `user.token`, issues a token bound to `token.appid` for `token.expiry` minutes:
 /// for the user itself, for the device `token.device` (a known device keeps its user, a new one
 /// gets the primary or a new linked user), or for the user linked to `token.linkto`'s person.
+/// `user.active: false` disables the user at `user.address` (a primary: its whole person; a
+/// linked user: that device only): its live connections close with 4010, its logins and
+/// messages to it are refused; `true` enables it again.
 /// Errors: missing_field, wrong_type, bad_value, bad_expiry, no_such_user, device_limit, bad_link.
 pub(super) async fn useradd(state: &ServerState, reply: Reply<'_>, value: &Value) -> OpResult {
     require_objects(value, &["user", "user.token"])?;
@@ -69,7 +72,10 @@ pub(super) async fn useradd(state: &ServerState, reply: Reply<'_>, value: &Value
         name: user.name,
         token,
     };
-    let issued = state.store.useradd(new_user, now_millis()).await?;
+    let issued = state
+        .store
+        .useradd_active(new_user, user.active, now_millis())
+        .await?;
     let person = issued.linked_to.unwrap_or(issued.uid);
     for uid in &issued.revoked {
         state.router.kick(
@@ -77,6 +83,14 @@ pub(super) async fn useradd(state: &ServerState, reply: Reply<'_>, value: &Value
             *uid,
             CloseCode::Revoked,
             "token replaced: this device was issued a new token",
+        );
+    }
+    for uid in &issued.disabled {
+        state.router.kick(
+            person,
+            *uid,
+            CloseCode::UserDisabled,
+            "user disabled by the app's backend",
         );
     }
     if issued.moved {

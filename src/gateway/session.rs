@@ -21,7 +21,7 @@ use crate::auth::TokenHash;
 use crate::protocol::{ClientFrame, CloseCode, DecodeError, ErrorCode, Login, check_depth};
 use crate::router::{Bounds, ConnHandle, Mailbox, Outbound, OwnQueue};
 use crate::state::{ServerState, now_millis};
-use crate::store::{Identity, StoreError};
+use crate::store::{AuthFailure, Identity, StoreError};
 
 /// How long the answer to a failed login is held once its address is over `login_attempts`:
 /// with at most `max_anonymous_per_ip` sockets per address, this bounds the guesses one
@@ -185,6 +185,7 @@ async fn run_inner(
             Err(reason) => {
                 let result = match reason {
                     "auth failed" => "auth_failed",
+                    "user disabled" => "user_disabled",
                     "closed before login" => "closed",
                     "store error at login" => "error",
                     _ => "bad_frame",
@@ -314,6 +315,12 @@ impl Session {
                 );
                 Ok((identity, hash, login))
             }
+            // Not a failed guess (the token is valid), so it does not count toward the limiter.
+            Err(StoreError::AuthFailed(AuthFailure::Disabled)) => {
+                tracing::info!("login refused: user disabled");
+                self.refuse_disabled().await;
+                Err("user disabled")
+            }
             Err(StoreError::AuthFailed(why)) => {
                 tracing::info!(reason = %why, "login refused");
                 let attempts = self.state.config.login_attempts;
@@ -349,6 +356,19 @@ impl Session {
                 Err("store error at login")
             }
         }
+    }
+}
+
+impl Session {
+    /// The login of a disabled user: `user_disabled`, then close 4010.
+    async fn refuse_disabled(&self) {
+        self.refuse(
+            ErrorCode::UserDisabled,
+            "this user is disabled by the app's backend; do not reconnect until it is enabled again"
+                .into(),
+            CloseCode::UserDisabled,
+        )
+        .await;
     }
 }
 
@@ -395,6 +415,10 @@ impl Online<'_> {
             .await
         {
             Ok(again) if again == self.identity => true,
+            Err(StoreError::AuthFailed(AuthFailure::Disabled)) => {
+                self.refuse_disabled().await;
+                false
+            }
             Ok(_) | Err(StoreError::AuthFailed(_)) => {
                 self.refuse(
                     ErrorCode::AuthFailed,

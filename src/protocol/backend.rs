@@ -20,6 +20,7 @@ pub const BACKEND_OPS: &[&str] = &[
     "profileset",
     "stats",
     "apptokenrotate",
+    "message",
 ];
 
 /// `apptokenrotate`: a new app token; the current one stays valid for `grace` minutes.
@@ -113,6 +114,10 @@ pub struct UserAddSpec {
     /// Token request; without it only the user is created.
     #[serde(default)]
     pub token: Option<TokenSpec>,
+    /// mesibo's `active`: false disables the user (a primary: its whole person), true enables
+    /// it again; absent leaves it as it is.
+    #[serde(default)]
+    pub active: Option<bool>,
 }
 
 /// The `user.token` object of `useradd`.
@@ -246,6 +251,43 @@ pub struct DeviceOut {
     pub primary: bool,
     /// The last seq this device acked (0 if it never acked).
     pub acked: u64,
+    /// False when the device's user, or its person's primary, is disabled.
+    pub active: bool,
+}
+
+/// `message`: a message the backend sends as one of its users, in mesibo's shape.
+#[derive(Debug, Deserialize)]
+pub struct MessageRequest {
+    /// The message.
+    pub message: MessageSpec,
+}
+
+/// The `message` object of a `message` request.
+#[derive(Debug, Deserialize)]
+pub struct MessageSpec {
+    /// Any address of the sending user (a linked user sends as its primary).
+    pub from: String,
+    /// One address, or several separated by commas: one message per recipient.
+    pub to: String,
+    /// The body: any I-JSON value, relayed as sent (mesibo sends a string).
+    pub message: Box<RawValue>,
+    /// Seconds, as mesibo takes it: checked, not applied (retention decides how long messages
+    /// are kept).
+    #[serde(default)]
+    pub expiry: Option<Value>,
+    /// The backend's id for the message (a string or a non-negative integer): a retry with the
+    /// same id from the same user is not delivered twice.
+    #[serde(default)]
+    pub id: Option<Value>,
+}
+
+/// The body of a `message` answer.
+#[derive(Debug, Serialize)]
+pub struct MessageBody {
+    /// The message id of the first recipient's message.
+    pub mid: u64,
+    /// One message id per recipient, in the order of `to`.
+    pub mids: Vec<u64>,
 }
 
 // ---------------------------------------------------------------------------------------------

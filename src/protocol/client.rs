@@ -124,7 +124,7 @@ pub(super) fn bounded_opt<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Opti
 
 /// Refuses raw JSON the broker would store or relay as it is (`body`, call `data`) unless it is
 /// I-JSON (RFC 7493), so no frame a strict client cannot read is ever replayed to it.
-fn check_stored_json(field: &str, raw: Option<&RawValue>) -> Result<(), DecodeError> {
+pub fn check_stored_json(field: &str, raw: Option<&RawValue>) -> Result<(), DecodeError> {
     let Some(raw) = raw else { return Ok(()) };
     ijson::check(raw.get()).map_err(|detail| {
         DecodeError::new(

@@ -123,6 +123,9 @@ every_error_code! {
     RangeNotSatisfiable => "range_not_satisfiable",
     /// HTTP: an upload would take the person over its upload quota (bytes in the last 24 h).
     QuotaExceeded => "quota_exceeded",
+    /// The user (or its person) is disabled by the app's backend: its logins are refused, and
+    /// messages to it or from it are refused.
+    UserDisabled => "user_disabled",
     /// The server failed; the request may be retried.
     Internal => "internal",
 }
@@ -163,6 +166,8 @@ pub enum CloseCode {
     SlowConsumer = 4008,
     /// The broker is at its connection limit; try again later (after a backoff).
     TryAgainLater = 1013,
+    /// The app's backend disabled the user (or its person); do not reconnect until it is enabled.
+    UserDisabled = 4010,
 }
 
 impl CloseCode {

@@ -66,6 +66,11 @@ pub enum StoreError {
     /// The file id names no file the person may use.
     #[error("no file {0} that this user may use; upload it with POST /files first")]
     NoSuchFile(String),
+    /// The user (or its person) was disabled by the app's backend.
+    #[error(
+        "{0} is disabled by the app's backend; it is refused until the backend enables it again (useradd with `user.active: true`)"
+    )]
+    UserDisabled(String),
     /// The upload would take its person over the upload quota.
     #[error(
         "this upload would take the person over its upload quota of {quota} bytes a day ({used} bytes uploaded in the last 24 hours); upload it later, or ask the operator to raise --upload-quota-mib"
@@ -93,6 +98,9 @@ impl StoreError {
             StoreError::UnknownRecipient(_) => ErrorCode::UnknownRecipient,
             StoreError::DuplicateId(_) => ErrorCode::DuplicateId,
             StoreError::BadPosition(_) | StoreError::ProfileTooLarge(_) => ErrorCode::BadValue,
+            StoreError::UserDisabled(_) | StoreError::AuthFailed(AuthFailure::Disabled) => {
+                ErrorCode::UserDisabled
+            }
             StoreError::AuthFailed(_) => ErrorCode::AuthFailed,
             StoreError::NoSuchFile(_) => ErrorCode::NoSuchFile,
             StoreError::QuotaExceeded { .. } => ErrorCode::QuotaExceeded,
@@ -122,6 +130,8 @@ pub enum AuthFailure {
     Expired,
     /// The token was issued for another appid.
     WrongAppid,
+    /// The token is valid, but its user (or its person) is disabled (`user.active: false`).
+    Disabled,
 }
 
 impl std::fmt::Display for AuthFailure {
@@ -130,6 +140,7 @@ impl std::fmt::Display for AuthFailure {
             AuthFailure::Unknown => "unknown or revoked token",
             AuthFailure::Expired => "expired token",
             AuthFailure::WrongAppid => "token issued for another appid",
+            AuthFailure::Disabled => "user disabled",
         })
     }
 }
@@ -147,6 +158,15 @@ pub trait Store: Send + Sync + 'static {
 
     /// Creates or updates a user and issues a token as asked (`useradd`).
     async fn useradd(&self, req: NewUser, now: Millis) -> Result<IssuedUser, StoreError>;
+    /// [`Store::useradd`] with mesibo's `user.active`, in the same transaction: `Some(false)`
+    /// disables the user at `req.address` (a primary: its whole person, whose uids come back in
+    /// [`IssuedUser::disabled`]), `Some(true)` enables it again.
+    async fn useradd_active(
+        &self,
+        req: NewUser,
+        active: Option<bool>,
+        now: Millis,
+    ) -> Result<IssuedUser, StoreError>;
     /// A person and all of its users, found from any of its users.
     async fn devices(&self, who: UserKey) -> Result<PersonDevices, StoreError>;
     /// Who holds this token, if it is live and bound to `appid`.
@@ -159,7 +179,8 @@ pub trait Store: Send + Sync + 'static {
     /// Who holds this token, if it is live, whatever its appid (HTTP file requests carry only
     /// the token).
     async fn identify(&self, hash: TokenHash, now: Millis) -> Result<Identity, StoreError>;
-    /// The person an address belongs to, and that person's primary address.
+    /// The person an address belongs to, and that person's primary address (for `ring`):
+    /// [`StoreError::UserDisabled`] when the address, or its person, is disabled.
     async fn resolve(&self, address: &str) -> Result<(PersonId, String), StoreError>;
     /// Records when devices were last seen (login, disconnect), all in one transaction.
     async fn touch(&self, seen: Vec<(Uid, Millis)>) -> Result<(), StoreError>;

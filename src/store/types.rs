@@ -11,6 +11,10 @@ pub const MAX_DEVICES: usize = 8;
 /// A person's id: the uid of its primary user.
 pub type PersonId = Uid;
 
+/// The sending uid of a message no device sent (the backend's `message` op). uids start at 1,
+/// so the fan-out skips no device: every device of the sender's person gets the `out` copy.
+pub const NO_DEVICE: Uid = 0;
+
 /// Totals kept in the store.
 #[derive(Debug, Clone, Default)]
 pub struct StoreStats {
@@ -103,6 +107,8 @@ pub struct IssuedUser {
     /// True when an existing primary was linked into another person: its live connection,
     /// registered under its old person, must close and log in again.
     pub moved: bool,
+    /// Users this call disabled (`active: false`): their live connections must close.
+    pub disabled: Vec<Uid>,
 }
 
 /// Names one user.
@@ -158,6 +164,8 @@ pub struct DeviceRecord {
     pub last_seen: Option<Millis>,
     /// The last seq the device acked.
     pub acked_seq: u64,
+    /// Whether the device may log in: neither it nor its person's primary is disabled.
+    pub active: bool,
 }
 
 /// A person and its users, primary first.

@@ -907,12 +907,13 @@ fn close_codes() -> Vec<CloseCode> {
         IdleTimeout,
         SlowConsumer,
         TryAgainLater,
+        UserDisabled,
     ];
     for code in all {
         match code {
             Normal | GoingAway | ProtocolError | UnsupportedData | InvalidPayload
             | MessageTooBig | AuthFailed | LoginTimeout | Replaced | Revoked | IdleTimeout
-            | SlowConsumer | TryAgainLater => {}
+            | SlowConsumer | TryAgainLater | UserDisabled => {}
         }
     }
     all.to_vec()

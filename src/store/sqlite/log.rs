@@ -10,8 +10,8 @@ use super::seqs::{HEAD_SQL, Tx};
 use super::users::{find_user, user_address};
 use crate::protocol::{Millis, Origin};
 use crate::store::{
-    Appended, EventKind, Identity, LogEvent, LogHead, MAX_PROFILE_BYTES, Marker, NewMessage,
-    PersonId, StoreError, Uid, UserKey, attachment,
+    Appended, EventKind, Identity, LogEvent, LogHead, MAX_PROFILE_BYTES, Marker, NO_DEVICE,
+    NewMessage, PersonId, StoreError, Uid, UserKey, attachment,
 };
 
 /// Where a person's log stands, from committed rows (the writer keeps no counter on disk:
@@ -382,7 +382,8 @@ pub(super) fn append_message(conn: &Tx<'_>, msg: &NewMessage) -> Result<Appended
         pv,
         files_json.as_ref().map(|f| f.get()),
         mid,
-        msg.from.uid,
+        // The backend's messages come from no device: they have no origin.
+        (msg.from.uid != NO_DEVICE).then_some(msg.from.uid),
     ])?;
     if files_json.is_some() {
         let mut link = conn

@@ -12,6 +12,7 @@
 //! - `files`: blobs, uploads and their pruning;
 //! - `app`: the app's secrets, the URL key and totals.
 
+mod active;
 mod app;
 mod files;
 mod log;
@@ -283,6 +284,16 @@ impl Store for SqliteStore {
         self.write(move |conn| users::useradd(conn, req, now)).await
     }
 
+    async fn useradd_active(
+        &self,
+        req: NewUser,
+        active: Option<bool>,
+        now: Millis,
+    ) -> Result<IssuedUser, StoreError> {
+        self.write(move |conn| active::useradd_active(conn, req, active, now))
+            .await
+    }
+
     async fn devices(&self, who: UserKey) -> Result<PersonDevices, StoreError> {
         self.read(move |conn| users::devices(conn, &who)).await
     }
@@ -327,6 +338,11 @@ impl Store for SqliteStore {
     async fn append_message(&self, msg: NewMessage) -> Result<Appended, StoreError> {
         self.write_committing(move |conn| {
             let appended = log::append_message(conn, &msg)?;
+            // Checked after the append, in its savepoint (a refusal rolls it back): a retry
+            // of a message stored before the recipient was disabled is still answered as sent.
+            if !appended.duplicate {
+                active::check_receives(conn, &msg.to)?;
+            }
             let committed = (!appended.duplicate).then(|| {
                 Committed::Message(CommittedMessage {
                     appended: appended.clone(),

@@ -76,8 +76,10 @@ pub(super) fn person_devices(
     conn: &Connection,
     person: PersonId,
 ) -> Result<PersonDevices, StoreError> {
+    // A disabled primary disables its whole person: each device shows the effective state.
     let mut stmt = conn.prepare_cached(
-        "SELECT uid, address, device_id, appid, last_seen, acked_seq FROM users
+        "SELECT uid, address, device_id, appid, last_seen, acked_seq,
+                active AND (SELECT active FROM users WHERE uid = ?1) FROM users
          WHERE uid = ?1 OR primary_uid = ?1 ORDER BY primary_uid IS NOT NULL, uid",
     )?;
     let devices = stmt
@@ -89,6 +91,7 @@ pub(super) fn person_devices(
                 appid: r.get(3)?,
                 last_seen: r.get(4)?,
                 acked_seq: r.get(5)?,
+                active: r.get(6)?,
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;
@@ -182,6 +185,7 @@ pub(super) fn useradd(conn: &Tx<'_>, req: NewUser, now: Millis) -> Result<Issued
                 linked_to: user.primary_uid,
                 revoked: Vec::new(),
                 moved: false,
+                disabled: Vec::new(),
             })
         }
         TokenRequest::Device(terms, device) => token_device(
@@ -271,6 +275,7 @@ fn token_device(
         linked_to: primary_uid,
         revoked,
         moved: false,
+        disabled: Vec::new(),
     })
 }
 
@@ -362,17 +367,19 @@ fn token_linkto(
         linked_to: Some(person),
         revoked: Vec::new(),
         moved,
+        disabled: Vec::new(),
     })
 }
 
-/// The holder of a token: its appid, expiry and identity.
+/// The holder of a token: its appid, expiry, identity, and whether the user may log in.
 fn token_holder(
     conn: &Connection,
     hash: &TokenHash,
-) -> Result<Option<(String, i64, Identity)>, StoreError> {
+) -> Result<Option<(String, i64, Identity, bool)>, StoreError> {
     Ok(conn
         .prepare_cached(
-            "SELECT t.appid, t.expires_at, u.uid, u.address, p.uid, p.address, u.device_id
+            "SELECT t.appid, t.expires_at, u.uid, u.address, p.uid, p.address,
+                    u.active AND p.active, u.device_id
              FROM tokens t
              JOIN users u ON u.uid = t.uid
              JOIN users p ON p.uid = coalesce(u.primary_uid, u.uid)
@@ -388,9 +395,10 @@ fn token_holder(
                     address: r.get(3)?,
                     person: r.get(4)?,
                     primary_address: r.get(5)?,
-                    device: r.get(6)?,
+                    device: r.get(7)?,
                     token_expires: expires,
                 },
+                r.get::<_, bool>(6)?,
             ))
         })
         .optional()?)
@@ -403,13 +411,18 @@ pub(super) fn check_token(
     appid: Option<&str>,
     now: Millis,
 ) -> Result<Identity, StoreError> {
-    let (token_appid, expires_at, identity) =
+    let (token_appid, expires_at, identity, active) =
         token_holder(conn, hash)?.ok_or(StoreError::AuthFailed(AuthFailure::Unknown))?;
     if expires_at <= now {
         return Err(StoreError::AuthFailed(AuthFailure::Expired));
     }
     if appid.is_some_and(|appid| appid != token_appid) {
         return Err(StoreError::AuthFailed(AuthFailure::WrongAppid));
+    }
+    // Checked last: only the holder of an otherwise valid token learns that its user is
+    // disabled.
+    if !active {
+        return Err(StoreError::AuthFailed(AuthFailure::Disabled));
     }
     Ok(identity)
 }
@@ -420,13 +433,15 @@ pub(super) fn devices(conn: &Connection, who: &UserKey) -> Result<PersonDevices,
     person_devices(conn, user.person())
 }
 
-/// The person at `address` and its primary's address.
+/// The person at `address` and its primary's address, to ring; a disabled user (or person)
+/// is not rung.
 pub(super) fn resolve(
     conn: &Connection,
     address: String,
 ) -> Result<(PersonId, String), StoreError> {
     let user = find_user(conn, &UserKey::Address(address.clone()))?
-        .ok_or(StoreError::UnknownRecipient(address))?;
+        .ok_or_else(|| StoreError::UnknownRecipient(address.clone()))?;
+    super::active::check_receives(conn, &address)?;
     let person = user.person();
     let primary_address = match user.primary_uid {
         Some(primary) => user_address(conn, primary)?,
