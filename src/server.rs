@@ -153,6 +153,10 @@ pub async fn prepare(config: Config) -> Result<Prepared, StartError> {
         shutdown: tokio::sync::watch::channel(false).0,
         login_failures: Default::default(),
         send_rates,
+        typing_rates: crate::limits::SendRates::new(
+            crate::router::typing::TYPING_RATE,
+            crate::router::typing::TYPING_BURST,
+        ),
         admission: Default::default(),
         http_connections: Default::default(),
         last_seen: Default::default(),

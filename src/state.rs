@@ -35,6 +35,9 @@ pub struct ServerState {
     pub login_failures: LoginLimiter,
     /// Each person's send-rate budget, shared by its devices and kept across reconnects.
     pub send_rates: SendRates,
+    /// Each person's budget of `typing` frames (`router::typing::TYPING_RATE`), apart from
+    /// the send rate so typing never delays a message.
+    pub typing_rates: SendRates,
     /// Caps on WebSockets not logged in yet, and the count of logged-in ones.
     pub admission: Arc<crate::gateway::admission::Admission>,
     /// Open HTTP connections, capped at accept.

@@ -10,6 +10,7 @@ mod replies;
 mod session;
 mod socket;
 mod sync;
+mod typing;
 mod writer;
 
 use std::sync::Arc;

@@ -37,6 +37,8 @@ pub enum ServerFrame {
     FileUrl(FileUrl),
     /// Something this device sent was refused.
     Error(ErrorFrame),
+    /// A device of a person started or stopped typing (transient: never logged).
+    Typing(TypingEvent),
 }
 
 impl ServerFrame {
@@ -54,6 +56,7 @@ impl ServerFrame {
         "profile",
         "file_url",
         "error",
+        "typing",
     ];
 
     /// Decodes a frame from the broker (used by [`crate::client`]).
@@ -72,6 +75,7 @@ impl ServerFrame {
                 "profile" => decode_fields(text).map(ServerFrame::Profile),
                 "error" => decode_fields(text).map(ServerFrame::Error),
                 "file_url" => decode_fields(text).map(ServerFrame::FileUrl),
+                "typing" => decode_fields(text).map(ServerFrame::Typing),
                 _ => return None,
             })
         })
@@ -335,6 +339,21 @@ pub struct CallEvent {
     /// Opaque payload from the device that acted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<Box<RawValue>>,
+}
+
+/// `typing`: a device of `from` is typing to `to` (or stopped). Never logged or replayed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TypingEvent {
+    /// The typing person's primary address.
+    pub from: String,
+    /// The other person's primary address.
+    pub to: String,
+    /// `start` or `stop` (the broker sends `stop` itself 6 s after the last `start`, or when
+    /// the typing device disconnects).
+    pub state: TypingState,
+    /// True on the typing person's other devices.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub out: bool,
 }
 
 /// `error`: a refusal.

@@ -8,6 +8,7 @@
 mod call_table;
 pub mod calls;
 pub mod mailbox;
+pub mod typing;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -161,6 +162,7 @@ pub struct Router {
     persons: DashMap<PersonId, Entry>,
     metrics: Arc<Metrics>,
     calls: calls::Calls,
+    typing: typing::Typing,
     next_conn_id: AtomicU64,
 }
 
@@ -171,6 +173,7 @@ impl Router {
             persons: DashMap::new(),
             metrics,
             calls: calls::Calls::default(),
+            typing: typing::Typing::default(),
             next_conn_id: AtomicU64::new(0),
         }
     }
@@ -207,6 +210,8 @@ impl Router {
             entry.retain(|h| h.conn_id != conn_id);
             entry.is_empty()
         });
+        // After the removal, so the `stop` does not go to the leaving connection itself.
+        self.typing_end_for_conn(conn_id);
         self.calls_end_for_conn(conn_id, now)
     }
 

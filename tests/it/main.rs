@@ -34,3 +34,4 @@ mod seq_restart;
 mod slowloris;
 mod storm;
 mod sync;
+mod typing;
