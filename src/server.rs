@@ -142,10 +142,12 @@ pub async fn prepare(config: Config) -> Result<Prepared, StartError> {
         source,
     })?;
     let send_rates = crate::limits::SendRates::new(config.send_rate, config.send_burst);
+    let presence = crate::presence::Presence::new(router.clone(), config.presence_grace);
     let state = Arc::new(ServerState {
         config,
         store: Box::new(store),
         router,
+        presence,
         metrics,
         credentials: std::sync::RwLock::new(creds),
         rotation: Default::default(),

@@ -25,6 +25,8 @@ pub struct ServerState {
     pub store: Box<dyn Store>,
     /// The live routing table and call state.
     pub router: Arc<Router>,
+    /// Persons' aggregated online status and the `presence` subscriptions.
+    pub presence: Arc<crate::presence::Presence>,
     /// The app and admin tokens' hashes, checked in constant time. Behind a lock because the
     /// app token can be rotated while serving; never held across an await.
     pub credentials: RwLock<AppCredentials>,

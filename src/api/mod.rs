@@ -7,6 +7,7 @@
 
 mod admin;
 mod devices;
+mod presence;
 mod profiles;
 mod tokens;
 mod users;
@@ -189,6 +190,7 @@ async fn dispatch(state: &ServerState, op: &str, id: Option<Value>, value: &Valu
         "profileset" => profiles::profileset(state, reply, value).await,
         "stats" => admin::stats(state, reply).await,
         "apptokenrotate" => admin::apptokenrotate(state, reply, value).await,
+        "presence" => presence::presence(state, reply, value).await,
         _ => unreachable!("BACKEND_OPS lists every op dispatched here"),
     }
 }

@@ -6,6 +6,7 @@
 pub mod admission;
 mod calls;
 mod ops;
+mod presence;
 mod replies;
 mod session;
 mod socket;

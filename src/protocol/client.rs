@@ -35,12 +35,15 @@ pub enum ClientFrame {
     FileUrl(FileUrlRequest),
     /// This device started or stopped typing to a person (transient: never logged).
     Typing(TypingRequest),
+    /// Subscribe to (or unsubscribe from) persons' online status.
+    Presence(PresenceRequest),
 }
 
 impl ClientFrame {
     /// The ops a device may send.
     pub const OPS: &'static [&'static str] = &[
         "login", "send", "call", "history", "ack", "read", "profile", "file_url", "typing",
+        "presence",
     ];
 
     /// Decodes a frame from a device.
@@ -62,6 +65,7 @@ impl ClientFrame {
                 "profile" => decode_fields(text).map(ClientFrame::Profile),
                 "file_url" => decode_fields(text).map(ClientFrame::FileUrl),
                 "typing" => decode_fields(text).map(ClientFrame::Typing),
+                "presence" => decode_fields(text).map(ClientFrame::Presence),
                 _ => return None,
             })
         })
@@ -79,6 +83,7 @@ impl ClientFrame {
             ClientFrame::Profile(_) => "profile",
             ClientFrame::FileUrl(_) => "file_url",
             ClientFrame::Typing(_) => "typing",
+            ClientFrame::Presence(_) => "presence",
         }
     }
 
@@ -385,6 +390,20 @@ pub struct TypingRequest {
     pub to: String,
     /// `start` (also a refresh) or `stop`.
     pub state: TypingState,
+}
+
+/// The most addresses one `presence` frame may list (in `subscribe` and `unsubscribe` each).
+pub const PRESENCE_LIST_MAX: usize = 256;
+
+/// `presence`: start (`subscribe`) or stop (`unsubscribe`) getting persons' online status.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PresenceRequest {
+    /// Addresses (any address of each person) to get `presence` frames about.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subscribe: Vec<String>,
+    /// Addresses to stop getting them about.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unsubscribe: Vec<String>,
 }
 
 #[cfg(test)]

@@ -123,6 +123,11 @@ every_error_code! {
     RangeNotSatisfiable => "range_not_satisfiable",
     /// HTTP: an upload would take the person over its upload quota (bytes in the last 24 h).
     QuotaExceeded => "quota_exceeded",
+    /// A `presence` subscription to a person this person may not see (the broker's
+    /// `--presence` policy, or that person's deny list from the backend).
+    PresenceDenied => "presence_denied",
+    /// A connection (or a watched person) already has the most presence subscriptions allowed.
+    TooManySubscriptions => "too_many_subscriptions",
     /// The server failed; the request may be retried.
     Internal => "internal",
 }

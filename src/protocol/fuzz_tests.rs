@@ -27,6 +27,7 @@ const VALID: &[&str] = &[
     r#"{"op":"profile","set":{"name":"A","fields":{"k":1}}}"#,
     r#"{"op":"file_url","id":"f1"}"#,
     r#"{"op":"typing","to":"bob@example.com","state":"start"}"#,
+    r#"{"op":"presence","subscribe":["bob@example.com"],"unsubscribe":["c@example.com"]}"#,
 ];
 
 /// The codes `ClientFrame::decode` may refuse with; anything else (say `internal`) is a bug.

@@ -39,6 +39,8 @@ pub enum ServerFrame {
     Error(ErrorFrame),
     /// A device of a person started or stopped typing (transient: never logged).
     Typing(TypingEvent),
+    /// A subscribed person's online status (transient: never logged).
+    Presence(PresenceEvent),
 }
 
 impl ServerFrame {
@@ -57,6 +59,7 @@ impl ServerFrame {
         "file_url",
         "error",
         "typing",
+        "presence",
     ];
 
     /// Decodes a frame from the broker (used by [`crate::client`]).
@@ -76,6 +79,7 @@ impl ServerFrame {
                 "error" => decode_fields(text).map(ServerFrame::Error),
                 "file_url" => decode_fields(text).map(ServerFrame::FileUrl),
                 "typing" => decode_fields(text).map(ServerFrame::Typing),
+                "presence" => decode_fields(text).map(ServerFrame::Presence),
                 _ => return None,
             })
         })
@@ -354,6 +358,28 @@ pub struct TypingEvent {
     /// True on the typing person's other devices.
     #[serde(default, skip_serializing_if = "is_false")]
     pub out: bool,
+}
+
+/// Whether a person has a device online.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PresenceStatus {
+    /// At least one device is connected (or the last one left less than the grace ago).
+    Online,
+    /// No device has been connected for the grace period.
+    Offline,
+}
+
+/// `presence`: a subscribed person's status, right after subscribing and on every change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresenceEvent {
+    /// The person's primary address.
+    pub address: String,
+    /// `online` or `offline`.
+    pub status: PresenceStatus,
+    /// When the person's last device left (offline only; absent if it never connected).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<Millis>,
 }
 
 /// `error`: a refusal.

@@ -273,6 +273,20 @@ impl Router {
             .unwrap_or(false)
     }
 
+    /// Hands `frame` to the connection `conn_id` of `person` (not to a newer login of the same
+    /// uid, which did not ask for it). Returns whether it took it.
+    pub fn deliver_to_conn(&self, person: PersonId, conn_id: u64, frame: &Frame) -> bool {
+        self.persons
+            .get(&person)
+            .and_then(|entry| {
+                entry
+                    .iter()
+                    .find(|h| h.conn_id == conn_id)
+                    .map(|h| h.offer(frame, None, &self.metrics, None))
+            })
+            .unwrap_or(false)
+    }
+
     /// Closes the live connection of `uid`, if any.
     pub fn kick(&self, person: PersonId, uid: Uid, code: CloseCode, reason: &str) {
         if let Some(entry) = self.persons.get(&person) {

@@ -26,6 +26,7 @@ mod login;
 mod metrics;
 mod ordering;
 mod origin;
+mod presence;
 mod proto_examples;
 mod raw_frames;
 mod readyz;
