@@ -27,6 +27,13 @@ pub const MAX_SUBSCRIPTIONS_PER_CONN: usize = 256;
 /// The most connections subscribed to one person, so one status change costs a bounded fan-out.
 pub const MAX_WATCHERS_PER_TARGET: usize = 4096;
 
+/// Addresses a person (all of its devices) may name in `presence` frames per second, on
+/// average: each costs store reads, so the frame rate alone would let one token keep the
+/// readers busy. An app subscribes to what it shows, and again after a reconnect.
+pub const ADDRESS_RATE: u32 = 50;
+/// Addresses a person may name in a burst: two full frames (a reconnect of two devices).
+pub const ADDRESS_BURST: u32 = 512;
+
 /// A refused subscription.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SubscribeError {

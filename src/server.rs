@@ -159,6 +159,10 @@ pub async fn prepare(config: Config) -> Result<Prepared, StartError> {
             crate::router::typing::TYPING_RATE,
             crate::router::typing::TYPING_BURST,
         ),
+        presence_rates: crate::limits::SendRates::new(
+            crate::presence::ADDRESS_RATE,
+            crate::presence::ADDRESS_BURST,
+        ),
         admission: Default::default(),
         http_connections: Default::default(),
         last_seen: Default::default(),

@@ -40,6 +40,8 @@ pub struct ServerState {
     /// Each person's budget of `typing` frames (`router::typing::TYPING_RATE`), apart from
     /// the send rate so typing never delays a message.
     pub typing_rates: SendRates,
+    /// Each person's budget of addresses named in `presence` frames (`presence::ADDRESS_RATE`).
+    pub presence_rates: SendRates,
     /// Caps on WebSockets not logged in yet, and the count of logged-in ones.
     pub admission: Arc<crate::gateway::admission::Admission>,
     /// Open HTTP connections, capped at accept.

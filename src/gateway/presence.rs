@@ -5,7 +5,8 @@ use super::replies::store_refusal;
 use super::session::Online;
 use crate::config::PresencePolicy;
 use crate::presence::{
-    MAX_SUBSCRIPTIONS_PER_CONN, MAX_WATCHERS_PER_TARGET, SubscribeError, Watcher,
+    ADDRESS_BURST, ADDRESS_RATE, MAX_SUBSCRIPTIONS_PER_CONN, MAX_WATCHERS_PER_TARGET,
+    SubscribeError, Watcher,
 };
 use crate::protocol::{DecodeError, ErrorCode, PRESENCE_LIST_MAX, PresenceRequest};
 use crate::store::{PersonId, StoreError, UserKey};
@@ -29,6 +30,10 @@ impl Online<'_> {
             return self.error(err, None, None).await;
         }
         for address in req.unsubscribe {
+            if let Err(err) = self.address_budget(&address) {
+                self.error(err, None, None).await;
+                continue;
+            }
             match self.state.store.resolve(&address).await {
                 Ok((target, _)) => {
                     self.state.presence.unsubscribe(self.conn_id, target);
@@ -37,10 +42,27 @@ impl Online<'_> {
             }
         }
         for address in req.subscribe {
-            if let Err(err) = self.subscribe(&address).await {
+            let subscribed = match self.address_budget(&address) {
+                Ok(()) => self.subscribe(&address).await,
+                Err(err) => Err(err),
+            };
+            if let Err(err) = subscribed {
                 self.error(err, None, None).await;
             }
         }
+    }
+
+    /// Takes one of the person's address tokens (checked before any store read).
+    fn address_budget(&self, address: &str) -> Result<(), DecodeError> {
+        if self.state.presence_rates.take(self.identity.person) {
+            return Ok(());
+        }
+        Err(DecodeError::new(
+            ErrorCode::RateLimited,
+            format!(
+                "more than {ADDRESS_RATE} addresses per second in presence frames from this person's devices (bursts of {ADDRESS_BURST}); {address} was skipped: subscribe to it again later"
+            ),
+        ))
     }
 
     async fn subscribe(&self, address: &str) -> Result<(), DecodeError> {

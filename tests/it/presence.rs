@@ -326,3 +326,37 @@ async fn a_connection_subscribes_to_at_most_256_persons() {
     assert_eq!(a1.expect("presence").await["address"], addresses[256]);
     assert_eq!(server.state.presence.subscription_count(), 256);
 }
+
+#[tokio::test]
+async fn addresses_in_presence_frames_are_rate_limited_per_person() {
+    let server = TestServer::start_with(|c| c.presence = PresencePolicy::Open).await;
+    let mut a1 = server.device(ALICE, "a1").await;
+    // 1024 addresses back to back: the first 512 (the burst) are looked up, and the rest
+    // cannot all be (that would take the 50/s refill more than 10 s).
+    let unknown: Vec<String> = (0..256).map(|i| format!("nobody{i}@example.com")).collect();
+    for _ in 0..4 {
+        a1.send_json(json!({"op":"presence","subscribe":unknown}))
+            .await;
+    }
+    let mut codes = Vec::new();
+    while codes.len() < 1024 {
+        let frame = next_within(&mut a1, WAIT)
+            .await
+            .expect("an answer per address");
+        assert_eq!(frame["op"], "error", "{frame}");
+        codes.push(frame["code"].as_str().unwrap().to_string());
+    }
+    assert!(
+        codes[..512].iter().all(|c| c == "unknown_recipient"),
+        "the burst passes"
+    );
+    let limited = codes.iter().filter(|c| *c == "rate_limited").count();
+    assert!(limited >= 1, "none of 1024 was rate limited");
+    assert!(
+        codes
+            .iter()
+            .all(|c| c == "unknown_recipient" || c == "rate_limited")
+    );
+    // Typing and messages have budgets of their own.
+    a1.send_msg("m1", ALICE, json!("note")).await;
+}
