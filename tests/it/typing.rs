@@ -242,3 +242,34 @@ async fn typing_is_rate_limited_per_person() {
     a1.send_msg("m1", BOB, json!("hi")).await;
     assert_eq!(b1.expect("message").await["body"], "hi");
 }
+
+#[tokio::test]
+async fn a_device_is_shown_typing_to_at_most_four_persons() {
+    let server = TestServer::start().await;
+    let mut a1 = server.device(ALICE, "a1").await;
+    let mut b1 = server.device(BOB, "b1").await;
+    let others = [
+        "c@example.com",
+        "d@example.com",
+        "e@example.com",
+        "f@example.com",
+    ];
+    for other in others {
+        server.device_token(other, "x").await;
+    }
+    a1.send_json(json!({"op":"typing","to":BOB,"state":"start"}))
+        .await;
+    assert_eq!(b1.expect("typing").await["state"], "start");
+    for other in &others[..3] {
+        a1.send_json(json!({"op":"typing","to":other,"state":"start"}))
+            .await;
+    }
+    b1.expect_silence().await;
+    assert_eq!(server.state.router.typing_count(), 4);
+    // A fifth ends the oldest, with a stop, rather than being refused.
+    a1.send_json(json!({"op":"typing","to":others[3],"state":"start"}))
+        .await;
+    assert_eq!(b1.expect("typing").await, typing(ALICE, BOB, "stop", false));
+    assert_eq!(server.state.router.typing_count(), 4);
+    a1.expect_silence().await;
+}
