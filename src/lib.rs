@@ -28,6 +28,7 @@ pub mod files;
 pub mod gateway;
 pub mod limits;
 pub mod metrics;
+pub mod presence;
 pub mod protocol;
 pub mod router;
 pub mod server;

@@ -142,10 +142,12 @@ pub async fn prepare(config: Config) -> Result<Prepared, StartError> {
         source,
     })?;
     let send_rates = crate::limits::SendRates::new(config.send_rate, config.send_burst);
+    let presence = crate::presence::Presence::new(router.clone(), config.presence_grace);
     let state = Arc::new(ServerState {
         config,
         store: Box::new(store),
         router,
+        presence,
         metrics,
         credentials: std::sync::RwLock::new(creds),
         rotation: Default::default(),
@@ -153,6 +155,14 @@ pub async fn prepare(config: Config) -> Result<Prepared, StartError> {
         shutdown: tokio::sync::watch::channel(false).0,
         login_failures: Default::default(),
         send_rates,
+        typing_rates: crate::limits::SendRates::new(
+            crate::router::typing::TYPING_RATE,
+            crate::router::typing::TYPING_BURST,
+        ),
+        presence_rates: crate::limits::SendRates::new(
+            crate::presence::ADDRESS_RATE,
+            crate::presence::ADDRESS_BURST,
+        ),
         admission: Default::default(),
         http_connections: Default::default(),
         last_seen: Default::default(),

@@ -25,6 +25,8 @@ pub struct ServerState {
     pub store: Box<dyn Store>,
     /// The live routing table and call state.
     pub router: Arc<Router>,
+    /// Persons' aggregated online status and the `presence` subscriptions.
+    pub presence: Arc<crate::presence::Presence>,
     /// The app and admin tokens' hashes, checked in constant time. Behind a lock because the
     /// app token can be rotated while serving; never held across an await.
     pub credentials: RwLock<AppCredentials>,
@@ -35,6 +37,11 @@ pub struct ServerState {
     pub login_failures: LoginLimiter,
     /// Each person's send-rate budget, shared by its devices and kept across reconnects.
     pub send_rates: SendRates,
+    /// Each person's budget of `typing` frames (`router::typing::TYPING_RATE`), apart from
+    /// the send rate so typing never delays a message.
+    pub typing_rates: SendRates,
+    /// Each person's budget of addresses named in `presence` frames (`presence::ADDRESS_RATE`).
+    pub presence_rates: SendRates,
     /// Caps on WebSockets not logged in yet, and the count of logged-in ones.
     pub admission: Arc<crate::gateway::admission::Admission>,
     /// Open HTTP connections, capped at accept.

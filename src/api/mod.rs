@@ -8,6 +8,7 @@
 mod admin;
 mod devices;
 mod message;
+mod presence;
 mod profiles;
 mod tokens;
 mod users;
@@ -199,6 +200,7 @@ async fn dispatch(
         "stats" => admin::stats(state, reply).await,
         "apptokenrotate" => admin::apptokenrotate(state, reply, value).await,
         "message" => message::message(state, reply, value, raw).await,
+        "presence" => presence::presence(state, reply, value).await,
         _ => unreachable!("BACKEND_OPS lists every op dispatched here"),
     }
 }

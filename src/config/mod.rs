@@ -8,6 +8,7 @@
 mod settings;
 mod validate;
 
+pub use settings::PresencePolicy;
 pub use settings::{Cli, Command, LogFormat, ProxyHeader, Serve, Settings, SyncMode};
 pub use validate::ConfigError;
 
@@ -97,6 +98,10 @@ pub struct Config {
     /// Fan-out shard tasks; 0 means one per CPU the process may use. Not a flag: tests set it
     /// to check ordering across more shards than this machine has cores.
     pub fanout_shards: usize,
+    /// Who may subscribe to a person's presence.
+    pub presence: PresencePolicy,
+    /// How long a person stays online after its last device left.
+    pub presence_grace: Duration,
 }
 
 impl Config {
@@ -141,6 +146,8 @@ impl Config {
             proxy_header: ProxyHeader::XForwardedFor,
             metrics_token: None,
             fanout_shards: 0,
+            presence: PresencePolicy::Contacts,
+            presence_grace: Duration::from_secs(5),
         }
     }
 

@@ -78,6 +78,20 @@ pub enum ProxyHeader {
     Forwarded,
 }
 
+/// Who may subscribe to a person's presence (the backend's per-person lists refine it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PresencePolicy {
+    /// Anyone who knows the address.
+    Open,
+    /// Persons that exchanged a message with it. The default: when someone is awake is
+    /// personal, and an address alone (a phone number) should not let a stranger watch it.
+    #[default]
+    Contacts,
+    /// Nobody: every subscription is refused (allow lists included).
+    Off,
+}
+
 /// Every setting. Unset ones fall back to the file, then to the default shown.
 #[derive(Clone, Default, clap::Args, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -260,6 +274,17 @@ pub struct Settings {
     /// Read the metrics token from this file.
     #[arg(long, env = "OCTET_METRICS_TOKEN_FILE")]
     pub metrics_token_file: Option<PathBuf>,
+
+    /// Who may subscribe to a person's presence: open (anyone), contacts (persons that
+    /// exchanged a message with it) or off; the backend's `presence` op adds per-person allow
+    /// and deny lists [default: contacts].
+    #[arg(long, env = "OCTET_PRESENCE", value_enum)]
+    pub presence: Option<PresencePolicy>,
+
+    /// Seconds a person stays online after its last device disconnected, so a reconnect (a
+    /// phone switching networks) does not show as offline and back [default: 5].
+    #[arg(long, env = "OCTET_PRESENCE_GRACE")]
+    pub presence_grace: Option<u64>,
 }
 
 macro_rules! prefer {
@@ -323,7 +348,9 @@ impl Settings {
             trusted_proxies,
             proxy_header,
             metrics_token,
-            metrics_token_file
+            metrics_token_file,
+            presence,
+            presence_grace
         )
     }
 }

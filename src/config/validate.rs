@@ -103,6 +103,13 @@ impl Config {
             proxy_header: s.proxy_header.unwrap_or_default(),
             metrics_token: secret("metrics_token", s.metrics_token, s.metrics_token_file)?,
             fanout_shards: 0,
+            presence: s.presence.unwrap_or_default(),
+            presence_grace: seconds(
+                "presence_grace",
+                s.presence_grace,
+                defaults.presence_grace,
+                3600,
+            )?,
             listen: s
                 .listen
                 .unwrap_or_else(|| "127.0.0.1:8080".parse().expect("valid")),

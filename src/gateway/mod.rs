@@ -6,10 +6,12 @@
 pub mod admission;
 mod calls;
 mod ops;
+mod presence;
 mod replies;
 mod session;
 mod socket;
 mod sync;
+mod typing;
 mod writer;
 
 use std::sync::Arc;

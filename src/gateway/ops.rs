@@ -40,6 +40,8 @@ impl Online<'_> {
             Ok(ClientFrame::Ack(ack)) => self.ack(ack).await,
             Ok(ClientFrame::Read(read)) => self.read(read).await,
             Ok(ClientFrame::Profile(req)) => self.profile(req).await,
+            Ok(ClientFrame::Typing(req)) => self.typing(req).await,
+            Ok(ClientFrame::Presence(req)) => self.presence(req).await,
             Ok(ClientFrame::Login(_)) => {
                 let err = DecodeError::new(
                     ErrorCode::BadRequest,

@@ -165,6 +165,7 @@ async fn run_inner(
                 let handle =
                     ConnHandle::new(identity.uid, conn_id, session.queue.mailbox().clone());
                 state.router.register(identity.person, handle);
+                state.presence.joined(identity.person);
                 state.last_seen.record(identity.uid, now_millis());
                 let mut online = Online {
                     session: &session,
@@ -402,6 +403,8 @@ impl Online<'_> {
         {
             record_call(state, ended).await;
         }
+        state.presence.drop_conn(self.conn_id);
+        state.presence.left(self.identity.person, now);
         state.last_seen.record(self.identity.uid, now_millis());
     }
 

@@ -21,6 +21,7 @@ pub const BACKEND_OPS: &[&str] = &[
     "stats",
     "apptokenrotate",
     "message",
+    "presence",
 ];
 
 /// `apptokenrotate`: a new app token; the current one stays valid for `grace` minutes.
@@ -84,6 +85,33 @@ pub struct ProfileBody {
     pub profile: Box<RawValue>,
     /// The new version.
     pub version: u64,
+}
+
+/// `presence`: reads, or replaces, who may subscribe to a person's presence. A list given
+/// replaces the stored one (`[]` empties it); a list left out is kept.
+#[derive(Debug, Deserialize)]
+pub struct PresenceAclRequest {
+    /// Addresses of persons that may subscribe whatever the broker's `--presence` policy
+    /// (unless it is `off`).
+    #[serde(default)]
+    pub allow: Option<Vec<String>>,
+    /// Addresses of persons that may never subscribe; wins over `allow` and the policy.
+    #[serde(default)]
+    pub deny: Option<Vec<String>>,
+}
+
+/// The most addresses each of a `presence` op's lists may hold.
+pub const PRESENCE_ACL_MAX: usize = 1000;
+
+/// The body of a `presence` answer: the lists as stored now.
+#[derive(Debug, Serialize)]
+pub struct PresenceAclBody {
+    /// The person's primary address.
+    pub address: String,
+    /// Primary addresses of the persons allowed.
+    pub allow: Vec<String>,
+    /// Primary addresses of the persons denied.
+    pub deny: Vec<String>,
 }
 
 /// The fields every backend request shares.

@@ -33,12 +33,17 @@ pub enum ClientFrame {
     Profile(ProfileRequest),
     /// A short-lived signed download URL for a file this person may read.
     FileUrl(FileUrlRequest),
+    /// This device started or stopped typing to a person (transient: never logged).
+    Typing(TypingRequest),
+    /// Subscribe to (or unsubscribe from) persons' online status.
+    Presence(PresenceRequest),
 }
 
 impl ClientFrame {
     /// The ops a device may send.
     pub const OPS: &'static [&'static str] = &[
-        "login", "send", "call", "history", "ack", "read", "profile", "file_url",
+        "login", "send", "call", "history", "ack", "read", "profile", "file_url", "typing",
+        "presence",
     ];
 
     /// Decodes a frame from a device.
@@ -59,6 +64,8 @@ impl ClientFrame {
                 "read" => decode_fields(text).map(ClientFrame::Read),
                 "profile" => decode_fields(text).map(ClientFrame::Profile),
                 "file_url" => decode_fields(text).map(ClientFrame::FileUrl),
+                "typing" => decode_fields(text).map(ClientFrame::Typing),
+                "presence" => decode_fields(text).map(ClientFrame::Presence),
                 _ => return None,
             })
         })
@@ -75,6 +82,8 @@ impl ClientFrame {
             ClientFrame::Read(_) => "read",
             ClientFrame::Profile(_) => "profile",
             ClientFrame::FileUrl(_) => "file_url",
+            ClientFrame::Typing(_) => "typing",
+            ClientFrame::Presence(_) => "presence",
         }
     }
 
@@ -340,6 +349,61 @@ pub struct CallRequest {
     /// Opaque payload (an SDP offer or answer, an ICE candidate).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<Box<RawValue>>,
+}
+
+/// Whether a device is typing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TypingState {
+    /// Typing (again): shown until `stop`, or for 6 s without a refresh.
+    Start,
+    /// No longer typing.
+    Stop,
+}
+
+impl<'de> Deserialize<'de> for TypingState {
+    // By hand: serde_json reports a unit enum met with a non-string (`"state":true`) as
+    // malformed JSON; through a string it is a type error naming the field.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<TypingState, D::Error> {
+        match String::deserialize(d)?.as_str() {
+            "start" => Ok(TypingState::Start),
+            "stop" => Ok(TypingState::Stop),
+            other => Err(serde::de::Error::unknown_variant(other, &["start", "stop"])),
+        }
+    }
+}
+
+impl TypingState {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TypingState::Start => "start",
+            TypingState::Stop => "stop",
+        }
+    }
+}
+
+/// `typing`: this device is typing to the person at `to` (or stopped).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TypingRequest {
+    /// Any address of the other person.
+    pub to: String,
+    /// `start` (also a refresh) or `stop`.
+    pub state: TypingState,
+}
+
+/// The most addresses one `presence` frame may list (in `subscribe` and `unsubscribe` each).
+pub const PRESENCE_LIST_MAX: usize = 256;
+
+/// `presence`: start (`subscribe`) or stop (`unsubscribe`) getting persons' online status.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PresenceRequest {
+    /// Addresses (any address of each person) to get `presence` frames about.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subscribe: Vec<String>,
+    /// Addresses to stop getting them about.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unsubscribe: Vec<String>,
 }
 
 #[cfg(test)]

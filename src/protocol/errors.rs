@@ -126,6 +126,11 @@ every_error_code! {
     /// The user (or its person) is disabled by the app's backend: its logins are refused, and
     /// messages to it or from it are refused.
     UserDisabled => "user_disabled",
+    /// A `presence` subscription to a person this person may not see (the broker's
+    /// `--presence` policy, or that person's deny list from the backend).
+    PresenceDenied => "presence_denied",
+    /// A connection (or a watched person) already has the most presence subscriptions allowed.
+    TooManySubscriptions => "too_many_subscriptions",
     /// The server failed; the request may be retried.
     Internal => "internal",
 }

@@ -26,6 +26,8 @@ const VALID: &[&str] = &[
     r#"{"op":"read","peer":"a@example.com","upto":3}"#,
     r#"{"op":"profile","set":{"name":"A","fields":{"k":1}}}"#,
     r#"{"op":"file_url","id":"f1"}"#,
+    r#"{"op":"typing","to":"bob@example.com","state":"start"}"#,
+    r#"{"op":"presence","subscribe":["bob@example.com"],"unsubscribe":["c@example.com"]}"#,
 ];
 
 /// The codes `ClientFrame::decode` may refuse with; anything else (say `internal`) is a bug.
@@ -62,7 +64,8 @@ const ODD_VALUES: &[&str] = &[
 
 /// Op names to swap in: every known op (its fields then mostly do not fit) and unknown ones.
 const OPS: &[&str] = &[
-    "login", "send", "call", "history", "ack", "read", "profile", "file_url", "", "LOGIN", "nope",
+    "login", "send", "call", "history", "ack", "read", "profile", "file_url", "typing", "",
+    "LOGIN", "nope",
 ];
 
 /// What to do to one top-level field of a valid frame (the index picks which).

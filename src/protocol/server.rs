@@ -37,6 +37,10 @@ pub enum ServerFrame {
     FileUrl(FileUrl),
     /// Something this device sent was refused.
     Error(ErrorFrame),
+    /// A device of a person started or stopped typing (transient: never logged).
+    Typing(TypingEvent),
+    /// A subscribed person's online status (transient: never logged).
+    Presence(PresenceEvent),
 }
 
 impl ServerFrame {
@@ -54,6 +58,8 @@ impl ServerFrame {
         "profile",
         "file_url",
         "error",
+        "typing",
+        "presence",
     ];
 
     /// Decodes a frame from the broker (used by [`crate::client`]).
@@ -72,6 +78,8 @@ impl ServerFrame {
                 "profile" => decode_fields(text).map(ServerFrame::Profile),
                 "error" => decode_fields(text).map(ServerFrame::Error),
                 "file_url" => decode_fields(text).map(ServerFrame::FileUrl),
+                "typing" => decode_fields(text).map(ServerFrame::Typing),
+                "presence" => decode_fields(text).map(ServerFrame::Presence),
                 _ => return None,
             })
         })
@@ -350,6 +358,43 @@ pub struct CallEvent {
     /// Opaque payload from the device that acted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<Box<RawValue>>,
+}
+
+/// `typing`: a device of `from` is typing to `to` (or stopped). Never logged or replayed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TypingEvent {
+    /// The typing person's primary address.
+    pub from: String,
+    /// The other person's primary address.
+    pub to: String,
+    /// `start` or `stop` (the broker sends `stop` itself 6 s after the last `start`, or when
+    /// the typing device disconnects).
+    pub state: TypingState,
+    /// True on the typing person's other devices.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub out: bool,
+}
+
+/// Whether a person has a device online.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PresenceStatus {
+    /// At least one device is connected (or the last one left less than the grace ago).
+    Online,
+    /// No device has been connected for the grace period.
+    Offline,
+}
+
+/// `presence`: a subscribed person's status, right after subscribing and on every change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresenceEvent {
+    /// The person's primary address.
+    pub address: String,
+    /// `online` or `offline`.
+    pub status: PresenceStatus,
+    /// When the person's last device left (offline only; absent if it never connected).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<Millis>,
 }
 
 /// `error`: a refusal.

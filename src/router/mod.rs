@@ -8,6 +8,7 @@
 mod call_table;
 pub mod calls;
 pub mod mailbox;
+pub mod typing;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -161,6 +162,7 @@ pub struct Router {
     persons: DashMap<PersonId, Entry>,
     metrics: Arc<Metrics>,
     calls: calls::Calls,
+    typing: typing::Typing,
     next_conn_id: AtomicU64,
 }
 
@@ -171,6 +173,7 @@ impl Router {
             persons: DashMap::new(),
             metrics,
             calls: calls::Calls::default(),
+            typing: typing::Typing::default(),
             next_conn_id: AtomicU64::new(0),
         }
     }
@@ -207,6 +210,8 @@ impl Router {
             entry.retain(|h| h.conn_id != conn_id);
             entry.is_empty()
         });
+        // After the removal, so the `stop` does not go to the leaving connection itself.
+        self.typing_end_for_conn(conn_id);
         self.calls_end_for_conn(conn_id, now)
     }
 
@@ -263,6 +268,20 @@ impl Router {
                 entry
                     .iter()
                     .find(|h| h.uid == uid)
+                    .map(|h| h.offer(frame, None, &self.metrics, None))
+            })
+            .unwrap_or(false)
+    }
+
+    /// Hands `frame` to the connection `conn_id` of `person` (not to a newer login of the same
+    /// uid, which did not ask for it). Returns whether it took it.
+    pub fn deliver_to_conn(&self, person: PersonId, conn_id: u64, frame: &Frame) -> bool {
+        self.persons
+            .get(&person)
+            .and_then(|entry| {
+                entry
+                    .iter()
+                    .find(|h| h.conn_id == conn_id)
                     .map(|h| h.offer(frame, None, &self.metrics, None))
             })
             .unwrap_or(false)

@@ -274,4 +274,24 @@ pub trait Store: Send + Sync + 'static {
     async fn tokendel(&self, who: UserKey) -> Result<Revoked, StoreError>;
     /// Removes a user; a primary takes its whole person with it (`userdel`).
     async fn userdel(&self, who: UserKey) -> Result<Removed, StoreError>;
+
+    /// Whether `watcher` may see `target`'s presence, as far as the store knows: the target's
+    /// list entry for the watcher, and (if `with_contacts` and no entry) whether the two
+    /// persons exchanged a message. A read.
+    async fn presence_check(
+        &self,
+        watcher: PersonId,
+        target: PersonId,
+        with_contacts: bool,
+    ) -> Result<PresenceCheck, StoreError>;
+    /// A person's presence lists.
+    async fn presence_acl(&self, person: PersonId) -> Result<PresenceAcl, StoreError>;
+    /// Replaces the lists given (`None` keeps one); a person in both is denied. Returns the
+    /// lists as stored.
+    async fn set_presence_acl(
+        &self,
+        person: PersonId,
+        allow: Option<Vec<PersonId>>,
+        deny: Option<Vec<PersonId>>,
+    ) -> Result<PresenceAcl, StoreError>;
 }

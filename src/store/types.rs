@@ -433,3 +433,21 @@ pub struct FileRecord {
     /// The bytes' facts.
     pub blob: BlobMeta,
 }
+
+/// A person's presence lists (`presence` backend op), as primary addresses.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PresenceAcl {
+    /// Persons that may subscribe whatever the policy (unless presence is off).
+    pub allow: Vec<String>,
+    /// Persons that may never subscribe.
+    pub deny: Vec<String>,
+}
+
+/// What the store knows about one person seeing another's presence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PresenceCheck {
+    /// The watched person's list entry for the watcher: allowed, denied, or neither.
+    pub rule: Option<bool>,
+    /// They exchanged a message (only looked up when asked for and no rule applies).
+    pub contacts: bool,
+}

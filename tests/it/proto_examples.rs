@@ -64,6 +64,7 @@ struct ScenarioConfig {
     login_timeout_ms: Option<u64>,
     max_file_kib: Option<u64>,
     upload_quota_kib: Option<u64>,
+    presence_grace_ms: Option<u64>,
 }
 
 /// One step: a backend request (`request`, `raw` or `http`), a device action (`device` with
@@ -426,6 +427,9 @@ async fn run_scenario(scenario: Scenario) -> Vec<String> {
         }
         if let Some(kib) = config.upload_quota_kib {
             c.upload_quota_bytes = kib * 1024;
+        }
+        if let Some(ms) = config.presence_grace_ms {
+            c.presence_grace = Duration::from_millis(ms);
         }
     })
     .await;
@@ -970,6 +974,7 @@ fn examples_show_every_op_action_and_error() {
         ErrorCode::RequestTimeout,
         ErrorCode::BadMetricsToken,
         ErrorCode::BadUtf8,
+        ErrorCode::TooManySubscriptions,
     ];
     for code in ErrorCode::ALL
         .iter()

@@ -18,6 +18,7 @@ mod files;
 mod log;
 #[cfg(test)]
 mod migration_tests;
+mod presence;
 mod receipts;
 mod retention;
 mod seqs;
@@ -48,6 +49,7 @@ use super::{
     LogEvent, LogHead, Marker, NewFile, NewMessage, NewUser, PersonDevices, PersonId, Removed,
     Revoked, Store, StoreError, StoreStats, UserKey,
 };
+use super::{PresenceAcl, PresenceCheck};
 use crate::auth::TokenHash;
 use crate::protocol::{Millis, Uid};
 
@@ -551,5 +553,29 @@ impl Store for SqliteStore {
 
     async fn userdel(&self, who: UserKey) -> Result<Removed, StoreError> {
         self.write(move |conn| users::userdel(conn, &who)).await
+    }
+
+    async fn presence_check(
+        &self,
+        watcher: PersonId,
+        target: PersonId,
+        with_contacts: bool,
+    ) -> Result<PresenceCheck, StoreError> {
+        self.read(move |conn| presence::check(conn, watcher, target, with_contacts))
+            .await
+    }
+
+    async fn presence_acl(&self, person: PersonId) -> Result<PresenceAcl, StoreError> {
+        self.read(move |conn| presence::acl(conn, person)).await
+    }
+
+    async fn set_presence_acl(
+        &self,
+        person: PersonId,
+        allow: Option<Vec<PersonId>>,
+        deny: Option<Vec<PersonId>>,
+    ) -> Result<PresenceAcl, StoreError> {
+        self.write(move |conn| presence::set_acl(conn, person, allow, deny))
+            .await
     }
 }

@@ -38,6 +38,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0008_mid_no_autoincrement.sql"),
     include_str!("../migrations/0009_one_row_per_send.sql"),
     include_str!("../migrations/0010_user_active.sql"),
+    include_str!("../migrations/0011_presence_acl.sql"),
     include_str!("../migrations/0012_message_origin.sql"),
 ];
 
