@@ -4,6 +4,7 @@
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::value::RawValue;
 
+use super::contacts;
 use super::files::readable_file;
 use super::receipts::{append_marker, next_seq};
 use super::seqs::{HEAD_SQL, Tx};
@@ -392,6 +393,7 @@ pub(super) fn append_message(conn: &Tx<'_>, msg: &NewMessage) -> Result<Appended
             link.execute(params![mid, pos, id])?;
         }
     }
+    contacts::record(conn, sender, recipient_person)?;
     // The sender's log entry is the message row itself (at `sender_seq`); a message to
     // oneself has no other.
     if recipient_person != sender {

@@ -288,3 +288,38 @@ async fn migration_0008_drops_autoincrement_and_keeps_mids_unique() {
     assert!(again.duplicate);
     assert_eq!(again.mid, 1);
 }
+
+/// Migration 0015 fills `contacts` from the stored messages: one pair per two persons that
+/// exchanged one either way, none for a note to self or a person that no longer exists.
+#[tokio::test]
+async fn migration_0015_makes_contacts_of_the_persons_that_exchanged_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let before_0015 = MIGRATIONS
+        .iter()
+        .position(|m| m.contains("CREATE TABLE contacts"))
+        .unwrap();
+    database_at(
+        dir.path(),
+        before_0015,
+        "INSERT INTO users (uid, address, created_at)
+             VALUES (1, 'a@x', 0), (2, 'b@x', 0), (3, 'c@x', 0), (4, 'd@x', 0);
+         INSERT INTO persons (person) VALUES (1), (2), (3), (4);
+         INSERT INTO messages (mid, sender_person, client_id, from_address, to_address,
+             recipient_person, sender_seq, recipient_seq, ts, body)
+         VALUES (1, 1, 'c1', 'a@x', 'b@x', 2, 1, 1, 1, '1'),
+                (2, 2, 'c2', 'b@x', 'a@x', 1, 2, 2, 2, '1'),
+                (3, 3, 'c3', 'c@x', 'c@x', 3, 1, 1, 3, '1'),
+                (4, 9, 'c4', 'gone@x', 'd@x', 4, 1, 1, 4, '1'),
+                (5, 4, 'c5', 'd@x', 'a@x', 1, 2, 3, 5, '1');",
+    );
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let pairs: Vec<(u64, u64)> = store
+        .read(|c| {
+            Ok(c.prepare("SELECT a, b FROM contacts ORDER BY a, b")?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?)
+        })
+        .await
+        .unwrap();
+    assert_eq!(pairs, [(1, 2), (1, 4)]);
+}

@@ -14,6 +14,7 @@
 
 mod active;
 mod app;
+mod contacts;
 mod files;
 mod log;
 #[cfg(test)]

@@ -4,6 +4,7 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::contacts::are_contacts;
 use crate::store::{PersonId, PresenceAcl, PresenceCheck, StoreError};
 
 /// What the store knows about `watcher` seeing `target`: the target's list entry for the
@@ -18,17 +19,8 @@ pub(super) fn check(
         .prepare_cached("SELECT allow FROM presence_acl WHERE person = ?1 AND other = ?2")?
         .query_row(params![target, watcher], |r| r.get(0))
         .optional()?;
-    // A message either way. `UNIQUE (sender_person, client_id)` indexes the sender, so each
-    // probe walks one person's sent messages at most; no index is added, which every send
-    // would have to maintain.
-    let contacts = with_contacts && rule.is_none() && {
-        let mut sent = conn.prepare_cached(
-            "SELECT EXISTS (SELECT 1 FROM messages
-                            WHERE sender_person = ?1 AND recipient_person = ?2)",
-        )?;
-        sent.query_row(params![watcher, target], |r| r.get::<_, bool>(0))?
-            || sent.query_row(params![target, watcher], |r| r.get::<_, bool>(0))?
-    };
+    // A message either way: one lookup in `contacts` (migration 0015), which the writer keeps.
+    let contacts = with_contacts && rule.is_none() && are_contacts(conn, watcher, target)?;
     Ok(PresenceCheck { rule, contacts })
 }
 

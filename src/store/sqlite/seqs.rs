@@ -40,6 +40,7 @@ use std::ops::Deref;
 
 use rusqlite::{Connection, OptionalExtension};
 
+use super::contacts::Contacts;
 use crate::store::{PersonId, StoreError};
 
 /// A person's head as the writer sees it, in or after the current transaction.
@@ -78,6 +79,8 @@ pub(super) struct Heads {
     job: HashMap<PersonId, Option<Head>>,
     /// The next message id to hand out (`None`: not read from the rows yet). See [`Tx::take_mid`].
     next_mid: Option<u64>,
+    /// The contact pairs, kept by the same rule (`contacts`).
+    pub(super) contacts: Contacts,
 }
 
 impl Heads {
@@ -93,17 +96,20 @@ impl Heads {
 
     /// A job's savepoint was released: its heads join the batch's.
     pub(super) fn job_released(&mut self) {
+        self.contacts.job_released();
         self.batch.extend(self.job.drain());
     }
 
     /// A job's savepoint was rolled back (or its outcome is unknown): its heads are forgotten.
     pub(super) fn job_rolled_back(&mut self) {
+        self.contacts.job_rolled_back();
         self.job.clear();
     }
 
     /// The batch's transaction committed: its heads become the cache.
     pub(super) fn committed(&mut self) {
         debug_assert!(self.job.is_empty());
+        self.contacts.committed();
         if self.committed.len() + self.batch.len() > MAX_CACHED {
             self.committed.clear();
         }
@@ -117,6 +123,7 @@ impl Heads {
 
     /// The batch's transaction was rolled back: nothing it took happened.
     pub(super) fn rolled_back(&mut self) {
+        self.contacts.rolled_back();
         self.job.clear();
         self.batch.clear();
     }
@@ -125,6 +132,7 @@ impl Heads {
     pub(super) fn reset(&mut self) {
         self.rolled_back();
         self.committed.clear();
+        self.contacts = Contacts::default();
     }
 }
 
