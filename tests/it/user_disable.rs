@@ -204,4 +204,9 @@ async fn a_disable_survives_a_restart() {
     let server = server.restart().await;
     login_refused(&server, &phone_token).await;
     assert_eq!(active_flags(&server, ALICE).await, [json!(false)]);
+    // The store learns at open that a user is disabled: sends to it are still checked.
+    let mut bob = server.device(BOB, "b-phone").await;
+    bob.send_json(json!({"op": "send", "id": "m1", "to": ALICE, "body": "hi"}))
+        .await;
+    assert_eq!(bob.expect("error").await["code"], json!("user_disabled"));
 }
