@@ -210,3 +210,30 @@ async fn a_disable_survives_a_restart() {
         .await;
     assert_eq!(bob.expect("error").await["code"], json!("user_disabled"));
 }
+
+#[tokio::test]
+async fn the_primary_and_a_linked_user_are_disabled_separately() {
+    let server = TestServer::start().await;
+    server.device_token(ALICE, "a-phone").await;
+    server.device_token(ALICE, "a-laptop").await;
+    let linked = format!("{ALICE}-linked-1");
+    set_active(&server, &linked, false).await;
+    set_active(&server, ALICE, false).await;
+    assert_eq!(
+        active_flags(&server, ALICE).await,
+        [json!(false), json!(false)]
+    );
+    // The person stays disabled while its primary is, whatever its linked user's flag.
+    set_active(&server, &linked, true).await;
+    assert_eq!(
+        active_flags(&server, ALICE).await,
+        [json!(false), json!(false)]
+    );
+    set_active(&server, &linked, false).await;
+    // Enabling the primary leaves the linked user that was disabled on its own disabled.
+    set_active(&server, ALICE, true).await;
+    assert_eq!(
+        active_flags(&server, ALICE).await,
+        [json!(true), json!(false)]
+    );
+}
