@@ -358,9 +358,7 @@ impl Session {
             }
         }
     }
-}
 
-impl Session {
     /// The login of a disabled user: `user_disabled`, then close 4010.
     async fn refuse_disabled(&self) {
         self.refuse(

@@ -204,4 +204,36 @@ async fn a_disable_survives_a_restart() {
     let server = server.restart().await;
     login_refused(&server, &phone_token).await;
     assert_eq!(active_flags(&server, ALICE).await, [json!(false)]);
+    // The store learns at open that a user is disabled: sends to it are still checked.
+    let mut bob = server.device(BOB, "b-phone").await;
+    bob.send_json(json!({"op": "send", "id": "m1", "to": ALICE, "body": "hi"}))
+        .await;
+    assert_eq!(bob.expect("error").await["code"], json!("user_disabled"));
+}
+
+#[tokio::test]
+async fn the_primary_and_a_linked_user_are_disabled_separately() {
+    let server = TestServer::start().await;
+    server.device_token(ALICE, "a-phone").await;
+    server.device_token(ALICE, "a-laptop").await;
+    let linked = format!("{ALICE}-linked-1");
+    set_active(&server, &linked, false).await;
+    set_active(&server, ALICE, false).await;
+    assert_eq!(
+        active_flags(&server, ALICE).await,
+        [json!(false), json!(false)]
+    );
+    // The person stays disabled while its primary is, whatever its linked user's flag.
+    set_active(&server, &linked, true).await;
+    assert_eq!(
+        active_flags(&server, ALICE).await,
+        [json!(false), json!(false)]
+    );
+    set_active(&server, &linked, false).await;
+    // Enabling the primary leaves the linked user that was disabled on its own disabled.
+    set_active(&server, ALICE, true).await;
+    assert_eq!(
+        active_flags(&server, ALICE).await,
+        [json!(true), json!(false)]
+    );
 }

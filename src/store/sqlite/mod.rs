@@ -92,6 +92,8 @@ pub struct SqliteStore {
     doomed: Arc<Mutex<HashSet<String>>>,
     /// Where the next retention step starts: persons after this id (0: from the first).
     prune_after: Mutex<PersonId>,
+    /// Whether a send must check that its recipient is not disabled.
+    any_disabled: active::AnyDisabled,
 }
 
 impl SqliteStore {
@@ -121,6 +123,7 @@ impl SqliteStore {
             writer.pragma_update(None, "synchronous", "FULL")?;
         }
         migrate(&mut writer)?;
+        let any_disabled = active::AnyDisabled::load(&writer)?;
         let blobs = BlobDir::new(dir).synced(full_sync);
         files::remove_orphans(&writer, &blobs)?;
         let readers = (0..READERS)
@@ -156,6 +159,7 @@ impl SqliteStore {
             blobs,
             doomed: Arc::default(),
             prune_after: Mutex::new(0),
+            any_disabled,
         })
     }
 
@@ -293,7 +297,8 @@ impl Store for SqliteStore {
         active: Option<bool>,
         now: Millis,
     ) -> Result<IssuedUser, StoreError> {
-        self.write(move |conn| active::useradd_active(conn, req, active, now))
+        let any_disabled = self.any_disabled.clone();
+        self.write(move |conn| active::useradd_active(conn, req, active, &any_disabled, now))
             .await
     }
 
@@ -339,11 +344,12 @@ impl Store for SqliteStore {
     }
 
     async fn append_message(&self, msg: NewMessage) -> Result<Appended, StoreError> {
+        let any_disabled = self.any_disabled.clone();
         self.write_committing(move |conn| {
             let appended = log::append_message(conn, &msg)?;
             // Checked after the append, in its savepoint (a refusal rolls it back): a retry
             // of a message stored before the recipient was disabled is still answered as sent.
-            if !appended.duplicate {
+            if !appended.duplicate && any_disabled.get() {
                 active::check_receives(conn, &msg.to)?;
             }
             let committed = (!appended.duplicate).then(|| {
