@@ -1,6 +1,14 @@
-//! octet's own client: the backend API over HTTP and a device's WebSocket connection.
-//! Used by the integration tests, the load generator and examples. Depends only on
+//! octet's own client: the backend API over HTTP, a device's plain WebSocket [`Connection`]
+//! (what the integration tests and the load generator drive frame by frame), and [`Session`],
+//! a device that reconnects, resends and dedupes by itself (what an app uses). Depends only on
 //! [`crate::protocol`].
+
+mod reconnect;
+mod session;
+mod store;
+
+pub use session::{SendError, Session, SessionEvent, SessionOptions, SessionSender, is_final};
+pub use store::{Cursor, MemoryStore, PendingSend, SessionStore};
 
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};

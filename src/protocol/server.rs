@@ -44,6 +44,19 @@ pub enum ServerFrame {
 }
 
 impl ServerFrame {
+    /// The frame's place in the person's log, for the frames that are logged events (a
+    /// client dedupes and resumes by it); `None` for the others.
+    pub fn log_seq(&self) -> Option<u64> {
+        match self {
+            ServerFrame::Message(m) => Some(m.seq),
+            ServerFrame::Receipt(r) => Some(r.seq),
+            ServerFrame::Read(r) => Some(r.seq),
+            ServerFrame::CallRecord(c) => Some(c.seq),
+            ServerFrame::Profile(p) => p.seq,
+            _ => None,
+        }
+    }
+
     /// The ops the broker sends.
     pub const OPS: &'static [&'static str] = &[
         "welcome",

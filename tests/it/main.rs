@@ -34,6 +34,7 @@ mod readyz;
 mod records;
 mod sent_from;
 mod seq_restart;
+mod session;
 mod slowloris;
 mod storm;
 mod sync;

@@ -42,11 +42,16 @@ pub struct Broker {
 impl Broker {
     /// Starts the real binary on a port the kernel picks and waits until it is healthy.
     pub async fn start(data_dir: &std::path::Path) -> Broker {
+        Broker::start_on(data_dir, "127.0.0.1:0".parse().unwrap()).await
+    }
+
+    /// Starts the real binary listening on `listen` (a restart on the address clients know).
+    pub async fn start_on(data_dir: &std::path::Path, listen: SocketAddr) -> Broker {
         let mut child = Command::new(env!("CARGO_BIN_EXE_octet"))
             .args([
                 "serve",
                 "--listen",
-                "127.0.0.1:0",
+                &listen.to_string(),
                 "--app-token",
                 APP_TOKEN,
                 // The two senders stream as fast as the broker answers.
