@@ -343,14 +343,11 @@ pub(super) fn append_message(conn: &Tx<'_>, msg: &NewMessage) -> Result<Appended
         serde_json::value::to_raw_value(&attachments).expect("attachments always serialize")
     });
 
-    let recipient = find_user(conn, &UserKey::Address(msg.to.clone()))?
+    let (recipient_person, to) = conn
+        .heads()
+        .recipients
+        .resolve(conn, &msg.to)?
         .ok_or_else(|| StoreError::UnknownRecipient(msg.to.clone()))?;
-    let recipient_person = recipient.person();
-    let to = if recipient.primary_uid.is_some() {
-        user_address(conn, recipient_person)?
-    } else {
-        recipient.address
-    };
     // The sender's seq and profile version, both kept on the writer thread: `pv` is stored
     // with the message so a replay shows the version it was sent with.
     let head = conn

@@ -21,6 +21,7 @@ mod log;
 mod migration_tests;
 mod presence;
 mod receipts;
+mod recipients;
 mod retention;
 mod seqs;
 mod users;

@@ -41,6 +41,7 @@ use std::ops::Deref;
 use rusqlite::{Connection, OptionalExtension};
 
 use super::contacts::Contacts;
+use super::recipients::Recipients;
 use crate::store::{PersonId, StoreError};
 
 /// A person's head as the writer sees it, in or after the current transaction.
@@ -81,6 +82,8 @@ pub(super) struct Heads {
     next_mid: Option<u64>,
     /// The contact pairs, kept by the same rule (`contacts`).
     pub(super) contacts: Contacts,
+    /// Where addresses send to (`recipients`): dropped on any rollback.
+    pub(super) recipients: Recipients,
 }
 
 impl Heads {
@@ -103,6 +106,7 @@ impl Heads {
     /// A job's savepoint was rolled back (or its outcome is unknown): its heads are forgotten.
     pub(super) fn job_rolled_back(&mut self) {
         self.contacts.job_rolled_back();
+        self.recipients.clear();
         self.job.clear();
     }
 
@@ -124,6 +128,7 @@ impl Heads {
     /// The batch's transaction was rolled back: nothing it took happened.
     pub(super) fn rolled_back(&mut self) {
         self.contacts.rolled_back();
+        self.recipients.clear();
         self.job.clear();
         self.batch.clear();
     }

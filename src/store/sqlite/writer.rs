@@ -12,6 +12,7 @@ use std::sync::Arc;
 use rusqlite::Connection;
 use tokio::sync::mpsc;
 
+use super::recipients::Recipients;
 use super::seqs::{Heads, Tx};
 use crate::store::StoreError;
 use crate::store::commit::{CommitSink, Outcome};
@@ -77,6 +78,7 @@ pub(super) fn run_writer(
     let mut checkpoint_asked = std::time::Instant::now();
     // Each person's log head (`seqs`): updated only by jobs that commit.
     let heads = RefCell::new(Heads::default());
+    heads.borrow_mut().recipients = Recipients::watching(&conn);
     let tx = Tx::new(&conn, &heads);
     // blocking_recv returns None once every SqliteStore handle is dropped: the thread ends.
     while let Some(first) = rx.blocking_recv() {
