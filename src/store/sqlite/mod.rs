@@ -15,6 +15,7 @@
 mod app;
 mod files;
 mod log;
+mod outbox;
 #[cfg(test)]
 mod migration_tests;
 mod receipts;
@@ -44,8 +45,9 @@ use super::commit::{
 };
 use super::{
     AppCredentials, Appended, BlobDir, BlobMeta, CallRecord, FileRecord, Identity, IssuedUser,
-    LogEvent, LogHead, Marker, NewFile, NewMessage, NewUser, PersonDevices, PersonId, Removed,
-    Revoked, Store, StoreError, StoreStats, UserKey,
+    LogEvent, LogHead, Marker, NewFile, NewMessage, NewUser, OutboxEvent, OutboxOptions,
+    OutboxStatus, PersonDevices, PersonId, Removed, Revoked, Store, StoreError, StoreStats,
+    UserKey,
 };
 use crate::auth::TokenHash;
 use crate::protocol::{Millis, Uid};
@@ -63,6 +65,9 @@ pub struct StoreOptions {
     pub observer: Option<BatchObserver>,
     /// Gets every transaction's outcomes: what was committed, and the callers' answers.
     pub sink: Arc<dyn CommitSink>,
+    /// Webhooks are configured: messages and reads also queue webhook events, in the same
+    /// transaction. `None` writes no outbox row at all.
+    pub outbox: Option<OutboxOptions>,
 }
 
 impl Default for StoreOptions {
@@ -72,6 +77,7 @@ impl Default for StoreOptions {
             full_sync: false,
             observer: None,
             sink: Arc::new(AnswerOnly),
+            outbox: None,
         }
     }
 }
@@ -88,6 +94,8 @@ pub struct SqliteStore {
     doomed: Arc<Mutex<HashSet<String>>>,
     /// Where the next retention step starts: persons after this id (0: from the first).
     prune_after: Mutex<PersonId>,
+    /// Webhooks configured: sends and reads queue events (`outbox.rs`).
+    outbox: Option<OutboxOptions>,
 }
 
 impl SqliteStore {
@@ -104,6 +112,7 @@ impl SqliteStore {
             full_sync,
             observer,
             sink,
+            outbox,
         } = options;
         let max_batch = max_batch.max(1);
         let path = dir.join("octet.db");
@@ -152,6 +161,7 @@ impl SqliteStore {
             blobs,
             doomed: Arc::default(),
             prune_after: Mutex::new(0),
+            outbox,
         })
     }
 
@@ -325,8 +335,17 @@ impl Store for SqliteStore {
     }
 
     async fn append_message(&self, msg: NewMessage) -> Result<Appended, StoreError> {
-        self.write_committing(move |conn| {
-            let appended = log::append_message(conn, &msg)?;
+        let outbox = self.outbox.clone();
+        let wake = outbox.as_ref().and_then(|o| o.wake.clone());
+        let (appended, _) = self
+            .write_then(
+                move |conn| {
+                    let appended = log::append_message(conn, &msg)?;
+                    // The push event commits with the message, or neither does.
+                    let queued = match &outbox {
+                        Some(opts) => outbox::on_message(conn, opts, msg.from.person, &appended)?,
+                        None => false,
+                    };
             let committed = (!appended.duplicate).then(|| {
                 Committed::Message(CommittedMessage {
                     appended: appended.clone(),
@@ -337,9 +356,16 @@ impl Store for SqliteStore {
                     accepted: msg.accepted,
                 })
             });
-            Ok((appended, committed))
-        })
-        .await
+                    Ok(((appended, queued), committed))
+                },
+                move |&(_, queued): &(Appended, bool)| {
+                    if let (true, Some(wake)) = (queued, &wake) {
+                        wake();
+                    }
+                },
+            )
+            .await?;
+        Ok(appended)
     }
 
     async fn head(&self, person: PersonId) -> Result<LogHead, StoreError> {
@@ -387,11 +413,27 @@ impl Store for SqliteStore {
         upto: u64,
         ts: Millis,
     ) -> Result<(), StoreError> {
-        self.write_committing(move |conn| {
-            let markers = log::mark_read(conn, &who, &peer, upto, ts)?;
-            Ok(((), Some(Committed::Read(markers))))
-        })
+        let outbox = self.outbox.clone();
+        self.write_then(
+            move |conn| {
+                let markers = log::mark_read(conn, &who, &peer, upto, ts)?;
+                let queued = match outbox {
+                    Some(_) => outbox::on_read(conn, who.person, &markers)?,
+                    None => false,
+                };
+                Ok((queued, Some(Committed::Read(markers))))
+            },
+            {
+                let wake = self.outbox.as_ref().and_then(|o| o.wake.clone());
+                move |queued: &bool| {
+                    if let (true, Some(wake)) = (*queued, &wake) {
+                        wake();
+                    }
+                }
+            },
+        )
         .await
+        .map(|_| ())
     }
 
     async fn append_call_record(&self, record: CallRecord) -> Result<(), StoreError> {
@@ -535,5 +577,43 @@ impl Store for SqliteStore {
 
     async fn userdel(&self, who: UserKey) -> Result<Removed, StoreError> {
         self.write(move |conn| users::userdel(conn, &who)).await
+    }
+
+    async fn outbox_peek(
+        &self,
+        limit: usize,
+        with_body: bool,
+    ) -> Result<Vec<OutboxEvent>, StoreError> {
+        self.read(move |conn| outbox::peek(conn, limit, with_body))
+            .await
+    }
+
+    async fn outbox_delete(&self, ids: Vec<i64>) -> Result<(), StoreError> {
+        self.write(move |conn| outbox::delete(conn, &ids)).await
+    }
+
+    async fn outbox_failed(
+        &self,
+        ids: Vec<i64>,
+        next_at: Millis,
+        error: String,
+        window_start: Millis,
+    ) -> Result<usize, StoreError> {
+        self.write(move |conn| outbox::failed(conn, &ids, next_at, &error, window_start))
+            .await
+    }
+
+    async fn outbox_bound(&self, max_pending: u64) -> Result<usize, StoreError> {
+        self.write(move |conn| outbox::bound(conn, max_pending))
+            .await
+    }
+
+    async fn outbox_status(&self, limit: usize) -> Result<OutboxStatus, StoreError> {
+        self.read(move |conn| outbox::status(conn, limit)).await
+    }
+
+    async fn outbox_retry(&self, ids: Option<Vec<i64>>, now: Millis) -> Result<usize, StoreError> {
+        self.write(move |conn| outbox::retry(conn, ids.as_deref(), now))
+            .await
     }
 }

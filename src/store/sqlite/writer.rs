@@ -38,6 +38,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0008_mid_no_autoincrement.sql"),
     include_str!("../migrations/0009_one_row_per_send.sql"),
     include_str!("../migrations/0012_message_origin.sql"),
+    include_str!("../migrations/0013_webhook_outbox.sql"),
 ];
 
 /// A job that ran, waiting for its transaction's commit to learn its outcome.
