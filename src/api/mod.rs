@@ -10,6 +10,7 @@ mod devices;
 mod profiles;
 mod tokens;
 mod users;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -189,6 +190,8 @@ async fn dispatch(state: &ServerState, op: &str, id: Option<Value>, value: &Valu
         "profileset" => profiles::profileset(state, reply, value).await,
         "stats" => admin::stats(state, reply).await,
         "apptokenrotate" => admin::apptokenrotate(state, reply, value).await,
+        "webhooks" => webhooks::webhooks(state, reply, value).await,
+        "webhookretry" => webhooks::webhookretry(state, reply, value).await,
         _ => unreachable!("BACKEND_OPS lists every op dispatched here"),
     }
 }

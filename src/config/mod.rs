@@ -96,7 +96,8 @@ pub struct Config {
     pub metrics_token: Option<Secret>,
     /// Fan-out shard tasks; 0 means one per CPU the process may use. Not a flag: tests set it
     /// to check ordering across more shards than this machine has cores.
-    pub fanout_shards: usize,    /// Event webhooks to the app's backend; `None` (the default) writes no outbox at all.
+    pub fanout_shards: usize,
+    /// Event webhooks to the app's backend; `None` (the default) writes no outbox at all.
     pub webhook: Option<WebhookConfig>,
 }
 

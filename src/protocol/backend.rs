@@ -20,6 +20,8 @@ pub const BACKEND_OPS: &[&str] = &[
     "profileset",
     "stats",
     "apptokenrotate",
+    "webhooks",
+    "webhookretry",
 ];
 
 /// `apptokenrotate`: a new app token; the current one stays valid for `grace` minutes.

@@ -123,6 +123,9 @@ every_error_code! {
     RangeNotSatisfiable => "range_not_satisfiable",
     /// HTTP: an upload would take the person over its upload quota (bytes in the last 24 h).
     QuotaExceeded => "quota_exceeded",
+    /// The op needs a feature the broker was started without (e.g. `webhooks` without
+    /// `--webhook-url`); the message names the setting.
+    NotConfigured => "not_configured",
     /// The server failed; the request may be retried.
     Internal => "internal",
 }

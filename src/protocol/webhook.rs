@@ -99,6 +99,69 @@ pub fn webhook_body(body: &str) -> (String, bool) {
     (body[..end].to_string(), true)
 }
 
+/// `webhooks`: the outbox's state (backend op).
+#[derive(Debug, Deserialize)]
+pub struct WebhooksRequest {
+    /// Most dead events listed (1 to 100, default 100), newest first.
+    #[serde(default)]
+    pub limit: Option<u64>,
+}
+
+/// The body of a `webhooks` answer.
+#[derive(Debug, Serialize)]
+pub struct WebhooksBody {
+    /// Events waiting to be delivered.
+    pub pending: u64,
+    /// Dead-lettered events, newest first.
+    pub dead: Vec<DeadWebhook>,
+}
+
+/// One dead-lettered event.
+#[derive(Debug, Serialize)]
+pub struct DeadWebhook {
+    /// What `webhookretry` takes.
+    pub id: i64,
+    /// The event's id in its payload (`msg-<mid>`, `read-<uid>-<seq>`).
+    pub event: String,
+    /// `message` or `read`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The person it concerns (`address` is null once the person was deleted).
+    pub user: DeadWebhookUser,
+    /// Its seq in that person's log.
+    pub seq: u64,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Why the last one failed (`HTTP 500 …`, `timeout`, `connect: …`, `outbox full`).
+    pub last_error: Option<String>,
+    /// When its retry window started (ms since the epoch).
+    pub created: Millis,
+}
+
+/// The person a dead event concerns.
+#[derive(Debug, Serialize)]
+pub struct DeadWebhookUser {
+    /// The primary's uid.
+    pub uid: Uid,
+    /// The primary's address, if the person still exists.
+    pub address: Option<String>,
+}
+
+/// `webhookretry`: requeues dead events (backend op).
+#[derive(Debug, Deserialize)]
+pub struct WebhookRetryRequest {
+    /// The dead events' ids (from `webhooks`); absent: every dead event.
+    #[serde(default)]
+    pub ids: Option<Vec<u64>>,
+}
+
+/// The body of a `webhookretry` answer.
+#[derive(Debug, Serialize)]
+pub struct WebhookRetryBody {
+    /// How many dead events were requeued (ids that name no dead event are not counted).
+    pub requeued: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

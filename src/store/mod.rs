@@ -258,8 +258,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// The oldest `limit` webhook events not dead-lettered, in delivery order (with message
     /// bodies when `with_body`).
-    async fn outbox_peek(&self, limit: usize, with_body: bool)
-    -> Result<Vec<OutboxEvent>, StoreError>;
+    async fn outbox_peek(
+        &self,
+        limit: usize,
+        with_body: bool,
+    ) -> Result<Vec<OutboxEvent>, StoreError>;
     /// Removes delivered (or skipped) webhook events.
     async fn outbox_delete(&self, ids: Vec<i64>) -> Result<(), StoreError>;
     /// Records a failed delivery: next attempt at `next_at`; events whose retry window began

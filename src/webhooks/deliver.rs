@@ -131,8 +131,11 @@ async fn step(hooks: &Webhooks, state: &ServerState) -> Result<bool, StoreError>
         Ok(response) => {
             let status = response.status();
             let text = response.text().await.unwrap_or_default();
-            let text: String = text.chars().take(200).collect();
-            Err(format!("HTTP {} {}", status.as_u16(), text.trim()))
+            let text: String = text.trim().chars().take(200).collect();
+            Err(match text.is_empty() {
+                true => format!("HTTP {}", status.as_u16()),
+                false => format!("HTTP {}: {text}", status.as_u16()),
+            })
         }
         Err(err) if err.is_timeout() => Err("timeout".to_string()),
         Err(err) if err.is_connect() => Err(format!("connect: {}", source_text(&err))),

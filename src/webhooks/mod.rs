@@ -62,6 +62,11 @@ impl Webhooks {
         }
     }
 
+    /// Looks at the outbox now (after `webhookretry`).
+    pub fn poke(&self) {
+        self.wake.notify_one();
+    }
+
     /// Starts the delivery loop; it runs until aborted.
     pub fn spawn(self: Arc<Self>, state: Arc<ServerState>) -> tokio::task::JoinHandle<()> {
         tokio::spawn(deliver::run(self, state))

@@ -35,3 +35,4 @@ mod seq_restart;
 mod slowloris;
 mod storm;
 mod sync;
+mod webhooks;

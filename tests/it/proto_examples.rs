@@ -64,6 +64,8 @@ struct ScenarioConfig {
     login_timeout_ms: Option<u64>,
     max_file_kib: Option<u64>,
     upload_quota_kib: Option<u64>,
+    /// Webhooks on, to a receiver that is not there (the examples send no events).
+    webhooks: Option<bool>,
 }
 
 /// One step: a backend request (`request`, `raw` or `http`), a device action (`device` with
@@ -426,6 +428,12 @@ async fn run_scenario(scenario: Scenario) -> Vec<String> {
         }
         if let Some(kib) = config.upload_quota_kib {
             c.upload_quota_bytes = kib * 1024;
+        }
+        if config.webhooks == Some(true) {
+            c.webhook = Some(octet::config::WebhookConfig::new(
+                "http://127.0.0.1:9/hooks",
+                "proto-webhook-secret-0123",
+            ));
         }
     })
     .await;

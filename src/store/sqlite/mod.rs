@@ -15,9 +15,9 @@
 mod app;
 mod files;
 mod log;
-mod outbox;
 #[cfg(test)]
 mod migration_tests;
+mod outbox;
 mod receipts;
 mod retention;
 mod seqs;
@@ -346,16 +346,16 @@ impl Store for SqliteStore {
                         Some(opts) => outbox::on_message(conn, opts, msg.from.person, &appended)?,
                         None => false,
                     };
-            let committed = (!appended.duplicate).then(|| {
-                Committed::Message(CommittedMessage {
-                    appended: appended.clone(),
-                    sender: msg.from.person,
-                    sender_uid: msg.from.uid,
-                    sender_device: msg.from.device,
-                    body: msg.body,
-                    accepted: msg.accepted,
-                })
-            });
+                    let committed = (!appended.duplicate).then(|| {
+                        Committed::Message(CommittedMessage {
+                            appended: appended.clone(),
+                            sender: msg.from.person,
+                            sender_uid: msg.from.uid,
+                            sender_device: msg.from.device,
+                            body: msg.body,
+                            accepted: msg.accepted,
+                        })
+                    });
                     Ok(((appended, queued), committed))
                 },
                 move |&(_, queued): &(Appended, bool)| {

@@ -6,8 +6,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::protocol::Millis;
 use crate::store::{
-    Appended, DeadEvent, EventKind, Marker, OutboxDevice, OutboxEvent, OutboxOptions,
-    OutboxStatus, PersonId, StoreError,
+    Appended, DeadEvent, EventKind, Marker, OutboxDevice, OutboxEvent, OutboxOptions, OutboxStatus,
+    PersonId, StoreError,
 };
 
 /// Queues the push for a new message: for the recipient person, due once the grace period
@@ -38,7 +38,11 @@ pub(super) fn on_message(
 
 /// Queues a `read` event for the reader's own read marker (due now: it clears notifications on
 /// the reader's other devices). Returns whether a row was written.
-pub(super) fn on_read(conn: &Connection, reader: PersonId, markers: &[Marker]) -> Result<bool, StoreError> {
+pub(super) fn on_read(
+    conn: &Connection,
+    reader: PersonId,
+    markers: &[Marker],
+) -> Result<bool, StoreError> {
     let Some(marker) = markers.iter().find(|m| m.person == reader) else {
         return Ok(false); // the marker did not move: nothing happened
     };
@@ -123,19 +127,21 @@ pub(super) fn peek(
     )?;
     let mut seen: std::collections::HashMap<PersonId, Vec<OutboxDevice>> = Default::default();
     for event in &mut events {
-        if !seen.contains_key(&event.person) {
-            let list = devices
-                .query_map([event.person], |r| {
-                    Ok(OutboxDevice {
-                        uid: r.get(0)?,
-                        device: r.get(1)?,
-                        acked: r.get(2)?,
-                    })
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
-            seen.insert(event.person, list);
-        }
-        event.devices = seen[&event.person].clone();
+        let list = match seen.entry(event.person) {
+            std::collections::hash_map::Entry::Occupied(found) => found.into_mut(),
+            std::collections::hash_map::Entry::Vacant(slot) => slot.insert(
+                devices
+                    .query_map([event.person], |r| {
+                        Ok(OutboxDevice {
+                            uid: r.get(0)?,
+                            device: r.get(1)?,
+                            acked: r.get(2)?,
+                        })
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+        };
+        event.devices = list.clone();
     }
     Ok(events)
 }
