@@ -179,21 +179,27 @@ pub(super) fn failed(
     Ok(dead)
 }
 
-/// Dead-letters the oldest live rows beyond `max_pending` ("outbox full"). Returns how many.
+/// Dead-letters the oldest live rows beyond `max_pending` ("outbox full"), and forgets the
+/// oldest dead rows beyond as many again, so the table stays bounded while a receiver is down
+/// for good. Returns how many were dead-lettered.
 pub(super) fn bound(conn: &Connection, max_pending: u64) -> Result<usize, StoreError> {
     let pending: u64 = conn
         .prepare_cached("SELECT count(*) FROM webhook_outbox WHERE dead = 0")?
         .query_row([], |r| r.get(0))?;
-    if pending <= max_pending {
-        return Ok(0);
+    let mut n = 0;
+    if pending > max_pending {
+        n = conn
+            .prepare_cached(
+                "UPDATE webhook_outbox SET dead = 1, last_error = 'outbox full'
+                 WHERE id IN (SELECT id FROM webhook_outbox WHERE dead = 0 ORDER BY id LIMIT ?1)",
+            )?
+            .execute([(pending - max_pending) as i64])?;
     }
-    let surplus = pending - max_pending;
-    let n = conn
-        .prepare_cached(
-            "UPDATE webhook_outbox SET dead = 1, last_error = 'outbox full'
-             WHERE id IN (SELECT id FROM webhook_outbox WHERE dead = 0 ORDER BY id LIMIT ?1)",
-        )?
-        .execute([surplus as i64])?;
+    conn.prepare_cached(
+        "DELETE FROM webhook_outbox WHERE id IN (
+             SELECT id FROM webhook_outbox WHERE dead = 1 ORDER BY id DESC LIMIT -1 OFFSET ?1)",
+    )?
+    .execute([max_pending as i64])?;
     Ok(n)
 }
 
