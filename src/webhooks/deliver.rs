@@ -1,6 +1,6 @@
 //! The delivery loop: the outbox's ready prefix → one signed POST → delete, or back off.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -78,26 +78,33 @@ async fn step(hooks: &Webhooks, state: &ServerState) -> Result<bool, StoreError>
     let mut online: HashMap<PersonId, SmallVec<[Uid; 8]>> = HashMap::new();
     let mut send = Vec::new();
     let mut skip = Vec::new();
-    // Only a prefix, so each person's events leave in seq order: the first event not ready
-    // (backing off, or a message still in its grace period) holds back those after it.
+    // Persons with a message still in its grace period: their later events wait behind it, so
+    // each person's events leave in seq order; other persons' events go on.
+    let mut waiting: HashSet<PersonId> = HashSet::new();
     for row in &rows {
         if row.next_at > now {
+            // The receiver failed and this event backs off: everything after it waits too
+            // (one request at a time to a receiver that is down, and no event overtakes it).
             break;
         }
         if row.address.is_none() {
             skip.push(row.id); // the person was deleted: nobody to push to
             continue;
         }
+        if row.kind == "message" && row.devices.iter().any(|d| d.acked >= row.seq) {
+            skip.push(row.id); // a device has it: no push needed
+            continue;
+        }
+        if waiting.contains(&row.person) {
+            continue;
+        }
         if row.kind == "message" {
-            if row.devices.iter().any(|d| d.acked >= row.seq) {
-                skip.push(row.id); // a device has it: no push needed
-                continue;
-            }
             let live = online
                 .entry(row.person)
                 .or_insert_with(|| state.router.online(row.person));
             if now < row.due_at && !live.is_empty() {
-                break; // a live device may still ack it
+                waiting.insert(row.person); // a live device may still ack it
+                continue;
             }
         }
         online

@@ -174,18 +174,19 @@ async fn a_message_acked_in_time_is_not_pushed() {
     bob.send_json(json!({"op": "ack", "seq": frame["seq"]}))
         .await;
     alice.expect("receipt").await; // delivered: the ack is stored
-    // A later event for a person with no live device: it arrives only once the outbox got
-    // past bob's message, which proves that one was decided (dropped) and not sent.
+    // A later event for a person with no live device is delivered; bob's message leaves the
+    // outbox as skipped long before its grace could end, and is never sent.
     let second = alice
         .send_msg("c2", "carol@example.com", json!({"text": "later"}))
         .await;
     let events = rx.delivered_at_least(1, WAIT).await;
     assert_eq!(ids(&events), vec![format!("msg-{}", second["mid"])]);
-    assert!(!ids(&events).contains(&format!("msg-{}", first["mid"])));
+    settled(&server).await; // bob's message left as skipped, long before its grace ends
     assert_eq!(
         metric(&server, "octet_webhook_events_total{outcome=\"skipped\"}").await,
         Some(1.0)
     );
+    assert!(!ids(&rx.delivered()).contains(&format!("msg-{}", first["mid"])));
 }
 
 #[tokio::test]
@@ -213,6 +214,42 @@ async fn a_message_not_acked_within_the_grace_is_pushed_after_it() {
 }
 
 #[tokio::test]
+async fn a_message_in_its_grace_period_holds_back_only_its_own_persons_events() {
+    let rx = Receiver::start(&[], 200).await;
+    let server = server(&rx, |w| w.push_grace = Duration::from_secs(60)).await;
+    let mut alice = server.device("alice@example.com", "alice-phone").await;
+    let mut bob = server.device("bob@example.com", "bob-phone").await;
+    server
+        .device_token("carol@example.com", "carol-phone")
+        .await;
+    let to_bob = alice
+        .send_msg("c1", "bob@example.com", json!({"text": "in grace"}))
+        .await;
+    let bob_seq = bob.expect("message").await["seq"].clone();
+    // bob reads it before acking: his read waits behind the message (seq order), carol's
+    // message does not.
+    bob.send_json(json!({"op": "read", "peer": "alice@example.com", "upto": to_bob["mid"]}))
+        .await;
+    let marker = bob.expect("read").await;
+    alice.expect("receipt").await; // the read receipt
+    let to_carol = alice
+        .send_msg("c2", "carol@example.com", json!({"text": "now"}))
+        .await;
+    let events = rx.delivered_at_least(1, WAIT).await;
+    assert_eq!(ids(&events), vec![format!("msg-{}", to_carol["mid"])]);
+    // bob's device acks: the message is dropped and the read goes out.
+    bob.send_json(json!({"op": "ack", "seq": bob_seq})).await;
+    let events = rx.delivered_at_least(2, WAIT).await;
+    assert_eq!(
+        ids(&events),
+        vec![
+            format!("msg-{}", to_carol["mid"]),
+            format!("read-{}-{}", bob.uid, marker["seq"])
+        ]
+    );
+}
+
+#[tokio::test]
 async fn a_receiver_failing_twice_gets_the_event_three_times_and_it_is_delivered_once() {
     let rx = Receiver::start(&[500, 500], 200).await;
     let server = server(&rx, |_| {}).await;
@@ -234,6 +271,7 @@ async fn a_receiver_failing_twice_gets_the_event_three_times_and_it_is_delivered
         assert_eq!(ids(&hit.events()), vec![format!("msg-{}", sent["mid"])]);
     }
     assert_eq!(rx.delivered().len(), 1);
+    settled(&server).await;
     let status = server.backend(json!({"op": "webhooks"})).await;
     assert_eq!(
         status,
@@ -367,11 +405,25 @@ async fn events_past_the_retry_window_are_dead_and_webhookretry_sends_them_again
     );
     let events = rx.delivered_at_least(1, WAIT).await;
     assert_eq!(ids(&events), vec![format!("msg-{mid}")]);
+    // The receiver records a request before answering it: the delete follows the answer.
+    settled(&server).await;
     let status = server.backend(json!({"op": "webhooks", "limit": 5})).await;
     assert_eq!(
         status,
         json!({"op": "webhooks", "result": true, "pending": 0, "dead": []})
     );
+}
+
+/// Waits (at most `WAIT`) until no event is pending.
+async fn settled(server: &TestServer) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while server.backend(json!({"op": "webhooks"})).await["pending"] != json!(0) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "events still pending"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
 }
 
 #[tokio::test]
