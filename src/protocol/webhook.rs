@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Millis, Uid};
+use super::{Millis, Origin, Uid};
 
 /// The signature header: `t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">`.
 pub const WEBHOOK_SIGNATURE_HEADER: &str = "X-Octet-Signature";
@@ -53,6 +53,9 @@ pub struct WebhookEvent {
     /// `read`: the address of the person whose messages were read.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peer: Option<String>,
+    /// `read`: the device that read (the notification stays relevant on the others).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
     /// The person's devices now.
     pub devices: Vec<WebhookDevice>,
     /// `message` with `--webhook-include-body`: the first 256 bytes of the body's JSON text

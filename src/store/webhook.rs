@@ -98,6 +98,8 @@ pub struct DeadEvent {
 pub struct OutboxStatus {
     /// Events waiting (not dead).
     pub pending: u64,
+    /// Dead events kept.
+    pub dead_total: u64,
     /// Dead events, newest first.
     pub dead: Vec<DeadEvent>,
 }

@@ -9,7 +9,7 @@ use smallvec::SmallVec;
 
 use super::{Webhooks, sign};
 use crate::protocol::{
-    Millis, Uid, WEBHOOK_SIGNATURE_HEADER, WebhookDevice, WebhookEvent, WebhookRequest,
+    Millis, Origin, Uid, WEBHOOK_SIGNATURE_HEADER, WebhookDevice, WebhookEvent, WebhookRequest,
     WebhookUser, webhook_body,
 };
 use crate::state::{ServerState, now_millis};
@@ -47,16 +47,23 @@ pub(super) async fn run(hooks: Arc<Webhooks>, state: Arc<ServerState>) {
 }
 
 /// Dead-letters the oldest events past `--webhook-max-pending` and updates the pending gauge.
+/// Counted on a reader first: the writer, which every send waits for, counts only when the
+/// outbox is over its bound.
 async fn bound(hooks: &Webhooks, state: &ServerState) -> Result<(), StoreError> {
-    let dead = state.store.outbox_bound(hooks.config.max_pending).await?;
-    if dead > 0 {
-        tracing::warn!(
-            events = dead,
-            "webhook outbox full: the oldest events were dead-lettered"
-        );
-        count(state, "dead", dead);
+    let max = hooks.config.max_pending;
+    let status = state.store.outbox_status(0).await?;
+    let mut pending = status.pending;
+    if pending > max || status.dead_total > max {
+        let dead = state.store.outbox_bound(max).await?;
+        if dead > 0 {
+            tracing::warn!(
+                events = dead,
+                "webhook outbox full: the oldest events were dead-lettered"
+            );
+            count(state, "dead", dead);
+            pending = pending.saturating_sub(dead as u64);
+        }
     }
-    let pending = state.store.outbox_status(0).await?.pending;
     state.metrics.webhook_pending.set(pending as i64);
     Ok(())
 }
@@ -218,6 +225,7 @@ struct Extras {
     ts: Option<Millis>,
     from: Option<String>,
     peer: Option<String>,
+    origin: Option<Origin>,
 }
 
 /// The request body for `rows`.
@@ -254,6 +262,7 @@ fn payload(
                 mid: row.mid,
                 from: extras.from,
                 peer: extras.peer,
+                origin: extras.origin,
                 devices: row
                     .devices
                     .iter()

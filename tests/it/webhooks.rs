@@ -312,6 +312,7 @@ async fn a_read_is_an_event_for_the_reader() {
             "seq": marker["seq"],
             "mid": mid,
             "peer": "alice@example.com",
+            "origin": {"uid": bob.uid, "device": "bob-phone"},
             "devices": [{"uid": bob.uid, "device": "bob-phone", "online": true, "acked": 0}]
         })
     );
@@ -469,6 +470,18 @@ async fn a_full_outbox_dead_letters_its_oldest_events_and_refuses_no_send() {
             json!([format!("msg-{}", mids[3]), "outbox full"]),
             json!([format!("msg-{}", mids[2]), "outbox full"]),
         ]
+    );
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while metric(&server, "octet_webhook_pending").await != Some(2.0) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "pending gauge not 2"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        metric(&server, "octet_webhook_events_total{outcome=\"dead\"}").await,
+        Some(4.0)
     );
     // The receiver comes back: the two kept arrive, in order.
     rx.answer(200);

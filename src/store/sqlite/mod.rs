@@ -418,7 +418,7 @@ impl Store for SqliteStore {
             move |conn| {
                 let markers = log::mark_read(conn, &who, &peer, upto, ts)?;
                 let queued = match outbox {
-                    Some(_) => outbox::on_read(conn, who.person, &markers)?,
+                    Some(_) => outbox::on_read(conn, &who, &markers)?,
                     None => false,
                 };
                 Ok((queued, Some(Committed::Read(markers))))

@@ -4,10 +4,10 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::protocol::Millis;
+use crate::protocol::{Millis, Origin};
 use crate::store::{
-    Appended, DeadEvent, EventKind, Marker, OutboxDevice, OutboxEvent, OutboxOptions, OutboxStatus,
-    PersonId, StoreError,
+    Appended, DeadEvent, EventKind, Identity, Marker, OutboxDevice, OutboxEvent, OutboxOptions,
+    OutboxStatus, PersonId, StoreError,
 };
 
 /// Queues the push for a new message: for the recipient person, due once the grace period
@@ -40,9 +40,10 @@ pub(super) fn on_message(
 /// the reader's other devices). Returns whether a row was written.
 pub(super) fn on_read(
     conn: &Connection,
-    reader: PersonId,
+    who: &Identity,
     markers: &[Marker],
 ) -> Result<bool, StoreError> {
+    let reader = who.person;
     let Some(marker) = markers.iter().find(|m| m.person == reader) else {
         return Ok(false); // the marker did not move: nothing happened
     };
@@ -50,7 +51,12 @@ pub(super) fn on_read(
         return Ok(false);
     };
     let ts = marker.event.ts;
-    let data = serde_json::json!({ "ts": ts, "peer": peer }).to_string();
+    // The device that read: the app clears the notification on the person's other devices.
+    let origin = Origin {
+        uid: who.uid,
+        device: who.device.clone(),
+    };
+    let data = serde_json::json!({ "ts": ts, "peer": peer, "origin": origin }).to_string();
     insert(
         conn,
         &format!("read-{reader}-{}", marker.event.seq),
@@ -205,9 +211,12 @@ pub(super) fn bound(conn: &Connection, max_pending: u64) -> Result<usize, StoreE
 
 /// Live rows counted, and the newest `limit` dead ones.
 pub(super) fn status(conn: &Connection, limit: usize) -> Result<OutboxStatus, StoreError> {
-    let pending: u64 = conn
-        .prepare_cached("SELECT count(*) FROM webhook_outbox WHERE dead = 0")?
-        .query_row([], |r| r.get(0))?;
+    let count = |dead: bool| -> Result<u64, StoreError> {
+        Ok(conn
+            .prepare_cached("SELECT count(*) FROM webhook_outbox WHERE dead = ?1")?
+            .query_row([dead], |r| r.get(0))?)
+    };
+    let (pending, dead_total) = (count(false)?, count(true)?);
     let dead = conn
         .prepare_cached(
             "SELECT o.id, o.event_id, o.kind, u.address, o.person, o.seq, o.attempts,
@@ -229,7 +238,11 @@ pub(super) fn status(conn: &Connection, limit: usize) -> Result<OutboxStatus, St
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(OutboxStatus { pending, dead })
+    Ok(OutboxStatus {
+        pending,
+        dead_total,
+        dead,
+    })
 }
 
 /// Requeues dead rows (the named ones, or all): attempts from 0, a fresh retry window from
