@@ -175,9 +175,8 @@ async fn step(hooks: &Webhooks, state: &ServerState) -> Result<bool, StoreError>
                 count(state, "skipped", n);
             }
             // The head's attempts set the pace: everything behind it waits for it anyway.
-            let attempts = send[0].attempts.min(20);
-            let cap = (1000 << attempts).min(MAX_BACKOFF_MS);
-            let delay = jitter(cap).max(TICK.as_millis() as Millis);
+            let attempts = send[0].attempts;
+            let delay = jitter(backoff_cap(attempts)).max(TICK.as_millis() as Millis);
             let window_start = now - config.retry_window.as_millis() as Millis;
             tracing::warn!(
                 events = ids.len(),
@@ -210,6 +209,12 @@ fn source_text(err: &(dyn std::error::Error + 'static)) -> String {
         cause = next;
     }
     cause.to_string()
+}
+
+/// The longest wait before the next attempt after `attempts` failed ones: 1 s, 2 s, 4 s, …,
+/// at most [`MAX_BACKOFF_MS`].
+fn backoff_cap(attempts: u32) -> Millis {
+    (1000 << attempts.min(20)).min(MAX_BACKOFF_MS)
 }
 
 /// Full jitter: uniform in `[0, cap]`.
@@ -287,4 +292,22 @@ fn payload(
         events,
     };
     serde_json::to_vec(&request).expect("webhook payloads always serialize")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_ten_minutes_with_full_jitter() {
+        assert_eq!(backoff_cap(0), 1000);
+        assert_eq!(backoff_cap(3), 8000);
+        assert_eq!(backoff_cap(9), 512_000);
+        assert_eq!(backoff_cap(10), MAX_BACKOFF_MS);
+        assert_eq!(backoff_cap(u32::MAX), MAX_BACKOFF_MS);
+        for _ in 0..1000 {
+            assert!((0..=2000).contains(&jitter(2000)));
+        }
+        assert_eq!(jitter(0), 0);
+    }
 }

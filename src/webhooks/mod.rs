@@ -38,6 +38,8 @@ impl Webhooks {
     pub fn new(config: WebhookConfig) -> Arc<Webhooks> {
         let http = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
+            // A signed POST is not followed elsewhere: a 3xx is an answer that is not 2xx.
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("octet/", env!("CARGO_PKG_VERSION")))
             .build()
             .expect("a plain HTTP client always builds");
