@@ -336,3 +336,34 @@ async fn settled(server: &TestServer) {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
+
+#[tokio::test]
+async fn a_backlog_goes_out_in_full_requests_of_100_events_in_order() {
+    // The receiver is down while 250 events queue up (more than two requests' worth, so a
+    // full one is certain even if the first answered request was built before the last send).
+    let rx = Receiver::start(&[], 503).await;
+    let server = server(&rx, |_| {}).await;
+    let mut alice = server.device("alice@example.com", "alice-phone").await;
+    server.device_token("bob@example.com", "bob-phone").await;
+    let mut expected = Vec::new();
+    for n in 0..250 {
+        let sent = alice
+            .send_msg(&format!("c{n}"), "bob@example.com", json!({"n": n}))
+            .await;
+        expected.push(format!("msg-{}", sent["mid"]));
+    }
+    rx.answer(200);
+    let events = rx.delivered_at_least(150, Duration::from_secs(15)).await;
+    assert_eq!(ids(&events), expected, "each once, in seq order");
+    let sizes: Vec<usize> = rx
+        .hits()
+        .iter()
+        .filter(|h| h.status == 200)
+        .map(|h| h.events().len())
+        .collect();
+    assert_eq!(
+        sizes[0], 100,
+        "the backlog's first request is full: {sizes:?}"
+    );
+    assert!(sizes.iter().all(|&n| n <= 100), "{sizes:?}");
+}
