@@ -1,4 +1,4 @@
-//! The delivery loop: the outbox's ready prefix → one signed POST → delete, or back off.
+//! The delivery loop: the outbox's ready events → one signed POST → delete, or back off.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -76,8 +76,9 @@ fn count(state: &ServerState, outcome: &str, n: usize) {
         .inc_by(n as u64);
 }
 
-/// One pass: sends the ready prefix of the outbox. `Ok(true)` when it made progress (look
-/// again at once), `Ok(false)` when nothing is ready or the receiver failed.
+/// One pass over the oldest [`BATCH`] events: drops those a device acked, sends the ready ones
+/// in one request. `Ok(true)` when it made progress (look again at once), `Ok(false)` when
+/// nothing is ready or the receiver failed.
 async fn step(hooks: &Webhooks, state: &ServerState) -> Result<bool, StoreError> {
     let config = &hooks.config;
     let rows = state.store.outbox_peek(BATCH, config.include_body).await?;
