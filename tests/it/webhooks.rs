@@ -156,6 +156,10 @@ async fn a_message_to_a_person_with_no_live_device_is_one_signed_event() {
         metric(&server, "octet_webhook_events_total{outcome=\"delivered\"}").await,
         Some(1.0)
     );
+    assert_eq!(
+        metric(&server, "octet_webhook_request_seconds_count").await,
+        Some(1.0)
+    );
 }
 
 #[tokio::test]

@@ -243,6 +243,14 @@ fn check_config_names_each_bad_webhook_setting() {
             "webhook_secret: has no effect without webhook_url",
         ),
         (
+            "webhook_url = \"http://127.0.0.1:9000/\"\nwebhook_secret = \"0123456789abcdef\"\nwebhook_secret_file = \"/nonexistent\"\n",
+            "webhook_secret: set either webhook_secret or webhook_secret_file, not both",
+        ),
+        (
+            "webhook_url = \"http://127.0.0.1:9000/\"\nwebhook_secret_file = \"/nonexistent/octet-webhook-secret\"\n",
+            "/nonexistent/octet-webhook-secret",
+        ),
+        (
             "push_grace = 5\n",
             "push_grace: has no effect without webhook_url",
         ),
@@ -276,12 +284,32 @@ fn check_config_names_each_bad_webhook_setting() {
             "{text:?}: expected {says:?} in {stderr}"
         );
     }
-    // And a complete one is valid.
+    // And complete ones are valid, the secret inline or in a file.
     let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("webhook-secret");
+    std::fs::write(&secret_file, "  0123456789abcdef\n").unwrap();
     let file = dir.path().join("octet.toml");
     std::fs::write(
         &file,
         "webhook_url = \"http://127.0.0.1:9000/hooks\"\nwebhook_secret = \"0123456789abcdef\"\npush_grace = 0\nwebhook_include_body = true\nwebhook_retry_hours = 48\nwebhook_max_pending = 5000\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_octet"))
+        .arg("check-config")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(
+        &file,
+        format!(
+            "webhook_url = \"http://127.0.0.1:9000/hooks\"\nwebhook_secret_file = {:?}\n",
+            secret_file.display().to_string()
+        ),
     )
     .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_octet"))
