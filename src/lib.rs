@@ -16,6 +16,7 @@
 //! - [`server`]: wiring, startup and shutdown.
 //! - [`wire`]: WebSocket frames as they leave the broker, encoded once.
 //! - [`client`]: octet's own client, for tests, the load generator and examples.
+//! - [`webhooks`]: event webhooks to the app's backend, from the durable outbox.
 
 pub mod api;
 pub mod auth;
@@ -34,4 +35,5 @@ pub mod router;
 pub mod server;
 pub mod state;
 pub mod store;
+pub mod webhooks;
 pub mod wire;

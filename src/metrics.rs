@@ -60,6 +60,13 @@ pub struct Metrics {
     pub file_downloads: IntCounter,
     /// Images decoded for a preview (once per upload of bytes its person had not stored).
     pub file_previews: IntCounter,
+    /// Webhook events by outcome: `delivered` (a 2xx), `skipped` (acked in time, or the person
+    /// was deleted), `dead` (retry window over, or the outbox was full).
+    pub webhook_events: IntCounterVec,
+    /// Webhook events waiting in the outbox (set every few seconds by the delivery loop).
+    pub webhook_pending: IntGauge,
+    /// Time of each webhook request, answered or not.
+    pub webhook_request_seconds: Histogram,
 }
 
 impl Metrics {
@@ -177,6 +184,27 @@ impl Metrics {
                 "Images decoded for a preview",
             )
             .unwrap(),
+            webhook_events: IntCounterVec::new(
+                Opts::new(
+                    "octet_webhook_events_total",
+                    "Webhook events by outcome: delivered, skipped, dead",
+                ),
+                &["outcome"],
+            )
+            .unwrap(),
+            webhook_pending: IntGauge::new(
+                "octet_webhook_pending",
+                "Webhook events waiting in the outbox",
+            )
+            .unwrap(),
+            webhook_request_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "octet_webhook_request_seconds",
+                    "Time of each webhook request, answered or not",
+                )
+                .buckets(vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0]),
+            )
+            .unwrap(),
             registry,
             frames_out_by_op: Default::default(),
         };
@@ -212,6 +240,10 @@ impl Metrics {
             .unwrap();
         r.register(Box::new(self.file_downloads.clone())).unwrap();
         r.register(Box::new(self.file_previews.clone())).unwrap();
+        r.register(Box::new(self.webhook_events.clone())).unwrap();
+        r.register(Box::new(self.webhook_pending.clone())).unwrap();
+        r.register(Box::new(self.webhook_request_seconds.clone()))
+            .unwrap();
     }
 
     /// Records one store transaction (the store's batch observer).

@@ -14,12 +14,14 @@ mod decode;
 mod errors;
 mod ijson;
 mod server;
+mod webhook;
 
 pub use backend::*;
 pub use client::*;
 pub use decode::*;
 pub use errors::*;
 pub use server::*;
+pub use webhook::*;
 
 /// A user id, as mesibo numbers them.
 pub type Uid = u64;

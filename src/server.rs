@@ -28,6 +28,7 @@ use crate::router::Router;
 use crate::state::ServerState;
 use crate::store::sqlite::MAX_BATCH;
 use crate::store::{SqliteStore, Store, StoreError, StoreOptions};
+use crate::webhooks::Webhooks;
 
 /// Pending connections the listen socket queues. tokio's default (128) makes a burst of logins
 /// wait for TCP's one-second retry.
@@ -90,11 +91,13 @@ pub async fn prepare(config: Config) -> Result<Prepared, StartError> {
         n => n,
     };
     let fanout = Fanout::start(router.clone(), metrics.clone(), shards);
+    let webhooks = config.webhook.clone().map(Webhooks::new);
     let options = StoreOptions {
         max_batch: MAX_BATCH,
         full_sync: config.sync == SyncMode::Full,
         observer: Some(observer),
         sink: Arc::new(fanout),
+        outbox: webhooks.as_ref().map(|w| w.outbox_options()),
     };
     let store = SqliteStore::open_with(&config.data_dir, options)?;
     // The operator's tokens win; else the stored ones; else new ones, shown once.
@@ -166,6 +169,7 @@ pub async fn prepare(config: Config) -> Result<Prepared, StartError> {
         admission: Default::default(),
         http_connections: Default::default(),
         last_seen: Default::default(),
+        webhooks,
     });
     Ok(Prepared {
         state,
@@ -240,6 +244,7 @@ pub async fn run(
     let app = routes(state.clone());
     let pruner = tokio::spawn(prune_forever(state.clone()));
     let last_seen = tokio::spawn(last_seen_forever(state.clone()));
+    let webhooks = state.webhooks.clone().map(|w| w.spawn(state.clone()));
     // HTTP connections in flight (an upgraded WebSocket leaves this count once it is handed
     // over), capped in total and per client address.
     let http_open = state.http_connections.clone();
@@ -314,6 +319,10 @@ pub async fn run(
     }
     pruner.abort();
     last_seen.abort();
+    // An event whose request was cut off stays in the outbox and is sent after the restart.
+    if let Some(webhooks) = webhooks {
+        webhooks.abort();
+    }
     drain(&state).await;
     Ok(())
 }

@@ -54,6 +54,8 @@ pub struct ServerState {
     pub files: crate::files::Files,
     /// Last-seen times not yet written to the store.
     pub last_seen: LastSeen,
+    /// Event webhooks, when `--webhook-url` is set.
+    pub webhooks: Option<Arc<crate::webhooks::Webhooks>>,
 }
 
 impl ServerState {

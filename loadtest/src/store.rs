@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use octet::store::sqlite::{MAX_BATCH, SqliteStore, StoreOptions};
-use octet::store::{Identity, NewMessage, NewUser, Store, TokenRequest};
+use octet::store::{Identity, NewMessage, NewUser, OutboxOptions, Store, TokenRequest};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
@@ -25,6 +25,11 @@ pub struct Args {
     /// fsync every commit (SQLite synchronous=FULL), as `octet serve --sync full`.
     #[arg(long)]
     full_sync: bool,
+    /// Webhooks on: every send also writes its webhook event in its transaction, and a drain
+    /// task deletes them 100 at a time as the delivery loop does after a receiver's 2xx (the
+    /// outbox's whole cost to the writer, without the HTTP).
+    #[arg(long)]
+    webhooks: bool,
     /// Write the results as JSON to this file.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
@@ -33,6 +38,8 @@ pub struct Args {
 #[derive(Serialize)]
 pub struct Row {
     pub max_batch: usize,
+    /// Webhook events written (and drained) with every send.
+    pub webhooks: bool,
     pub senders: usize,
     pub seconds: f64,
     pub sends: u64,
@@ -86,6 +93,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let options = StoreOptions {
             max_batch,
             full_sync: args.full_sync,
+            outbox: args.webhooks.then(|| OutboxOptions {
+                grace_ms: 0,
+                wake: None,
+            }),
             ..StoreOptions::default()
         };
         let store = Arc::new(SqliteStore::open_with(dir.path(), options)?);
@@ -140,8 +151,27 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 }
             }));
         }
+        let drain = args.webhooks.then(|| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                while Instant::now() < deadline {
+                    let ids: Vec<i64> = match store.outbox_peek(100, false).await {
+                        Ok(rows) => rows.iter().map(|row| row.id).collect(),
+                        Err(_) => break,
+                    };
+                    if ids.is_empty() {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    } else if store.outbox_delete(ids).await.is_err() {
+                        break;
+                    }
+                }
+            })
+        });
         for task in tasks {
             task.await?;
+        }
+        if let Some(drain) = drain {
+            drain.await?;
         }
         let seconds = started.elapsed().as_secs_f64();
         let sends = count.load(Ordering::Relaxed);
@@ -150,6 +180,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let process_us_per_send = per_send(process_cpu_ns() - process_before);
         rows.push(Row {
             max_batch,
+            webhooks: args.webhooks,
             senders: n_senders,
             seconds,
             sends,

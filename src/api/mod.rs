@@ -12,6 +12,7 @@ mod presence;
 mod profiles;
 mod tokens;
 mod users;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -201,6 +202,8 @@ async fn dispatch(
         "apptokenrotate" => admin::apptokenrotate(state, reply, value).await,
         "message" => message::message(state, reply, value, raw).await,
         "presence" => presence::presence(state, reply, value).await,
+        "webhooks" => webhooks::webhooks(state, reply, value).await,
+        "webhookretry" => webhooks::webhookretry(state, reply, value).await,
         _ => unreachable!("BACKEND_OPS lists every op dispatched here"),
     }
 }

@@ -102,6 +102,40 @@ pub struct Config {
     pub presence: PresencePolicy,
     /// How long a person stays online after its last device left.
     pub presence_grace: Duration,
+    /// Event webhooks to the app's backend; `None` (the default) writes no outbox at all.
+    pub webhook: Option<WebhookConfig>,
+}
+
+/// Where and how events are POSTed to the app's backend (`--webhook-url` and friends).
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    /// The receiver (http://).
+    pub url: String,
+    /// The HMAC-SHA256 key requests are signed with.
+    pub secret: Secret,
+    /// How long a message waits for a live device's ack before it is pushed.
+    pub push_grace: Duration,
+    /// Put the first 256 bytes of a message's body into its event.
+    pub include_body: bool,
+    /// How long an event is retried before it is dead-lettered (a Duration, so tests can use
+    /// seconds).
+    pub retry_window: Duration,
+    /// Most events waiting; past it the oldest are dead-lettered.
+    pub max_pending: u64,
+}
+
+impl WebhookConfig {
+    /// The defaults for a receiver at `url` with `secret`.
+    pub fn new(url: impl Into<String>, secret: impl Into<String>) -> WebhookConfig {
+        WebhookConfig {
+            url: url.into(),
+            secret: Secret::from(secret.into()),
+            push_grace: Duration::from_secs(2),
+            include_body: false,
+            retry_window: Duration::from_secs(24 * 3600),
+            max_pending: 1_000_000,
+        }
+    }
 }
 
 impl Config {
@@ -148,6 +182,7 @@ impl Config {
             fanout_shards: 0,
             presence: PresencePolicy::Contacts,
             presence_grace: Duration::from_secs(5),
+            webhook: None,
         }
     }
 

@@ -285,6 +285,39 @@ pub struct Settings {
     /// phone switching networks) does not show as offline and back [default: 5].
     #[arg(long, env = "OCTET_PRESENCE_GRACE")]
     pub presence_grace: Option<u64>,
+    /// POST events (a message to a person with no live device or not acked within push_grace,
+    /// a read) to the app's backend at this http:// URL, signed with webhook_secret
+    /// (proto/webhooks.md) [default: none].
+    #[arg(long, env = "OCTET_WEBHOOK_URL")]
+    pub webhook_url: Option<String>,
+
+    /// The HMAC-SHA256 key webhook requests are signed with (at least 16 characters; required
+    /// with webhook_url). Prefer --webhook-secret-file: flags show in the process list.
+    #[arg(long, env = "OCTET_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
+
+    /// Read the webhook secret from this file.
+    #[arg(long, env = "OCTET_WEBHOOK_SECRET_FILE")]
+    pub webhook_secret_file: Option<PathBuf>,
+
+    /// Seconds a message waits for one of its recipient's live devices to ack it before it is
+    /// pushed through the webhook; 0 pushes every message [default: 2].
+    #[arg(long, env = "OCTET_PUSH_GRACE")]
+    pub push_grace: Option<u64>,
+
+    /// Put the first 256 bytes of a message's body into its webhook event [default: false].
+    #[arg(long, env = "OCTET_WEBHOOK_INCLUDE_BODY", num_args = 0..=1, default_missing_value = "true")]
+    pub webhook_include_body: Option<bool>,
+
+    /// Hours a webhook event is retried (exponential backoff with jitter, at most 10 minutes
+    /// apart) before it is dead-lettered [default: 24].
+    #[arg(long, env = "OCTET_WEBHOOK_RETRY_HOURS")]
+    pub webhook_retry_hours: Option<u64>,
+
+    /// Most webhook events kept waiting on disk; past it the oldest are dead-lettered
+    /// ("outbox full"), never a send refused [default: 1000000].
+    #[arg(long, env = "OCTET_WEBHOOK_MAX_PENDING")]
+    pub webhook_max_pending: Option<u64>,
 }
 
 macro_rules! prefer {
@@ -350,7 +383,14 @@ impl Settings {
             metrics_token,
             metrics_token_file,
             presence,
-            presence_grace
+            presence_grace,
+            webhook_url,
+            webhook_secret,
+            webhook_secret_file,
+            push_grace,
+            webhook_include_body,
+            webhook_retry_hours,
+            webhook_max_pending
         )
     }
 }

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{Config, Settings};
+use super::{Config, Settings, WebhookConfig};
 use crate::auth::Secret;
 
 /// A setting that cannot work, with what to change.
@@ -69,6 +69,7 @@ impl Config {
             defaults.login_timeout,
             300,
         )?;
+        let webhook = webhook(&s)?;
         Ok(Config {
             body_timeout: seconds("body_timeout", s.body_timeout, login_timeout, 300)?,
             max_http_connections: bounded(
@@ -110,6 +111,7 @@ impl Config {
                 defaults.presence_grace,
                 3600,
             )?,
+            webhook,
             listen: s
                 .listen
                 .unwrap_or_else(|| "127.0.0.1:8080".parse().expect("valid")),
@@ -268,4 +270,101 @@ fn secret(
         });
     }
     Ok(Some(Secret::from(token)))
+}
+
+/// The webhook settings: a URL needs a secret, and the other keys need a URL.
+fn webhook(s: &Settings) -> Result<Option<WebhookConfig>, ConfigError> {
+    let invalid = |key: &'static str, message: String| ConfigError::Invalid { key, message };
+    let Some(url) = s.webhook_url.as_deref().map(str::trim) else {
+        let stray = [
+            ("webhook_secret", s.webhook_secret.is_some()),
+            ("webhook_secret_file", s.webhook_secret_file.is_some()),
+            ("push_grace", s.push_grace.is_some()),
+            ("webhook_include_body", s.webhook_include_body.is_some()),
+            ("webhook_retry_hours", s.webhook_retry_hours.is_some()),
+            ("webhook_max_pending", s.webhook_max_pending.is_some()),
+        ];
+        return match stray.into_iter().find(|(_, set)| *set) {
+            Some((key, _)) => Err(invalid(
+                key,
+                "has no effect without webhook_url; set webhook_url too, or remove it".into(),
+            )),
+            None => Ok(None),
+        };
+    };
+    // Plain http only: this build has no TLS client. An https receiver is reached through a
+    // local TLS-originating proxy (or a private network).
+    let host = url.strip_prefix("http://").map(|rest| {
+        rest.split(['/', '?', '#'])
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    });
+    match host {
+        Some(host) if !host.is_empty() && !host.contains(char::is_whitespace) => {}
+        _ if url.starts_with("https://") => {
+            return Err(invalid(
+                "webhook_url",
+                format!(
+                    "{url}: this build of octet has no TLS client; use an http:// URL (a receiver on a private network, or a local proxy that forwards to https)"
+                ),
+            ));
+        }
+        _ => {
+            return Err(invalid(
+                "webhook_url",
+                format!("{url} is not an http URL; write it as http://host[:port]/path"),
+            ));
+        }
+    }
+    let Some(secret) = secret(
+        "webhook_secret",
+        s.webhook_secret.clone(),
+        s.webhook_secret_file.clone(),
+    )?
+    else {
+        return Err(invalid(
+            "webhook_secret",
+            "is required with webhook_url (requests are signed with it); set webhook_secret or webhook_secret_file".into(),
+        ));
+    };
+    let defaults = WebhookConfig::new(url, "");
+    let push_grace = match s.push_grace {
+        None => defaults.push_grace,
+        Some(v) if v <= 3600 => Duration::from_secs(v),
+        Some(v) => {
+            return Err(invalid(
+                "push_grace",
+                format!("{v} is out of range; use 0 to 3600 seconds"),
+            ));
+        }
+    };
+    let retry_window = match s.webhook_retry_hours {
+        None => defaults.retry_window,
+        Some(h) if (1..=720).contains(&h) => Duration::from_secs(h * 3600),
+        Some(h) => {
+            return Err(invalid(
+                "webhook_retry_hours",
+                format!("{h} is out of range; use 1 to 720 hours"),
+            ));
+        }
+    };
+    let max_pending = match s.webhook_max_pending {
+        None => defaults.max_pending,
+        Some(n) if (1..=1_000_000_000).contains(&n) => n,
+        Some(n) => {
+            return Err(invalid(
+                "webhook_max_pending",
+                format!("{n} is out of range; use 1 to 1000000000"),
+            ));
+        }
+    };
+    Ok(Some(WebhookConfig {
+        url: url.to_string(),
+        secret,
+        push_grace,
+        include_body: s.webhook_include_body.unwrap_or(false),
+        retry_window,
+        max_pending,
+    }))
 }

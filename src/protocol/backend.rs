@@ -22,6 +22,8 @@ pub const BACKEND_OPS: &[&str] = &[
     "apptokenrotate",
     "message",
     "presence",
+    "webhooks",
+    "webhookretry",
 ];
 
 /// `apptokenrotate`: a new app token; the current one stays valid for `grace` minutes.

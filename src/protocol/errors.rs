@@ -131,6 +131,9 @@ every_error_code! {
     PresenceDenied => "presence_denied",
     /// A connection (or a watched person) already has the most presence subscriptions allowed.
     TooManySubscriptions => "too_many_subscriptions",
+    /// The op needs a feature the broker was started without (e.g. `webhooks` without
+    /// `--webhook-url`); the message names the setting.
+    NotConfigured => "not_configured",
     /// The server failed; the request may be retried.
     Internal => "internal",
 }

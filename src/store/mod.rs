@@ -8,6 +8,7 @@ pub mod blobs;
 mod commit;
 pub mod sqlite;
 mod types;
+mod webhook;
 
 use async_trait::async_trait;
 use serde_json::value::RawValue;
@@ -19,6 +20,7 @@ pub use blobs::{BlobDir, attachment};
 pub use commit::{Answer, AnswerOnly, CommitSink, Committed, CommittedMessage, Outcome};
 pub use sqlite::{SqliteStore, StoreOptions};
 pub use types::*;
+pub use webhook::{DeadEvent, OutboxDevice, OutboxEvent, OutboxOptions, OutboxStatus};
 
 /// Errors a caller branches on. `Display` always carries the cause.
 #[derive(Debug, thiserror::Error)]
@@ -294,4 +296,28 @@ pub trait Store: Send + Sync + 'static {
         allow: Option<Vec<PersonId>>,
         deny: Option<Vec<PersonId>>,
     ) -> Result<PresenceAcl, StoreError>;
+    /// The oldest `limit` webhook events not dead-lettered, in delivery order (with message
+    /// bodies when `with_body`).
+    async fn outbox_peek(
+        &self,
+        limit: usize,
+        with_body: bool,
+    ) -> Result<Vec<OutboxEvent>, StoreError>;
+    /// Removes delivered (or skipped) webhook events.
+    async fn outbox_delete(&self, ids: Vec<i64>) -> Result<(), StoreError>;
+    /// Records a failed delivery: next attempt at `next_at`; events whose retry window began
+    /// before `window_start` are dead-lettered. Returns how many were.
+    async fn outbox_failed(
+        &self,
+        ids: Vec<i64>,
+        next_at: Millis,
+        error: String,
+        window_start: Millis,
+    ) -> Result<usize, StoreError>;
+    /// Dead-letters the oldest events beyond `max_pending`. Returns how many.
+    async fn outbox_bound(&self, max_pending: u64) -> Result<usize, StoreError>;
+    /// Events pending, and the newest `limit` dead ones (`webhooks` op).
+    async fn outbox_status(&self, limit: usize) -> Result<OutboxStatus, StoreError>;
+    /// Requeues dead events (the given ids, or all) with a fresh retry window (`webhookretry`).
+    async fn outbox_retry(&self, ids: Option<Vec<i64>>, now: Millis) -> Result<usize, StoreError>;
 }

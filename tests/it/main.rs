@@ -40,3 +40,4 @@ mod storm;
 mod sync;
 mod typing;
 mod user_disable;
+mod webhooks;

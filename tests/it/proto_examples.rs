@@ -65,6 +65,8 @@ struct ScenarioConfig {
     max_file_kib: Option<u64>,
     upload_quota_kib: Option<u64>,
     presence_grace_ms: Option<u64>,
+    /// Webhooks on, to a receiver that is not there (the examples send no events).
+    webhooks: Option<bool>,
 }
 
 /// One step: a backend request (`request`, `raw` or `http`), a device action (`device` with
@@ -430,6 +432,12 @@ async fn run_scenario(scenario: Scenario) -> Vec<String> {
         }
         if let Some(ms) = config.presence_grace_ms {
             c.presence_grace = Duration::from_millis(ms);
+        }
+        if config.webhooks == Some(true) {
+            c.webhook = Some(octet::config::WebhookConfig::new(
+                "http://127.0.0.1:9/hooks",
+                "proto-webhook-secret-0123",
+            ));
         }
     })
     .await;

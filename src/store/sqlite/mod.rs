@@ -19,6 +19,7 @@ mod files;
 mod log;
 #[cfg(test)]
 mod migration_tests;
+mod outbox;
 mod presence;
 mod receipts;
 mod recipients;
@@ -48,8 +49,9 @@ use super::commit::{
 };
 use super::{
     AppCredentials, Appended, BlobDir, BlobMeta, CallRecord, FileRecord, Identity, IssuedUser,
-    LogEvent, LogHead, Marker, NewFile, NewMessage, NewUser, PersonDevices, PersonId, Removed,
-    Revoked, Store, StoreError, StoreStats, UserKey,
+    LogEvent, LogHead, Marker, NewFile, NewMessage, NewUser, OutboxEvent, OutboxOptions,
+    OutboxStatus, PersonDevices, PersonId, Removed, Revoked, Store, StoreError, StoreStats,
+    UserKey,
 };
 use super::{PresenceAcl, PresenceCheck};
 use crate::auth::TokenHash;
@@ -68,6 +70,9 @@ pub struct StoreOptions {
     pub observer: Option<BatchObserver>,
     /// Gets every transaction's outcomes: what was committed, and the callers' answers.
     pub sink: Arc<dyn CommitSink>,
+    /// Webhooks are configured: messages and reads also queue webhook events, in the same
+    /// transaction. `None` writes no outbox row at all.
+    pub outbox: Option<OutboxOptions>,
 }
 
 impl Default for StoreOptions {
@@ -77,6 +82,7 @@ impl Default for StoreOptions {
             full_sync: false,
             observer: None,
             sink: Arc::new(AnswerOnly),
+            outbox: None,
         }
     }
 }
@@ -95,6 +101,8 @@ pub struct SqliteStore {
     prune_after: Mutex<PersonId>,
     /// Whether a send must check that its recipient is not disabled.
     any_disabled: active::AnyDisabled,
+    /// Webhooks configured: sends and reads queue events (`outbox.rs`).
+    outbox: Option<OutboxOptions>,
 }
 
 impl SqliteStore {
@@ -111,6 +119,7 @@ impl SqliteStore {
             full_sync,
             observer,
             sink,
+            outbox,
         } = options;
         let max_batch = max_batch.max(1);
         let path = dir.join("octet.db");
@@ -161,6 +170,7 @@ impl SqliteStore {
             doomed: Arc::default(),
             prune_after: Mutex::new(0),
             any_disabled,
+            outbox,
         })
     }
 
@@ -346,26 +356,43 @@ impl Store for SqliteStore {
 
     async fn append_message(&self, msg: NewMessage) -> Result<Appended, StoreError> {
         let any_disabled = self.any_disabled.clone();
-        self.write_committing(move |conn| {
-            let appended = log::append_message(conn, &msg)?;
-            // Checked after the append, in its savepoint (a refusal rolls it back): a retry
-            // of a message stored before the recipient was disabled is still answered as sent.
-            if !appended.duplicate && any_disabled.get() {
-                active::check_receives(conn, &msg.to)?;
-            }
-            let committed = (!appended.duplicate).then(|| {
-                Committed::Message(CommittedMessage {
-                    appended: appended.clone(),
-                    sender: msg.from.person,
-                    sender_uid: msg.from.uid,
-                    sender_device: msg.from.device,
-                    body: msg.body,
-                    accepted: msg.accepted,
-                })
-            });
-            Ok((appended, committed))
-        })
-        .await
+        let outbox = self.outbox.clone();
+        let wake = outbox.as_ref().and_then(|o| o.wake.clone());
+        let (appended, _) = self
+            .write_then(
+                move |conn| {
+                    let appended = log::append_message(conn, &msg)?;
+                    // Checked after the append, in its savepoint (a refusal rolls it back): a
+                    // retry of a message stored before the recipient was disabled is still
+                    // answered as sent.
+                    if !appended.duplicate && any_disabled.get() {
+                        active::check_receives(conn, &msg.to)?;
+                    }
+                    // The push event commits with the message, or neither does.
+                    let queued = match &outbox {
+                        Some(opts) => outbox::on_message(conn, opts, msg.from.person, &appended)?,
+                        None => false,
+                    };
+                    let committed = (!appended.duplicate).then(|| {
+                        Committed::Message(CommittedMessage {
+                            appended: appended.clone(),
+                            sender: msg.from.person,
+                            sender_uid: msg.from.uid,
+                            sender_device: msg.from.device,
+                            body: msg.body,
+                            accepted: msg.accepted,
+                        })
+                    });
+                    Ok(((appended, queued), committed))
+                },
+                move |&(_, queued): &(Appended, bool)| {
+                    if let (true, Some(wake)) = (queued, &wake) {
+                        wake();
+                    }
+                },
+            )
+            .await?;
+        Ok(appended)
     }
 
     async fn head(&self, person: PersonId) -> Result<LogHead, StoreError> {
@@ -413,11 +440,27 @@ impl Store for SqliteStore {
         upto: u64,
         ts: Millis,
     ) -> Result<(), StoreError> {
-        self.write_committing(move |conn| {
-            let markers = log::mark_read(conn, &who, &peer, upto, ts)?;
-            Ok(((), Some(Committed::Read(markers))))
-        })
+        let outbox = self.outbox.clone();
+        self.write_then(
+            move |conn| {
+                let markers = log::mark_read(conn, &who, &peer, upto, ts)?;
+                let queued = match outbox {
+                    Some(_) => outbox::on_read(conn, &who, &markers)?,
+                    None => false,
+                };
+                Ok((queued, Some(Committed::Read(markers))))
+            },
+            {
+                let wake = self.outbox.as_ref().and_then(|o| o.wake.clone());
+                move |queued: &bool| {
+                    if let (true, Some(wake)) = (*queued, &wake) {
+                        wake();
+                    }
+                }
+            },
+        )
         .await
+        .map(|_| ())
     }
 
     async fn append_call_record(&self, record: CallRecord) -> Result<(), StoreError> {
@@ -584,6 +627,44 @@ impl Store for SqliteStore {
         deny: Option<Vec<PersonId>>,
     ) -> Result<PresenceAcl, StoreError> {
         self.write(move |conn| presence::set_acl(conn, person, allow, deny))
+            .await
+    }
+
+    async fn outbox_peek(
+        &self,
+        limit: usize,
+        with_body: bool,
+    ) -> Result<Vec<OutboxEvent>, StoreError> {
+        self.read(move |conn| outbox::peek(conn, limit, with_body))
+            .await
+    }
+
+    async fn outbox_delete(&self, ids: Vec<i64>) -> Result<(), StoreError> {
+        self.write(move |conn| outbox::delete(conn, &ids)).await
+    }
+
+    async fn outbox_failed(
+        &self,
+        ids: Vec<i64>,
+        next_at: Millis,
+        error: String,
+        window_start: Millis,
+    ) -> Result<usize, StoreError> {
+        self.write(move |conn| outbox::failed(conn, &ids, next_at, &error, window_start))
+            .await
+    }
+
+    async fn outbox_bound(&self, max_pending: u64) -> Result<usize, StoreError> {
+        self.write(move |conn| outbox::bound(conn, max_pending))
+            .await
+    }
+
+    async fn outbox_status(&self, limit: usize) -> Result<OutboxStatus, StoreError> {
+        self.read(move |conn| outbox::status(conn, limit)).await
+    }
+
+    async fn outbox_retry(&self, ids: Option<Vec<i64>>, now: Millis) -> Result<usize, StoreError> {
+        self.write(move |conn| outbox::retry(conn, ids.as_deref(), now))
             .await
     }
 }

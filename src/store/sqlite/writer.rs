@@ -41,6 +41,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0010_user_active.sql"),
     include_str!("../migrations/0011_presence_acl.sql"),
     include_str!("../migrations/0012_message_origin.sql"),
+    include_str!("../migrations/0013_webhook_outbox.sql"),
     include_str!("../migrations/0015_contacts.sql"),
 ];
 

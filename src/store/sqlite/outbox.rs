@@ -1,0 +1,270 @@
+//! The webhook outbox's SQL. Rows are written inside the same savepoint as the message or read
+//! marker they concern (so an event is durable exactly when what it reports is), read in id
+//! order by the delivery loop, and deleted once a receiver answered 2xx.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::protocol::{Millis, Origin};
+use crate::store::{
+    Appended, DeadEvent, EventKind, Identity, Marker, OutboxDevice, OutboxEvent, OutboxOptions,
+    OutboxStatus, PersonId, StoreError,
+};
+
+/// Queues the push for a new message: for the recipient person, due once the grace period
+/// ends. A note to oneself pushes nothing. Returns whether a row was written.
+pub(super) fn on_message(
+    conn: &Connection,
+    opts: &OutboxOptions,
+    from_person: PersonId,
+    appended: &Appended,
+) -> Result<bool, StoreError> {
+    if appended.duplicate || appended.recipient == from_person {
+        return Ok(false);
+    }
+    let data = serde_json::json!({ "ts": appended.ts, "from": appended.from }).to_string();
+    insert(
+        conn,
+        &format!("msg-{}", appended.mid),
+        "message",
+        appended.recipient,
+        appended.recipient_seq,
+        Some(appended.mid),
+        &data,
+        appended.ts,
+        appended.ts + opts.grace_ms,
+    )?;
+    Ok(true)
+}
+
+/// Queues a `read` event for the reader's own read marker (due now: it clears notifications on
+/// the reader's other devices). Returns whether a row was written.
+pub(super) fn on_read(
+    conn: &Connection,
+    who: &Identity,
+    markers: &[Marker],
+) -> Result<bool, StoreError> {
+    let reader = who.person;
+    let Some(marker) = markers.iter().find(|m| m.person == reader) else {
+        return Ok(false); // the marker did not move: nothing happened
+    };
+    let EventKind::Read { upto, peer } = &marker.event.kind else {
+        return Ok(false);
+    };
+    let ts = marker.event.ts;
+    // The device that read: the app clears the notification on the person's other devices.
+    let origin = Origin {
+        uid: who.uid,
+        device: who.device.clone(),
+    };
+    let data = serde_json::json!({ "ts": ts, "peer": peer, "origin": origin }).to_string();
+    insert(
+        conn,
+        &format!("read-{reader}-{}", marker.event.seq),
+        "read",
+        reader,
+        marker.event.seq,
+        Some(*upto),
+        &data,
+        ts,
+        ts,
+    )?;
+    Ok(true)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn insert(
+    conn: &Connection,
+    event_id: &str,
+    kind: &str,
+    person: PersonId,
+    seq: u64,
+    mid: Option<u64>,
+    data: &str,
+    now: Millis,
+    due_at: Millis,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO webhook_outbox (event_id, kind, person, seq, mid, data, created_at, due_at, next_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0)",
+    )?
+    .execute(params![event_id, kind, person, seq, mid, data, now, due_at])?;
+    Ok(())
+}
+
+/// The oldest `limit` live (not dead) rows, in delivery order, each with its person's address
+/// and devices (and the message body when `with_body`).
+pub(super) fn peek(
+    conn: &Connection,
+    limit: usize,
+    with_body: bool,
+) -> Result<Vec<OutboxEvent>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT o.id, o.event_id, o.kind, o.person, o.seq, o.mid, o.data, o.created_at,
+                o.due_at, o.next_at, o.attempts, u.address,
+                CASE WHEN ?2 AND o.kind = 'message' THEN m.body END
+         FROM webhook_outbox o
+         LEFT JOIN users u ON u.uid = o.person
+         LEFT JOIN messages m ON m.mid = o.mid AND ?2 AND o.kind = 'message'
+         WHERE o.dead = 0 ORDER BY o.id LIMIT ?1",
+    )?;
+    let mut events = stmt
+        .query_map(params![limit as i64, with_body], |r| {
+            Ok(OutboxEvent {
+                id: r.get(0)?,
+                event_id: r.get(1)?,
+                kind: r.get(2)?,
+                person: r.get(3)?,
+                seq: r.get(4)?,
+                mid: r.get(5)?,
+                data: r.get(6)?,
+                created_at: r.get(7)?,
+                due_at: r.get(8)?,
+                next_at: r.get(9)?,
+                attempts: r.get(10)?,
+                address: r.get(11)?,
+                body: r.get(12)?,
+                devices: Vec::new(),
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut devices = conn.prepare_cached(
+        "SELECT uid, device_id, acked_seq FROM users
+         WHERE uid = ?1 OR primary_uid = ?1 ORDER BY uid",
+    )?;
+    let mut seen: std::collections::HashMap<PersonId, Vec<OutboxDevice>> = Default::default();
+    for event in &mut events {
+        let list = match seen.entry(event.person) {
+            std::collections::hash_map::Entry::Occupied(found) => found.into_mut(),
+            std::collections::hash_map::Entry::Vacant(slot) => slot.insert(
+                devices
+                    .query_map([event.person], |r| {
+                        Ok(OutboxDevice {
+                            uid: r.get(0)?,
+                            device: r.get(1)?,
+                            acked: r.get(2)?,
+                        })
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+        };
+        event.devices = list.clone();
+    }
+    Ok(events)
+}
+
+/// Removes delivered (or skipped) rows.
+pub(super) fn delete(conn: &Connection, ids: &[i64]) -> Result<(), StoreError> {
+    let mut stmt = conn.prepare_cached("DELETE FROM webhook_outbox WHERE id = ?1")?;
+    for id in ids {
+        stmt.execute([id])?;
+    }
+    Ok(())
+}
+
+/// Records a failed attempt; rows whose retry window began before `window_start` become dead.
+/// Returns how many did.
+pub(super) fn failed(
+    conn: &Connection,
+    ids: &[i64],
+    next_at: Millis,
+    error: &str,
+    window_start: Millis,
+) -> Result<usize, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "UPDATE webhook_outbox SET attempts = attempts + 1, next_at = ?2, last_error = ?3,
+                dead = (created_at < ?4)
+         WHERE id = ?1 AND dead = 0 RETURNING dead",
+    )?;
+    let mut dead = 0;
+    for id in ids {
+        let became: Option<bool> = stmt
+            .query_row(params![id, next_at, error, window_start], |r| r.get(0))
+            .optional()?;
+        dead += usize::from(became == Some(true));
+    }
+    Ok(dead)
+}
+
+/// Dead-letters the oldest live rows beyond `max_pending` ("outbox full"), and forgets the
+/// oldest dead rows beyond as many again, so the table stays bounded while a receiver is down
+/// for good. Returns how many were dead-lettered.
+pub(super) fn bound(conn: &Connection, max_pending: u64) -> Result<usize, StoreError> {
+    let pending: u64 = conn
+        .prepare_cached("SELECT count(*) FROM webhook_outbox WHERE dead = 0")?
+        .query_row([], |r| r.get(0))?;
+    let mut n = 0;
+    if pending > max_pending {
+        n = conn
+            .prepare_cached(
+                "UPDATE webhook_outbox SET dead = 1, last_error = 'outbox full'
+                 WHERE id IN (SELECT id FROM webhook_outbox WHERE dead = 0 ORDER BY id LIMIT ?1)",
+            )?
+            .execute([(pending - max_pending) as i64])?;
+    }
+    conn.prepare_cached(
+        "DELETE FROM webhook_outbox WHERE id IN (
+             SELECT id FROM webhook_outbox WHERE dead = 1 ORDER BY id DESC LIMIT -1 OFFSET ?1)",
+    )?
+    .execute([max_pending as i64])?;
+    Ok(n)
+}
+
+/// Live rows counted, and the newest `limit` dead ones.
+pub(super) fn status(conn: &Connection, limit: usize) -> Result<OutboxStatus, StoreError> {
+    let count = |dead: bool| -> Result<u64, StoreError> {
+        Ok(conn
+            .prepare_cached("SELECT count(*) FROM webhook_outbox WHERE dead = ?1")?
+            .query_row([dead], |r| r.get(0))?)
+    };
+    let (pending, dead_total) = (count(false)?, count(true)?);
+    let dead = conn
+        .prepare_cached(
+            "SELECT o.id, o.event_id, o.kind, u.address, o.person, o.seq, o.attempts,
+                    o.last_error, o.created_at
+             FROM webhook_outbox o LEFT JOIN users u ON u.uid = o.person
+             WHERE o.dead = 1 ORDER BY o.id DESC LIMIT ?1",
+        )?
+        .query_map([limit as i64], |r| {
+            Ok(DeadEvent {
+                id: r.get(0)?,
+                event_id: r.get(1)?,
+                kind: r.get(2)?,
+                address: r.get(3)?,
+                person: r.get(4)?,
+                seq: r.get(5)?,
+                attempts: r.get(6)?,
+                last_error: r.get(7)?,
+                created_at: r.get(8)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(OutboxStatus {
+        pending,
+        dead_total,
+        dead,
+    })
+}
+
+/// Requeues dead rows (the named ones, or all): attempts from 0, a fresh retry window from
+/// `now`. Returns how many.
+pub(super) fn retry(
+    conn: &Connection,
+    ids: Option<&[i64]>,
+    now: Millis,
+) -> Result<usize, StoreError> {
+    const REQUEUE: &str = "UPDATE webhook_outbox
+        SET dead = 0, attempts = 0, next_at = 0, created_at = ?1, last_error = NULL";
+    match ids {
+        None => Ok(conn
+            .prepare_cached(&format!("{REQUEUE} WHERE dead = 1"))?
+            .execute([now])?),
+        Some(ids) => {
+            let mut stmt = conn.prepare_cached(&format!("{REQUEUE} WHERE dead = 1 AND id = ?2"))?;
+            let mut n = 0;
+            for id in ids {
+                n += stmt.execute(params![now, id])?;
+            }
+            Ok(n)
+        }
+    }
+}
