@@ -102,6 +102,8 @@ pub struct Config {
     pub presence: PresencePolicy,
     /// How long a person stays online after its last device left.
     pub presence_grace: Duration,
+    /// Devices may revoke other devices of their own person (`revoke`).
+    pub device_self_revoke: bool,
 }
 
 impl Config {
@@ -148,6 +150,7 @@ impl Config {
             fanout_shards: 0,
             presence: PresencePolicy::Contacts,
             presence_grace: Duration::from_secs(5),
+            device_self_revoke: false,
         }
     }
 

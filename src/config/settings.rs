@@ -285,6 +285,12 @@ pub struct Settings {
     /// phone switching networks) does not show as offline and back [default: 5].
     #[arg(long, env = "OCTET_PRESENCE_GRACE")]
     pub presence_grace: Option<u64>,
+
+    /// Let a device revoke the tokens of another device of its own person (the `revoke` op:
+    /// "log out my lost phone"); the revoked device's connections close with 4004. Off, the
+    /// op is refused with `forbidden` and only the backend's `tokendel` revokes [default: false].
+    #[arg(long, env = "OCTET_DEVICE_SELF_REVOKE", num_args = 0..=1, default_missing_value = "true")]
+    pub device_self_revoke: Option<bool>,
 }
 
 macro_rules! prefer {
@@ -350,7 +356,8 @@ impl Settings {
             metrics_token,
             metrics_token_file,
             presence,
-            presence_grace
+            presence_grace,
+            device_self_revoke
         )
     }
 }

@@ -131,6 +131,8 @@ every_error_code! {
     PresenceDenied => "presence_denied",
     /// A connection (or a watched person) already has the most presence subscriptions allowed.
     TooManySubscriptions => "too_many_subscriptions",
+    /// The op is turned off on this broker (the message names the flag that turns it on).
+    Forbidden => "forbidden",
     /// The server failed; the request may be retried.
     Internal => "internal",
 }

@@ -65,6 +65,7 @@ struct ScenarioConfig {
     max_file_kib: Option<u64>,
     upload_quota_kib: Option<u64>,
     presence_grace_ms: Option<u64>,
+    device_self_revoke: Option<bool>,
 }
 
 /// One step: a backend request (`request`, `raw` or `http`), a device action (`device` with
@@ -430,6 +431,9 @@ async fn run_scenario(scenario: Scenario) -> Vec<String> {
         }
         if let Some(ms) = config.presence_grace_ms {
             c.presence_grace = Duration::from_millis(ms);
+        }
+        if let Some(on) = config.device_self_revoke {
+            c.device_self_revoke = on;
         }
     })
     .await;

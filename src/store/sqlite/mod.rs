@@ -14,6 +14,7 @@
 
 mod active;
 mod app;
+mod devices;
 mod files;
 mod log;
 #[cfg(test)]
@@ -51,8 +52,9 @@ use super::{
 };
 use super::{PresenceAcl, PresenceCheck};
 use crate::auth::TokenHash;
-use crate::protocol::{Millis, Uid};
+use crate::protocol::{DeviceEntry, Millis, Uid};
 
+pub use self::devices::{OnlineView, nobody_online};
 pub use self::writer::{BatchObserver, MAX_BATCH};
 
 /// How a store is opened.
@@ -66,6 +68,8 @@ pub struct StoreOptions {
     pub observer: Option<BatchObserver>,
     /// Gets every transaction's outcomes: what was committed, and the callers' answers.
     pub sink: Arc<dyn CommitSink>,
+    /// Who is online, for the device lists of `devices_changed` and `devices`.
+    pub online: OnlineView,
 }
 
 impl Default for StoreOptions {
@@ -75,6 +79,7 @@ impl Default for StoreOptions {
             full_sync: false,
             observer: None,
             sink: Arc::new(AnswerOnly),
+            online: nobody_online(),
         }
     }
 }
@@ -91,6 +96,8 @@ pub struct SqliteStore {
     doomed: Arc<Mutex<HashSet<String>>>,
     /// Where the next retention step starts: persons after this id (0: from the first).
     prune_after: Mutex<PersonId>,
+    /// Who is online (`StoreOptions::online`).
+    online: OnlineView,
 }
 
 impl SqliteStore {
@@ -107,6 +114,7 @@ impl SqliteStore {
             full_sync,
             observer,
             sink,
+            online,
         } = options;
         let max_batch = max_batch.max(1);
         let path = dir.join("octet.db");
@@ -155,6 +163,7 @@ impl SqliteStore {
             blobs,
             doomed: Arc::default(),
             prune_after: Mutex::new(0),
+            online,
         })
     }
 
@@ -254,6 +263,12 @@ impl SqliteStore {
     }
 }
 
+/// What a write that logged `devices_changed` events hands the commit sink (nothing when it
+/// logged none).
+fn devices_committed(markers: Vec<Marker>) -> Option<Committed> {
+    (!markers.is_empty()).then_some(Committed::Devices(markers))
+}
+
 /// Every SQLite failure the store's functions meet (`?` on a rusqlite call) is the backend's
 /// own: [`StoreError::Database`], with the rusqlite error as its source.
 impl From<rusqlite::Error> for StoreError {
@@ -283,7 +298,7 @@ impl Store for SqliteStore {
     }
 
     async fn useradd(&self, req: NewUser, now: Millis) -> Result<IssuedUser, StoreError> {
-        self.write(move |conn| users::useradd(conn, req, now)).await
+        self.useradd_active(req, None, now).await
     }
 
     async fn useradd_active(
@@ -292,8 +307,12 @@ impl Store for SqliteStore {
         active: Option<bool>,
         now: Millis,
     ) -> Result<IssuedUser, StoreError> {
-        self.write(move |conn| active::useradd_active(conn, req, active, now))
-            .await
+        let online = self.online.clone();
+        self.write_committing(move |conn| {
+            let (issued, markers) = devices::useradd(conn, req, active, now, &online)?;
+            Ok((issued, devices_committed(markers)))
+        })
+        .await
     }
 
     async fn devices(&self, who: UserKey) -> Result<PersonDevices, StoreError> {
@@ -548,11 +567,41 @@ impl Store for SqliteStore {
     }
 
     async fn tokendel(&self, who: UserKey) -> Result<Revoked, StoreError> {
-        self.write(move |conn| users::tokendel(conn, &who)).await
+        let online = self.online.clone();
+        self.write_committing(move |conn| {
+            let (revoked, markers) = devices::tokendel(conn, &who, devices::now(), &online)?;
+            Ok((revoked, devices_committed(markers)))
+        })
+        .await
     }
 
     async fn userdel(&self, who: UserKey) -> Result<Removed, StoreError> {
-        self.write(move |conn| users::userdel(conn, &who)).await
+        let online = self.online.clone();
+        self.write_committing(move |conn| {
+            let (removed, markers) = devices::userdel(conn, &who, devices::now(), &online)?;
+            Ok((removed, devices_committed(markers)))
+        })
+        .await
+    }
+
+    async fn device_list(&self, person: PersonId) -> Result<Vec<DeviceEntry>, StoreError> {
+        let online = self.online.clone();
+        self.read(move |conn| devices::device_list(conn, person, &online(person)))
+            .await
+    }
+
+    async fn revoke_device(
+        &self,
+        who: Identity,
+        uid: Uid,
+        now: Millis,
+    ) -> Result<Revoked, StoreError> {
+        let online = self.online.clone();
+        self.write_committing(move |conn| {
+            let (revoked, markers) = devices::revoke(conn, &who, uid, now, &online)?;
+            Ok((revoked, devices_committed(markers)))
+        })
+        .await
     }
 
     async fn presence_check(
