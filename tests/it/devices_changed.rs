@@ -42,7 +42,8 @@ fn uids(list: &Value) -> Vec<u64> {
 }
 
 /// Broken locally by not appending the event in `devices::useradd` (no `log_change` for
-/// `linked`): the phone never gets `devices_changed`, and the catch-up and history lack it.
+/// `linked`): the phone never gets `devices_changed`. Also by wiring `StoreOptions::online` in
+/// `server::prepare` to nobody: the phone is shown offline in its own event.
 #[tokio::test]
 async fn a_linked_device_is_announced_live_on_catch_up_and_in_history() {
     let server = TestServer::start().await;
@@ -143,7 +144,8 @@ async fn removing_a_linked_device_is_announced_and_removing_the_person_is_not() 
     assert_eq!(closed["code"], json!(4004));
 }
 
-/// Broken locally by logging nothing in `devices::tokendel`: no `revoked` reaches the phone.
+/// Broken locally by logging nothing in `devices::tokendel` (`count > 99`): no `revoked`
+/// reaches the phone.
 #[tokio::test]
 async fn tokendel_is_announced_with_the_revoked_device_offline() {
     let server = TestServer::start().await;
@@ -166,8 +168,8 @@ async fn tokendel_is_announced_with_the_revoked_device_offline() {
     phone.expect_nothing().await;
 }
 
-/// Broken locally by answering `devices` from the list without the router's online set
-/// (`online(person)` replaced by an empty list): `online` is false for both connected devices.
+/// Broken locally by answering `devices` without the store's online view (an empty list in
+/// `SqliteStore::device_list`): `online` is false for both connected devices.
 #[tokio::test]
 async fn devices_lists_the_person_with_who_is_online() {
     let server = TestServer::start().await;
@@ -195,8 +197,8 @@ async fn devices_lists_the_person_with_who_is_online() {
     );
 }
 
-/// Broken locally by kicking nobody after `revoke_device` in `gateway/devices.rs`: the laptop
-/// stays connected and `expect_closed` times out.
+/// Broken locally by kicking uid 0 instead of the revoked uid in `gateway/devices.rs`: the
+/// laptop stays connected and `expect_closed` times out.
 #[tokio::test]
 async fn self_revoke_closes_the_other_device_within_a_second_and_refuses_its_token() {
     let _timed = timed().await;
@@ -282,7 +284,8 @@ async fn revoke_is_refused_without_the_flag_and_changes_nothing() {
     token_still_good(&server, &laptop.token).await;
 }
 
-/// Broken locally by dropping the person check in `devices::revoke`: Bob's device is closed.
+/// Broken locally by dropping the person check in `devices::revoke` (`|| true`): Bob's uid is
+/// revoked and answered instead of refused.
 #[tokio::test]
 async fn revoke_of_another_persons_device_is_refused_and_changes_nothing() {
     let server = TestServer::start_with(|c| c.device_self_revoke = true).await;
