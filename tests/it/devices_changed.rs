@@ -268,6 +268,8 @@ async fn revoke_is_refused_without_the_flag_and_changes_nothing() {
     let mut phone = server.device(ALICE, "phone").await;
     let mut laptop = server.device(ALICE, "laptop").await;
     changed(&mut phone, "linked", laptop.uid).await;
+    server.sessions_down_to(2).await;
+    let before = server.snapshot();
     phone
         .send_json(json!({"op": "revoke", "uid": laptop.uid}))
         .await;
@@ -281,6 +283,11 @@ async fn revoke_is_refused_without_the_flag_and_changes_nothing() {
         "{err}"
     );
     unchanged(&mut phone, &mut laptop).await;
+    assert_eq!(
+        server.snapshot(),
+        before,
+        "a refused revoke changed the store"
+    );
     token_still_good(&server, &laptop.token).await;
 }
 
@@ -293,6 +300,8 @@ async fn revoke_of_another_persons_device_is_refused_and_changes_nothing() {
     let mut laptop = server.device(ALICE, "laptop").await;
     changed(&mut phone, "linked", laptop.uid).await;
     let mut bob = server.device(BOB, "phone").await;
+    server.sessions_down_to(3).await;
+    let before = server.snapshot();
     for uid in [bob.uid, 999_999] {
         phone.send_json(json!({"op": "revoke", "uid": uid})).await;
         let err = phone.expect("error").await;
@@ -310,6 +319,11 @@ async fn revoke_of_another_persons_device_is_refused_and_changes_nothing() {
         );
     }
     unchanged(&mut phone, &mut laptop).await;
+    assert_eq!(
+        server.snapshot(),
+        before,
+        "a refused revoke changed the store"
+    );
     bob.send_msg("b1", ALICE, json!("still here")).await;
     let msg = phone.expect("message").await;
     assert_eq!(msg["body"], json!("still here"));
@@ -331,4 +345,44 @@ async fn unchanged(phone: &mut Device, laptop: &mut Device) {
 async fn token_still_good(server: &TestServer, token: &str) {
     let mut again = server.login(token).await;
     again.expect("welcome").await;
+}
+
+/// `token.linkto` moving a user into a person announces it there as `linked`, with the name it
+/// was given in the same `useradd`. Broken locally by not counting a moved user as linked
+/// (`!issued.moved` in `devices::useradd`): no event; and by dropping the moved-user guard on
+/// `renamed`: the watch is announced twice.
+#[tokio::test]
+async fn a_user_linked_with_linkto_is_announced_to_its_new_person() {
+    let server = TestServer::start().await;
+    let mut phone = server.device(ALICE, "phone").await;
+    let answer = server
+        .backend(
+            json!({"op": "useradd", "user": {"address": "alice-tablet@example.com",
+            "name": "Tablet", "token": {"appid": crate::harness::APPID, "linkto": ALICE}}}),
+        )
+        .await;
+    assert_eq!(answer["linkto"], json!(phone.uid), "{answer}");
+    let uid = answer["user"]["uid"].as_u64().unwrap();
+    let linked = changed(&mut phone, "linked", uid).await;
+    let tablet = entry(&linked, uid).unwrap();
+    assert_eq!(tablet["address"], json!("alice-tablet@example.com"));
+    assert_eq!(tablet["name"], json!("Tablet"));
+    assert_eq!(tablet["primary"], json!(false));
+    phone.expect_nothing().await;
+
+    // A user of its own first, renamed as it is linked: one `linked`, no `renamed`.
+    let watch = "alice-watch@example.com";
+    server
+        .backend(json!({"op": "useradd", "user": {"address": watch, "name": "W"}}))
+        .await;
+    let answer = server
+        .backend(
+            json!({"op": "useradd", "user": {"address": watch, "name": "Watch",
+            "token": {"appid": crate::harness::APPID, "linkto": ALICE}}}),
+        )
+        .await;
+    let uid = answer["user"]["uid"].as_u64().unwrap();
+    let linked = changed(&mut phone, "linked", uid).await;
+    assert_eq!(entry(&linked, uid).unwrap()["name"], json!("Watch"));
+    phone.expect_nothing().await;
 }
