@@ -15,8 +15,8 @@ use tokio::sync::mpsc;
 
 use crate::metrics::Metrics;
 use crate::protocol::{
-    CallRecordFrame, Message as MessageFrame, Origin, ProfileFrame, ReadMarker, Receipt,
-    ServerFrame,
+    CallRecordFrame, DeviceChange, DevicesChanged, Message as MessageFrame, Origin, ProfileFrame,
+    ReadMarker, Receipt, ServerFrame, Uid,
 };
 use crate::router::{Batch, Frame, Router};
 use crate::store::{
@@ -110,7 +110,8 @@ impl CommitSink for Fanout {
                         Committed::Receipts(m)
                         | Committed::Read(m)
                         | Committed::CallRecord(m)
-                        | Committed::Profile(m) => m,
+                        | Committed::Profile(m)
+                        | Committed::Devices(m) => m,
                         Committed::Message(_) => unreachable!("matched above"),
                     };
                     let first = markers.first().map(|m| self.shard_of(m.person));
@@ -163,12 +164,26 @@ async fn run_shard(
                 Work::Marker(marker) => {
                     let frame: Frame = event_frame(&marker.event).into();
                     let seq = Some(marker.event.seq);
-                    router.deliver_in(&mut batch, marker.person, &frame, seq, None);
+                    let skip = gone_device(&marker.event);
+                    router.deliver_in(&mut batch, marker.person, &frame, seq, skip);
                 }
                 Work::Answer(answer) => answer.send(),
             }
         }
         batch.flush(&metrics);
+    }
+}
+
+/// The device a `devices_changed` event says was revoked or removed: its connections are
+/// being closed, so it is not told (whether the frame would beat the close is a race).
+fn gone_device(event: &LogEvent) -> Option<Uid> {
+    match &event.kind {
+        EventKind::Devices {
+            change: DeviceChange::Revoked | DeviceChange::Removed,
+            uid,
+            ..
+        } => Some(*uid),
+        _ => None,
     }
 }
 
@@ -290,6 +305,18 @@ pub fn event_frame(event: &LogEvent) -> String {
             peer: peer.clone(),
             upto: *upto,
             ts: event.ts,
+        })
+        .to_text(),
+        EventKind::Devices {
+            change,
+            uid,
+            devices,
+        } => ServerFrame::DevicesChanged(DevicesChanged {
+            seq: event.seq,
+            ts: event.ts,
+            change: *change,
+            uid: *uid,
+            devices: devices.clone(),
         })
         .to_text(),
     }

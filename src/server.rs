@@ -98,6 +98,10 @@ pub async fn prepare(config: Config) -> Result<Prepared, StartError> {
         observer: Some(observer),
         sink: Arc::new(fanout),
         outbox: webhooks.as_ref().map(|w| w.outbox_options()),
+        online: {
+            let router = router.clone();
+            Arc::new(move |person| router.online(person).to_vec())
+        },
     };
     let store = SqliteStore::open_with(&config.data_dir, options)?;
     // The operator's tokens win; else the stored ones; else new ones, shown once.

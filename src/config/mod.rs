@@ -102,6 +102,8 @@ pub struct Config {
     pub presence: PresencePolicy,
     /// How long a person stays online after its last device left.
     pub presence_grace: Duration,
+    /// Devices may revoke other devices of their own person (`revoke`).
+    pub device_self_revoke: bool,
     /// Event webhooks to the app's backend; `None` (the default) writes no outbox at all.
     pub webhook: Option<WebhookConfig>,
 }
@@ -183,6 +185,7 @@ impl Config {
             presence: PresencePolicy::Contacts,
             presence_grace: Duration::from_secs(5),
             webhook: None,
+            device_self_revoke: false,
         }
     }
 

@@ -318,6 +318,12 @@ pub struct Settings {
     /// ("outbox full"), never a send refused [default: 1000000].
     #[arg(long, env = "OCTET_WEBHOOK_MAX_PENDING")]
     pub webhook_max_pending: Option<u64>,
+
+    /// Let a device revoke the tokens of another device of its own person (the `revoke` op:
+    /// "log out my lost phone"); the revoked device's connections close with 4004. Off, the
+    /// op is refused with `forbidden` and only the backend's `tokendel` revokes [default: false].
+    #[arg(long, env = "OCTET_DEVICE_SELF_REVOKE", num_args = 0..=1, default_missing_value = "true")]
+    pub device_self_revoke: Option<bool>,
 }
 
 macro_rules! prefer {
@@ -390,7 +396,8 @@ impl Settings {
             push_grace,
             webhook_include_body,
             webhook_retry_hours,
-            webhook_max_pending
+            webhook_max_pending,
+            device_self_revoke
         )
     }
 }

@@ -193,6 +193,7 @@ impl Config {
             allowed_origins: origins(s.allowed_origins.unwrap_or_default())?,
             max_json_depth: bounded("max_json_depth", s.max_json_depth, 32, 2, 128)?,
             conformance: s.conformance.unwrap_or(false),
+            device_self_revoke: s.device_self_revoke.unwrap_or(false),
             sync: s.sync.unwrap_or_default(),
             log_format: s.log_format.unwrap_or_default(),
         })

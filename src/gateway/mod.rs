@@ -5,6 +5,7 @@
 
 pub mod admission;
 mod calls;
+mod devices;
 mod ops;
 mod presence;
 mod replies;

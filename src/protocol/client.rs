@@ -37,13 +37,17 @@ pub enum ClientFrame {
     Typing(TypingRequest),
     /// Subscribe to (or unsubscribe from) persons' online status.
     Presence(PresenceRequest),
+    /// The list of this person's devices.
+    Devices(DevicesRequest),
+    /// Revoke the tokens of a device of this person (with `--device-self-revoke`).
+    Revoke(RevokeRequest),
 }
 
 impl ClientFrame {
     /// The ops a device may send.
     pub const OPS: &'static [&'static str] = &[
         "login", "send", "call", "history", "ack", "read", "profile", "file_url", "typing",
-        "presence",
+        "presence", "devices", "revoke",
     ];
 
     /// Decodes a frame from a device.
@@ -66,6 +70,8 @@ impl ClientFrame {
                 "file_url" => decode_fields(text).map(ClientFrame::FileUrl),
                 "typing" => decode_fields(text).map(ClientFrame::Typing),
                 "presence" => decode_fields(text).map(ClientFrame::Presence),
+                "devices" => decode_fields(text).map(ClientFrame::Devices),
+                "revoke" => decode_fields(text).map(ClientFrame::Revoke),
                 _ => return None,
             })
         })
@@ -84,6 +90,8 @@ impl ClientFrame {
             ClientFrame::FileUrl(_) => "file_url",
             ClientFrame::Typing(_) => "typing",
             ClientFrame::Presence(_) => "presence",
+            ClientFrame::Devices(_) => "devices",
+            ClientFrame::Revoke(_) => "revoke",
         }
     }
 
@@ -437,4 +445,17 @@ mod tests {
         let err = ClientFrame::decode(r#"{"op":3}"#).unwrap_err();
         assert_eq!(err.code, ErrorCode::WrongType);
     }
+}
+
+/// `devices`: asks for the list of this person's devices (answered with `devices`).
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct DevicesRequest {}
+
+/// `revoke`: revokes every token of the device (user) `uid` of this person, which may be this
+/// device itself (a logout); its connections close with 4004. Only with `--device-self-revoke`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RevokeRequest {
+    /// The uid of the device to revoke, as `devices` lists it.
+    #[serde(deserialize_with = "bounded")]
+    pub uid: u64,
 }

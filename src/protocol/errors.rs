@@ -134,6 +134,8 @@ every_error_code! {
     /// The op needs a feature the broker was started without (e.g. `webhooks` without
     /// `--webhook-url`); the message names the setting.
     NotConfigured => "not_configured",
+    /// The op is turned off on this broker (the message names the flag that turns it on).
+    Forbidden => "forbidden",
     /// The server failed; the request may be retried.
     Internal => "internal",
 }

@@ -28,6 +28,8 @@ const VALID: &[&str] = &[
     r#"{"op":"file_url","id":"f1"}"#,
     r#"{"op":"typing","to":"bob@example.com","state":"start"}"#,
     r#"{"op":"presence","subscribe":["bob@example.com"],"unsubscribe":["c@example.com"]}"#,
+    r#"{"op":"devices"}"#,
+    r#"{"op":"revoke","uid":2}"#,
 ];
 
 /// The codes `ClientFrame::decode` may refuse with; anything else (say `internal`) is a bug.

@@ -30,6 +30,9 @@ pub enum Committed {
     CallRecord(Vec<Marker>),
     /// A profile change in the person's log.
     Profile(Vec<Marker>),
+    /// `devices_changed` events in the person's log (a device linked, renamed, revoked or
+    /// removed).
+    Devices(Vec<Marker>),
 }
 
 impl Committed {
@@ -40,7 +43,8 @@ impl Committed {
             Committed::Receipts(m)
             | Committed::Read(m)
             | Committed::CallRecord(m)
-            | Committed::Profile(m) => Some(m),
+            | Committed::Profile(m)
+            | Committed::Devices(m) => Some(m),
         }
     }
 }

@@ -18,7 +18,7 @@ use crate::protocol::{ErrorCode, Millis, Uid};
 
 pub use blobs::{BlobDir, attachment};
 pub use commit::{Answer, AnswerOnly, CommitSink, Committed, CommittedMessage, Outcome};
-pub use sqlite::{SqliteStore, StoreOptions};
+pub use sqlite::{OnlineView, SqliteStore, StoreOptions, nobody_online};
 pub use types::*;
 pub use webhook::{DeadEvent, OutboxDevice, OutboxEvent, OutboxOptions, OutboxStatus};
 
@@ -276,6 +276,20 @@ pub trait Store: Send + Sync + 'static {
     async fn tokendel(&self, who: UserKey) -> Result<Revoked, StoreError>;
     /// Removes a user; a primary takes its whole person with it (`userdel`).
     async fn userdel(&self, who: UserKey) -> Result<Removed, StoreError>;
+    /// A person's devices now, primary first, with who is online (a device's `devices`).
+    async fn device_list(
+        &self,
+        person: PersonId,
+    ) -> Result<Vec<crate::protocol::DeviceEntry>, StoreError>;
+    /// A device's `revoke`: revokes every token of the user `uid` of the device's own person
+    /// (itself included) and logs `devices_changed`; [`StoreError::NoSuchUser`] for a uid of
+    /// no user of that person, changing nothing.
+    async fn revoke_device(
+        &self,
+        who: Identity,
+        uid: Uid,
+        now: Millis,
+    ) -> Result<Revoked, StoreError>;
 
     /// Whether `watcher` may see `target`'s presence, as far as the store knows: the target's
     /// list entry for the watcher, and (if `with_contacts` and no entry) whether the two

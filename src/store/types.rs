@@ -353,6 +353,15 @@ pub enum EventKind {
         /// The peer person's primary address.
         peer: String,
     },
+    /// A device of this person was linked, renamed, revoked or removed.
+    Devices {
+        /// What happened.
+        change: crate::protocol::DeviceChange,
+        /// The device concerned.
+        uid: Uid,
+        /// Every device of the person after the change, as it was then.
+        devices: Vec<crate::protocol::DeviceEntry>,
+    },
 }
 
 /// What the broker knows of stored bytes (shared by every upload of the same bytes).

@@ -18,10 +18,11 @@ async fn stats_needs_the_admin_token_and_counts() {
     let _b = server.device("bob@example.com", "b").await;
     a.send_msg("1", "bob@example.com", json!("hi")).await;
 
+    // Events: the message in Bob's log and `devices_changed` of the link of a2 in Alice's.
     let stats = post(&server, json!({"op":"stats","token":ADMIN})).await;
     assert_eq!(
         stats,
-        json!({"op":"stats","result":true,"users":3,"persons":2,"messages":1,"events":2,
+        json!({"op":"stats","result":true,"users":3,"persons":2,"messages":1,"events":3,
                "connections":2,"persons_online":2,
                "apps":[{"appid":"com.example.app","users":3}]})
     );

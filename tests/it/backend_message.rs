@@ -39,6 +39,7 @@ async fn one_recipient_reaches_every_device_of_both_persons_and_the_logs() {
     let mut b_phone = server.device(BOB, "b-phone").await;
     let mut b_tablet = server.device(BOB, "b-tablet").await;
 
+    // Each person's log begins with the `devices_changed` of its second device (seq 1).
     let answer = sent(
         &server,
         message(
@@ -55,7 +56,7 @@ async fn one_recipient_reaches_every_device_of_both_persons_and_the_logs() {
     for dev in [&mut b_phone, &mut b_tablet] {
         let m = got(dev).await;
         assert_eq!(m["mid"], json!(1));
-        assert_eq!(m["seq"], json!(1));
+        assert_eq!(m["seq"], json!(2));
         assert_eq!(m["from"], json!(ALICE));
         assert_eq!(m["to"], json!(BOB));
         assert_eq!(m["body"], json!({"text": "welcome", "n": 1}));
@@ -68,7 +69,7 @@ async fn one_recipient_reaches_every_device_of_both_persons_and_the_logs() {
     for dev in [&mut a_phone, &mut a_laptop] {
         let m = got(dev).await;
         assert_eq!(m["mid"], json!(1));
-        assert_eq!(m["seq"], json!(1));
+        assert_eq!(m["seq"], json!(2));
         assert_eq!(m["out"], json!(true), "{m}");
     }
 
@@ -76,25 +77,25 @@ async fn one_recipient_reaches_every_device_of_both_persons_and_the_logs() {
     b_phone.send_json(json!({"op": "history"})).await;
     let history = b_phone.expect("history").await;
     let events = history["events"].as_array().unwrap();
-    assert_eq!(events.len(), 1, "{history}");
-    assert_eq!(events[0]["mid"], json!(1));
-    assert_eq!(events[0]["from"], json!(ALICE));
+    assert_eq!(events.len(), 2, "{history}");
+    assert_eq!(events[1]["mid"], json!(1));
+    assert_eq!(events[1]["from"], json!(ALICE));
     a_laptop.send_json(json!({"op": "history"})).await;
     let history = a_laptop.expect("history").await;
-    assert_eq!(history["events"][0]["out"], json!(true), "{history}");
+    assert_eq!(history["events"][1]["out"], json!(true), "{history}");
 
     // A device's reply continues both logs with no gap, and receipts work as for any message.
-    b_phone.send_json(json!({"op": "ack", "seq": 1})).await;
+    b_phone.send_json(json!({"op": "ack", "seq": 2})).await;
     for dev in [&mut a_phone, &mut a_laptop] {
         let r = dev.expect("receipt").await;
         assert_eq!(r["mid"], json!(1), "{r}");
         assert_eq!(r["status"], json!("delivered"), "{r}");
-        assert_eq!(r["seq"], json!(2), "{r}");
+        assert_eq!(r["seq"], json!(3), "{r}");
     }
     let reply = b_phone.send_msg("r1", ALICE, json!("thanks")).await;
-    assert_eq!(reply["seq"], json!(2), "{reply}");
+    assert_eq!(reply["seq"], json!(3), "{reply}");
     for dev in [&mut a_phone, &mut a_laptop] {
-        assert_eq!(got(dev).await["seq"], json!(3));
+        assert_eq!(got(dev).await["seq"], json!(4));
     }
     assert_eq!(got(&mut b_tablet).await["out"], json!(true));
     for dev in [&mut a_phone, &mut a_laptop, &mut b_phone, &mut b_tablet] {

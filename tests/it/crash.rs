@@ -151,16 +151,20 @@ async fn stop_mid_stream(stop: Stop) {
         stream("b1", "alice@example.com"),
         vec![],
     ];
-    // Everyone is online (at seq 0) before the first send.
+    // Everyone is online (at seq 1: each log begins with the `devices_changed` of its second
+    // device's link) before the first send.
     let mut conns = Vec::new();
     for token in &tokens {
         let (conn, seq) = client_login(&broker.ws(), token, None).await;
-        assert_eq!(seq, 0);
+        assert_eq!(seq, 1);
         conns.push(conn);
     }
     let mut tasks = Vec::new();
     for (conn, plan) in conns.into_iter().zip(plans) {
-        tasks.push(tokio::spawn(drive(conn, plan, Seen::default())));
+        // Held from before the login: the link (no message, so no mid: 0).
+        let mut seen = Seen::default();
+        seen.record(1, 0);
+        tasks.push(tokio::spawn(drive(conn, plan, seen)));
     }
     tokio::time::sleep(Duration::from_millis(700)).await;
     match stop {

@@ -14,18 +14,20 @@ async fn linked_device_sends_as_the_primary_to_every_device() {
     let mut b2 = server.device("bob@example.com", "b-laptop").await;
     assert_eq!(a2.address, "alice@example.com-linked-1");
 
+    // Seqs 1 and 2 of Alice's log are the links of a-laptop and a-tablet, 1 of Bob's the link
+    // of b-laptop (`devices_changed`).
     let sent = a2
         .send_msg("c-1", "bob@example.com", json!({"text":"hi","n":[1,2]}))
         .await;
     let mid = sent["mid"].as_u64().unwrap();
     assert!(sent["ts"].as_i64().unwrap() > 0);
-    assert_eq!(sent["seq"], 1);
+    assert_eq!(sent["seq"], 3);
 
     for bob in [&mut b1, &mut b2] {
         let msg = bob.expect("message").await;
         assert_eq!(
             msg,
-            json!({"op":"message","mid":mid,"seq":1,"from":"alice@example.com","to":"bob@example.com",
+            json!({"op":"message","mid":mid,"seq":2,"from":"alice@example.com","to":"bob@example.com",
                    "ts":sent["ts"],"body":{"text":"hi","n":[1,2]}})
         );
     }
@@ -34,7 +36,7 @@ async fn linked_device_sends_as_the_primary_to_every_device() {
         assert_eq!(msg["out"], true);
         assert_eq!(msg["from"], "alice@example.com");
         assert_eq!(msg["mid"], mid);
-        assert_eq!(msg["seq"], 1);
+        assert_eq!(msg["seq"], 3);
     }
     a2.expect_silence().await;
 }

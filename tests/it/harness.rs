@@ -303,10 +303,14 @@ impl Device {
     }
 
     /// Waits for the next frame and asserts its op. A `synced` frame (which follows every
-    /// `welcome`) is passed over unless it is the one asked for; use [`Device::next`] to see all.
+    /// `welcome`) and `devices_changed` events (which linking the next device of a test's
+    /// person sends to the devices already connected) are passed over unless asked for; use
+    /// [`Device::next`] to see all.
     pub async fn expect(&mut self, op: &str) -> Value {
         let mut frame = self.next().await;
-        if frame["op"] == "synced" && op != "synced" {
+        while ["synced", "devices_changed"].contains(&frame["op"].as_str().unwrap_or(""))
+            && frame["op"] != op
+        {
             frame = self.next().await;
         }
         assert_eq!(
@@ -348,12 +352,24 @@ impl Device {
         n
     }
 
-    /// Asserts nothing arrives for a short while.
+    /// Asserts nothing arrives for a short while but `devices_changed` events (passed over as
+    /// [`Device::expect`] does; [`Device::expect_nothing`] counts them too).
     pub async fn expect_silence(&mut self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(300);
+        while let Ok(incoming) = tokio::time::timeout_at(deadline, self.conn.recv()).await {
+            match incoming {
+                Ok(Incoming::Frame(text, _)) if text.contains(r#""op":"devices_changed""#) => {}
+                other => panic!("expected silence, got {other:?}"),
+            }
+        }
+    }
+
+    /// Asserts no frame at all arrives for a short while.
+    pub async fn expect_nothing(&mut self) {
         if let Ok(incoming) =
             tokio::time::timeout(Duration::from_millis(300), self.conn.recv()).await
         {
-            panic!("expected silence, got {incoming:?}");
+            panic!("expected nothing, got {incoming:?}");
         }
     }
 }

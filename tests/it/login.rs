@@ -15,16 +15,17 @@ async fn welcome_names_the_device_and_its_primary() {
     let mut dev = server
         .login(laptop["user"]["token"].as_str().unwrap())
         .await;
+    // Seq 1 is the `devices_changed` of the laptop's own link, before its login.
     let welcome = dev.next().await;
     assert_eq!(
         welcome,
         json!({"op":"welcome","uid":2,"address":"xyz@example.com-linked-1",
                "primary":{"uid":1,"address":"xyz@example.com"},
-               "seq":0,"epoch":server.epoch(1).await,"recovered":true})
+               "seq":1,"epoch":server.epoch(1).await,"recovered":true})
     );
     assert_eq!(
         dev.next().await,
-        json!({"op":"synced","seq":0,"replayed":0})
+        json!({"op":"synced","seq":1,"replayed":0})
     );
 }
 

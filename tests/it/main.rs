@@ -15,6 +15,7 @@ mod config;
 mod conformance;
 mod crash;
 mod dashboard;
+mod devices_changed;
 mod disk_full;
 mod fanout;
 mod faults;

@@ -35,7 +35,7 @@ async fn read_log(
         };
         match frame["op"].as_str() {
             Some("welcome") | Some("synced") => continue,
-            Some("message") | Some("receipt") | Some("read") => {
+            Some("message") | Some("receipt") | Some("read") | Some("devices_changed") => {
                 let seq = frame["seq"].as_u64().expect("logged events carry a seq");
                 assert_eq!(seq, *last + 1, "gap or reorder after seq {last}: {frame}");
                 *last = seq;
@@ -94,7 +94,7 @@ async fn many_senders_to_one_person_stay_in_seq_order_on_every_device_across_a_r
                                 assert_eq!(frame["id"], json!(id));
                                 break;
                             }
-                            Some("receipt") => continue,
+                            Some("receipt") | Some("devices_changed") => continue,
                             _ => panic!("unexpected {frame}"),
                         }
                     }
@@ -105,6 +105,9 @@ async fn many_senders_to_one_person_stay_in_seq_order_on_every_device_across_a_r
         .collect();
 
     // r1 acks as it reads, so receipts go into the senders' logs while they send.
+    // Rita's seqs 1 and 2 are the `devices_changed` of r2's and r3's links: r1 was live for
+    // both, r2 logged in after the first, r3 after both.
+    const LINKS: u64 = 2;
     let r1_task = tokio::spawn(async move {
         let (mut last, mut seen) = (0, BTreeSet::new());
         while seen.len() < total {
@@ -115,31 +118,36 @@ async fn many_senders_to_one_person_stay_in_seq_order_on_every_device_across_a_r
         (r1, last)
     });
     // r3 reads a third, disconnects, and comes back with `since`.
-    let (mut r3_last, mut r3_seen) = (0, BTreeSet::new());
+    let (mut r3_last, mut r3_seen) = (LINKS, BTreeSet::new());
     read_log(&mut r3, &mut r3_last, &mut r3_seen, Some(total / 3)).await;
     drop(r3);
     tokio::time::sleep(Duration::from_millis(50)).await;
     let mut r3 = server.login_since(&r3_token, Some(r3_last), None).await;
     read_log(&mut r3, &mut r3_last, &mut r3_seen, Some(total)).await;
 
-    let (mut r2_last, mut r2_seen) = (0, BTreeSet::new());
+    let (mut r2_last, mut r2_seen) = (1, BTreeSet::new());
     read_log(&mut r2, &mut r2_last, &mut r2_seen, Some(total)).await;
     for task in sending {
         task.await.unwrap();
     }
     let (_r1, r1_last) = r1_task.await.unwrap();
-    assert_eq!(r1_last, total as u64, "r1 saw every message once, in order");
-    assert_eq!(r2_last, total as u64);
-    assert_eq!(r3_last, total as u64);
+    assert_eq!(
+        r1_last,
+        LINKS + total as u64,
+        "r1 saw every message once, in order"
+    );
+    assert_eq!(r2_last, LINKS + total as u64);
+    assert_eq!(r3_last, LINKS + total as u64);
 
     // Each sender's other device saw its person's log whole: the copies of the messages it
     // sent (`out`) and the `delivered` receipts r1's acks added, in seq order.
+    // Their seq 1 is their own link, before they logged in.
     for mut watcher in watchers {
-        let (mut last, mut seen) = (0, BTreeSet::new());
+        let (mut last, mut seen) = (1, BTreeSet::new());
         read_log(&mut watcher, &mut last, &mut seen, None).await;
         assert_eq!(seen.len() as u64, PER_SENDER, "every out copy once");
         assert!(
-            last > PER_SENDER,
+            last > PER_SENDER + 1,
             "receipts were logged too (last seq {last})"
         );
     }

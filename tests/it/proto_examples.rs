@@ -67,6 +67,7 @@ struct ScenarioConfig {
     presence_grace_ms: Option<u64>,
     /// Webhooks on, to a receiver that is not there (the examples send no events).
     webhooks: Option<bool>,
+    device_self_revoke: Option<bool>,
 }
 
 /// One step: a backend request (`request`, `raw` or `http`), a device action (`device` with
@@ -438,6 +439,9 @@ async fn run_scenario(scenario: Scenario) -> Vec<String> {
                 "http://127.0.0.1:9/hooks",
                 "proto-webhook-secret-0123",
             ));
+        }
+        if let Some(on) = config.device_self_revoke {
+            c.device_self_revoke = on;
         }
     })
     .await;

@@ -65,18 +65,19 @@ async fn own_copies_name_the_sending_device_live_on_catch_up_and_in_history() {
         ]
     );
 
-    // History, on either person.
+    // History, on either person. Alice's seq 1 is the laptop's link (`devices_changed`).
     tablet
-        .send_json(json!({"op": "history", "before": 4, "limit": 10}))
+        .send_json(json!({"op": "history", "before": 5, "limit": 10}))
         .await;
     let page = tablet.expect("history").await;
     let events = page["events"].as_array().unwrap();
-    assert_eq!(events.len(), 3, "{page}");
+    assert_eq!(events.len(), 4, "{page}");
+    assert_eq!(events[0]["op"], json!("devices_changed"));
     assert_eq!(
-        origin_of(&events[0]),
+        origin_of(&events[1]),
         &json!({"uid": laptop.uid, "device": "a-laptop"})
     );
-    assert!(events[2].get("origin").is_none());
+    assert!(events[3].get("origin").is_none());
     bob.send_json(json!({"op": "history", "before": 3, "limit": 10}))
         .await;
     let page = bob.expect("history").await;

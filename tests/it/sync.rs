@@ -28,7 +28,8 @@ async fn an_offline_device_catches_up_in_order_without_gaps() {
     let b2 = server.device("bob@example.com", "b2").await;
     alice.send_msg("first", "bob@example.com", json!(0)).await;
     b1.expect("message").await;
-    let held = 1; // b2's position: it saw seq 1 and went offline
+    // Bob's seq 1 is the `devices_changed` of b2's link, 2 the first message.
+    let held = 2; // b2's position: it saw seq 2 and went offline
     let token = b2.token.clone();
     b2.conn.close().await.unwrap();
 
@@ -41,13 +42,13 @@ async fn an_offline_device_catches_up_in_order_without_gaps() {
         .login_since(&token, Some(held), Some(&server.epoch(b1.uid).await))
         .await;
     let (welcome, replayed) = until_synced(&mut b2).await;
-    assert_eq!(welcome["seq"], 101);
+    assert_eq!(welcome["seq"], 102);
     assert_eq!(welcome["recovered"], true);
     let seqs: Vec<u64> = replayed
         .iter()
         .map(|m| m["seq"].as_u64().unwrap())
         .collect();
-    assert_eq!(seqs, (2..=101).collect::<Vec<_>>());
+    assert_eq!(seqs, (3..=102).collect::<Vec<_>>());
     assert_eq!(replayed[0]["body"], 1);
     assert_eq!(replayed[99]["body"], 100);
     assert_eq!(replayed[0]["from"], "alice@example.com");
@@ -56,7 +57,7 @@ async fn an_offline_device_catches_up_in_order_without_gaps() {
         .send_msg("live", "bob@example.com", json!("live"))
         .await;
     let live = b2.expect("message").await;
-    assert_eq!(live["seq"], 102);
+    assert_eq!(live["seq"], 103);
 }
 
 #[tokio::test]
@@ -71,13 +72,15 @@ async fn the_sender_catches_up_on_its_own_outgoing_messages() {
     let mut a2 = server.login_since(&token, None, None).await;
     // No since: a new device, live from here, history for the past.
     let (welcome, replayed) = until_synced(&mut a2).await;
-    assert_eq!(welcome["seq"], 1);
+    // Seq 1 is the `devices_changed` of a2's link, 2 the message.
+    assert_eq!(welcome["seq"], 2);
     assert!(replayed.is_empty());
     a2.send_json(json!({"op":"history"})).await;
     let page = a2.expect("history").await;
     assert_eq!(page["more"], false);
-    assert_eq!(page["events"][0]["out"], true);
-    assert_eq!(page["events"][0]["body"], "from a1");
+    assert_eq!(page["events"][0]["op"], "devices_changed");
+    assert_eq!(page["events"][1]["out"], true);
+    assert_eq!(page["events"][1]["body"], "from a1");
 }
 
 #[tokio::test]
@@ -153,14 +156,20 @@ async fn a_new_device_pages_back_through_history() {
             seqs.windows(2).all(|w| w[1] == w[0] + 1),
             "page not in order: {seqs:?}"
         );
-        assert!(events.iter().all(|e| e["op"] == "message"));
+        // The newest event (121) is the `devices_changed` of the laptop's own link.
+        assert!(events.iter().all(|e| e["op"]
+            == if e["seq"] == 121 {
+                "devices_changed"
+            } else {
+                "message"
+            }));
         collected.splice(0..0, seqs.iter().copied());
         before = seqs.first().copied();
         if page["more"] == false {
             break;
         }
     }
-    assert_eq!(collected, (1..=120).collect::<Vec<_>>());
+    assert_eq!(collected, (1..=121).collect::<Vec<_>>());
 }
 
 #[tokio::test]
@@ -308,6 +317,7 @@ async fn acks_send_delivered_receipts_once_and_show_in_devices() {
     let mut a2 = server.device("alice@example.com", "a2").await;
     let mut b1 = server.device("bob@example.com", "b1").await;
     let mut b2 = server.device("bob@example.com", "b2").await;
+    // Seq 1 of each log is the `devices_changed` of its second device's link.
     let sent = a1.send_msg("m1", "bob@example.com", json!("hi")).await;
     let mid = sent["mid"].clone();
     a2.expect("message").await;
@@ -319,14 +329,14 @@ async fn acks_send_delivered_receipts_once_and_show_in_devices() {
         assert_eq!(receipt["mid"], mid);
         assert_eq!(receipt["status"], "delivered");
         assert_eq!(receipt["peer"], "bob@example.com");
-        assert_eq!(receipt["seq"], 2);
+        assert_eq!(receipt["seq"], 3);
     }
     // The second device's ack of the same message sends nothing more.
     b2.send_json(json!({"op":"ack","seq":got["seq"]})).await;
     a1.expect_silence().await;
     let devices = server.devices("bob@example.com").await;
-    assert_eq!(devices["devices"][0]["acked"], 1);
-    assert_eq!(devices["devices"][1]["acked"], 1);
+    assert_eq!(devices["devices"][0]["acked"], 2);
+    assert_eq!(devices["devices"][1]["acked"], 2);
 
     // An ack past the head is refused and changes nothing. (The acks above are committed:
     // `devices` showed them; no session has ended.)
@@ -336,7 +346,7 @@ async fn acks_send_delivered_receipts_once_and_show_in_devices() {
     let err = b1.expect("error").await;
     assert_eq!(err["code"], "bad_value");
     assert!(
-        err["message"].as_str().unwrap().contains("newest seq is 1"),
+        err["message"].as_str().unwrap().contains("newest seq is 2"),
         "{err}"
     );
     b1.send_json(json!({"op":"ack","seq":-1})).await;
@@ -361,20 +371,21 @@ async fn read_markers_reach_the_other_devices_and_the_peer() {
     let marker = b2.expect("read").await;
     assert_eq!(marker["peer"], "alice@example.com");
     assert_eq!(marker["upto"], mid);
-    assert_eq!(marker["seq"], 2);
+    // Bob's seq 1 is the `devices_changed` of b2's link, 2 the message.
+    assert_eq!(marker["seq"], 3);
     let receipt = a1.expect("receipt").await;
     assert_eq!(
         (receipt["status"].clone(), receipt["mid"].clone()),
         (json!("read"), json!(mid))
     );
     // The reader's own device gets its marker too: every device sees every seq of its log.
-    assert_eq!(b1.expect("read").await["seq"], 2);
+    assert_eq!(b1.expect("read").await["seq"], 3);
     b1.expect_silence().await;
 
     // The marker is in the log: a device catching up gets it.
     b1.send_json(json!({"op":"history"})).await;
     let page = b1.expect("history").await;
-    assert_eq!(page["events"][1]["op"], "read");
+    assert_eq!(page["events"][2]["op"], "read");
 
     // Another person's conversation, an unknown peer: refused, nothing changes. (The marker
     // is committed: its frames came; no session has ended.)

@@ -21,10 +21,15 @@ fn typing(from: &str, to: &str, state: &str, out: bool) -> Value {
 }
 
 /// The whole retained log of `device`'s person, by `history`.
+/// The device's history but the `devices_changed` of the test's links.
 async fn history(device: &mut Device) -> Vec<Value> {
     device.send_json(json!({"op":"history","limit":500})).await;
     let page = device.expect("history").await;
-    page["events"].as_array().unwrap().clone()
+    let events = page["events"].as_array().unwrap().iter();
+    events
+        .filter(|e| e["op"] != "devices_changed")
+        .cloned()
+        .collect()
 }
 
 #[tokio::test]
@@ -75,8 +80,14 @@ async fn start_and_stop_reach_the_peer_and_the_other_devices_only() {
         .to_string();
     let mut a3 = server.login_since(&token, Some(0), None).await;
     a3.expect("welcome").await;
+    // Alice's log holds only the links of a2 and a3.
+    for seq in 1..=2 {
+        let replayed = a3.next().await;
+        assert_eq!(replayed["op"], "devices_changed", "{replayed}");
+        assert_eq!(replayed["seq"], seq, "{replayed}");
+    }
     let synced = a3.next().await;
-    assert_eq!(synced, json!({"op":"synced","seq":0,"replayed":0}));
+    assert_eq!(synced, json!({"op":"synced","seq":2,"replayed":2}));
     // A device that comes online later hears the next refresh, not a replay.
     a3.expect_silence().await;
     b1.send_json(json!({"op":"typing","to":ALICE,"state":"start"}))
@@ -226,6 +237,8 @@ async fn typing_is_rate_limited_per_person() {
                 }
                 // The other device's accepted starts.
                 Some("typing") => assert_eq!(frame["out"], true),
+                // The link of a2, to a1.
+                Some("devices_changed") => {}
                 _ => panic!("unexpected {frame}"),
             }
         }

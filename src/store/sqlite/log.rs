@@ -127,6 +127,10 @@ fn log_event(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<LogEvent, StoreEr
             upto: r.get(4)?,
             peer: r.get(8)?,
         },
+        "devices" => match super::devices::event_kind(r.get(12)?) {
+            Ok(kind) => kind,
+            Err(err) => return Ok(Err(err)),
+        },
         other => return corrupt(format!("unknown event kind {other}")),
     };
     Ok(Ok(LogEvent {

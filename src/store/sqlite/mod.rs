@@ -15,6 +15,7 @@
 mod active;
 mod app;
 mod contacts;
+mod devices;
 mod files;
 mod log;
 #[cfg(test)]
@@ -55,8 +56,9 @@ use super::{
 };
 use super::{PresenceAcl, PresenceCheck};
 use crate::auth::TokenHash;
-use crate::protocol::{Millis, Uid};
+use crate::protocol::{DeviceEntry, Millis, Uid};
 
+pub use self::devices::{OnlineView, nobody_online};
 pub use self::writer::{BatchObserver, MAX_BATCH};
 
 /// How a store is opened.
@@ -73,6 +75,8 @@ pub struct StoreOptions {
     /// Webhooks are configured: messages and reads also queue webhook events, in the same
     /// transaction. `None` writes no outbox row at all.
     pub outbox: Option<OutboxOptions>,
+    /// Who is online, for the device lists of `devices_changed` and `devices`.
+    pub online: OnlineView,
 }
 
 impl Default for StoreOptions {
@@ -83,6 +87,7 @@ impl Default for StoreOptions {
             observer: None,
             sink: Arc::new(AnswerOnly),
             outbox: None,
+            online: nobody_online(),
         }
     }
 }
@@ -103,6 +108,8 @@ pub struct SqliteStore {
     any_disabled: active::AnyDisabled,
     /// Webhooks configured: sends and reads queue events (`outbox.rs`).
     outbox: Option<OutboxOptions>,
+    /// Who is online (`StoreOptions::online`).
+    online: OnlineView,
 }
 
 impl SqliteStore {
@@ -120,6 +127,7 @@ impl SqliteStore {
             observer,
             sink,
             outbox,
+            online,
         } = options;
         let max_batch = max_batch.max(1);
         let path = dir.join("octet.db");
@@ -171,6 +179,7 @@ impl SqliteStore {
             prune_after: Mutex::new(0),
             any_disabled,
             outbox,
+            online,
         })
     }
 
@@ -270,6 +279,12 @@ impl SqliteStore {
     }
 }
 
+/// What a write that logged `devices_changed` events hands the commit sink (nothing when it
+/// logged none).
+fn devices_committed(markers: Vec<Marker>) -> Option<Committed> {
+    (!markers.is_empty()).then_some(Committed::Devices(markers))
+}
+
 /// Every SQLite failure the store's functions meet (`?` on a rusqlite call) is the backend's
 /// own: [`StoreError::Database`], with the rusqlite error as its source.
 impl From<rusqlite::Error> for StoreError {
@@ -299,7 +314,7 @@ impl Store for SqliteStore {
     }
 
     async fn useradd(&self, req: NewUser, now: Millis) -> Result<IssuedUser, StoreError> {
-        self.write(move |conn| users::useradd(conn, req, now)).await
+        self.useradd_active(req, None, now).await
     }
 
     async fn useradd_active(
@@ -309,8 +324,13 @@ impl Store for SqliteStore {
         now: Millis,
     ) -> Result<IssuedUser, StoreError> {
         let any_disabled = self.any_disabled.clone();
-        self.write(move |conn| active::useradd_active(conn, req, active, &any_disabled, now))
-            .await
+        let online = self.online.clone();
+        self.write_committing(move |conn| {
+            let (issued, markers) =
+                devices::useradd(conn, req, active, &any_disabled, now, &online)?;
+            Ok((issued, devices_committed(markers)))
+        })
+        .await
     }
 
     async fn devices(&self, who: UserKey) -> Result<PersonDevices, StoreError> {
@@ -599,11 +619,41 @@ impl Store for SqliteStore {
     }
 
     async fn tokendel(&self, who: UserKey) -> Result<Revoked, StoreError> {
-        self.write(move |conn| users::tokendel(conn, &who)).await
+        let online = self.online.clone();
+        self.write_committing(move |conn| {
+            let (revoked, markers) = devices::tokendel(conn, &who, devices::now(), &online)?;
+            Ok((revoked, devices_committed(markers)))
+        })
+        .await
     }
 
     async fn userdel(&self, who: UserKey) -> Result<Removed, StoreError> {
-        self.write(move |conn| users::userdel(conn, &who)).await
+        let online = self.online.clone();
+        self.write_committing(move |conn| {
+            let (removed, markers) = devices::userdel(conn, &who, devices::now(), &online)?;
+            Ok((removed, devices_committed(markers)))
+        })
+        .await
+    }
+
+    async fn device_list(&self, person: PersonId) -> Result<Vec<DeviceEntry>, StoreError> {
+        let online = self.online.clone();
+        self.read(move |conn| devices::device_list(conn, person, &online(person)))
+            .await
+    }
+
+    async fn revoke_device(
+        &self,
+        who: Identity,
+        uid: Uid,
+        now: Millis,
+    ) -> Result<Revoked, StoreError> {
+        let online = self.online.clone();
+        self.write_committing(move |conn| {
+            let (revoked, markers) = devices::revoke(conn, &who, uid, now, &online)?;
+            Ok((revoked, devices_committed(markers)))
+        })
+        .await
     }
 
     async fn presence_check(
