@@ -59,7 +59,19 @@ impl ServerFrame {
             ServerFrame::Read(r) => Some(r.seq),
             ServerFrame::CallRecord(c) => Some(c.seq),
             ServerFrame::Profile(p) => p.seq,
-            _ => None,
+            ServerFrame::DevicesChanged(d) => Some(d.seq),
+            // Listed, not `_`: a new frame must be sorted here, logged or not.
+            ServerFrame::Welcome(_)
+            | ServerFrame::Sent(_)
+            | ServerFrame::Call(_)
+            | ServerFrame::Synced(_)
+            | ServerFrame::History(_)
+            | ServerFrame::FileUrl(_)
+            | ServerFrame::Error(_)
+            | ServerFrame::Typing(_)
+            | ServerFrame::Presence(_)
+            | ServerFrame::Devices(_)
+            | ServerFrame::Revoke(_) => None,
         }
     }
 
