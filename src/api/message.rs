@@ -7,7 +7,9 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use super::{ApiError, OpResult, Reply, check_address_length, require_objects};
-use crate::protocol::{ErrorCode, MessageBody, MessageRequest, check_stored_json, decode_fields};
+use crate::protocol::{
+    ErrorCode, MessageBody, MessageRequest, check_stored_json, decode_fields, json_kind,
+};
 use crate::state::{ServerState, now_millis};
 use crate::store::{Identity, NO_DEVICE, NewMessage, PersonDevices, PersonId, StoreError, UserKey};
 
@@ -272,16 +274,4 @@ fn append_refusal(err: StoreError, id: &str, from: &str, to: &str, k: usize) -> 
         );
     }
     refusal
-}
-
-/// A JSON value's kind, in the words of the decoder's messages.
-fn json_kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }

@@ -179,7 +179,8 @@ pub fn malformed(err: &serde_json::Error) -> DecodeError {
     )
 }
 
-pub(super) fn json_kind(value: &Value) -> &'static str {
+/// A JSON value's kind, in the words of the decoder's messages ("a string", "null", …).
+pub fn json_kind(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

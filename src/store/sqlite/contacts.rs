@@ -86,38 +86,9 @@ pub(super) fn are_contacts(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::Millis;
+    use crate::store::Store;
     use crate::store::sqlite::SqliteStore;
-    use crate::store::{Identity, NewMessage, NewUser, Store, TokenRequest};
-
-    async fn user(store: &SqliteStore, address: &str) -> Identity {
-        let req = NewUser {
-            address: address.into(),
-            name: None,
-            token: TokenRequest::None,
-        };
-        let uid = store.useradd(req, 0).await.unwrap().uid;
-        Identity {
-            uid,
-            address: address.into(),
-            person: uid,
-            primary_address: address.into(),
-            device: None,
-            token_expires: Millis::MAX,
-        }
-    }
-
-    fn message(from: &Identity, id: &str, to: &str) -> NewMessage {
-        NewMessage {
-            from: from.clone(),
-            client_id: id.into(),
-            to: to.into(),
-            body: serde_json::value::RawValue::from_string("1".into()).unwrap(),
-            files: Vec::new(),
-            ts: 1,
-            accepted: std::time::Instant::now(),
-        }
-    }
+    use crate::store::sqlite::test_support::{message, user};
 
     async fn pairs(store: &SqliteStore) -> Vec<(PersonId, PersonId)> {
         store

@@ -6,6 +6,7 @@ use rusqlite::Connection;
 use super::writer::MIGRATIONS;
 use crate::protocol::Millis;
 use crate::store::sqlite::SqliteStore;
+use crate::store::sqlite::test_support::{identity, message_at as message};
 use crate::store::{EventKind, Identity, NewMessage, Store, StoreError};
 
 /// A database with the first `version` migrations applied, filled by `fill`.
@@ -18,29 +19,6 @@ fn database_at(dir: &std::path::Path, version: usize, fill: &str) {
     tx.pragma_update(None, "user_version", version).unwrap();
     tx.execute_batch(fill).unwrap();
     tx.commit().unwrap();
-}
-
-fn identity(uid: u64, address: &str) -> Identity {
-    Identity {
-        uid,
-        address: address.into(),
-        person: uid,
-        primary_address: address.into(),
-        device: None,
-        token_expires: Millis::MAX,
-    }
-}
-
-fn message(from: &Identity, client_id: &str, to: &str, ts: i64) -> NewMessage {
-    NewMessage {
-        from: from.clone(),
-        client_id: client_id.into(),
-        to: to.into(),
-        body: serde_json::value::RawValue::from_string("1".into()).unwrap(),
-        files: Vec::new(),
-        ts,
-        accepted: std::time::Instant::now(),
-    }
 }
 
 /// Migration 0009 on a database of 0008: the senders' `out` rows leave `events`, and each

@@ -26,6 +26,8 @@ mod receipts;
 mod recipients;
 mod retention;
 mod seqs;
+#[cfg(test)]
+mod test_support;
 mod users;
 mod writer;
 

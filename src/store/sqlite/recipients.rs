@@ -85,11 +85,9 @@ impl Recipients {
 
 #[cfg(test)]
 mod tests {
-    use crate::protocol::Millis;
     use crate::store::sqlite::SqliteStore;
-    use crate::store::{
-        Identity, NewMessage, NewUser, Store, StoreError, TokenRequest, TokenTerms, UserKey,
-    };
+    use crate::store::sqlite::test_support::{identity, message};
+    use crate::store::{NewUser, Store, StoreError, TokenRequest, TokenTerms, UserKey};
 
     async fn add(store: &SqliteStore, address: &str, token: TokenRequest) -> u64 {
         let req = NewUser {
@@ -100,18 +98,6 @@ mod tests {
         store.useradd(req, 0).await.unwrap().uid
     }
 
-    fn message(from: &Identity, id: &str, to: &str) -> NewMessage {
-        NewMessage {
-            from: from.clone(),
-            client_id: id.into(),
-            to: to.into(),
-            body: serde_json::value::RawValue::from_string("1".into()).unwrap(),
-            files: Vec::new(),
-            ts: 1,
-            accepted: std::time::Instant::now(),
-        }
-    }
-
     /// An address the writer resolved before is resolved again after `users` changed: a
     /// deleted and re-created user is the new person, a user linked since sends to its new
     /// person's primary, a user gone is unknown.
@@ -120,14 +106,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path()).unwrap();
         let a = add(&store, "a@x", TokenRequest::None).await;
-        let from = Identity {
-            uid: a,
-            address: "a@x".into(),
-            person: a,
-            primary_address: "a@x".into(),
-            device: None,
-            token_expires: Millis::MAX,
-        };
+        let from = identity(a, "a@x");
         let first = add(&store, "b@x", TokenRequest::None).await;
         let sent = store
             .append_message(message(&from, "1", "b@x"))

@@ -250,37 +250,9 @@ impl<'a> Tx<'a> {
 mod tests {
     use super::*;
     use crate::protocol::Millis;
+    use crate::store::Store;
     use crate::store::sqlite::SqliteStore;
-    use crate::store::{Identity, NewMessage, NewUser, Store, TokenRequest};
-
-    async fn user(store: &SqliteStore, address: &str) -> Identity {
-        let req = NewUser {
-            address: address.into(),
-            name: None,
-            token: TokenRequest::None,
-        };
-        let uid = store.useradd(req, 0).await.unwrap().uid;
-        Identity {
-            uid,
-            address: address.into(),
-            person: uid,
-            primary_address: address.into(),
-            device: None,
-            token_expires: Millis::MAX,
-        }
-    }
-
-    fn message(from: &Identity, id: &str, to: &str) -> NewMessage {
-        NewMessage {
-            from: from.clone(),
-            client_id: id.into(),
-            to: to.into(),
-            body: serde_json::value::RawValue::from_string("1".into()).unwrap(),
-            files: Vec::new(),
-            ts: 1,
-            accepted: std::time::Instant::now(),
-        }
-    }
+    use crate::store::sqlite::test_support::{message, user};
 
     /// Jobs that take a seq and are then refused (by the job, or by SQLite) queued among
     /// sends: the sends' seqs have no gap, and a reopened store (its heads read from the rows,

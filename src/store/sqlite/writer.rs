@@ -240,9 +240,9 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::protocol::Millis;
     use crate::store::sqlite::SqliteStore;
-    use crate::store::{Identity, NewMessage, NewUser, Store, TokenRequest};
+    use crate::store::sqlite::test_support::user;
+    use crate::store::{NewMessage, NewUser, Store, TokenRequest};
 
     fn page_size(dir: &Path) -> u32 {
         Connection::open(dir.join("octet.db"))
@@ -253,23 +253,7 @@ mod tests {
 
     /// Two users and one message between them, read back through the store.
     async fn send_one(store: &SqliteStore) {
-        let mut ids = Vec::new();
-        for address in ["a@page", "b@page"] {
-            let user = NewUser {
-                address: address.into(),
-                name: None,
-                token: TokenRequest::None,
-            };
-            let uid = store.useradd(user, 0).await.unwrap().uid;
-            ids.push(Identity {
-                uid,
-                address: address.into(),
-                person: uid,
-                primary_address: address.into(),
-                device: None,
-                token_expires: Millis::MAX,
-            });
-        }
+        let ids = [user(store, "a@page").await, user(store, "b@page").await];
         let msg = NewMessage {
             from: ids[0].clone(),
             client_id: "c1".into(),
