@@ -13,7 +13,11 @@
 #                      Default: unpinned (both share every core, as in production load tests).
 #   --runs N           repeat the whole set N times and report the median (default 3)
 #   --rates R1,R2,..   sends/s, one phase each (default 1000,2000,3000,4000,6000,8000)
-#   --brokers LIST     any of octet,nats,jetstream (default all three)
+#   --brokers LIST     any of octet,nats,jetstream (default all three), and webhooks: octet
+#                      with --webhook-url to a local receiver that answers 200 (the generator's
+#                      `webhook-receiver`, on the generator's CPU), so every message whose
+#                      devices do not ack within --push-grace (the generator never acks: all of
+#                      them) is also pushed; `octet/octet+webhooks` is then what the outbox costs
 #   --persons N, --devices N, --senders N, --warmup S, --measure S
 #                      the fanout's shape (default 250 × 8, 250 senders, 1 s + 4 s per rate)
 #   --out DIR          where the JSON goes (default target/compare/<UTC time>)
@@ -53,7 +57,7 @@ while [ $# -gt 0 ]; do
         --out) out=$2; shift ;;
         --octet-bin) octet_bin=$2; shift ;;
         --loadtest-bin) loadtest_bin=$2; shift ;;
-        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
         *) extra+=("$1") ;;
     esac
     shift
@@ -65,7 +69,7 @@ octet_bin=$(absolute "$octet_bin")
 loadtest_bin=$(absolute "$loadtest_bin")
 [[ "$runs" =~ ^[1-9][0-9]*$ ]] || { echo "--runs must be a positive number" >&2; exit 2; }
 for b in ${brokers//,/ }; do
-    case "$b" in octet|nats|jetstream) ;; *) echo "unknown broker $b" >&2; exit 2 ;; esac
+    case "$b" in octet|webhooks|nats|jetstream) ;; *) echo "unknown broker $b" >&2; exit 2 ;; esac
 done
 
 if [[ ",$brokers," =~ ,(nats|jetstream), ]] && ! command -v nats-server >/dev/null; then
@@ -113,6 +117,11 @@ stop_server() {
         wait "$server_pid" 2>/dev/null || true
         server_pid=""
     fi
+    if [ -n "${receiver_pid:-}" ]; then
+        kill -TERM "$receiver_pid" 2>/dev/null || true
+        wait "$receiver_pid" 2>/dev/null || true
+        receiver_pid=""
+    fi
 }
 trap 'stop_server; rm -rf "$work"' EXIT
 
@@ -154,11 +163,21 @@ start_server() {
     port=$(free_port)
     addr=127.0.0.1:$port
     case "$broker" in
-        octet)
+        octet|webhooks)
+            local hooks=()
+            if [ "$broker" = webhooks ]; then
+                local receiver
+                receiver=127.0.0.1:$(free_port)
+                "${generator_cpu[@]}" "$loadtest_bin" webhook-receiver --listen "$receiver" \
+                    --count-file "$out/run$run-webhooks.events" >"$out/run$run-receiver.log" 2>&1 &
+                receiver_pid=$!
+                hooks=(--webhook-url "http://$receiver/hooks"
+                    --webhook-secret compare-webhook-secret-0123456789)
+            fi
             env "${octet_env[@]}" "${broker_cpu[@]}" "$octet_bin" serve --listen "$addr" \
                 --data-dir "$work/octet-$run" --app-token "$token" --login-attempts 100000 \
-                --send-rate 100000 --send-burst 100000 \
-                >"$out/run$run-octet.log" 2>&1 &
+                --send-rate 100000 --send-burst 100000 "${hooks[@]}" \
+                >"$out/run$run-$broker.log" 2>&1 &
             ;;
         nats|jetstream)
             local client
@@ -196,10 +215,12 @@ for run in $(seq 1 "$runs"); do
         [ "$busy" -le 5 ] || echo "warning: other processes used ${busy}% of the CPUs just before run $run ($broker): not a quiet machine"
         start_server "$broker" "$run"
         json="$out/run$run-$broker.json"
-        fanout=(fanout --target "$broker" --addr "$addr" --server-pid "$server_pid"
+        target=$broker
+        [ "$broker" = webhooks ] && target=octet
+        fanout=(fanout --target "$target" --addr "$addr" --server-pid "$server_pid"
             --persons "$persons" --devices "$devices" --senders "$senders" --rates "$rates"
             --warmup "$warmup" --measure "$measure" --json "$json" --quiet)
-        [ "$broker" = octet ] && fanout+=(--app-token "$token")
+        [ "$target" = octet ] && fanout+=(--app-token "$token")
         if ! "${generator_cpu[@]}" "$loadtest_bin" "${fanout[@]}" "${extra[@]}" \
             >"$out/run$run-$broker.txt" 2>&1; then
             echo "run $run, $broker: the generator failed:" >&2
@@ -209,6 +230,9 @@ for run in $(seq 1 "$runs"); do
         stop_server
         rm -rf "$work/octet-$run" "$work/js-$run"
         echo "run $run/$runs $broker: $(grep -E '^ceiling' "$out/run$run-$broker.txt")"
+        if [ "$broker" = webhooks ]; then
+            echo "run $run/$runs webhooks: $(cat "$out/run$run-webhooks.events" 2>/dev/null || echo 0) events reached the receiver"
+        fi
     done
 done
 
@@ -228,7 +252,7 @@ busy = {}
 for path in glob.glob(os.path.join(out, "run*-*.busy")):
     busy[os.path.basename(path)[:-5]] = int(open(path).read().strip() or 0)
 setup["busy_percent_before_each_run"] = busy
-names = {"octet": "octet", "nats": "NATS", "jetstream": "JetStream"}
+names = {"octet": "octet", "webhooks": "octet+webhooks", "nats": "NATS", "jetstream": "JetStream"}
 brokers = setup["brokers"].split(",")
 runs = {b: [] for b in brokers}
 for path in sorted(glob.glob(os.path.join(out, "run*-*.json"))):

@@ -5,6 +5,7 @@ pub mod accounting;
 pub mod connect;
 pub mod fanout;
 pub mod procstat;
+pub mod receiver;
 pub mod schema;
 pub mod slow;
 pub mod store;

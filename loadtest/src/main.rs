@@ -96,6 +96,9 @@ enum Command {
     Store(store::Args),
     /// CPU per send of candidate SQLite log layouts, on the SQL alone.
     Schema(octet_loadtest::schema::Args),
+    /// A webhook receiver that answers 200 and counts events (octet's `--webhook-url` in
+    /// `compare.sh --brokers octet,webhooks`).
+    WebhookReceiver(octet_loadtest::receiver::Args),
 }
 
 /// The brokers the generator can drive.
@@ -383,6 +386,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Schema(args) => {
             octet_loadtest::schema::run(&args)?;
         }
+        Command::WebhookReceiver(args) => octet_loadtest::receiver::run(args).await?,
     }
     Ok(())
 }

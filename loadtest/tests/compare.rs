@@ -64,6 +64,8 @@ fn compare_runs_every_broker_end_to_end_and_accounts_for_every_message() {
             "4",
             "--devices",
             "3",
+            "--brokers",
+            "octet,webhooks,nats,jetstream",
         ])
         .arg("--octet-bin")
         .arg(&octet)
@@ -80,7 +82,7 @@ fn compare_runs_every_broker_end_to_end_and_accounts_for_every_message() {
         "compare.sh failed\n{stdout}\n{stderr}"
     );
     assert!(
-        started.elapsed() < Duration::from_secs(60),
+        started.elapsed() < Duration::from_secs(150),
         "took {:?}",
         started.elapsed()
     );
@@ -92,8 +94,10 @@ fn compare_runs_every_broker_end_to_end_and_accounts_for_every_message() {
         .unwrap_or_else(|| panic!("no table in\n{stdout}"));
     for column in [
         "octet",
+        "octet+webhooks",
         "NATS",
         "JetStream",
+        "octet/octet+webhooks",
         "octet/NATS",
         "octet/JetStream",
     ] {
@@ -115,7 +119,7 @@ fn compare_runs_every_broker_end_to_end_and_accounts_for_every_message() {
                 .find(|l| l.trim_start().starts_with(&format!("{rate} | {metric}")))
                 .unwrap_or_else(|| panic!("no {metric} row at {rate}/s in\n{stdout}"));
             if metric == "lost/dup/ooo" {
-                assert_eq!(row.matches("0/0/0").count(), 3, "{row}");
+                assert_eq!(row.matches("0/0/0").count(), 4, "{row}");
             }
         }
     }
@@ -129,12 +133,18 @@ fn compare_runs_every_broker_end_to_end_and_accounts_for_every_message() {
         .unwrap_or_else(|| panic!("no ceiling line in\n{stdout}"));
     // Whether a broker kept up at these rates depends on the machine (other tests run
     // beside this one): only that each broker has its ceiling reported is checked here.
-    for broker in ["octet ", "NATS ", "JetStream "] {
+    for broker in ["octet ", "octet+webhooks ", "NATS ", "JetStream "] {
         assert!(ceiling.contains(broker), "{broker} missing: {ceiling}");
     }
 
+    // The webhook receiver ran beside octet+webhooks and was stopped cleanly (how many events
+    // it got depends on how much of the run is older than the push grace).
+    let events = std::fs::read_to_string(out.path().join("run1-webhooks.events"))
+        .expect("the webhook receiver wrote its count");
+    events.trim().parse::<u64>().expect("a count of events");
+
     // The JSON: every run's report and the summary.
-    for broker in ["octet", "nats", "jetstream"] {
+    for broker in ["octet", "webhooks", "nats", "jetstream"] {
         let path = out.path().join(format!("run1-{broker}.json"));
         let report: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
@@ -150,7 +160,12 @@ fn compare_runs_every_broker_end_to_end_and_accounts_for_every_message() {
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.path().join("summary.json")).unwrap())
             .unwrap();
-    for (broker, acks) in [("octet", true), ("nats", false), ("jetstream", true)] {
+    for (broker, acks) in [
+        ("octet", true),
+        ("webhooks", true),
+        ("nats", false),
+        ("jetstream", true),
+    ] {
         let accounting = &summary["accounting"][broker];
         assert_eq!(accounting["deliveries"]["lost"], 0, "{summary}");
         if acks {
