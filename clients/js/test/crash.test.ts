@@ -7,9 +7,19 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 
 import type { SentFrame } from "../src/index.js";
-import { Broker, Proxy, assertInOrderOnce, device, sleep, until } from "./harness.js";
+import {
+  Broker,
+  Proxy,
+  assertInOrderOnce,
+  device,
+  sleep,
+  until,
+  TEST_TIMEOUT_MS,
+  closeAllClients,
+  within,
+} from "./harness.js";
 
-test("SIGKILL mid-stream, restart on the same data: every `sent` message reaches every device once, in order", async () => {
+test("SIGKILL mid-stream, restart on the same data: every `sent` message reaches every device once, in order", { timeout: TEST_TIMEOUT_MS }, async () => {
   const broker = await Broker.start();
   // The devices reach the broker through a proxy, so the restarted broker (on a new port the
   // kernel picks) is behind the same URL.
@@ -44,7 +54,7 @@ test("SIGKILL mid-stream, restart on the same data: every `sent` message reaches
     await broker.spawn(); // the same data dir, a new port
     proxy.target = broker.addr;
     proxy.cut(); // the clients' half-open sockets to the old broker are gone
-    await Promise.all(sends);
+    await within("every send answered", Promise.all(sends));
     assert.deepEqual(failures, []);
     assert.equal(sent.length, 2 * N);
     assert.ok(answeredBeforeKill < 2 * N, "the kill came mid-stream");
@@ -70,6 +80,7 @@ test("SIGKILL mid-stream, restart on the same data: every `sent` message reaches
     assert.equal(log(b1), log(b2));
     for (const d of all) d.client.close();
   } finally {
+    closeAllClients();
     await proxy.close();
     await broker.stop();
   }

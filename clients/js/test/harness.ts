@@ -19,6 +19,14 @@ export const APP_TOKEN = "test-app-token-0123456789";
 export const APPID = "com.example.test";
 /** The bound for every wait: generous, since the machine is shared with cargo builds. */
 export const WAIT_MS = 30_000;
+/** Each test's bound, so a client stuck in a reconnect loop fails the test instead of hanging. */
+export const TEST_TIMEOUT_MS = 120_000;
+
+const children = new Set<ChildProcess>();
+// A broker never outlives the test process, whatever ends it.
+process.on("exit", () => {
+  for (const child of children) child.kill("SIGKILL");
+});
 
 /** The broker binary: `OCTET_BIN`, else the workspace's debug build. */
 export function brokerBin(): string {
@@ -66,6 +74,8 @@ export class Broker {
       { env: { ...process.env, RUST_LOG: "info" }, stdio: ["ignore", "pipe", "ignore"] },
     );
     this.child = child;
+    children.add(child);
+    child.once("exit", () => children.delete(child));
     const addr = await new Promise<string>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error("the broker logged no address in 10 s")), 10_000);
       child.once("exit", (code) => reject(new Error(`the broker exited with ${code} at start`)));
@@ -181,6 +191,27 @@ export class Proxy {
   }
 }
 
+const clients = new Set<Client>();
+
+/** Closes every client the tests made, so no reconnect loop keeps the test process alive. */
+export function closeAllClients(): void {
+  for (const client of clients) client.close();
+  clients.clear();
+}
+
+/** Resolves with `promise`, or fails naming `what` after `WAIT_MS`. */
+export async function within<T>(what: string, promise: Promise<T>): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out waiting for: ${what}`)), WAIT_MS);
+  });
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** A device as the app sees it: every log event handed over, in the order handed over. */
 export interface Device {
   client: Client;
@@ -196,6 +227,7 @@ export async function device(
   extra: Partial<ConnectOptions> = {},
 ): Promise<Device> {
   const client = await connect({ url, token, appid: APPID, backoffBaseMs: 50, backoffMaxMs: 500, ...extra });
+  clients.add(client);
   const d: Device = { client, events: [], messages: [], welcomes: 0 };
   client.on("event", (e) => {
     d.events.push(e);

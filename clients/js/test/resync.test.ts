@@ -4,7 +4,15 @@ import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 
 import { MemoryStore, type Cursor, type ResyncInfo } from "../src/index.js";
-import { Broker, assertInOrderOnce, device, sleep, until } from "./harness.js";
+import {
+  Broker,
+  assertInOrderOnce,
+  device,
+  sleep,
+  until,
+  TEST_TIMEOUT_MS,
+  closeAllClients,
+} from "./harness.js";
 
 let broker: Broker;
 
@@ -13,6 +21,7 @@ before(async () => {
 });
 
 after(async () => {
+  closeAllClients();
   await broker.stop();
 });
 
@@ -28,7 +37,7 @@ class LaggingStore extends MemoryStore {
   }
 }
 
-test("a replayed range the app already has is dropped (dedupe by mid across a reload)", async () => {
+test("a replayed range the app already has is dropped (dedupe by mid across a reload)", { timeout: TEST_TIMEOUT_MS }, async () => {
   const sender = await device(ws(), (await broker.token("alice@r1", "a-phone")).token);
   const { token } = await broker.token("bob@r1", "b-phone");
   const store = new LaggingStore();
@@ -61,7 +70,7 @@ test("a replayed range the app already has is dropped (dedupe by mid across a re
   for (const d of [sender, again]) d.client.close();
 });
 
-test("recovered:false from another epoch: resync, then the log refilled from history, in order", async () => {
+test("recovered:false from another epoch: resync, then the log refilled from history, in order", { timeout: TEST_TIMEOUT_MS }, async () => {
   const sender = await device(ws(), (await broker.token("alice@r2", "a-phone")).token);
   const { token } = await broker.token("bob@r2", "b-phone");
   await sender.client.whenLive();
@@ -93,7 +102,7 @@ test("recovered:false from another epoch: resync, then the log refilled from his
   for (const d of [sender, bob]) d.client.close();
 });
 
-test("recovered:false because the broker's log is behind the cursor: resync `rewound`, no duplicates", async () => {
+test("recovered:false because the broker's log is behind the cursor: resync `rewound`, no duplicates", { timeout: TEST_TIMEOUT_MS }, async () => {
   const sender = await device(ws(), (await broker.token("alice@r3", "a-phone")).token);
   await sender.client.whenLive();
   const { token } = await broker.token("bob@r3", "b-phone");

@@ -4,7 +4,18 @@ import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 
 import { ClosedError } from "../src/index.js";
-import { Broker, Proxy, assertInOrderOnce, device, sleep, until, type Device } from "./harness.js";
+import {
+  Broker,
+  Proxy,
+  assertInOrderOnce,
+  device,
+  sleep,
+  until,
+  type Device,
+  TEST_TIMEOUT_MS,
+  closeAllClients,
+  within,
+} from "./harness.js";
 
 let broker: Broker;
 
@@ -13,6 +24,7 @@ before(async () => {
 });
 
 after(async () => {
+  closeAllClients();
   await broker.stop();
 });
 
@@ -20,7 +32,7 @@ function ws(): string {
   return `ws://${broker.addr}/ws`;
 }
 
-test("two persons x two devices: every message reaches every device once, in seq order", async () => {
+test("two persons x two devices: every message reaches every device once, in seq order", { timeout: TEST_TIMEOUT_MS }, async () => {
   const a1 = await device(ws(), (await broker.token("alice@t1", "a-phone")).token);
   const a2 = await device(ws(), (await broker.token("alice@t1", "a-laptop")).token);
   const b1 = await device(ws(), (await broker.token("bob@t1", "b-phone")).token);
@@ -35,7 +47,7 @@ test("two persons x two devices: every message reaches every device once, in seq
     sends.push(b1.client.send("alice@t1", { text: `b1-${i}` }));
     sends.push(b2.client.send("alice@t1-linked-1", { text: `b2-${i}` }));
   }
-  const sent = await Promise.all(sends);
+  const sent = await within("every sent", Promise.all(sends));
   const mids = new Set(sent.map((s) => s.mid));
   assert.equal(mids.size, 40);
 
@@ -60,7 +72,7 @@ test("two persons x two devices: every message reaches every device once, in seq
   for (const d of all) d.client.close();
 });
 
-test("a send whose `sent` was lost in a close is retried with the same id and stored once", async () => {
+test("a send whose `sent` was lost in a close is retried with the same id and stored once", { timeout: TEST_TIMEOUT_MS }, async () => {
   const proxy = new Proxy(broker.addr);
   await proxy.listen();
   const a1 = await device(proxy.url, (await broker.token("alice@t2", "a-phone")).token);
@@ -74,7 +86,7 @@ test("a send whose `sent` was lost in a close is retried with the same id and st
   assert.equal(a1.client.pendingSends()[0], "retry-1");
   proxy.cut();
   proxy.holdDown = false;
-  const sent = await promise;
+  const sent = await within("the retried send's sent", promise);
   assert.equal(sent.id, "retry-1");
   assert.equal(sent.mid, b1.messages[0]?.mid, "the retry got the original `sent`");
   await until("a2 got the out copy", () => a2.messages.length === 1);
@@ -91,14 +103,14 @@ test("a send whose `sent` was lost in a close is retried with the same id and st
   await proxy.close();
 });
 
-test("a replaced login stops the older client for good, without a reconnect loop", async () => {
+test("a replaced login stops the older client for good, without a reconnect loop", { timeout: TEST_TIMEOUT_MS }, async () => {
   const { token } = await broker.token("carol@t3", "c-phone");
   const first = await device(ws(), token);
   await first.client.whenLive();
   const closed = first.client.once("closed");
   const second = await device(ws(), token);
   await second.client.whenLive();
-  const err = await closed;
+  const err = await within("the first client's final close", closed);
   assert.equal(err.reason, "replaced");
   assert.equal(err.code, 4003);
   await sleep(1000); // with backoff 50..500 ms, a loop would have logged in again by now
@@ -110,13 +122,13 @@ test("a replaced login stops the older client for good, without a reconnect loop
   second.client.close();
 });
 
-test("a revoked token stops the client, and its pending sends reject", async () => {
+test("a revoked token stops the client, and its pending sends reject", { timeout: TEST_TIMEOUT_MS }, async () => {
   const { token, uid } = await broker.token("dave@t4", "d-phone");
   const d = await device(ws(), token);
   await d.client.whenLive();
   const closed = d.client.once("closed");
   await broker.backend({ op: "tokendel", uid });
-  const err = await closed;
+  const err = await within("the final close", closed);
   assert.equal(err.reason, "revoked");
   assert.equal(err.code, 4004);
   await sleep(500);
