@@ -116,6 +116,8 @@ export interface ClientEvents {
   /** A `send` was stored by the broker (also one restored from the store). */
   sent: SentFrame;
   state: ConnectionState;
+  /** The broker refused sends for the rate (`rate_limited`): they are retried, this far apart. */
+  throttled: { pauseMs: number };
   /** The client stopped for good; it will not reconnect. */
   closed: ClosedError;
 }
@@ -173,6 +175,7 @@ export class Client extends Emitter<ClientEvents> {
       isLive: () => this.state === "live",
       self: () => this.welcome?.primary.address ?? "",
       onSent: (frame, message) => this.onOwnSent(frame, message),
+      onThrottle: (pauseMs) => this.emit("throttled", { pauseMs }),
     });
   }
 

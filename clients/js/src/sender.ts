@@ -30,6 +30,8 @@ interface SenderDeps {
   /** The person's primary address (the `from` of its messages), once logged in. */
   self: () => string;
   onSent: (frame: SentFrame, message: OwnMessage | null) => void;
+  /** The broker refused a send with `rate_limited`; sends now pause `pauseMs` between frames. */
+  onThrottle: (pauseMs: number) => void;
 }
 
 /** The broker's frame limit; a bigger frame would close the connection with 1009. */
@@ -46,8 +48,9 @@ export class Sender {
   >();
   private readonly inflight = new Set<string>();
   private readonly mids = new Map<number, string>();
-  /** The pause between sends after `rate_limited`, in ms; halves on every `sent`. */
+  /** The pause between sends after `rate_limited`, in ms; shrinks on every `sent`. */
   private interval = 0;
+  private slowedAt = 0;
   private timer: ReturnType<typeof setTimeout> | null = null;
 
   constructor(private readonly deps: SenderDeps) {}
@@ -141,7 +144,8 @@ export class Sender {
     if (index < 0) return; // a second answer to a retry: already handled
     const [pending] = this.queue.splice(index, 1);
     if (!pending) return;
-    this.interval = this.interval >= 100 ? Math.floor(this.interval / 2) : 0;
+    // Speed up again slowly, so the pace settles near the broker's rate instead of bursting.
+    this.interval = this.interval >= 20 ? Math.floor(this.interval * 0.9) : 0;
     this.mids.set(frame.mid, frame.id);
     if (this.mids.size > MID_MEMORY) {
       const oldest = this.mids.keys().next().value;
@@ -174,7 +178,14 @@ export class Sender {
     this.inflight.delete(frame.id);
     if (frame.code === "rate_limited" || frame.code === "internal") {
       // The frame was dropped (or not stored): send it again, slower.
-      this.interval = Math.min(5000, Math.max(100, this.interval * 2));
+      // A burst of refusals (every frame of the window refused at once) doubles the pause
+      // once: refusals within one pause of the last doubling are the same burst.
+      const now = Date.now();
+      if (now - this.slowedAt >= this.interval) {
+        this.interval = Math.min(5000, Math.max(100, this.interval * 2));
+        this.slowedAt = now;
+        this.deps.onThrottle(this.interval);
+      }
       this.later(this.interval);
       return true;
     }

@@ -43,13 +43,16 @@ export class Broker {
   addr = "";
   readonly dataDir: string;
 
-  private constructor(dataDir: string) {
+  private constructor(
+    dataDir: string,
+    private readonly extraArgs: string[],
+  ) {
     this.dataDir = dataDir;
   }
 
-  /** Starts a broker on a fresh temporary data dir. */
-  static async start(): Promise<Broker> {
-    const broker = new Broker(mkdtempSync(path.join(tmpdir(), "octet-js-")));
+  /** Starts a broker on a fresh temporary data dir; `args` replace the default limits. */
+  static async start(args: string[] = []): Promise<Broker> {
+    const broker = new Broker(mkdtempSync(path.join(tmpdir(), "octet-js-")), args);
     await broker.spawn();
     return broker;
   }
@@ -66,10 +69,9 @@ export class Broker {
         APP_TOKEN,
         "--data-dir",
         this.dataDir,
-        "--send-rate",
-        "100000",
-        "--send-burst",
-        "100000",
+        ...(this.extraArgs.length > 0
+          ? this.extraArgs
+          : ["--send-rate", "100000", "--send-burst", "100000"]),
       ],
       { env: { ...process.env, RUST_LOG: "info" }, stdio: ["ignore", "pipe", "ignore"] },
     );
