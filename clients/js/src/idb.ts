@@ -61,8 +61,8 @@ export class IdbStore implements Store {
   ) {}
 
   /**
-   * Opens (or creates) the database `name`.
-   * @param factory the IndexedDB to use (default `globalThis.indexedDB`; tests pass a fake).
+   * Opens (or creates) the database `name`. `options.factory` is the IndexedDB to use (default
+   * `globalThis.indexedDB`; tests pass a fake); `options.seenLimit` how many dedupe keys to keep.
    */
   static async open(
     name: string,
