@@ -7,25 +7,17 @@
 import { ClosedError, OctetError, backoffDelay, closeMeaning } from "./close.js";
 import { Emitter } from "./emitter.js";
 import type {
-  CallFrame,
   ClientFrame,
   ErrorFrame,
   FileUrlFrame,
   HistoryFrame,
   Json,
   LoggedEvent,
-  MessageFrame,
-  PresenceFrame,
   Profile,
   ProfileAnswerFrame,
-  ReadFrame,
-  ReceiptFrame,
-  CallRecordFrame,
-  ProfileEventFrame,
   SentFrame,
   ServerFrame,
   SyncedFrame,
-  TypingFrame,
   WelcomeFrame,
 } from "./frames.js";
 import { isLoggedEvent } from "./frames.js";
@@ -34,93 +26,8 @@ import { OPEN, defaultWebSocket, messageText } from "./socket.js";
 import type { WebSocketConstructor, WebSocketLike } from "./socket.js";
 import { MemoryStore } from "./store.js";
 import type { Cursor, Store } from "./store.js";
+import type { AppMessage, ClientEvents, ConnectOptions, ConnectionState, ResyncInfo } from "./types.js";
 import { upload, type UploadOptions, type UploadResult } from "./upload.js";
-
-/** What `connect` needs. */
-export interface ConnectOptions {
-  /** The broker's WebSocket URL (`ws://host:port/ws`), or a function asked at each connect. */
-  url: string | (() => string);
-  /** The device's user token (`octu_…`) from the app backend's `useradd`. */
-  token: string;
-  /** The appid the token was issued for. */
-  appid: string;
-  /** Where the cursor, pending sends and dedupe keys live. Default: a new `MemoryStore`. */
-  store?: Store;
-  /**
-   * On the very first start (no epoch stored): `true` (default) replays the whole retained log
-   * (`since: 0`); `false` starts live and leaves the past to `history()`.
-   */
-  replayAll?: boolean;
-  /** The first reconnect delay ceiling in ms (default 500); it doubles per failed attempt. */
-  backoffBaseMs?: number;
-  /** The largest reconnect delay ceiling in ms (default 30000). */
-  backoffMaxMs?: number;
-  /** How long acks are coalesced, in ms (default 250). */
-  ackDelayMs?: number;
-  /** The most unanswered sends in the store (default 1000); `send` refuses more. */
-  maxQueue?: number;
-  /** The most sends on the wire without a `sent` (default 32). */
-  maxInFlight?: number;
-  /** After `recovered: false`, at most this many events are refilled from history (default 1000). */
-  refillLimit?: number;
-  /** A WebSocket constructor; default the global one, else `ws`. */
-  WebSocket?: WebSocketConstructor;
-}
-
-/** A message as the app sees it: the broker's frame, plus the client id on this person's own sends. */
-export interface AppMessage extends MessageFrame {
-  /** The client id, when this device (or a `send` in its store) sent it. */
-  id?: string;
-  /** On this device's own copy (made from `sent`): the attached file ids (`files` is absent). */
-  fileIds?: string[];
-}
-
-/** Told to the app when the log could not be resumed where it left off. */
-export interface ResyncInfo {
-  /** `epoch_changed`: a new log (start over); `pruned`: retention removed part of the gap;
-   * `rewound`: the broker's log is behind this device's cursor (restored from a backup). */
-  reason: "epoch_changed" | "pruned" | "rewound";
-  /** The cursor held before. */
-  previous: Cursor;
-  /** The new log position (`welcome.seq`). */
-  seq: number;
-  /** The `seq` range that is missing for good and was not refilled, when there is one. */
-  lost?: { from: number; to: number };
-  /** `true` when the refill reached the previous cursor (or the start of the log). */
-  complete: boolean;
-}
-
-/** Where the connection is. */
-export type ConnectionState = "connecting" | "catching_up" | "live" | "waiting" | "closed";
-
-/** Every event a client emits. Log events (`message` … `event`) are awaited before the ack. */
-export interface ClientEvents {
-  /** A message in order, once: incoming, from this person's other devices (`out`), or own. */
-  message: AppMessage;
-  receipt: ReceiptFrame;
-  read: ReadFrame;
-  call_record: CallRecordFrame;
-  /** This person's profile changed. */
-  profile: ProfileEventFrame;
-  /** Every log event in `seq` order, after its own handler. */
-  event: LoggedEvent;
-  call: CallFrame;
-  typing: TypingFrame;
-  presence: PresenceFrame;
-  /** A refused frame that no promise of this client carries. */
-  error: ErrorFrame;
-  welcome: WelcomeFrame;
-  synced: SyncedFrame;
-  /** The log could not be resumed: the app should expect a jump or a new start. */
-  resync: ResyncInfo;
-  /** A `send` was stored by the broker (also one restored from the store). */
-  sent: SentFrame;
-  state: ConnectionState;
-  /** The broker refused sends for the rate (`rate_limited`): they are retried, this far apart. */
-  throttled: { pauseMs: number };
-  /** The client stopped for good; it will not reconnect. */
-  closed: ClosedError;
-}
 
 interface Waiter<T> {
   kind: "history" | "profile";
@@ -536,17 +443,16 @@ export class Client extends Emitter<ClientEvents> {
     const previous = { ...this.cursor };
     const sameEpoch = previous.epoch === frame.epoch;
     if (frame.recovered && (sameEpoch || previous.epoch === null)) {
+      this.refilling = false; // a refill cut short by a close is not needed any more
       if (previous.epoch === null) {
         const replayed = this.options.replayAll ?? true;
         this.cursor = { epoch: frame.epoch, held: replayed ? 0 : frame.seq };
         void this.store.saveCursor(this.cursor);
       }
     } else {
-      const reason: ResyncInfo["reason"] = !sameEpoch
-        ? "epoch_changed"
-        : previous.held > frame.seq
-          ? "rewound"
-          : "pruned";
+      // With no epoch yet (`since: 0`) the only reason is retention: part of the log is gone.
+      const reason: ResyncInfo["reason"] =
+        previous.epoch === null ? "pruned" : !sameEpoch ? "epoch_changed" : previous.held > frame.seq ? "rewound" : "pruned";
       // Nothing is replayed: the refill after `synced` pages history; live events wait in
       // the buffer until it is done, so the app still sees the log in `seq` order.
       this.pendingResync = { previous, reason, seq: frame.seq };
@@ -601,9 +507,10 @@ export class Client extends Emitter<ClientEvents> {
       before = first.seq;
     }
     const lowest = collected[0]?.seq ?? resync.seq + 1;
-    const complete = lowest <= floor + 1 || (reachedStart && resync.reason !== "pruned");
+    const complete = lowest <= floor + 1;
     const info: ResyncInfo = { reason: resync.reason, previous: resync.previous, seq: resync.seq, complete };
-    if (lowest > floor + 1) info.lost = { from: floor + 1, to: lowest - 1 };
+    // Below the oldest retained event nothing can be paged any more: that range is gone.
+    if (!complete && reachedStart) info.lost = { from: floor + 1, to: lowest - 1 };
     this.cursor = { epoch: this.welcome?.epoch ?? resync.previous.epoch, held: lowest - 1 };
     await this.store.saveCursor(this.cursor);
     await this.emitAwait("resync", info);
@@ -626,9 +533,12 @@ export class Client extends Emitter<ClientEvents> {
     }
     // A request without an id of its own (history, profile get) is answered in order: an
     // id-less refusal while one waits is its answer.
-    if (frame.id === undefined && frame.call === undefined && this.answers.length > 0) {
-      this.answers.shift()?.reject(new OctetError(frame.code, frame.message));
-      return;
+    if (frame.id === undefined && frame.call === undefined) {
+      const index = this.answers.findIndex((w) => ANSWER_ERRORS[w.kind].includes(frame.code));
+      if (index >= 0) {
+        this.answers.splice(index, 1)[0]?.reject(new OctetError(frame.code, frame.message));
+        return;
+      }
     }
     this.emit("error", frame);
   }
@@ -641,6 +551,9 @@ export class Client extends Emitter<ClientEvents> {
   }
 
   private accept(event: LoggedEvent): void {
+    if (event.op === "read" && (this.reads.get(event.peer) ?? Infinity) <= event.upto) {
+      this.reads.delete(event.peer); // the marker is recorded: no need to send it again
+    }
     if (event.seq <= this.cursor.held || this.buffer.has(event.seq)) return; // held: a replay
     this.buffer.set(event.seq, event);
     this.drain();
@@ -694,6 +607,12 @@ export class Client extends Emitter<ClientEvents> {
     this.write({ op: "ack", seq: this.cursor.held });
   }
 }
+
+/** The id-less refusals that can answer a `history` or a `profile` `get`. */
+const ANSWER_ERRORS: Record<"history" | "profile", string[]> = {
+  history: ["bad_value", "wrong_type", "internal"],
+  profile: ["unknown_recipient", "bad_value", "wrong_type", "internal"],
+};
 
 function withData(data: Json | undefined): { data?: Json } {
   return data === undefined ? {} : { data };

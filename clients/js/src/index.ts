@@ -20,7 +20,7 @@ export type {
   ConnectOptions,
   ConnectionState,
   ResyncInfo,
-} from "./client.js";
+} from "./types.js";
 export { ClosedError, OctetError, backoffDelay, closeMeaning } from "./close.js";
 export type { CloseAction, CloseMeaning, FinalReason } from "./close.js";
 export type { Handler } from "./emitter.js";
