@@ -22,7 +22,7 @@ import type {
 } from "./frames.js";
 import { isLoggedEvent } from "./frames.js";
 import { Sender, type SendOptions } from "./sender.js";
-import { OPEN, defaultWebSocket, messageText } from "./socket.js";
+import { OPEN, defaultWebSocket, messageText, newId } from "./socket.js";
 import type { WebSocketConstructor, WebSocketLike } from "./socket.js";
 import { MemoryStore } from "./store.js";
 import type { Cursor, Store } from "./store.js";
@@ -178,7 +178,7 @@ export class Client extends Emitter<ClientEvents> {
 
   /** Rings a person; resolves with the call id (made here unless given). */
   ring(to: string, options: { data?: Json; call?: string } = {}): string {
-    const call = options.call ?? crypto.randomUUID();
+    const call = options.call ?? newId();
     this.liveOnly({ op: "call", call, action: "ring", to, ...withData(options.data) });
     return call;
   }

@@ -7,6 +7,7 @@
 
 import { ClosedError, OctetError } from "./close.js";
 import type { ErrorFrame, Json, MessageFrame, SentFrame } from "./frames.js";
+import { newId } from "./socket.js";
 import type { PendingSend, Store } from "./store.js";
 
 /** Options of one `send`. */
@@ -85,7 +86,7 @@ export class Sender {
   }
 
   async send(to: string, body: Json | undefined, options: SendOptions): Promise<SentFrame> {
-    const id = options.id ?? crypto.randomUUID();
+    const id = options.id ?? newId();
     const files = options.files ?? [];
     const bodyText = body === undefined ? null : JSON.stringify(body);
     const pending: PendingSend = { id, to, bodyText, files, createdAt: Date.now() };

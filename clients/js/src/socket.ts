@@ -64,3 +64,17 @@ export function messageText(data: unknown): string | null {
 
 /** The WebSocket `readyState` of an open socket. */
 export const OPEN = 1;
+
+/**
+ * A random UUID (v4) for client and call ids. `crypto.randomUUID` exists only in secure
+ * contexts in browsers (https, localhost); `getRandomValues` everywhere.
+ */
+export function newId(): string {
+  const c = globalThis.crypto;
+  if (typeof c.randomUUID === "function") return c.randomUUID();
+  const b = c.getRandomValues(new Uint8Array(16));
+  b[6] = ((b[6] ?? 0) & 0x0f) | 0x40;
+  b[8] = ((b[8] ?? 0) & 0x3f) | 0x80;
+  const hex = [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+}
