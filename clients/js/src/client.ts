@@ -250,7 +250,13 @@ export class Client extends Emitter<ClientEvents> {
   }
 
   private async loop(): Promise<void> {
-    const WS = this.options.WebSocket ?? (await defaultWebSocket());
+    let WS: WebSocketConstructor;
+    try {
+      WS = this.options.WebSocket ?? (await defaultWebSocket());
+    } catch (err) {
+      this.stop(new ClosedError("protocol_error", undefined, String(err)));
+      return;
+    }
     while (!this.stopped) {
       this.setState("connecting");
       const { code, reason } = await this.runOnce(WS);
