@@ -183,7 +183,7 @@ impl Loop {
                     reason: format!("{code}: {message}"),
                 };
             }
-            Err(ClientError::Closed(Some((code, reason)))) if is_final(code) => {
+            Err(ClientError::Closed(Some((code, reason)))) if is_final(code, &reason) => {
                 return Ended::Stop {
                     code: Some(code),
                     reason,
@@ -392,7 +392,7 @@ impl Loop {
 
     fn ended_by(&self, close: Option<(u16, String)>) -> Ended {
         match close {
-            Some((code, reason)) if is_final(code) => Ended::Stop {
+            Some((code, reason)) if is_final(code, &reason) => Ended::Stop {
                 code: Some(code),
                 reason,
             },

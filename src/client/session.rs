@@ -190,9 +190,14 @@ impl SessionSender {
     }
 }
 
-/// Whether a close code ends the session (reconnecting cannot help, or would fight another
-/// connection); every other close is followed by a reconnect.
-pub fn is_final(code: u16) -> bool {
+/// Whether a close ends the session (reconnecting cannot help, or would fight another
+/// connection); every other close is followed by a reconnect. A 4004 because the device's user
+/// was linked to another person is not final: the same token logs in to the new person's log
+/// (proto/clients.md).
+pub fn is_final(code: u16, reason: &str) -> bool {
+    if code == CloseCode::Revoked.code() && reason.starts_with("linked to another person") {
+        return false;
+    }
     [
         CloseCode::AuthFailed,
         CloseCode::Replaced,

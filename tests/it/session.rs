@@ -45,6 +45,16 @@ struct Seen {
     last: u64,
 }
 
+/// A session that has logged in: new devices start live, so a receiver must be connected before
+/// the messages it is to get are sent.
+async fn connected(options: SessionOptions) -> Session {
+    let mut session = Session::start(options);
+    match tokio::time::timeout(Duration::from_secs(10), session.next()).await {
+        Ok(Some(SessionEvent::Connected(_))) => session,
+        other => panic!("not connected: {other:?}"),
+    }
+}
+
 /// The next `Stopped` (other events are skipped), within 10 s.
 async fn stopped(session: &mut Session) -> Option<u16> {
     loop {
@@ -98,9 +108,9 @@ async fn a_killed_broker_loses_and_doubles_nothing_the_app_was_told_sent() {
     let addr = broker.addr;
     let backend = Backend::new(&format!("http://{addr}"), APP_TOKEN);
     let url = broker.ws();
-    let phone = Session::start(options(&url, &token(&backend, "alice@x", "a-phone").await));
-    let laptop = Session::start(options(&url, &token(&backend, "alice@x", "a-laptop").await));
-    let bob = Session::start(options(&url, &token(&backend, "bob@x", "b-phone").await));
+    let phone = connected(options(&url, &token(&backend, "alice@x", "a-phone").await)).await;
+    let laptop = connected(options(&url, &token(&backend, "alice@x", "a-laptop").await)).await;
+    let bob = connected(options(&url, &token(&backend, "bob@x", "b-phone").await)).await;
     let carol_token = token(&backend, "carol@x", "c-phone").await;
 
     const SENDS: u64 = 60;
@@ -296,4 +306,42 @@ async fn a_stored_cursor_resumes_and_a_foreign_one_resyncs() {
         !matches!(quiet, Ok(Some(SessionEvent::Event(_)))),
         "replayed after a resync: {quiet:?}"
     );
+}
+
+/// A user linked to another person (`token.linkto`) is closed with 4004 "linked to another
+/// person": the session logs in again at once with the same token, now in that person's log,
+/// instead of stopping as it does for a revoked token.
+#[tokio::test]
+async fn a_user_linked_to_another_person_logs_in_again() {
+    let server = TestServer::start().await;
+    server.device_token("bob@x", "b-phone").await;
+    let answer = server
+        .backend(
+            json!({"op": "useradd", "user": {"address": "carol@x", "token": {"appid": APPID}}}),
+        )
+        .await;
+    let token = answer["user"]["token"].as_str().unwrap();
+    let mut session = Session::start(options(&server.ws_url(), token));
+    match session.next().await {
+        Some(SessionEvent::Connected(welcome)) => assert_eq!(welcome.primary.address, "carol@x"),
+        other => panic!("{other:?}"),
+    }
+    let linked = server
+        .backend(json!({"op": "useradd", "user": {"address": "carol@x", "token": {"appid": APPID, "linkto": "bob@x"}}}))
+        .await;
+    assert_eq!(linked["result"], json!(true), "{linked}");
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), session.next()).await {
+            Ok(Some(SessionEvent::Disconnected { code })) => assert_eq!(code, Some(4004)),
+            Ok(Some(SessionEvent::Connected(welcome))) => {
+                assert_eq!(welcome.primary.address, "bob@x");
+                break;
+            }
+            Ok(Some(SessionEvent::Stopped { code, reason })) => {
+                panic!("stopped: {code:?} {reason}")
+            }
+            Ok(Some(_)) => {}
+            other => panic!("{other:?}"),
+        }
+    }
 }
