@@ -216,18 +216,20 @@ export type ServerFrame =
   | TypingFrame
   | PresenceFrame;
 
-/** Whether a frame is an event of the person's log (it has a `seq` and is not `sent`/`synced`). */
+/**
+ * Whether a frame is an event of the person's log: every frame with a `seq` except `welcome`,
+ * `synced` and `sent` (which name a place in the log but are not events of it). A logged kind
+ * this client does not know yet (a newer broker's, e.g. `devices_changed`) still counts, so the
+ * cursor moves past it instead of waiting forever for its `seq`.
+ */
 export function isLoggedEvent(frame: ServerFrame): frame is LoggedEvent {
   switch (frame.op) {
-    case "message":
-    case "receipt":
-    case "read":
-    case "call_record":
-      return true;
-    case "profile":
-      return typeof (frame as { seq?: unknown }).seq === "number";
-    default:
+    case "welcome":
+    case "synced":
+    case "sent":
       return false;
+    default:
+      return typeof (frame as { seq?: unknown }).seq === "number";
   }
 }
 
