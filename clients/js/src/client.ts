@@ -27,13 +27,9 @@ import type { WebSocketConstructor, WebSocketLike } from "./socket.js";
 import { MemoryStore } from "./store.js";
 import type { Cursor, Store } from "./store.js";
 import type { AppMessage, ClientEvents, ConnectOptions, ConnectionState, ResyncInfo } from "./types.js";
+import { refill, type ResyncStart } from "./refill.js";
+import { Requests } from "./requests.js";
 import { upload, type UploadOptions, type UploadResult } from "./upload.js";
-
-interface Waiter<T> {
-  kind: "history" | "profile";
-  resolve: (value: T) => void;
-  reject: (err: Error) => void;
-}
 
 /** Connects a device: resolves once the store is loaded and the first connect has started. */
 export async function connect(options: ConnectOptions): Promise<Client> {
@@ -63,11 +59,9 @@ export class Client extends Emitter<ClientEvents> {
   private ackTimer: ReturnType<typeof setTimeout> | null = null;
   private readonly reads = new Map<string, number>();
   private readonly presence = new Set<string>();
-  private readonly answers: Waiter<HistoryFrame | ProfileAnswerFrame>[] = [];
-  private readonly fileUrls = new Map<string, Waiter<FileUrlFrame>>();
+  private readonly requests = new Requests();
   private liveWaiters: { resolve: () => void; reject: (err: Error) => void }[] = [];
-  private pendingResync: { previous: Cursor; reason: ResyncInfo["reason"]; seq: number } | null =
-    null;
+  private pendingResync: ResyncStart | null = null;
   private wakeReconnect: (() => void) | null = null;
 
   /** Use {@link connect}. */
@@ -153,10 +147,7 @@ export class Client extends Emitter<ClientEvents> {
   /** Signed download URLs of a file (for an `<img src>`), absolute. */
   async fileUrl(id: string): Promise<FileUrlFrame> {
     await this.whenLive();
-    const frame = await new Promise<FileUrlFrame>((resolve, reject) => {
-      this.fileUrls.set(id, { kind: "profile", resolve, reject });
-      this.write({ op: "file_url", id });
-    });
+    const frame = await this.requests.askFileUrl(id, () => this.write({ op: "file_url", id }));
     return {
       ...frame,
       url: this.httpUrl(frame.url),
@@ -342,9 +333,7 @@ export class Client extends Emitter<ClientEvents> {
     if (this.ackTimer) clearTimeout(this.ackTimer);
     this.ackTimer = null;
     const lost = new OctetError("connection_lost", "the connection closed before the answer");
-    for (const waiter of this.answers.splice(0)) waiter.reject(lost);
-    for (const waiter of this.fileUrls.values()) waiter.reject(lost);
-    this.fileUrls.clear();
+    this.requests.failAll(lost);
   }
 
   private stop(err: ClosedError): void {
@@ -352,7 +341,7 @@ export class Client extends Emitter<ClientEvents> {
     this.stopped = err;
     this.sender.stopped(err);
     for (const waiter of this.liveWaiters.splice(0)) waiter.reject(err);
-    for (const waiter of this.answers.splice(0)) waiter.reject(err);
+    this.requests.failAll(err);
     this.wakeReconnect?.();
     this.setState("closed");
     this.emit("closed", err);
@@ -387,10 +376,7 @@ export class Client extends Emitter<ClientEvents> {
     for (;;) {
       await this.whenLive();
       try {
-        return await new Promise((resolve, reject) => {
-          this.answers.push({ kind, resolve, reject });
-          send();
-        });
+        return await this.requests.ask(kind, send);
       } catch (err) {
         // A close lost the answer: ask again on the next connection.
         if (err instanceof OctetError && err.code === "connection_lost") continue;
@@ -420,17 +406,12 @@ export class Client extends Emitter<ClientEvents> {
         this.onError(frame);
         break;
       case "history":
-      case "profile": {
-        const index = this.answers.findIndex((w) => w.kind === frame.op);
-        if (index >= 0) this.answers.splice(index, 1)[0]?.resolve(frame);
+      case "profile":
+        this.requests.onAnswer(frame);
         break;
-      }
-      case "file_url": {
-        const waiter = this.fileUrls.get(frame.id);
-        this.fileUrls.delete(frame.id);
-        waiter?.resolve(frame);
+      case "file_url":
+        this.requests.onFileUrl(frame);
         break;
-      }
       case "call":
         this.emit("call", frame);
         break;
@@ -491,36 +472,15 @@ export class Client extends Emitter<ClientEvents> {
   }
 
   /** After `recovered: false`: page history back to the old cursor, then resume in order. */
-  private async refill(resync: { previous: Cursor; reason: ResyncInfo["reason"]; seq: number }) {
-    const floor = resync.reason === "pruned" ? resync.previous.held : 0;
-    const limit = this.options.refillLimit ?? 1000;
-    const collected: LoggedEvent[] = [];
-    let before: number | undefined = resync.seq + 1;
-    let reachedStart = false;
-    while (collected.length < limit) {
-      const page = (await new Promise<HistoryFrame | ProfileAnswerFrame>((resolve, reject) => {
-        this.answers.push({ kind: "history", resolve, reject });
-        this.write({ op: "history", before, limit: Math.min(500, limit - collected.length) });
-      })) as HistoryFrame;
-      const events = page.events.filter((e) => e.seq > floor);
-      collected.unshift(...events);
-      const first = page.events[0];
-      if (!page.more || first === undefined) {
-        reachedStart = true;
-        break;
-      }
-      if (first.seq <= floor + 1) break;
-      before = first.seq;
-    }
-    const lowest = collected[0]?.seq ?? resync.seq + 1;
-    const complete = lowest <= floor + 1;
-    const info: ResyncInfo = { reason: resync.reason, previous: resync.previous, seq: resync.seq, complete };
-    // Below the oldest retained event nothing can be paged any more: that range is gone.
-    if (!complete && reachedStart) info.lost = { from: floor + 1, to: lowest - 1 };
-    this.cursor = { epoch: this.welcome?.epoch ?? resync.previous.epoch, held: lowest - 1 };
+  private async refill(start: ResyncStart): Promise<void> {
+    const { events, info } = await refill(start, this.options.refillLimit ?? 1000, async (before, limit) =>
+      (await this.requests.ask("history", () => this.write({ op: "history", before, limit }))) as HistoryFrame,
+    );
+    const lowest = events[0]?.seq ?? start.seq + 1;
+    this.cursor = { epoch: this.welcome?.epoch ?? start.previous.epoch, held: lowest - 1 };
     await this.store.saveCursor(this.cursor);
     await this.emitAwait("resync", info);
-    for (const event of collected) if (!this.buffer.has(event.seq)) this.buffer.set(event.seq, event);
+    for (const event of events) if (!this.buffer.has(event.seq)) this.buffer.set(event.seq, event);
     this.refilling = false;
     this.drain();
   }
@@ -531,21 +491,7 @@ export class Client extends Emitter<ClientEvents> {
       if (frame.code === "bad_value" && frame.id === undefined) return;
     }
     if (frame.id !== undefined && this.sender.onError(frame)) return;
-    if (frame.id !== undefined && this.fileUrls.has(frame.id)) {
-      const waiter = this.fileUrls.get(frame.id);
-      this.fileUrls.delete(frame.id);
-      waiter?.reject(new OctetError(frame.code, frame.message));
-      return;
-    }
-    // A request without an id of its own (history, profile get) is answered in order: an
-    // id-less refusal while one waits is its answer.
-    if (frame.id === undefined && frame.call === undefined) {
-      const index = this.answers.findIndex((w) => ANSWER_ERRORS[w.kind].includes(frame.code));
-      if (index >= 0) {
-        this.answers.splice(index, 1)[0]?.reject(new OctetError(frame.code, frame.message));
-        return;
-      }
-    }
+    if (this.requests.onError(frame)) return;
     this.emit("error", frame);
   }
 
@@ -613,12 +559,6 @@ export class Client extends Emitter<ClientEvents> {
     this.write({ op: "ack", seq: this.cursor.held });
   }
 }
-
-/** The id-less refusals that can answer a `history` or a `profile` `get`. */
-const ANSWER_ERRORS: Record<"history" | "profile", string[]> = {
-  history: ["bad_value", "wrong_type", "internal"],
-  profile: ["unknown_recipient", "bad_value", "wrong_type", "internal"],
-};
 
 function withData(data: Json | undefined): { data?: Json } {
   return data === undefined ? {} : { data };
