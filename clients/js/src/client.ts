@@ -283,16 +283,42 @@ export class Client extends Emitter<ClientEvents> {
 
   /** One connection, from the upgrade to its close. */
   private runOnce(WS: WebSocketConstructor): Promise<{ code: number; reason: string }> {
-    return new Promise((resolve) => {
+    return new Promise((done) => {
       let ws: WebSocketLike;
       try {
         ws = new WS(this.url());
       } catch (err) {
-        resolve({ code: 1006, reason: String(err) });
+        done({ code: 1006, reason: String(err) });
         return;
       }
       this.ws = ws;
+      // A connection that went dead without a close (a sleeping laptop, a dropped NAT entry)
+      // shows as silence: while the client waits for something (the login, a `sent`, an
+      // answer) and no frame at all comes for `answerTimeoutMs`, it gives the socket up.
+      const timeout = this.options.answerTimeoutMs ?? 20_000;
+      let lastFrameAt = Date.now();
+      const watch = setInterval(
+        () => {
+          const waiting =
+            this.state !== "live" || this.sender.inFlight() > 0 || this.requests.waiting() > 0;
+          if (!waiting || Date.now() - lastFrameAt <= timeout) return;
+          if (this.ws === ws) this.ws = null;
+          ws.onopen = ws.onmessage = ws.onclose = null;
+          try {
+            ws.close(4000, "no answer");
+          } catch {
+            // closing a socket that never opened may throw; it is abandoned either way
+          }
+          resolve({ code: 1006, reason: `no frame from the broker for ${timeout} ms` });
+        },
+        Math.max(50, Math.min(1000, timeout / 4)),
+      );
+      const resolve = (close: { code: number; reason: string }) => {
+        clearInterval(watch);
+        done(close);
+      };
       ws.onopen = () => {
+        lastFrameAt = Date.now();
         const login: ClientFrame = {
           op: "login",
           token: this.options.token,
@@ -308,6 +334,7 @@ export class Client extends Emitter<ClientEvents> {
       };
       ws.onmessage = (event) => {
         if (this.ws !== ws) return;
+        lastFrameAt = Date.now();
         const text = messageText(event.data);
         if (text === null) return;
         let frame: ServerFrame;

@@ -76,6 +76,11 @@ export class Requests {
     return true;
   }
 
+  /** How many requests wait for their answers. */
+  waiting(): number {
+    return this.answers.length + this.fileUrls.size;
+  }
+
   /** The connection closed or the client stopped: every waiting request fails with `err`. */
   failAll(err: Error): void {
     for (const waiter of this.answers.splice(0)) waiter.reject(err);

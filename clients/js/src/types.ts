@@ -49,6 +49,11 @@ export interface ConnectOptions {
   maxInFlight?: number;
   /** After `recovered: false`, at most this many events are refilled from history (default 1000). */
   refillLimit?: number;
+  /**
+   * While the client waits for the broker (the login, a `sent`, an answer) and no frame at all
+   * arrives for this long, it takes the connection for dead and reconnects (default 20000 ms).
+   */
+  answerTimeoutMs?: number;
   /** A WebSocket constructor; default the global one, else `ws`. */
   WebSocket?: WebSocketConstructor;
 }
