@@ -151,3 +151,10 @@ test("rate_limited slows the sends down; every send is still stored once", { tim
     await slow.stop();
   }
 });
+
+test("a refused send rejects with its code and leaves the queue", { timeout: TEST_TIMEOUT_MS }, async () => {
+  const alice = await device(ws(), (await broker.token("alice@f7", "a")).token);
+  await alice.client.whenLive();
+  await assert.rejects(alice.client.send("nobody@f7", "hi"), { code: "unknown_recipient" });
+  assert.deepEqual(alice.client.pendingSends(), []);
+});
