@@ -13,6 +13,7 @@ import type {
   HistoryFrame,
   Json,
   LoggedEvent,
+  MessageFrame,
   Profile,
   ProfileAnswerFrame,
   SentFrame,
@@ -59,6 +60,8 @@ export class Client extends Emitter<ClientEvents> {
   private ackTimer: ReturnType<typeof setTimeout> | null = null;
   private readonly reads = new Map<string, number>();
   private readonly presence = new Set<string>();
+  private readonly profiles = new Map<string, ProfileAnswerFrame>();
+  private readonly profileAsked = new Map<string, number>();
   private readonly requests = new Requests();
   private liveWaiters: { resolve: () => void; reject: (err: Error) => void }[] = [];
   private pendingResync: ResyncStart | null = null;
@@ -131,11 +134,31 @@ export class Client extends Emitter<ClientEvents> {
     }
   }
 
-  /** Gets a person's profile (any of its addresses). */
+  /** Gets a person's profile (any of its addresses), and caches it under its primary address. */
   async getProfile(address: string): Promise<ProfileAnswerFrame> {
-    return (await this.request("profile", () =>
+    const answer = (await this.request("profile", () =>
       this.write({ op: "profile", get: address }),
     )) as ProfileAnswerFrame;
+    this.profiles.set(answer.address, answer);
+    return answer;
+  }
+
+  /** The cached profile of a person (by primary address), kept fresh from messages' `pv`. */
+  profileOf(address: string): ProfileAnswerFrame | undefined {
+    return this.profiles.get(address);
+  }
+
+  /** A message's sender whose profile is newer than the cached one is asked for it, once. */
+  private refreshProfile(m: MessageFrame): void {
+    if (m.out || this.options.profileCache === false) return;
+    const cached = this.profiles.get(m.from);
+    if (cached && cached.version >= (m.pv ?? 0)) return;
+    if ((this.profileAsked.get(m.from) ?? -1) >= (m.pv ?? 0)) return;
+    this.profileAsked.set(m.from, m.pv ?? 0);
+    this.getProfile(m.from).then(
+      (answer) => this.emit("peer_profile", answer),
+      () => this.profileAsked.delete(m.from), // asked again on the sender's next message
+    );
   }
 
   /** Changes this person's profile; the change comes back as a `profile` event. */
@@ -560,6 +583,8 @@ export class Client extends Emitter<ClientEvents> {
         if (id !== undefined) (next as AppMessage).id = id;
       }
       if (fresh) {
+        if (next.op === "message") this.refreshProfile(next);
+        if (next.op === "profile") this.profiles.set(next.address, next);
         await this.emitAwait(next.op, next as never);
         await this.emitAwait("event", next);
       }
