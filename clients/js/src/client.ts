@@ -13,6 +13,7 @@ import type {
   HistoryFrame,
   Json,
   LoggedEvent,
+  MessageFrame,
   Profile,
   ProfileAnswerFrame,
   SentFrame,
@@ -27,13 +28,9 @@ import type { WebSocketConstructor, WebSocketLike } from "./socket.js";
 import { MemoryStore } from "./store.js";
 import type { Cursor, Store } from "./store.js";
 import type { AppMessage, ClientEvents, ConnectOptions, ConnectionState, ResyncInfo } from "./types.js";
+import { refill, type ResyncStart } from "./refill.js";
+import { Requests } from "./requests.js";
 import { upload, type UploadOptions, type UploadResult } from "./upload.js";
-
-interface Waiter<T> {
-  kind: "history" | "profile";
-  resolve: (value: T) => void;
-  reject: (err: Error) => void;
-}
 
 /** Connects a device: resolves once the store is loaded and the first connect has started. */
 export async function connect(options: ConnectOptions): Promise<Client> {
@@ -63,11 +60,11 @@ export class Client extends Emitter<ClientEvents> {
   private ackTimer: ReturnType<typeof setTimeout> | null = null;
   private readonly reads = new Map<string, number>();
   private readonly presence = new Set<string>();
-  private readonly answers: Waiter<HistoryFrame | ProfileAnswerFrame>[] = [];
-  private readonly fileUrls = new Map<string, Waiter<FileUrlFrame>>();
+  private readonly profiles = new Map<string, ProfileAnswerFrame>();
+  private readonly profileAsked = new Map<string, number>();
+  private readonly requests = new Requests();
   private liveWaiters: { resolve: () => void; reject: (err: Error) => void }[] = [];
-  private pendingResync: { previous: Cursor; reason: ResyncInfo["reason"]; seq: number } | null =
-    null;
+  private pendingResync: ResyncStart | null = null;
   private wakeReconnect: (() => void) | null = null;
 
   /** Use {@link connect}. */
@@ -137,11 +134,31 @@ export class Client extends Emitter<ClientEvents> {
     }
   }
 
-  /** Gets a person's profile (any of its addresses). */
+  /** Gets a person's profile (any of its addresses), and caches it under its primary address. */
   async getProfile(address: string): Promise<ProfileAnswerFrame> {
-    return (await this.request("profile", () =>
+    const answer = (await this.request("profile", () =>
       this.write({ op: "profile", get: address }),
     )) as ProfileAnswerFrame;
+    this.profiles.set(answer.address, answer);
+    return answer;
+  }
+
+  /** The cached profile of a person (by primary address), kept fresh from messages' `pv`. */
+  profileOf(address: string): ProfileAnswerFrame | undefined {
+    return this.profiles.get(address);
+  }
+
+  /** A message's sender whose profile is newer than the cached one is asked for it, once. */
+  private refreshProfile(m: MessageFrame): void {
+    if (m.out || this.options.profileCache === false) return;
+    const cached = this.profiles.get(m.from);
+    if (cached && cached.version >= (m.pv ?? 0)) return;
+    if ((this.profileAsked.get(m.from) ?? -1) >= (m.pv ?? 0)) return;
+    this.profileAsked.set(m.from, m.pv ?? 0);
+    this.getProfile(m.from).then(
+      (answer) => this.emit("peer_profile", answer),
+      () => this.profileAsked.delete(m.from), // asked again on the sender's next message
+    );
   }
 
   /** Changes this person's profile; the change comes back as a `profile` event. */
@@ -153,10 +170,7 @@ export class Client extends Emitter<ClientEvents> {
   /** Signed download URLs of a file (for an `<img src>`), absolute. */
   async fileUrl(id: string): Promise<FileUrlFrame> {
     await this.whenLive();
-    const frame = await new Promise<FileUrlFrame>((resolve, reject) => {
-      this.fileUrls.set(id, { kind: "profile", resolve, reject });
-      this.write({ op: "file_url", id });
-    });
+    const frame = await this.requests.askFileUrl(id, () => this.write({ op: "file_url", id }));
     return {
       ...frame,
       url: this.httpUrl(frame.url),
@@ -292,16 +306,42 @@ export class Client extends Emitter<ClientEvents> {
 
   /** One connection, from the upgrade to its close. */
   private runOnce(WS: WebSocketConstructor): Promise<{ code: number; reason: string }> {
-    return new Promise((resolve) => {
+    return new Promise((done) => {
       let ws: WebSocketLike;
       try {
         ws = new WS(this.url());
       } catch (err) {
-        resolve({ code: 1006, reason: String(err) });
+        done({ code: 1006, reason: String(err) });
         return;
       }
       this.ws = ws;
+      // A connection that went dead without a close (a sleeping laptop, a dropped NAT entry)
+      // shows as silence: while the client waits for something (the login, a `sent`, an
+      // answer) and no frame at all comes for `answerTimeoutMs`, it gives the socket up.
+      const timeout = this.options.answerTimeoutMs ?? 20_000;
+      let lastFrameAt = Date.now();
+      const watch = setInterval(
+        () => {
+          const waiting =
+            this.state !== "live" || this.sender.inFlight() > 0 || this.requests.waiting() > 0;
+          if (!waiting || Date.now() - lastFrameAt <= timeout) return;
+          if (this.ws === ws) this.ws = null;
+          ws.onopen = ws.onmessage = ws.onclose = null;
+          try {
+            ws.close(4000, "no answer");
+          } catch {
+            // closing a socket that never opened may throw; it is abandoned either way
+          }
+          resolve({ code: 1006, reason: `no frame from the broker for ${timeout} ms` });
+        },
+        Math.max(50, Math.min(1000, timeout / 4)),
+      );
+      const resolve = (close: { code: number; reason: string }) => {
+        clearInterval(watch);
+        done(close);
+      };
       ws.onopen = () => {
+        lastFrameAt = Date.now();
         const login: ClientFrame = {
           op: "login",
           token: this.options.token,
@@ -317,6 +357,7 @@ export class Client extends Emitter<ClientEvents> {
       };
       ws.onmessage = (event) => {
         if (this.ws !== ws) return;
+        lastFrameAt = Date.now();
         const text = messageText(event.data);
         if (text === null) return;
         let frame: ServerFrame;
@@ -342,9 +383,7 @@ export class Client extends Emitter<ClientEvents> {
     if (this.ackTimer) clearTimeout(this.ackTimer);
     this.ackTimer = null;
     const lost = new OctetError("connection_lost", "the connection closed before the answer");
-    for (const waiter of this.answers.splice(0)) waiter.reject(lost);
-    for (const waiter of this.fileUrls.values()) waiter.reject(lost);
-    this.fileUrls.clear();
+    this.requests.failAll(lost);
   }
 
   private stop(err: ClosedError): void {
@@ -352,7 +391,7 @@ export class Client extends Emitter<ClientEvents> {
     this.stopped = err;
     this.sender.stopped(err);
     for (const waiter of this.liveWaiters.splice(0)) waiter.reject(err);
-    for (const waiter of this.answers.splice(0)) waiter.reject(err);
+    this.requests.failAll(err);
     this.wakeReconnect?.();
     this.setState("closed");
     this.emit("closed", err);
@@ -387,10 +426,7 @@ export class Client extends Emitter<ClientEvents> {
     for (;;) {
       await this.whenLive();
       try {
-        return await new Promise((resolve, reject) => {
-          this.answers.push({ kind, resolve, reject });
-          send();
-        });
+        return await this.requests.ask(kind, send);
       } catch (err) {
         // A close lost the answer: ask again on the next connection.
         if (err instanceof OctetError && err.code === "connection_lost") continue;
@@ -420,17 +456,12 @@ export class Client extends Emitter<ClientEvents> {
         this.onError(frame);
         break;
       case "history":
-      case "profile": {
-        const index = this.answers.findIndex((w) => w.kind === frame.op);
-        if (index >= 0) this.answers.splice(index, 1)[0]?.resolve(frame);
+      case "profile":
+        this.requests.onAnswer(frame);
         break;
-      }
-      case "file_url": {
-        const waiter = this.fileUrls.get(frame.id);
-        this.fileUrls.delete(frame.id);
-        waiter?.resolve(frame);
+      case "file_url":
+        this.requests.onFileUrl(frame);
         break;
-      }
       case "call":
         this.emit("call", frame);
         break;
@@ -491,36 +522,15 @@ export class Client extends Emitter<ClientEvents> {
   }
 
   /** After `recovered: false`: page history back to the old cursor, then resume in order. */
-  private async refill(resync: { previous: Cursor; reason: ResyncInfo["reason"]; seq: number }) {
-    const floor = resync.reason === "pruned" ? resync.previous.held : 0;
-    const limit = this.options.refillLimit ?? 1000;
-    const collected: LoggedEvent[] = [];
-    let before: number | undefined = resync.seq + 1;
-    let reachedStart = false;
-    while (collected.length < limit) {
-      const page = (await new Promise<HistoryFrame | ProfileAnswerFrame>((resolve, reject) => {
-        this.answers.push({ kind: "history", resolve, reject });
-        this.write({ op: "history", before, limit: Math.min(500, limit - collected.length) });
-      })) as HistoryFrame;
-      const events = page.events.filter((e) => e.seq > floor);
-      collected.unshift(...events);
-      const first = page.events[0];
-      if (!page.more || first === undefined) {
-        reachedStart = true;
-        break;
-      }
-      if (first.seq <= floor + 1) break;
-      before = first.seq;
-    }
-    const lowest = collected[0]?.seq ?? resync.seq + 1;
-    const complete = lowest <= floor + 1;
-    const info: ResyncInfo = { reason: resync.reason, previous: resync.previous, seq: resync.seq, complete };
-    // Below the oldest retained event nothing can be paged any more: that range is gone.
-    if (!complete && reachedStart) info.lost = { from: floor + 1, to: lowest - 1 };
-    this.cursor = { epoch: this.welcome?.epoch ?? resync.previous.epoch, held: lowest - 1 };
+  private async refill(start: ResyncStart): Promise<void> {
+    const { events, info } = await refill(start, this.options.refillLimit ?? 1000, async (before, limit) =>
+      (await this.requests.ask("history", () => this.write({ op: "history", before, limit }))) as HistoryFrame,
+    );
+    const lowest = events[0]?.seq ?? start.seq + 1;
+    this.cursor = { epoch: this.welcome?.epoch ?? start.previous.epoch, held: lowest - 1 };
     await this.store.saveCursor(this.cursor);
     await this.emitAwait("resync", info);
-    for (const event of collected) if (!this.buffer.has(event.seq)) this.buffer.set(event.seq, event);
+    for (const event of events) if (!this.buffer.has(event.seq)) this.buffer.set(event.seq, event);
     this.refilling = false;
     this.drain();
   }
@@ -531,21 +541,7 @@ export class Client extends Emitter<ClientEvents> {
       if (frame.code === "bad_value" && frame.id === undefined) return;
     }
     if (frame.id !== undefined && this.sender.onError(frame)) return;
-    if (frame.id !== undefined && this.fileUrls.has(frame.id)) {
-      const waiter = this.fileUrls.get(frame.id);
-      this.fileUrls.delete(frame.id);
-      waiter?.reject(new OctetError(frame.code, frame.message));
-      return;
-    }
-    // A request without an id of its own (history, profile get) is answered in order: an
-    // id-less refusal while one waits is its answer.
-    if (frame.id === undefined && frame.call === undefined) {
-      const index = this.answers.findIndex((w) => ANSWER_ERRORS[w.kind].includes(frame.code));
-      if (index >= 0) {
-        this.answers.splice(index, 1)[0]?.reject(new OctetError(frame.code, frame.message));
-        return;
-      }
-    }
+    if (this.requests.onError(frame)) return;
     this.emit("error", frame);
   }
 
@@ -587,6 +583,8 @@ export class Client extends Emitter<ClientEvents> {
         if (id !== undefined) (next as AppMessage).id = id;
       }
       if (fresh) {
+        if (next.op === "message") this.refreshProfile(next);
+        if (next.op === "profile") this.profiles.set(next.address, next);
         await this.emitAwait(next.op, next as never);
         await this.emitAwait("event", next);
       }
@@ -613,12 +611,6 @@ export class Client extends Emitter<ClientEvents> {
     this.write({ op: "ack", seq: this.cursor.held });
   }
 }
-
-/** The id-less refusals that can answer a `history` or a `profile` `get`. */
-const ANSWER_ERRORS: Record<"history" | "profile", string[]> = {
-  history: ["bad_value", "wrong_type", "internal"],
-  profile: ["unknown_recipient", "bad_value", "wrong_type", "internal"],
-};
 
 function withData(data: Json | undefined): { data?: Json } {
   return data === undefined ? {} : { data };

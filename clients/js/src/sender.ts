@@ -61,6 +61,11 @@ export class Sender {
     this.queue = [...pending];
   }
 
+  /** How many sends are on the wire without an answer. */
+  inFlight(): number {
+    return this.inflight.size;
+  }
+
   /** The ids of unanswered sends, oldest first. */
   pendingIds(): string[] {
     return this.queue.map((p) => p.id);

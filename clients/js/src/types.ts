@@ -11,6 +11,7 @@ import type {
   LoggedEvent,
   MessageFrame,
   PresenceFrame,
+  ProfileAnswerFrame,
   ProfileEventFrame,
   ReadFrame,
   ReceiptFrame,
@@ -49,6 +50,16 @@ export interface ConnectOptions {
   maxInFlight?: number;
   /** After `recovered: false`, at most this many events are refilled from history (default 1000). */
   refillLimit?: number;
+  /**
+   * While the client waits for the broker (the login, a `sent`, an answer) and no frame at all
+   * arrives for this long, it takes the connection for dead and reconnects (default 20000 ms).
+   */
+  answerTimeoutMs?: number;
+  /**
+   * Keep other persons' profiles fresh: a message whose `pv` is above the cached version (or
+   * from an unknown sender) makes the client ask for the profile (`peer_profile`). Default true.
+   */
+  profileCache?: boolean;
   /** A WebSocket constructor; default the global one, else `ws`. */
   WebSocket?: WebSocketConstructor;
 }
@@ -106,6 +117,8 @@ export interface ClientEvents {
   /** A `send` was stored by the broker (also one restored from the store). */
   sent: SentFrame;
   state: ConnectionState;
+  /** A person's profile, fetched because a message showed a newer version (`profileOf`). */
+  peer_profile: ProfileAnswerFrame;
   /** The broker refused sends for the rate (`rate_limited`): they are retried, this far apart. */
   throttled: { pauseMs: number };
   /** The client stopped for good; it will not reconnect. */

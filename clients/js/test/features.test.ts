@@ -151,3 +151,30 @@ test("rate_limited slows the sends down; every send is still stored once", { tim
     await slow.stop();
   }
 });
+
+test("a refused send rejects with its code and leaves the queue", { timeout: TEST_TIMEOUT_MS }, async () => {
+  const alice = await device(ws(), (await broker.token("alice@f7", "a")).token);
+  await alice.client.whenLive();
+  await assert.rejects(alice.client.send("nobody@f7", "hi"), { code: "unknown_recipient" });
+  assert.deepEqual(alice.client.pendingSends(), []);
+});
+
+test("a message with a newer profile version makes the client fetch the sender's profile once", { timeout: TEST_TIMEOUT_MS }, async () => {
+  const alice = await device(ws(), (await broker.token("alice@f8", "a")).token);
+  const bob = await device(ws(), (await broker.token("bob@f8", "b")).token);
+  await Promise.all([alice.client.whenLive(), bob.client.whenLive()]);
+  const fetched: string[] = [];
+  bob.client.on("peer_profile", (p) => void fetched.push(`${p.address}:${p.version}:${p.profile.name ?? ""}`));
+  await alice.client.send("bob@f8", "before");
+  await until("the first fetch (unknown sender)", () => fetched.length === 1);
+  assert.equal(fetched[0], "alice@f8:0:");
+  await alice.client.send("bob@f8", "same version");
+  await alice.client.setProfile({ name: "Alice" });
+  await until("alice's own profile event", () => alice.events.some((e) => e.op === "profile"));
+  await alice.client.send("bob@f8", "after");
+  await until("the refetch", () => fetched.length === 2);
+  assert.equal(fetched[1], "alice@f8:1:Alice");
+  assert.equal(bob.client.profileOf("alice@f8")?.profile.name, "Alice");
+  await sleep(300);
+  assert.equal(fetched.length, 2, "no fetch for a version already held");
+});

@@ -146,6 +146,7 @@ export class Proxy {
   holdDown = false;
   private readonly server: net.Server;
   private readonly sockets = new Set<net.Socket>();
+  private readonly pairs = new Set<{ held: boolean }>();
   port = 0;
 
   constructor(target: string) {
@@ -155,9 +156,11 @@ export class Proxy {
       const upstream = net.connect(Number(port), host);
       this.sockets.add(client);
       this.sockets.add(upstream);
+      const pair = { held: false };
+      this.pairs.add(pair);
       client.on("data", (d) => upstream.write(d));
       upstream.on("data", (d) => {
-        if (!this.holdDown) client.write(d);
+        if (!this.holdDown && !pair.held) client.write(d);
       });
       const end = () => {
         client.destroy();
@@ -179,6 +182,15 @@ export class Proxy {
 
   get url(): string {
     return `ws://127.0.0.1:${this.port}/ws`;
+  }
+
+  /**
+   * From now on the broker's bytes on the open connections are dropped, and nothing closes
+   * them: a connection gone silent, as after a laptop's sleep. New connections work.
+   */
+  silenceOpenConnections(): void {
+    for (const pair of this.pairs) pair.held = true;
+    this.pairs.clear();
   }
 
   /** Drops every connection at once, as a network failure does (no close frame). */

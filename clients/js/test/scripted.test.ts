@@ -135,3 +135,37 @@ test("4008 reconnects at once with since and epoch; a sent that overtakes live e
   assert.deepEqual(second.ops("login")[0], { op: "login", token: "t", appid: "a", since: 3, epoch: "ep1" });
   client.close();
 });
+
+test("sends are refused before they leave when the queue is full or the frame too large", { timeout: TEST_TIMEOUT_MS }, async () => {
+  ScriptedSocket.all = [];
+  const store = new MemoryStore();
+  const client = await connect({ url: "ws://scripted/ws", token: "t", appid: "a", store, maxQueue: 2, WebSocket: ScriptedSocket });
+  // Offline (no welcome yet): two sends wait in the store, the third is refused.
+  const waiting = [client.send("alice@s", 1), client.send("alice@s", 2)];
+  await until("both stored", () => client.pendingSends().length === 2);
+  await assert.rejects(client.send("alice@s", 3), { name: "OctetError", code: "queue_full" });
+  await assert.rejects(client.send("alice@s", "x".repeat(70_000)), { code: "frame_too_large" });
+  assert.equal((await store.load()).pending.length, 2, "refused sends are never stored");
+  // A retry of the history request after a close: asked again on the next connection.
+  const ws = ScriptedSocket.all[0]!;
+  await until("the login", () => ws.ops("login").length === 1);
+  ws.frame(welcome(0, true));
+  ws.frame({ op: "synced", seq: 0, replayed: 0 });
+  await until("both sends written", () => ws.ops("send").length === 2);
+  const pages = client.history({ limit: 1 })[Symbol.asyncIterator]();
+  const next = pages.next();
+  await until("the history request", () => ws.ops("history").length === 1);
+  ws.serverClose(1001, "server shutting down; reconnect");
+  await until("a reconnect", () => ScriptedSocket.all.length === 2);
+  const again = ScriptedSocket.all[1]!;
+  await until("the login", () => again.ops("login").length === 1);
+  again.frame(welcome(0, true));
+  again.frame({ op: "synced", seq: 0, replayed: 0 });
+  await until("the history asked again", () => again.ops("history").length === 1);
+  await until("the sends written again, same ids", () => again.ops("send").length === 2);
+  assert.deepEqual(again.ops("send").map((f) => f.id), ws.ops("send").map((f) => f.id));
+  again.frame({ op: "history", events: [], more: false });
+  assert.equal((await next).done, true);
+  client.close();
+  await Promise.allSettled(waiting);
+});

@@ -103,6 +103,26 @@ test("a send whose `sent` was lost in a close is retried with the same id and st
   await proxy.close();
 });
 
+test("a connection gone silent is given up after answerTimeoutMs; the send is retried and stored once", { timeout: TEST_TIMEOUT_MS }, async () => {
+  const proxy = new Proxy(broker.addr);
+  await proxy.listen();
+  const a1 = await device(proxy.url, (await broker.token("alice@t5", "a-phone")).token, {
+    answerTimeoutMs: 1000,
+  });
+  const b1 = await device(ws(), (await broker.token("bob@t5", "b-phone")).token);
+  await Promise.all([a1, b1].map((d) => d.client.whenLive()));
+  proxy.silenceOpenConnections();
+  const sent = await within("the sent, after giving the silent connection up", a1.client.send("bob@t5", "hello"));
+  assert.ok(a1.welcomes >= 2, "a1 reconnected");
+  await until("bob got it", () => b1.messages.length === 1);
+  await sleep(300);
+  assert.equal(b1.messages.length, 1);
+  assert.equal(b1.messages[0]?.mid, sent.mid);
+  assert.equal(a1.messages.length, 1);
+  for (const d of [a1, b1]) d.client.close();
+  await proxy.close();
+});
+
 test("a replaced login stops the older client for good, without a reconnect loop", { timeout: TEST_TIMEOUT_MS }, async () => {
   const { token } = await broker.token("carol@t3", "c-phone");
   const first = await device(ws(), token);
