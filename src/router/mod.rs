@@ -20,7 +20,7 @@ use crate::metrics::Metrics;
 use crate::protocol::{CloseCode, Millis, Uid};
 use crate::store::PersonId;
 
-pub use calls::{CallEnded, CallError, CallOutcome, Party};
+pub use calls::{Acted, CallEnded, CallError, CallOutcome, CallPush, Party, Rang};
 pub use mailbox::{Bounds, Mailbox, NotQueued, OwnQueue};
 
 /// An encoded WebSocket frame, header included; cloning shares the same bytes.
