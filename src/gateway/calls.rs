@@ -119,13 +119,18 @@ struct Acted {
 /// `call_ended` (`answered`) of such a ring. Awaited before the op's next frame is read, so a
 /// ring's `call` is in the outbox before anything that ends it.
 async fn queue_call_event(state: &ServerState, push: CallPush, reason: Option<&'static str>) {
+    // A ring's event is dated when it started ringing; an answer's, now.
+    let ts = match reason {
+        None => push.rang_at,
+        Some(_) => now_millis(),
+    };
     let event = NewOutboxEvent::Call {
         call: push.call,
         callee: push.callee,
         from: push.from,
         rang_at: push.rang_at,
         reason,
-        ts: now_millis(),
+        ts,
     };
     if let Err(err) = state.store.outbox_write(event).await {
         tracing::error!(error = %err, "could not queue a call webhook event");

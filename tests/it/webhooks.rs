@@ -6,6 +6,7 @@
 mod calls;
 mod dead;
 mod durable;
+mod presence;
 mod receiver;
 
 use std::time::{Duration, Instant};
