@@ -138,9 +138,9 @@ pub struct WebhooksBody {
 pub struct DeadWebhook {
     /// What `webhookretry` takes.
     pub id: i64,
-    /// The event's id in its payload (`msg-<mid>`, `read-<uid>-<seq>`).
+    /// The event's id in its payload (`msg-<mid>`, `read-<uid>-<seq>`, `call-…`, `call_ended-…`, `presence-…`).
     pub event: String,
-    /// `message` or `read`.
+    /// `message`, `read`, `call`, `call_ended` or `presence`.
     #[serde(rename = "type")]
     pub kind: String,
     /// The person it concerns (`address` is null once the person was deleted).

@@ -65,7 +65,8 @@ pub enum NewOutboxEvent {
 pub struct OutboxEvent {
     /// The row (delivery order).
     pub id: i64,
-    /// Stable per event (`msg-<mid>`, `read-<person>-<seq>`): receivers dedupe on it.
+    /// Stable per event (`msg-<mid>`, `read-<person>-<seq>`, `call-<person>-<rang at>-<call>`,
+    /// `call_ended-…`, `presence-<person>-<ts>-<status>`): receivers dedupe on it.
     pub event_id: String,
     /// `message`, `read`, `call`, `call_ended` or `presence`.
     pub kind: String,
@@ -111,7 +112,7 @@ pub struct DeadEvent {
     pub id: i64,
     /// The event id.
     pub event_id: String,
-    /// `message` or `read`.
+    /// `message`, `read`, `call`, `call_ended` or `presence`.
     pub kind: String,
     /// The person's primary address (`None`: deleted since).
     pub address: Option<String>,
