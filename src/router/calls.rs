@@ -15,6 +15,7 @@ use serde_json::value::RawValue;
 use tokio::task::AbortHandle;
 
 use super::Router;
+use super::call_push::{Acted, CallPush, Rang};
 use super::call_table::{Call, CallTable};
 use crate::protocol::{CallAction, CallEvent, CallEventKind, ErrorCode, Millis, ServerFrame, Uid};
 use crate::store::PersonId;
@@ -112,39 +113,6 @@ pub struct CallEnded {
     /// Its ring produced a `call` webhook event and no `call_ended` was written yet (one is
     /// written with the record).
     pub pushed: bool,
-}
-
-/// A ring that produced a `call` webhook event (none of the callee's devices was live), or
-/// the answer that ends such a ring: what the webhook event needs.
-#[derive(Debug, Clone)]
-pub struct CallPush {
-    /// The call id.
-    pub call: String,
-    /// The callee's person (the event is for it).
-    pub callee: PersonId,
-    /// The caller's primary address.
-    pub from: String,
-    /// When it started ringing (with the callee and call id, it names the event).
-    pub rang_at: Millis,
-}
-
-/// A ring that started.
-#[derive(Debug, Clone)]
-pub struct Rang {
-    /// For [`Router::call_timeout`] and [`Router::call_arm_timer`].
-    pub serial: u64,
-    /// Set when no callee device was live: the `call` webhook event to write.
-    pub push: Option<CallPush>,
-}
-
-/// What a call action did.
-#[derive(Debug, Clone, Default)]
-pub struct Acted {
-    /// The call ended: its record to write.
-    pub ended: Option<CallEnded>,
-    /// A pushed call was answered: the `call_ended` (`answered`) webhook event to write now,
-    /// so the app cancels the ringing push at once rather than at hangup.
-    pub answered: Option<CallPush>,
 }
 
 /// The record of a call that ended at `now`.
@@ -253,31 +221,6 @@ impl Router {
             rang_at: now,
         });
         Ok(Rang { serial, push })
-    }
-
-    /// A device of `person` registered: it is rung for every call still ringing its person
-    /// (the device a `call` push woke gets the ring it was woken for). A ring that starts
-    /// while the device registers may reach it twice, with the same call id.
-    pub fn call_ring_late(&self, person: PersonId, uid: Uid) {
-        let frames: Vec<super::Frame> = {
-            let live = self.calls.live.lock().unwrap_or_else(|p| p.into_inner());
-            live.ringing(person)
-                .map(|call| {
-                    let frame = ServerFrame::Call(CallEvent {
-                        call: call.id.clone(),
-                        action: CallEventKind::Ring,
-                        from: call.from.clone(),
-                        to: call.to.clone(),
-                        out: false,
-                        data: call.data.clone(),
-                    });
-                    frame.to_text().into()
-                })
-                .collect()
-        };
-        for frame in frames {
-            self.deliver_to(person, uid, &frame);
-        }
     }
 
     /// Answer, reject, hangup or signal from a device, at `now`.
