@@ -12,8 +12,10 @@
 //! so a subscriber sees its first status and the changes after it in order.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
+
+use tokio::sync::mpsc::UnboundedSender;
 
 use tokio::task::AbortHandle;
 
@@ -78,11 +80,25 @@ struct Inner {
     next_serial: u64,
 }
 
+/// A person's aggregated status changed: for the `presence` webhook event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PresenceChange {
+    /// The person.
+    pub person: PersonId,
+    /// Online now, or offline.
+    pub online: bool,
+    /// When it came online, or when its last device left (`last_seen`).
+    pub ts: Millis,
+}
+
 /// Persons' aggregated online status and the subscriptions to it.
 pub struct Presence {
     inner: Mutex<Inner>,
     router: Arc<Router>,
     grace: Duration,
+    /// Where changes go for webhooks (set when `--webhook-url` is): sent under the lock, so in
+    /// the order they happened.
+    webhook: OnceLock<UnboundedSender<PresenceChange>>,
 }
 
 impl Presence {
@@ -92,7 +108,20 @@ impl Presence {
             inner: Mutex::default(),
             router,
             grace,
+            webhook: OnceLock::new(),
         })
+    }
+
+    /// Sends every later change of a person's status to `sink` (the webhook writer).
+    pub fn set_webhook(&self, sink: UnboundedSender<PresenceChange>) {
+        let _ = self.webhook.set(sink);
+    }
+
+    fn changed(&self, person: PersonId, online: bool, ts: Millis) {
+        if let Some(sink) = self.webhook.get() {
+            // Fails only once the writer is gone (shutdown): nothing to tell then.
+            let _ = sink.send(PresenceChange { person, online, ts });
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -104,7 +133,10 @@ impl Presence {
     pub fn joined(&self, person: PersonId) {
         let mut inner = self.lock();
         match inner.status.insert(person, Status::Online) {
-            None => self.announce(&inner, person, PresenceStatus::Online, None),
+            None => {
+                self.announce(&inner, person, PresenceStatus::Online, None);
+                self.changed(person, true, crate::state::now_millis());
+            }
             Some(Status::Leaving { timer, .. }) => timer.abort(),
             Some(Status::Online) => {}
         }
@@ -150,6 +182,7 @@ impl Presence {
         }
         inner.status.remove(&person);
         self.announce(&inner, person, PresenceStatus::Offline, Some(since));
+        self.changed(person, false, since);
     }
 
     /// Whether `person` counts as online (a device connected, or within the grace period).

@@ -150,6 +150,9 @@ pub async fn prepare(config: Config) -> Result<Prepared, StartError> {
     })?;
     let send_rates = crate::limits::SendRates::new(config.send_rate, config.send_burst);
     let presence = crate::presence::Presence::new(router.clone(), config.presence_grace);
+    if let Some(hooks) = webhooks.as_ref().filter(|w| w.config.presence) {
+        presence.set_webhook(hooks.presence_sink());
+    }
     let state = Arc::new(ServerState {
         config,
         store: Box::new(store),

@@ -119,6 +119,8 @@ pub struct WebhookConfig {
     pub push_grace: Duration,
     /// Put the first 256 bytes of a message's body into its event.
     pub include_body: bool,
+    /// Send `presence` events (off by default: every login and logout of every person).
+    pub presence: bool,
     /// How long an event is retried before it is dead-lettered (a Duration, so tests can use
     /// seconds).
     pub retry_window: Duration,
@@ -134,6 +136,7 @@ impl WebhookConfig {
             secret: Secret::from(secret.into()),
             push_grace: Duration::from_secs(2),
             include_body: false,
+            presence: false,
             retry_window: Duration::from_secs(24 * 3600),
             max_pending: 1_000_000,
         }

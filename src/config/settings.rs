@@ -309,6 +309,11 @@ pub struct Settings {
     #[arg(long, env = "OCTET_WEBHOOK_INCLUDE_BODY", num_args = 0..=1, default_missing_value = "true")]
     pub webhook_include_body: Option<bool>,
 
+    /// Send `presence` webhook events (a person online, or offline after the presence grace)
+    /// [default: false].
+    #[arg(long, env = "OCTET_WEBHOOK_PRESENCE", num_args = 0..=1, default_missing_value = "true")]
+    pub webhook_presence: Option<bool>,
+
     /// Hours a webhook event is retried (exponential backoff with jitter, at most 10 minutes
     /// apart) before it is dead-lettered [default: 24].
     #[arg(long, env = "OCTET_WEBHOOK_RETRY_HOURS")]
@@ -395,6 +400,7 @@ impl Settings {
             webhook_secret_file,
             push_grace,
             webhook_include_body,
+            webhook_presence,
             webhook_retry_hours,
             webhook_max_pending,
             device_self_revoke

@@ -282,6 +282,7 @@ fn webhook(s: &Settings) -> Result<Option<WebhookConfig>, ConfigError> {
             ("webhook_secret_file", s.webhook_secret_file.is_some()),
             ("push_grace", s.push_grace.is_some()),
             ("webhook_include_body", s.webhook_include_body.is_some()),
+            ("webhook_presence", s.webhook_presence.is_some()),
             ("webhook_retry_hours", s.webhook_retry_hours.is_some()),
             ("webhook_max_pending", s.webhook_max_pending.is_some()),
         ];
@@ -365,6 +366,7 @@ fn webhook(s: &Settings) -> Result<Option<WebhookConfig>, ConfigError> {
         secret,
         push_grace,
         include_body: s.webhook_include_body.unwrap_or(false),
+        presence: s.webhook_presence.unwrap_or(false),
         retry_window,
         max_pending,
     }))

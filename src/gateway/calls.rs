@@ -8,9 +8,9 @@ use super::ops::MAX_CLIENT_ID;
 use super::replies::store_refusal;
 use super::session::Online;
 use crate::protocol::{CallAction, CallRequest, DecodeError, ErrorCode};
-use crate::router::{CallEnded, CallError, Party};
+use crate::router::{CallEnded, CallError, CallPush, Party};
 use crate::state::{ServerState, now_millis};
-use crate::store::CallRecord;
+use crate::store::{CallRecord, NewOutboxEvent};
 
 impl Online<'_> {
     /// `call`: rings a person, or acts on a live call (answer, reject, hangup, signal).
@@ -55,7 +55,8 @@ impl Online<'_> {
                     req.data.as_deref(),
                     now_millis(),
                 )
-                .map(|serial| {
+                .map(|rang| {
+                    let serial = rang.serial;
                     let state = self.state.clone();
                     let call_id = call_id.clone();
                     let router = state.router.clone();
@@ -72,25 +73,67 @@ impl Online<'_> {
                     );
                     // Cancelled by the router when the call stops ringing.
                     router.call_arm_timer(serial, timer.abort_handle());
-                    None
+                    Acted {
+                        ended: None,
+                        answered: rang.push.map(|push| (push, None)),
+                    }
                 })
         } else {
-            router.call_act(
-                party,
-                &call_id,
-                req.action,
-                req.data.as_deref(),
-                now_millis(),
-            )
+            router
+                .call_act(
+                    party,
+                    &call_id,
+                    req.action,
+                    req.data.as_deref(),
+                    now_millis(),
+                )
+                .map(|acted| Acted {
+                    ended: acted.ended,
+                    answered: acted.answered.map(|push| (push, Some("answered"))),
+                })
         };
         match result {
-            Ok(Some(ended)) => record_call(&self.state, ended).await,
-            Ok(None) => {}
+            Ok(acted) => {
+                if let Some((push, reason)) = acted.answered {
+                    queue_call_event(&self.state, push, reason).await;
+                }
+                if let Some(ended) = acted.ended {
+                    record_call(&self.state, ended).await;
+                }
+            }
             Err(err) => {
                 let err = call_error(err);
                 self.error(err, None, Some(call_id)).await;
             }
         }
+    }
+}
+
+/// What a call op leaves to write: a record, and a `call` (no reason) or `call_ended` event.
+struct Acted {
+    ended: Option<CallEnded>,
+    answered: Option<(CallPush, Option<&'static str>)>,
+}
+
+/// Writes the `call` webhook event of a ring no callee device was live for, or the
+/// `call_ended` (`answered`) of such a ring. Awaited before the op's next frame is read, so a
+/// ring's `call` is in the outbox before anything that ends it.
+async fn queue_call_event(state: &ServerState, push: CallPush, reason: Option<&'static str>) {
+    // A ring's event is dated when it started ringing; an answer's, now.
+    let ts = match reason {
+        None => push.rang_at,
+        Some(_) => now_millis(),
+    };
+    let event = NewOutboxEvent::Call {
+        call: push.call,
+        callee: push.callee,
+        from: push.from,
+        rang_at: push.rang_at,
+        reason,
+        ts,
+    };
+    if let Err(err) = state.store.outbox_write(event).await {
+        tracing::error!(error = %err, "could not queue a call webhook event");
     }
 }
 
@@ -103,6 +146,7 @@ pub(super) async fn record_call(state: &Arc<ServerState>, ended: CallEnded) {
         status: ended.outcome.as_str(),
         duration_ms: ended.duration_ms,
         ts: now_millis(),
+        pushed_at: ended.pushed.then_some(ended.rang_at),
     };
     if let Err(err) = state.store.append_call_record(record).await {
         tracing::error!(error = %err, "could not record a call");

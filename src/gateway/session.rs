@@ -166,6 +166,9 @@ async fn run_inner(
                     ConnHandle::new(identity.uid, conn_id, session.queue.mailbox().clone());
                 state.router.register(identity.person, handle);
                 state.presence.joined(identity.person);
+                // Calls ringing this person ring here too: a phone woken by a `call` push
+                // logs in to take the call it was woken for.
+                state.router.call_ring_late(identity.person, identity.uid);
                 state.last_seen.record(identity.uid, now_millis());
                 let mut online = Online {
                     session: &session,

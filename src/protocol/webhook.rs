@@ -32,10 +32,11 @@ pub struct WebhookRequest {
 /// One event.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct WebhookEvent {
-    /// `message` or `read`.
+    /// `message`, `read`, `call`, `call_ended` or `presence`.
     #[serde(rename = "type")]
     pub kind: String,
-    /// Stable per event (`msg-<mid>`, `read-<uid>-<seq>`): a receiver that sees an id twice
+    /// Stable per event (`msg-<mid>`, `read-<uid>-<seq>`, `call-…`, `call_ended-…`,
+    /// `presence-…`): a receiver that sees an id twice
     /// (a resend after a crash) handles it once.
     pub id: String,
     /// When it happened (ms since the epoch).
@@ -65,6 +66,19 @@ pub struct WebhookEvent {
     /// Set when `body` was cut.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub body_truncated: Option<bool>,
+    /// `call`, `call_ended`: the call id (the caller's choice, as in the `call` frames).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub call: Option<String>,
+    /// `call_ended`: `answered` (on one of the person's devices), `rejected`, `missed` (no
+    /// answer within the ring timeout) or `cancelled` (the caller hung up or went away).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// `presence`: `online` or `offline`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// `presence` `offline`: when the person's last device left (ms since the epoch).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<Millis>,
 }
 
 /// A person, by its primary user.
@@ -124,9 +138,9 @@ pub struct WebhooksBody {
 pub struct DeadWebhook {
     /// What `webhookretry` takes.
     pub id: i64,
-    /// The event's id in its payload (`msg-<mid>`, `read-<uid>-<seq>`).
+    /// The event's id in its payload (`msg-<mid>`, `read-<uid>-<seq>`, `call-…`, `call_ended-…`, `presence-…`).
     pub event: String,
-    /// `message` or `read`.
+    /// `message`, `read`, `call`, `call_ended` or `presence`.
     #[serde(rename = "type")]
     pub kind: String,
     /// The person it concerns (`address` is null once the person was deleted).

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 
+use serde_json::value::RawValue;
 use smallvec::SmallVec;
 use tokio::task::AbortHandle;
 
@@ -29,6 +30,11 @@ pub(super) struct Call {
     pub answered_at: Option<Millis>,
     /// The ring timer, cancelled when the call stops ringing (answered or gone).
     pub timer: Option<AbortHandle>,
+    /// The ring's data (the offer), rung again to a callee device that logs in meanwhile.
+    pub data: Option<Box<RawValue>>,
+    /// Whether the ring produced a `call` webhook event (no callee device was live), so its
+    /// end owes a `call_ended` one.
+    pub pushed: bool,
 }
 
 impl Call {
@@ -55,6 +61,8 @@ pub(super) struct CallTable {
     calls: HashMap<u64, Call>,
     by_id: HashMap<String, SmallVec<[u64; 1]>>,
     by_conn: HashMap<u64, SmallVec<[u64; 2]>>,
+    /// Calls still ringing, by the callee's person: a device of it that logs in is rung.
+    ringing: HashMap<PersonId, SmallVec<[u64; 1]>>,
 }
 
 impl CallTable {
@@ -75,6 +83,12 @@ impl CallTable {
         for conn in call.conns() {
             self.by_conn.entry(conn).or_default().push(serial);
         }
+        if call.callee.is_none() {
+            self.ringing
+                .entry(call.callee_person)
+                .or_default()
+                .push(serial);
+        }
         self.calls.insert(serial, call);
     }
 
@@ -90,6 +104,10 @@ impl CallTable {
         self.calls.get(&serial)
     }
 
+    pub fn get_mut(&mut self, serial: u64) -> Option<&mut Call> {
+        self.calls.get_mut(&serial)
+    }
+
     /// Records the device that answered (it now counts against its connection) and stops the
     /// ring timer.
     pub fn answered(&mut self, serial: u64, callee: Party, at: Millis) {
@@ -99,6 +117,7 @@ impl CallTable {
         call.callee = Some(callee);
         call.answered_at = Some(at);
         call.stop_ringing();
+        unindex(&mut self.ringing, &call.callee_person, serial);
         self.by_conn.entry(callee.conn_id).or_default().push(serial);
     }
 
@@ -115,6 +134,7 @@ impl CallTable {
         let mut call = self.calls.remove(&serial)?;
         call.stop_ringing();
         unindex(&mut self.by_id, &call.id, serial);
+        unindex(&mut self.ringing, &call.callee_person, serial);
         for conn in call.conns() {
             unindex(&mut self.by_conn, &conn, serial);
         }
@@ -138,6 +158,15 @@ impl CallTable {
         serials.into_iter().filter_map(|s| self.remove(s)).collect()
     }
 
+    /// The calls ringing `person`'s devices.
+    pub fn ringing(&self, person: PersonId) -> impl Iterator<Item = &Call> {
+        self.ringing
+            .get(&person)
+            .into_iter()
+            .flatten()
+            .filter_map(|s| self.calls.get(s))
+    }
+
     fn serials(&self, id: &str) -> &[u64] {
         self.by_id.get(id).map_or(&[], |s| s.as_slice())
     }
@@ -145,6 +174,13 @@ impl CallTable {
     /// (calls, call ids indexed, connections indexed): all zero once every call ended.
     #[cfg(test)]
     pub fn sizes(&self) -> (usize, usize, usize) {
+        assert!(
+            self.ringing
+                .values()
+                .flatten()
+                .all(|s| { self.calls.get(s).is_some_and(|c| c.callee.is_none()) })
+        );
+        assert!(!self.calls.is_empty() || self.ringing.is_empty());
         (self.calls.len(), self.by_id.len(), self.by_conn.len())
     }
 }
@@ -195,7 +231,8 @@ mod tests {
     fn ring(router: &Router, id: &str) -> (u64, tokio::task::JoinHandle<()>) {
         let serial = router
             .call_ring(CALLER, CALLEE.person, "a", "b", id, None, NOW)
-            .expect("rings");
+            .expect("rings")
+            .serial;
         let timer = tokio::spawn(std::future::pending::<()>());
         router.call_arm_timer(serial, timer.abort_handle());
         (serial, timer)
@@ -216,7 +253,10 @@ mod tests {
         let (_, timer) = ring(&router, "c1");
         assert_eq!(sizes(&router), (1, 1, 1));
         let ended = router.call_act(CALLER, "c1", CallAction::Hangup, None, NOW);
-        assert_eq!(ended.unwrap().unwrap().outcome, CallOutcome::Cancelled);
+        assert_eq!(
+            ended.unwrap().ended.unwrap().outcome,
+            CallOutcome::Cancelled
+        );
         assert!(cancelled(timer).await);
         assert_eq!(sizes(&router), (0, 0, 0));
 
@@ -249,7 +289,8 @@ mod tests {
         // A timer armed after its call ended is cancelled at once.
         let serial = router
             .call_ring(CALLER, CALLEE.person, "a", "b", "c5", None, NOW)
-            .unwrap();
+            .unwrap()
+            .serial;
         router
             .call_act(CALLER, "c5", CallAction::Hangup, None, NOW)
             .unwrap();
@@ -260,7 +301,8 @@ mod tests {
         // The timer that fires is let go, not aborted: it still has the record to write.
         let serial = router
             .call_ring(CALLER, CALLEE.person, "a", "b", "c6", None, NOW)
-            .unwrap();
+            .unwrap()
+            .serial;
         let (fire, fired) = tokio::sync::oneshot::channel::<()>();
         let timer = tokio::spawn(async move {
             let _ = fired.await;

@@ -15,6 +15,7 @@ use serde_json::value::RawValue;
 use tokio::task::AbortHandle;
 
 use super::Router;
+use super::call_push::{Acted, CallPush, Rang};
 use super::call_table::{Call, CallTable};
 use crate::protocol::{CallAction, CallEvent, CallEventKind, ErrorCode, Millis, ServerFrame, Uid};
 use crate::store::PersonId;
@@ -109,6 +110,9 @@ pub struct CallEnded {
     pub rang_at: Millis,
     /// How long it was connected (0 unless answered).
     pub duration_ms: i64,
+    /// Its ring produced a `call` webhook event and no `call_ended` was written yet (one is
+    /// written with the record).
+    pub pushed: bool,
 }
 
 /// The record of a call that ended at `now`.
@@ -123,6 +127,7 @@ fn record_of(call: &Call, outcome: CallOutcome, now: Millis) -> CallEnded {
         outcome,
         rang_at: call.rang_at,
         duration_ms,
+        pushed: call.pushed,
     }
 }
 
@@ -144,7 +149,8 @@ enum Target {
 impl Router {
     /// Starts ringing at `now` (ms since the Unix epoch, like every time the router is
     /// given: the caller reads the clock). Returns the call's serial, for
-    /// [`Router::call_timeout`].
+    /// [`Router::call_timeout`], and the `call` webhook event to write when none of the
+    /// callee's devices is live.
     #[allow(clippy::too_many_arguments)]
     pub fn call_ring(
         &self,
@@ -155,13 +161,16 @@ impl Router {
         call_id: &str,
         data: Option<&RawValue>,
         now: Millis,
-    ) -> Result<u64, CallError> {
+    ) -> Result<Rang, CallError> {
         if callee_person == caller.person {
             return Err(CallError::State(
                 "cannot call your own person; call another address".into(),
             ));
         }
         let serial = self.calls.next_serial.fetch_add(1, Ordering::Relaxed);
+        // Read before the insert: a device that registers after this is rung by
+        // `call_ring_late` (the push is what woke it).
+        let pushed = self.online(callee_person).is_empty();
         {
             let mut live = self.calls.live.lock().unwrap_or_else(|p| p.into_inner());
             if live.taken(call_id, [caller.person, callee_person]) {
@@ -182,6 +191,8 @@ impl Router {
                     rang_at: now,
                     answered_at: None,
                     timer: None,
+                    data: data.map(|d| d.to_owned()),
+                    pushed,
                 },
             );
         }
@@ -203,7 +214,13 @@ impl Router {
             CallEventKind::Ring,
             data,
         );
-        Ok(serial)
+        let push = pushed.then(|| CallPush {
+            call: call_id.into(),
+            callee: callee_person,
+            from: from.into(),
+            rang_at: now,
+        });
+        Ok(Rang { serial, push })
     }
 
     /// Answer, reject, hangup or signal from a device, at `now`.
@@ -214,7 +231,7 @@ impl Router {
         action: CallAction,
         data: Option<&RawValue>,
         now: Millis,
-    ) -> Result<Option<CallEnded>, CallError> {
+    ) -> Result<Acted, CallError> {
         let mut live = self.calls.live.lock().unwrap_or_else(|p| p.into_inner());
         let serial = live
             .find(call_id, actor.person)
@@ -228,6 +245,7 @@ impl Router {
         let (from, to) = (call.from.clone(), call.to.clone());
 
         let mut ended = None;
+        let mut answered = None;
         // (who, out, what, with the actor's data): data goes only to the other party.
         let mut sends: Vec<(Target, bool, CallEventKind, bool)> = Vec::new();
         match action {
@@ -249,6 +267,16 @@ impl Router {
                 let (direct, elsewhere) = if action == CallAction::Answer {
                     if live.count_for_conn(actor.conn_id) >= MAX_CALLS_PER_CONN {
                         return Err(CallError::TooManyCalls("answering another"));
+                    }
+                    if let Some(call) = live.get_mut(serial).filter(|c| c.pushed) {
+                        // Its `call_ended` is written now; the hangup's record owes none.
+                        call.pushed = false;
+                        answered = Some(CallPush {
+                            call: call.id.clone(),
+                            callee: call.callee_person,
+                            from: call.from.clone(),
+                            rang_at: call.rang_at,
+                        });
                     }
                     live.answered(serial, actor, now);
                     (CallEventKind::Answer, CallEventKind::AnsweredElsewhere)
@@ -335,7 +363,7 @@ impl Router {
             };
             self.send_call(target, view, kind, data.filter(|_| with_data));
         }
-        Ok(ended)
+        Ok(Acted { ended, answered })
     }
 
     /// Hands the ring timer of the call `serial` to the table, which cancels it when the call

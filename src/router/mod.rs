@@ -5,6 +5,7 @@
 //! bounded queue with `try_send`; a full queue means the device is a slow consumer and is
 //! kicked with [`CloseCode::SlowConsumer`], never silently skipped.
 
+mod call_push;
 mod call_table;
 pub mod calls;
 pub mod mailbox;
@@ -20,6 +21,7 @@ use crate::metrics::Metrics;
 use crate::protocol::{CloseCode, Millis, Uid};
 use crate::store::PersonId;
 
+pub use call_push::{Acted, CallPush, Rang};
 pub use calls::{CallEnded, CallError, CallOutcome, Party};
 pub use mailbox::{Bounds, Mailbox, NotQueued, OwnQueue};
 

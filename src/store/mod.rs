@@ -20,7 +20,9 @@ pub use blobs::{BlobDir, attachment};
 pub use commit::{Answer, AnswerOnly, CommitSink, Committed, CommittedMessage, Outcome};
 pub use sqlite::{OnlineView, SqliteStore, StoreOptions, nobody_online};
 pub use types::*;
-pub use webhook::{DeadEvent, OutboxDevice, OutboxEvent, OutboxOptions, OutboxStatus};
+pub use webhook::{
+    DeadEvent, NewOutboxEvent, OutboxDevice, OutboxEvent, OutboxOptions, OutboxStatus,
+};
 
 /// Errors a caller branches on. `Display` always carries the cause.
 #[derive(Debug, thiserror::Error)]
@@ -334,4 +336,8 @@ pub trait Store: Send + Sync + 'static {
     async fn outbox_status(&self, limit: usize) -> Result<OutboxStatus, StoreError>;
     /// Requeues dead events (the given ids, or all) with a fresh retry window (`webhookretry`).
     async fn outbox_retry(&self, ids: Option<Vec<i64>>, now: Millis) -> Result<usize, StoreError>;
+    /// Writes a webhook event that is not part of another write (a ring, a presence change),
+    /// at its person's current head. Returns its row; `None` without webhooks or once the
+    /// person is gone.
+    async fn outbox_write(&self, event: NewOutboxEvent) -> Result<Option<i64>, StoreError>;
 }

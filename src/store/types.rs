@@ -265,6 +265,9 @@ pub struct CallRecord {
     pub duration_ms: i64,
     /// When it ended.
     pub ts: Millis,
+    /// Set (to when it started ringing) for a call whose ring produced a `call` webhook event:
+    /// its `call_ended` event is written with the record.
+    pub pushed_at: Option<Millis>,
 }
 
 /// The largest profile, serialized.

@@ -26,16 +26,51 @@ impl std::fmt::Debug for OutboxOptions {
     }
 }
 
+/// A webhook event that is its own store write (nothing else is stored with it): a ring, the
+/// answer of a pushed ring, a presence change.
+#[derive(Debug, Clone)]
+pub enum NewOutboxEvent {
+    /// `call` (no `reason`: a ring no callee device was live for), or `call_ended` with
+    /// `reason` `answered` (the record is written later, at hangup).
+    Call {
+        /// The call id.
+        call: String,
+        /// The callee's person: the event is for it.
+        callee: PersonId,
+        /// The caller's primary address.
+        from: String,
+        /// When it started ringing (names the event with the callee and call id).
+        rang_at: Millis,
+        /// `call_ended`'s reason.
+        reason: Option<&'static str>,
+        /// When it happened.
+        ts: Millis,
+    },
+    /// `presence`: the person came online, or went offline (last device gone at `ts`).
+    Presence {
+        /// The person.
+        person: PersonId,
+        /// Online or offline.
+        online: bool,
+        /// When: the first device's login, or the last device's leaving (`last_seen`).
+        ts: Millis,
+        /// The row of this person's previous presence event: still undelivered, it is
+        /// replaced (a newer state makes it moot), so a person has at most one waiting.
+        replaces: Option<i64>,
+    },
+}
+
 /// One event waiting in the outbox, with what its payload needs.
 #[derive(Debug, Clone)]
 pub struct OutboxEvent {
     /// The row (delivery order).
     pub id: i64,
-    /// Stable per event (`msg-<mid>`, `read-<person>-<seq>`): receivers dedupe on it.
+    /// Stable per event (`msg-<mid>`, `read-<person>-<seq>`, `call-<person>-<rang at>-<call>`,
+    /// `call_ended-…`, `presence-<person>-<ts>-<status>`): receivers dedupe on it.
     pub event_id: String,
-    /// `message` or `read`.
+    /// `message`, `read`, `call`, `call_ended` or `presence`.
     pub kind: String,
-    /// The person the event is about (a message's recipient, the reader).
+    /// The person the event is about (a message's recipient, the reader, the callee).
     pub person: PersonId,
     /// The event's seq in that person's log.
     pub seq: u64,
@@ -77,7 +112,7 @@ pub struct DeadEvent {
     pub id: i64,
     /// The event id.
     pub event_id: String,
-    /// `message` or `read`.
+    /// `message`, `read`, `call`, `call_ended` or `presence`.
     pub kind: String,
     /// The person's primary address (`None`: deleted since).
     pub address: Option<String>,

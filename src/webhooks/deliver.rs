@@ -232,6 +232,10 @@ struct Extras {
     from: Option<String>,
     peer: Option<String>,
     origin: Option<Origin>,
+    call: Option<String>,
+    reason: Option<String>,
+    status: Option<String>,
+    last_seen: Option<Millis>,
 }
 
 /// The request body for `rows`.
@@ -281,6 +285,10 @@ fn payload(
                     .collect(),
                 body,
                 body_truncated,
+                call: extras.call,
+                reason: extras.reason,
+                status: extras.status,
+                last_seen: extras.last_seen,
             }
         })
         .collect();

@@ -12,12 +12,16 @@
 //! event ids.
 
 mod deliver;
+mod presence;
 pub mod sign;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::Notify;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
+
+use crate::presence::PresenceChange;
 
 use crate::config::WebhookConfig;
 use crate::state::ServerState;
@@ -28,9 +32,12 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The webhook sender: its configuration, HTTP client and wake-up.
 pub struct Webhooks {
-    config: WebhookConfig,
+    pub(crate) config: WebhookConfig,
     http: reqwest::Client,
     wake: Notify,
+    presence_tx: UnboundedSender<PresenceChange>,
+    /// Taken by [`Webhooks::spawn`].
+    presence_rx: Mutex<Option<UnboundedReceiver<PresenceChange>>>,
 }
 
 impl Webhooks {
@@ -43,10 +50,13 @@ impl Webhooks {
             .user_agent(concat!("octet/", env!("CARGO_PKG_VERSION")))
             .build()
             .expect("a plain HTTP client always builds");
+        let (presence_tx, presence_rx) = unbounded_channel();
         Arc::new(Webhooks {
             config,
             http,
             wake: Notify::new(),
+            presence_tx,
+            presence_rx: Mutex::new(Some(presence_rx)),
         })
     }
 
@@ -69,8 +79,26 @@ impl Webhooks {
         self.wake.notify_one();
     }
 
-    /// Starts the delivery loop; it runs until aborted.
+    /// Where `Presence` sends persons' status changes, to become `presence` events.
+    pub fn presence_sink(&self) -> UnboundedSender<PresenceChange> {
+        self.presence_tx.clone()
+    }
+
+    /// Starts the delivery loop and the presence writer; they run until aborted.
     pub fn spawn(self: Arc<Self>, state: Arc<ServerState>) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(deliver::run(self, state))
+        let changes = self
+            .presence_rx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        tokio::spawn(async move {
+            match changes {
+                Some(changes) => {
+                    let writer = presence::run(changes, state.clone());
+                    tokio::join!(deliver::run(self, state), writer);
+                }
+                None => deliver::run(self, state).await,
+            }
+        })
     }
 }

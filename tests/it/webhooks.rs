@@ -3,8 +3,10 @@
 //! Dead-lettering, the bound and the backend ops are in `webhooks/dead.rs`; the real binary
 //! killed with SIGKILL and the Python receiver of proto/webhooks.md in `webhooks/durable.rs`.
 
+mod calls;
 mod dead;
 mod durable;
+mod presence;
 mod receiver;
 
 use std::time::{Duration, Instant};

@@ -195,11 +195,23 @@ impl Store for SqliteStore {
     }
 
     async fn append_call_record(&self, record: CallRecord) -> Result<(), StoreError> {
-        self.write_committing(move |conn| {
-            let markers = receipts::append_call_record(conn, &record)?;
-            Ok(((), Some(Committed::CallRecord(markers))))
-        })
+        let outbox = self.outbox.is_some();
+        let wake = self.outbox.as_ref().and_then(|o| o.wake.clone());
+        self.write_then(
+            move |conn| {
+                let markers = receipts::append_call_record(conn, &record)?;
+                // The `call_ended` event commits with the record, or neither does.
+                let queued = outbox && outbox::on_call_record(conn, &record, &markers)?;
+                Ok((queued, Some(Committed::CallRecord(markers))))
+            },
+            move |queued: &bool| {
+                if let (true, Some(wake)) = (*queued, &wake) {
+                    wake();
+                }
+            },
+        )
         .await
+        .map(|_| ())
     }
 
     async fn set_profile(
@@ -422,6 +434,22 @@ impl Store for SqliteStore {
 
     async fn outbox_status(&self, limit: usize) -> Result<OutboxStatus, StoreError> {
         self.read(move |conn| outbox::status(conn, limit)).await
+    }
+
+    async fn outbox_write(&self, event: NewOutboxEvent) -> Result<Option<i64>, StoreError> {
+        if self.outbox.is_none() {
+            return Ok(None);
+        }
+        let wake = self.outbox.as_ref().and_then(|o| o.wake.clone());
+        self.write_then(
+            move |conn| Ok((outbox::write(conn, &event)?, None)),
+            move |row: &Option<i64>| {
+                if let (Some(_), Some(wake)) = (row, &wake) {
+                    wake();
+                }
+            },
+        )
+        .await
     }
 
     async fn outbox_retry(&self, ids: Option<Vec<i64>>, now: Millis) -> Result<usize, StoreError> {

@@ -53,9 +53,9 @@ use super::commit::{
 };
 use super::{
     AppCredentials, Appended, BlobDir, BlobMeta, CallRecord, FileRecord, Identity, IssuedUser,
-    LogEvent, LogHead, Marker, NewFile, NewMessage, NewUser, OutboxEvent, OutboxOptions,
-    OutboxStatus, PersonDevices, PersonId, Removed, Revoked, Store, StoreError, StoreStats,
-    UserKey,
+    LogEvent, LogHead, Marker, NewFile, NewMessage, NewOutboxEvent, NewUser, OutboxEvent,
+    OutboxOptions, OutboxStatus, PersonDevices, PersonId, Removed, Revoked, Store, StoreError,
+    StoreStats, UserKey,
 };
 use super::{PresenceAcl, PresenceCheck};
 use crate::auth::TokenHash;

@@ -4,10 +4,11 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::seqs::Tx;
 use crate::protocol::{Millis, Origin};
 use crate::store::{
-    Appended, DeadEvent, EventKind, Identity, Marker, OutboxDevice, OutboxEvent, OutboxOptions,
-    OutboxStatus, PersonId, StoreError,
+    Appended, CallRecord, DeadEvent, EventKind, Identity, Marker, NewOutboxEvent, OutboxDevice,
+    OutboxEvent, OutboxOptions, OutboxStatus, PersonId, StoreError,
 };
 
 /// Queues the push for a new message: for the recipient person, due once the grace period
@@ -69,6 +70,102 @@ pub(super) fn on_read(
         ts,
     )?;
     Ok(true)
+}
+
+/// Queues `call_ended` for the callee of a pushed call that ended, at the callee's record's
+/// seq (the record is in the same transaction). Returns whether a row was written.
+pub(super) fn on_call_record(
+    conn: &Connection,
+    record: &CallRecord,
+    markers: &[Marker],
+) -> Result<bool, StoreError> {
+    let Some(rang_at) = record.pushed_at else {
+        return Ok(false);
+    };
+    let (callee, _) = &record.callee;
+    let Some(marker) = markers.iter().find(|m| m.person == *callee) else {
+        return Ok(false); // the callee was deleted meanwhile: nobody to push to
+    };
+    let data = serde_json::json!({
+        "ts": record.ts, "from": record.caller.1, "call": record.call, "reason": record.status,
+    });
+    insert(
+        conn,
+        &format!("call_ended-{callee}-{rang_at}-{}", record.call),
+        "call_ended",
+        *callee,
+        marker.event.seq,
+        None,
+        &data.to_string(),
+        record.ts,
+        record.ts,
+    )?;
+    Ok(true)
+}
+
+/// Writes an event that is its own write (a ring, an answer, a presence change) at the
+/// person's current head: it reports no log event, and the head keeps it in order with the
+/// person's other events (the loop sends by row, and a row written later has a head at or
+/// past every earlier one's). Returns its row; `None` if the person is gone.
+pub(super) fn write(conn: &Tx<'_>, event: &NewOutboxEvent) -> Result<Option<i64>, StoreError> {
+    let (person, ts) = match event {
+        NewOutboxEvent::Call { callee, ts, .. } => (*callee, *ts),
+        NewOutboxEvent::Presence { person, ts, .. } => (*person, *ts),
+    };
+    let Some(head) = conn.head(person)? else {
+        return Ok(None);
+    };
+    let (event_id, kind, data) = match event {
+        NewOutboxEvent::Call {
+            call,
+            callee,
+            from,
+            rang_at,
+            reason,
+            ts,
+        } => {
+            let data =
+                serde_json::json!({ "ts": ts, "from": from, "call": call, "reason": reason });
+            match reason {
+                None => (format!("call-{callee}-{rang_at}-{call}"), "call", data),
+                Some(_) => (
+                    format!("call_ended-{callee}-{rang_at}-{call}"),
+                    "call_ended",
+                    data,
+                ),
+            }
+        }
+        NewOutboxEvent::Presence {
+            person,
+            online,
+            ts,
+            replaces,
+        } => {
+            if let Some(row) = replaces {
+                // Not yet delivered (nor dead): a newer state makes it moot.
+                conn.prepare_cached(
+                    "DELETE FROM webhook_outbox WHERE id = ?1 AND kind = 'presence' AND dead = 0",
+                )?
+                .execute([row])?;
+            }
+            let status = if *online { "online" } else { "offline" };
+            let last_seen = (!online).then_some(*ts);
+            let data = serde_json::json!({ "ts": ts, "status": status, "last_seen": last_seen });
+            (format!("presence-{person}-{ts}-{status}"), "presence", data)
+        }
+    };
+    insert(
+        conn,
+        &event_id,
+        kind,
+        person,
+        head.seq,
+        None,
+        &data.to_string(),
+        ts,
+        ts,
+    )?;
+    Ok(Some(conn.last_insert_rowid()))
 }
 
 #[allow(clippy::too_many_arguments)]

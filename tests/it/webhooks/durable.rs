@@ -260,6 +260,10 @@ fn check_config_names_each_bad_webhook_setting() {
             "push_grace: has no effect without webhook_url",
         ),
         (
+            "webhook_presence = true\n",
+            "webhook_presence: has no effect without webhook_url",
+        ),
+        (
             "webhook_url = \"http://127.0.0.1:9000/\"\nwebhook_secret = \"0123456789abcdef\"\nwebhook_retry_hours = 0\n",
             "webhook_retry_hours: 0 is out of range",
         ),
@@ -296,7 +300,7 @@ fn check_config_names_each_bad_webhook_setting() {
     let file = dir.path().join("octet.toml");
     std::fs::write(
         &file,
-        "webhook_url = \"http://127.0.0.1:9000/hooks\"\nwebhook_secret = \"0123456789abcdef\"\npush_grace = 0\nwebhook_include_body = true\nwebhook_retry_hours = 48\nwebhook_max_pending = 5000\n",
+        "webhook_url = \"http://127.0.0.1:9000/hooks\"\nwebhook_secret = \"0123456789abcdef\"\npush_grace = 0\nwebhook_include_body = true\nwebhook_presence = true\nwebhook_retry_hours = 48\nwebhook_max_pending = 5000\n",
     )
     .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_octet"))
