@@ -1,0 +1,148 @@
+//! The web demo in a real headless Chromium (the project's DevTools client, `browser.rs`):
+//! two persons, two tabs each. Every tab shows every message once, in the same order; a call
+//! rings on both of the callee's tabs and stops on the other when one answers; a reloaded tab
+//! keeps its device and its conversation.
+
+use serde_json::{Value, json};
+
+use crate::browser::{Browser, Cdp, PageSession};
+use crate::harness::TestServer;
+
+/// What the tab shows: its device, its connection state and its messages' texts in order.
+const SHOWN: &str = r##"JSON.stringify({
+  device: document.getElementById("device").textContent,
+  state: document.getElementById("state").textContent,
+  error: document.getElementById("error").hidden ? "" : document.getElementById("error").textContent,
+  call: document.getElementById("call").hidden ? "" : document.getElementById("call-text").textContent,
+  answer: !document.getElementById("answer").hidden && !document.getElementById("call").hidden,
+  texts: [...document.querySelectorAll("#messages li .text")].map((e) => e.textContent),
+})"##;
+
+async fn shown(
+    cdp: &mut Cdp,
+    page: &PageSession,
+    what: &str,
+    ready: impl Fn(&Value) -> bool,
+) -> Value {
+    let value = cdp
+        .wait_for(page, what, SHOWN, |v| {
+            v.as_str()
+                .and_then(|s| serde_json::from_str::<Value>(s).ok())
+                .is_some_and(|v| ready(&v))
+        })
+        .await;
+    serde_json::from_str(value.as_str().unwrap()).unwrap()
+}
+
+/// Opens the demo in a new tab, joins as `name` and waits until the tab is live.
+async fn join(cdp: &mut Cdp, server: &TestServer, name: &str) -> PageSession {
+    let page = cdp.open_page(&server.http_url("/demo")).await;
+    cdp.wait_for(
+        &page,
+        "the page's script ran",
+        "document.body.dataset.ready",
+        |v| v == "true",
+    )
+    .await;
+    let script = format!(
+        "document.getElementById('name').value = {}; document.getElementById('join').requestSubmit(); true",
+        json!(name)
+    );
+    cdp.evaluate(&page, &script).await;
+    shown(cdp, &page, &format!("{name}'s tab is live"), |v| {
+        v["state"] == "live"
+    })
+    .await;
+    page
+}
+
+async fn send(cdp: &mut Cdp, page: &PageSession, to: &str, text: &str) {
+    let script = format!(
+        "document.getElementById('peer').value = {}; document.getElementById('text').value = {}; \
+         document.getElementById('compose').requestSubmit(); true",
+        json!(to),
+        json!(text)
+    );
+    cdp.evaluate(page, &script).await;
+}
+
+async fn click(cdp: &mut Cdp, page: &PageSession, id: &str) {
+    cdp.evaluate(
+        page,
+        &format!("document.getElementById({}).click(); true", json!(id)),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn demo_tabs_stay_in_sync_in_a_real_browser() {
+    let server = TestServer::start_with(|c| c.demo = true).await;
+    let browser = Browser::launch().await;
+    let mut cdp = browser.connect().await;
+    let a1 = join(&mut cdp, &server, "alice").await;
+    let a2 = join(&mut cdp, &server, "alice").await;
+    let b1 = join(&mut cdp, &server, "bob").await;
+    let b2 = join(&mut cdp, &server, "bob").await;
+    let tabs = [&a1, &a2, &b1, &b2];
+    let mut devices = Vec::new();
+    for tab in tabs {
+        devices.push(shown(&mut cdp, tab, "the device", |_| true).await["device"].clone());
+    }
+    devices.sort_by_key(|d| d.to_string());
+    devices.dedup();
+    assert_eq!(devices.len(), 4, "each tab is its own device: {devices:?}");
+
+    // Each tab sends one, waiting for it to show before the next, so the order is known.
+    let sends = [
+        (&a1, "bob", "a1"),
+        (&b1, "alice", "b1"),
+        (&a2, "bob", "a2"),
+        (&b2, "alice", "b2"),
+    ];
+    for (i, (tab, to, text)) in sends.iter().enumerate() {
+        send(&mut cdp, tab, to, text).await;
+        for other in tabs {
+            shown(
+                &mut cdp,
+                other,
+                &format!("message {text} everywhere"),
+                |v| v["texts"].as_array().is_some_and(|t| t.len() == i + 1),
+            )
+            .await;
+        }
+    }
+    for tab in tabs {
+        let v = shown(&mut cdp, tab, "all four", |_| true).await;
+        assert_eq!(v["texts"], json!(["a1", "b1", "a2", "b2"]), "{v}");
+        assert_eq!(v["error"], "", "{v}");
+    }
+
+    // A call from alice rings on both of bob's tabs; answered on one, it stops on the other.
+    cdp.evaluate(&a1, "document.getElementById('peer').value = 'bob'; true")
+        .await;
+    click(&mut cdp, &a1, "call-button").await;
+    for tab in [&b1, &b2] {
+        shown(&mut cdp, tab, "bob's tabs ring", |v| v["answer"] == true).await;
+    }
+    click(&mut cdp, &b2, "answer").await;
+    shown(&mut cdp, &b1, "the other tab stops ringing", |v| {
+        v["answer"] == false && v["call"] == "answered on another device"
+    })
+    .await;
+    shown(&mut cdp, &a1, "the caller is in the call", |v| {
+        v["call"] == "in a call with bob@demo"
+    })
+    .await;
+
+    // A reload keeps the tab's device and its conversation.
+    let before = shown(&mut cdp, &a2, "a2", |_| true).await;
+    cdp.call(&a2, "Page.reload", json!({})).await;
+    let after = shown(&mut cdp, &a2, "a2 back after the reload", |v| {
+        v["state"] == "live" && v["texts"].as_array().is_some_and(|t| t.len() == 4)
+    })
+    .await;
+    assert_eq!(after["device"], before["device"], "{after}");
+    assert_eq!(after["texts"], before["texts"], "{after}");
+
+    browser.close(cdp).await;
+}
