@@ -1,12 +1,13 @@
 //! The web demo in a real headless Chromium (the project's DevTools client, `browser.rs`):
 //! two persons, two tabs each. Every tab shows every message once, in the same order; a call
-//! rings on both of the callee's tabs and stops on the other when one answers; a reloaded tab
-//! keeps its device and its conversation.
+//! rings on both of the callee's tabs and stops on the other when one answers; a closed tab
+//! catches up when reopened; a photo shows on every tab; a reloaded tab keeps its device and
+//! its conversation.
 
 use serde_json::{Value, json};
 
 use crate::browser::{Browser, Cdp, PageSession};
-use crate::harness::TestServer;
+use crate::harness::{TestServer, WAIT};
 
 /// What the tab shows: its device, its connection state and its messages' texts in order.
 const SHOWN: &str = r##"JSON.stringify({
@@ -74,6 +75,15 @@ async fn click(cdp: &mut Cdp, page: &PageSession, id: &str) {
     .await;
 }
 
+/// A 2×2 PNG.
+const PNG: &[u8] = &[
+    0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44, 0x52,
+    0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x02, 0x08, 0x02, 0x00, 0x00, 0x00, 0xfd, 0xd4, 0x9a,
+    0x73, 0x00, 0x00, 0x00, 0x11, 0x49, 0x44, 0x41, 0x54, 0x78, 0x9c, 0x63, 0xf8, 0xcf, 0xc0, 0x00,
+    0x44, 0x0c, 0x60, 0xf2, 0x3f, 0x00, 0x1b, 0xf2, 0x03, 0xfd, 0xf3, 0xe7, 0x4b, 0xb1, 0x00, 0x00,
+    0x00, 0x00, 0x49, 0x45, 0x4e, 0x44, 0xae, 0x42, 0x60, 0x82,
+];
+
 #[tokio::test]
 async fn demo_tabs_stay_in_sync_in_a_real_browser() {
     let server = TestServer::start_with(|c| c.demo = true).await;
@@ -134,11 +144,90 @@ async fn demo_tabs_stay_in_sync_in_a_real_browser() {
     })
     .await;
 
+    // A closed tab (its socket and its device's lock go) misses two messages; a new tab takes
+    // that device back and catches up from the device's IndexedDB cursor.
+    let closed_device = shown(&mut cdp, &a2, "a2", |_| true).await["device"].clone();
+    cdp.call(&a2, "Page.close", json!({})).await;
+    // Only once the broker saw it go: else the closing page could still take a message.
+    let tab_id = closed_device
+        .as_str()
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_string();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let list = server.devices("alice@demo").await;
+        let gone = list["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["device"] == tab_id.as_str() && d["online"] == false);
+        if gone {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the closed tab's device is still online: {list}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    send(&mut cdp, &b1, "alice", "while away 1").await;
+    send(&mut cdp, &a1, "bob", "while away 2").await;
+    shown(&mut cdp, &a1, "a1 has both", |v| {
+        v["texts"].as_array().is_some_and(|t| t.len() == 6)
+    })
+    .await;
+    let a2 = join(&mut cdp, &server, "alice").await;
+    let tabs = [&a1, &a2, &b1, &b2];
+    let back = shown(&mut cdp, &a2, "the reopened tab catches up", |v| {
+        v["state"] == "live" && v["texts"].as_array().is_some_and(|t| t.len() == 6)
+    })
+    .await;
+    assert_eq!(back["device"], closed_device, "{back}");
+    let handed = cdp.evaluate(&a2, "document.body.dataset.handed").await;
+    assert_eq!(handed, "2", "only the two missed messages were replayed");
+    assert_eq!(
+        back["texts"],
+        json!(["a1", "b1", "a2", "b2", "while away 1", "while away 2"]),
+        "{back}"
+    );
+
+    // A photo attached on one tab shows (downloaded with its signed URL) on the others.
+    let dir = tempfile::tempdir().unwrap();
+    let photo = dir.path().join("dot.png");
+    std::fs::write(&photo, PNG).unwrap();
+    let document = cdp.call(&b2, "DOM.getDocument", json!({})).await;
+    let input = cdp
+        .call(
+            &b2,
+            "DOM.querySelector",
+            json!({"nodeId": document["root"]["nodeId"], "selector": "#photo"}),
+        )
+        .await;
+    cdp.call(
+        &b2,
+        "DOM.setFileInputFiles",
+        json!({"nodeId": input["nodeId"], "files": [photo.to_str().unwrap()]}),
+    )
+    .await;
+    send(&mut cdp, &b2, "alice", "a photo").await;
+    for tab in tabs {
+        cdp.wait_for(
+            tab,
+            "the photo shows",
+            "[...document.querySelectorAll('#messages img')].filter((i) => i.complete && i.naturalWidth === 2).length",
+            |v| v == 1,
+        )
+        .await;
+    }
+
     // A reload keeps the tab's device and its conversation.
     let before = shown(&mut cdp, &a2, "a2", |_| true).await;
     cdp.call(&a2, "Page.reload", json!({})).await;
     let after = shown(&mut cdp, &a2, "a2 back after the reload", |v| {
-        v["state"] == "live" && v["texts"].as_array().is_some_and(|t| t.len() == 4)
+        v["state"] == "live" && v["texts"].as_array().is_some_and(|t| t.len() == 7)
     })
     .await;
     assert_eq!(after["device"], before["device"], "{after}");
