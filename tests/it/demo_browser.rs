@@ -1,5 +1,5 @@
 //! The web demo in a real headless Chromium (the project's DevTools client, `browser.rs`):
-//! two persons, two tabs each. Every tab shows every message once, in the same order; a call
+//! two persons, three tabs each. Every tab shows every message once, in the same order; a call
 //! rings on both of the callee's tabs and stops on the other when one answers; a closed tab
 //! catches up when reopened; a photo shows on every tab; a reloaded tab keeps its device and
 //! its conversation.
@@ -75,15 +75,6 @@ async fn click(cdp: &mut Cdp, page: &PageSession, id: &str) {
     .await;
 }
 
-/// A 2×2 PNG.
-const PNG: &[u8] = &[
-    0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44, 0x52,
-    0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x02, 0x08, 0x02, 0x00, 0x00, 0x00, 0xfd, 0xd4, 0x9a,
-    0x73, 0x00, 0x00, 0x00, 0x11, 0x49, 0x44, 0x41, 0x54, 0x78, 0x9c, 0x63, 0xf8, 0xcf, 0xc0, 0x00,
-    0x44, 0x0c, 0x60, 0xf2, 0x3f, 0x00, 0x1b, 0xf2, 0x03, 0xfd, 0xf3, 0xe7, 0x4b, 0xb1, 0x00, 0x00,
-    0x00, 0x00, 0x49, 0x45, 0x4e, 0x44, 0xae, 0x42, 0x60, 0x82,
-];
-
 #[tokio::test]
 async fn demo_tabs_stay_in_sync_in_a_real_browser() {
     let server = TestServer::start_with(|c| c.demo = true).await;
@@ -93,14 +84,16 @@ async fn demo_tabs_stay_in_sync_in_a_real_browser() {
     let a2 = join(&mut cdp, &server, "alice").await;
     let b1 = join(&mut cdp, &server, "bob").await;
     let b2 = join(&mut cdp, &server, "bob").await;
-    let tabs = [&a1, &a2, &b1, &b2];
+    let a3 = join(&mut cdp, &server, "alice").await;
+    let b3 = join(&mut cdp, &server, "bob").await;
+    let tabs = [&a1, &a2, &a3, &b1, &b2, &b3];
     let mut devices = Vec::new();
     for tab in tabs {
         devices.push(shown(&mut cdp, tab, "the device", |_| true).await["device"].clone());
     }
     devices.sort_by_key(|d| d.to_string());
     devices.dedup();
-    assert_eq!(devices.len(), 4, "each tab is its own device: {devices:?}");
+    assert_eq!(devices.len(), 6, "each tab is its own device: {devices:?}");
 
     // Each tab sends one, waiting for it to show before the next, so the order is known.
     let sends = [
@@ -108,6 +101,8 @@ async fn demo_tabs_stay_in_sync_in_a_real_browser() {
         (&b1, "alice", "b1"),
         (&a2, "bob", "a2"),
         (&b2, "alice", "b2"),
+        (&a3, "bob", "a3"),
+        (&b3, "alice", "b3"),
     ];
     for (i, (tab, to, text)) in sends.iter().enumerate() {
         send(&mut cdp, tab, to, text).await;
@@ -122,8 +117,12 @@ async fn demo_tabs_stay_in_sync_in_a_real_browser() {
         }
     }
     for tab in tabs {
-        let v = shown(&mut cdp, tab, "all four", |_| true).await;
-        assert_eq!(v["texts"], json!(["a1", "b1", "a2", "b2"]), "{v}");
+        let v = shown(&mut cdp, tab, "all six", |_| true).await;
+        assert_eq!(
+            v["texts"],
+            json!(["a1", "b1", "a2", "b2", "a3", "b3"]),
+            "{v}"
+        );
         assert_eq!(v["error"], "", "{v}");
     }
 
@@ -131,14 +130,16 @@ async fn demo_tabs_stay_in_sync_in_a_real_browser() {
     cdp.evaluate(&a1, "document.getElementById('peer').value = 'bob'; true")
         .await;
     click(&mut cdp, &a1, "call-button").await;
-    for tab in [&b1, &b2] {
+    for tab in [&b1, &b2, &b3] {
         shown(&mut cdp, tab, "bob's tabs ring", |v| v["answer"] == true).await;
     }
     click(&mut cdp, &b2, "answer").await;
-    shown(&mut cdp, &b1, "the other tab stops ringing", |v| {
-        v["answer"] == false && v["call"] == "answered on another device"
-    })
-    .await;
+    for tab in [&b1, &b3] {
+        shown(&mut cdp, tab, "the other tabs stop ringing", |v| {
+            v["answer"] == false && v["call"] == "answered on another device"
+        })
+        .await;
+    }
     shown(&mut cdp, &a1, "the caller is in the call", |v| {
         v["call"] == "in a call with bob@demo"
     })
@@ -176,13 +177,13 @@ async fn demo_tabs_stay_in_sync_in_a_real_browser() {
     send(&mut cdp, &b1, "alice", "while away 1").await;
     send(&mut cdp, &a1, "bob", "while away 2").await;
     shown(&mut cdp, &a1, "a1 has both", |v| {
-        v["texts"].as_array().is_some_and(|t| t.len() == 6)
+        v["texts"].as_array().is_some_and(|t| t.len() == 8)
     })
     .await;
     let a2 = join(&mut cdp, &server, "alice").await;
-    let tabs = [&a1, &a2, &b1, &b2];
+    let tabs = [&a1, &a2, &a3, &b1, &b2, &b3];
     let back = shown(&mut cdp, &a2, "the reopened tab catches up", |v| {
-        v["state"] == "live" && v["texts"].as_array().is_some_and(|t| t.len() == 6)
+        v["state"] == "live" && v["texts"].as_array().is_some_and(|t| t.len() == 8)
     })
     .await;
     assert_eq!(back["device"], closed_device, "{back}");
@@ -190,14 +191,28 @@ async fn demo_tabs_stay_in_sync_in_a_real_browser() {
     assert_eq!(handed, "2", "only the two missed messages were replayed");
     assert_eq!(
         back["texts"],
-        json!(["a1", "b1", "a2", "b2", "while away 1", "while away 2"]),
+        json!([
+            "a1",
+            "b1",
+            "a2",
+            "b2",
+            "a3",
+            "b3",
+            "while away 1",
+            "while away 2"
+        ]),
         "{back}"
     );
 
     // A photo attached on one tab shows (downloaded with its signed URL) on the others.
     let dir = tempfile::tempdir().unwrap();
     let photo = dir.path().join("dot.png");
-    std::fs::write(&photo, PNG).unwrap();
+    // A 96×64 gradient, big enough to see in the README's screenshot.
+    image::RgbImage::from_fn(96, 64, |x, y| {
+        image::Rgb([(x * 2) as u8, (y * 3) as u8, 160])
+    })
+    .save(&photo)
+    .unwrap();
     let document = cdp.call(&b2, "DOM.getDocument", json!({})).await;
     let input = cdp
         .call(
@@ -217,17 +232,28 @@ async fn demo_tabs_stay_in_sync_in_a_real_browser() {
         cdp.wait_for(
             tab,
             "the photo shows",
-            "[...document.querySelectorAll('#messages img')].filter((i) => i.complete && i.naturalWidth === 2).length",
+            "[...document.querySelectorAll('#messages img')].filter((i) => i.complete && i.naturalWidth === 96).length",
             |v| v == 1,
         )
         .await;
+    }
+
+    // `OCTET_DEMO_SCREENSHOT=<file>`: one of bob's tabs as PNG, base64 (README's docs/demo.png:
+    // `base64 -d <file> > docs/demo.png`).
+    if let Ok(path) = std::env::var("OCTET_DEMO_SCREENSHOT") {
+        // Only the tab in front is painted.
+        cdp.call(&b1, "Page.bringToFront", json!({})).await;
+        let shot = cdp
+            .call(&b1, "Page.captureScreenshot", json!({"format": "png"}))
+            .await;
+        std::fs::write(path, shot["data"].as_str().unwrap()).unwrap();
     }
 
     // A reload keeps the tab's device and its conversation.
     let before = shown(&mut cdp, &a2, "a2", |_| true).await;
     cdp.call(&a2, "Page.reload", json!({})).await;
     let after = shown(&mut cdp, &a2, "a2 back after the reload", |v| {
-        v["state"] == "live" && v["texts"].as_array().is_some_and(|t| t.len() == 7)
+        v["state"] == "live" && v["texts"].as_array().is_some_and(|t| t.len() == 9)
     })
     .await;
     assert_eq!(after["device"], before["device"], "{after}");
