@@ -23,6 +23,7 @@ pub mod auth;
 pub mod client;
 pub mod config;
 pub mod dashboard;
+pub mod demo;
 pub mod edge;
 pub mod fanout;
 pub mod files;

@@ -231,6 +231,7 @@ pub fn routes(state: Arc<ServerState>) -> Routes {
         // Browsers opening the dashboard ask for it; a 404 would count as a client error.
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .merge(crate::dashboard::routes(state.clone()))
+        .merge(crate::demo::routes(&state))
         .merge(crate::files::http::routes())
         .fallback(api::not_found)
         .with_state(state)

@@ -104,6 +104,8 @@ pub struct Config {
     pub presence_grace: Duration,
     /// Devices may revoke other devices of their own person (`revoke`).
     pub device_self_revoke: bool,
+    /// Serve the web demo at /demo and its token endpoint (`--demo`).
+    pub demo: bool,
     /// Event webhooks to the app's backend; `None` (the default) writes no outbox at all.
     pub webhook: Option<WebhookConfig>,
 }
@@ -189,6 +191,7 @@ impl Config {
             presence_grace: Duration::from_secs(5),
             webhook: None,
             device_self_revoke: false,
+            demo: false,
         }
     }
 

@@ -329,6 +329,12 @@ pub struct Settings {
     /// op is refused with `forbidden` and only the backend's `tokendel` revokes [default: false].
     #[arg(long, env = "OCTET_DEVICE_SELF_REVOKE", num_args = 0..=1, default_missing_value = "true")]
     pub device_self_revoke: Option<bool>,
+
+    /// Serve the web demo at /demo, with POST /demo/token handing out a device token for
+    /// `<name>@demo` to anyone who asks: for trying octet out, never in production
+    /// [default: false].
+    #[arg(long, env = "OCTET_DEMO", num_args = 0..=1, default_missing_value = "true")]
+    pub demo: Option<bool>,
 }
 
 macro_rules! prefer {
@@ -403,7 +409,8 @@ impl Settings {
             webhook_presence,
             webhook_retry_hours,
             webhook_max_pending,
-            device_self_revoke
+            device_self_revoke,
+            demo
         )
     }
 }

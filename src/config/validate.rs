@@ -194,6 +194,7 @@ impl Config {
             max_json_depth: bounded("max_json_depth", s.max_json_depth, 32, 2, 128)?,
             conformance: s.conformance.unwrap_or(false),
             device_self_revoke: s.device_self_revoke.unwrap_or(false),
+            demo: s.demo.unwrap_or(false),
             sync: s.sync.unwrap_or_default(),
             log_format: s.log_format.unwrap_or_default(),
         })

@@ -15,6 +15,8 @@ mod config;
 mod conformance;
 mod crash;
 mod dashboard;
+mod demo;
+mod demo_browser;
 mod devices_changed;
 mod disk_full;
 mod fanout;

@@ -8,6 +8,7 @@ import { ClosedError, OctetError, backoffDelay, closeMeaning } from "./close.js"
 import { Emitter } from "./emitter.js";
 import type {
   ClientFrame,
+  DevicesFrame,
   ErrorFrame,
   FileUrlFrame,
   HistoryFrame,
@@ -16,6 +17,7 @@ import type {
   MessageFrame,
   Profile,
   ProfileAnswerFrame,
+  RevokeFrame,
   SentFrame,
   ServerFrame,
   SyncedFrame,
@@ -29,7 +31,7 @@ import { MemoryStore } from "./store.js";
 import type { Cursor, Store } from "./store.js";
 import type { AppMessage, ClientEvents, ConnectOptions, ConnectionState, ResyncInfo } from "./types.js";
 import { refill, type ResyncStart } from "./refill.js";
-import { Requests } from "./requests.js";
+import { Requests, type Answer } from "./requests.js";
 import { upload, type UploadOptions, type UploadResult } from "./upload.js";
 
 /** Connects a device: resolves once the store is loaded and the first connect has started. */
@@ -159,6 +161,21 @@ export class Client extends Emitter<ClientEvents> {
       (answer) => this.emit("peer_profile", answer),
       () => this.profileAsked.delete(m.from), // asked again on the sender's next message
     );
+  }
+
+  /** This person's devices now, primary first (`online`: connected right now). */
+  async devices(): Promise<DevicesFrame["devices"]> {
+    const answer = (await this.request("devices", () => this.write({ op: "devices" }))) as DevicesFrame;
+    return answer.devices;
+  }
+
+  /**
+   * Revokes every token of a device of this person (`uid` from {@link devices}; this device's
+   * own uid logs it out, and the client then closes for good). Rejects with `forbidden` unless
+   * the broker runs with `--device-self-revoke`, `no_such_user` for a uid not of this person.
+   */
+  async revoke(uid: number): Promise<RevokeFrame> {
+    return (await this.request("revoke", () => this.write({ op: "revoke", uid }))) as RevokeFrame;
   }
 
   /** Changes this person's profile; the change comes back as a `profile` event. */
@@ -419,10 +436,7 @@ export class Client extends Emitter<ClientEvents> {
     this.write(frame);
   }
 
-  private async request(
-    kind: "history" | "profile",
-    send: () => void,
-  ): Promise<HistoryFrame | ProfileAnswerFrame> {
+  private async request(kind: Answer["op"], send: () => void): Promise<Answer> {
     for (;;) {
       await this.whenLive();
       try {
@@ -457,6 +471,8 @@ export class Client extends Emitter<ClientEvents> {
         break;
       case "history":
       case "profile":
+      case "devices":
+      case "revoke":
         this.requests.onAnswer(frame);
         break;
       case "file_url":

@@ -194,13 +194,55 @@ export interface PresenceFrame {
   last_seen?: number;
 }
 
+/** One device of a person, as `devices` and `devices_changed` list it. */
+export interface DeviceInfo {
+  uid: number;
+  address: string;
+  /** The installation id, or null. */
+  device: string | null;
+  /** The appid of its latest token, or null. */
+  appid: string | null;
+  name: string | null;
+  /** In `devices`: connected now; in `devices_changed`: when the change was stored. */
+  online: boolean;
+  primary: boolean;
+  /** False when it or its primary is disabled. */
+  active: boolean;
+}
+
+/** `devices_changed`: a device of this person was linked, renamed, revoked or removed (logged). */
+export interface DevicesChangedFrame {
+  op: "devices_changed";
+  seq: number;
+  ts: number;
+  change: "linked" | "renamed" | "revoked" | "removed";
+  /** The device concerned (a removed one is no longer in `devices`). */
+  uid: number;
+  /** Every device of the person after the change, primary first. */
+  devices: DeviceInfo[];
+}
+
+/** `devices`: the answer to a `devices` request (not an event: no `seq`). */
+export interface DevicesFrame {
+  op: "devices";
+  devices: DeviceInfo[];
+}
+
+/** `revoke`: the answer to a `revoke`: the device and how many of its tokens were revoked. */
+export interface RevokeFrame {
+  op: "revoke";
+  uid: number;
+  revoked: number;
+}
+
 /** The events of a person's log: each has a `seq`. */
 export type LoggedEvent =
   | MessageFrame
   | ReceiptFrame
   | ReadFrame
   | CallRecordFrame
-  | ProfileEventFrame;
+  | ProfileEventFrame
+  | DevicesChangedFrame;
 
 /** Every frame the broker sends. */
 export type ServerFrame =
@@ -214,12 +256,14 @@ export type ServerFrame =
   | FileUrlFrame
   | ErrorFrame
   | TypingFrame
-  | PresenceFrame;
+  | PresenceFrame
+  | DevicesFrame
+  | RevokeFrame;
 
 /**
  * Whether a frame is an event of the person's log: every frame with a `seq` except `welcome`,
  * `synced` and `sent` (which name a place in the log but are not events of it). A logged kind
- * this client does not know yet (a newer broker's, e.g. `devices_changed`) still counts, so the
+ * this client does not know yet (a newer broker's) still counts, so the
  * cursor moves past it instead of waiting forever for its `seq`.
  */
 export function isLoggedEvent(frame: ServerFrame): frame is LoggedEvent {
@@ -246,4 +290,6 @@ export type ClientFrame =
   | { op: "call"; call: string; action: "ring"; to: string; data?: Json }
   | { op: "call"; call: string; action: "answer" | "reject" | "hangup" | "signal"; data?: Json }
   | { op: "typing"; to: string; state: "start" | "stop" }
-  | { op: "presence"; subscribe?: string[]; unsubscribe?: string[] };
+  | { op: "presence"; subscribe?: string[]; unsubscribe?: string[] }
+  | { op: "devices" }
+  | { op: "revoke"; uid: number };

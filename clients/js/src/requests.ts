@@ -1,24 +1,33 @@
 /**
- * Requests that the broker answers with a frame of their own: `history` and `profile` `get`
- * (answered in order, with no id) and `file_url` (answered by file id).
+ * Requests that the broker answers with a frame of their own: `history`, `profile` `get`,
+ * `devices` and `revoke` (answered in order, with no id) and `file_url` (answered by file id).
  * @module
  */
 
 import { OctetError } from "./close.js";
-import type { ErrorFrame, FileUrlFrame, HistoryFrame, ProfileAnswerFrame } from "./frames.js";
+import type {
+  DevicesFrame,
+  ErrorFrame,
+  FileUrlFrame,
+  HistoryFrame,
+  ProfileAnswerFrame,
+  RevokeFrame,
+} from "./frames.js";
 
-/** What a `history` or `profile` `get` is answered with. */
-export type Answer = HistoryFrame | ProfileAnswerFrame;
+/** What a `history`, `profile` `get`, `devices` or `revoke` is answered with. */
+export type Answer = HistoryFrame | ProfileAnswerFrame | DevicesFrame | RevokeFrame;
 
 interface Waiter<T> {
   resolve: (value: T) => void;
   reject: (err: Error) => void;
 }
 
-/** The id-less refusals that can answer a `history` or a `profile` `get`. */
+/** The id-less refusals that can answer each request (proto/frames.md lists them per op). */
 const ANSWER_ERRORS: Record<Answer["op"], string[]> = {
   history: ["bad_value", "wrong_type", "internal"],
   profile: ["unknown_recipient", "bad_value", "wrong_type", "internal"],
+  devices: ["internal"],
+  revoke: ["forbidden", "no_such_user", "missing_field", "wrong_type", "internal"],
 };
 
 /** The requests of one client that wait for their answers. */
@@ -45,7 +54,7 @@ export class Requests {
     });
   }
 
-  /** A `history` or a `profile` without `seq`: the oldest request of that kind is answered. */
+  /** An answer (a `profile` without `seq`, …): the oldest request of that kind is answered. */
   onAnswer(frame: Answer): void {
     const index = this.answers.findIndex((w) => w.kind === frame.op);
     if (index >= 0) this.answers.splice(index, 1)[0]?.resolve(frame);

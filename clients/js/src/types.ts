@@ -7,6 +7,7 @@ import type { ClosedError } from "./close.js";
 import type {
   CallFrame,
   CallRecordFrame,
+  DevicesChangedFrame,
   ErrorFrame,
   LoggedEvent,
   MessageFrame,
@@ -103,6 +104,8 @@ export interface ClientEvents {
   call_record: CallRecordFrame;
   /** This person's profile changed. */
   profile: ProfileEventFrame;
+  /** A device of this person was linked, renamed, revoked or removed. */
+  devices_changed: DevicesChangedFrame;
   /** Every log event in `seq` order, after its own handler. */
   event: LoggedEvent;
   call: CallFrame;
