@@ -21,6 +21,12 @@ const TICK: Duration = Duration::from_millis(250);
 const BATCH: usize = 100;
 /// How often the outbox's size is checked against `--webhook-max-pending`.
 const BOUND_EVERY: Duration = Duration::from_secs(2);
+/// After a pass that was not a full request, the next one waits at least this long, so events
+/// that become ready one at a time (under load a grace period ends every millisecond) leave
+/// together: a request per ~50 ms instead of one per event. Measured before it: at 1,000
+/// pushes a second the loop sent hundreds of tiny requests a second and used 0.8 of the
+/// broker's core.
+const GATHER: Duration = Duration::from_millis(50);
 /// The longest wait between two attempts.
 const MAX_BACKOFF_MS: Millis = 10 * 60 * 1000;
 
@@ -35,14 +41,16 @@ pub(super) async fn run(hooks: Arc<Webhooks>, state: Arc<ServerState>) {
             }
         }
         match step(&hooks, &state).await {
-            Ok(true) => continue,
-            Ok(false) => {}
+            // A full request: more may be ready now.
+            Ok(handled) if handled >= BATCH => continue,
+            Ok(_) => {}
             Err(err) => tracing::warn!(error = %err, "webhook outbox: store failed"),
         }
         tokio::select! {
             () = hooks.wake.notified() => {}
             () = tokio::time::sleep(TICK) => {}
         }
+        tokio::time::sleep(GATHER).await;
     }
 }
 
@@ -77,9 +85,9 @@ fn count(state: &ServerState, outcome: &str, n: usize) {
 }
 
 /// One pass over the oldest [`BATCH`] events: drops those a device acked, sends the ready ones
-/// in one request. `Ok(true)` when it made progress (look again at once), `Ok(false)` when
-/// nothing is ready or the receiver failed.
-async fn step(hooks: &Webhooks, state: &ServerState) -> Result<bool, StoreError> {
+/// in one request. `Ok(n)`: the events it took out of the way (sent, skipped or dead-lettered);
+/// 0 when nothing is ready or the receiver failed.
+async fn step(hooks: &Webhooks, state: &ServerState) -> Result<usize, StoreError> {
     let config = &hooks.config;
     let rows = state.store.outbox_peek(BATCH, config.include_body).await?;
     let now = now_millis();
@@ -122,12 +130,12 @@ async fn step(hooks: &Webhooks, state: &ServerState) -> Result<bool, StoreError>
     }
     if send.is_empty() {
         if skip.is_empty() {
-            return Ok(false);
+            return Ok(0);
         }
         let n = skip.len();
         state.store.outbox_delete(skip).await?;
         count(state, "skipped", n);
-        return Ok(true);
+        return Ok(n);
     }
     let body = payload(&send, &online, now);
     let t = now / 1000;
@@ -167,7 +175,7 @@ async fn step(hooks: &Webhooks, state: &ServerState) -> Result<bool, StoreError>
             state.store.outbox_delete([ids, skip].concat()).await?;
             count(state, "delivered", sent);
             count(state, "skipped", skipped);
-            Ok(true)
+            Ok(sent + skipped)
         }
         Err(error) => {
             if !skip.is_empty() {
@@ -197,8 +205,9 @@ async fn step(hooks: &Webhooks, state: &ServerState) -> Result<bool, StoreError>
                     "webhook events dead-lettered: retry window over"
                 );
             }
-            // Dead events no longer hold the others back.
-            Ok(dead > 0)
+            // Dead events no longer hold the others back: look again at once if a request's
+            // worth went.
+            Ok(dead)
         }
     }
 }
