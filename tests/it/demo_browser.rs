@@ -75,6 +75,9 @@ async fn click(cdp: &mut Cdp, page: &PageSession, id: &str) {
     .await;
 }
 
+/// Two persons × three tabs of the demo in headless Chromium. With `OCTET_DEMO_SCREENSHOT=<file>`
+/// it also writes one of bob's tabs as base64 PNG to `<file>`; `base64 -d <file> > docs/demo.png`
+/// retakes README's screenshot.
 #[tokio::test]
 async fn demo_tabs_stay_in_sync_in_a_real_browser() {
     let server = TestServer::start_with(|c| c.demo = true).await;
