@@ -1,36 +1,23 @@
 /** The rest of the API against the real broker: acks, read, history, files, calls, typing, presence. */
 
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 
 import type { CallFrame, LoggedEvent, ReceiptFrame } from "../src/index.js";
 import {
   Broker,
   TEST_TIMEOUT_MS,
-  closeAllClients,
   device,
   sleep,
   until,
+  useBroker,
 } from "./harness.js";
 
-let broker: Broker;
-
-before(async () => {
-  broker = await Broker.start();
-});
-
-after(async () => {
-  closeAllClients();
-  await broker.stop();
-});
-
-function ws(): string {
-  return `ws://${broker.addr}/ws`;
-}
+const { broker, ws } = useBroker();
 
 test("ack only after the app's handler ran; read makes a read receipt and a marker", { timeout: TEST_TIMEOUT_MS }, async () => {
-  const alice = await device(ws(), (await broker.token("alice@f1", "a")).token);
-  const { token } = await broker.token("bob@f1", "b");
+  const alice = await device(ws(), (await broker().token("alice@f1", "a")).token);
+  const { token } = await broker().token("bob@f1", "b");
   const bob = await device(ws(), token, { ackDelayMs: 10 });
   await Promise.all([alice.client.whenLive(), bob.client.whenLive()]);
   let open: () => void = () => {};
@@ -54,9 +41,9 @@ test("ack only after the app's handler ran; read makes a read receipt and a mark
 });
 
 test("history pages backwards as an async iterator", { timeout: TEST_TIMEOUT_MS }, async () => {
-  const alice = await device(ws(), (await broker.token("alice@f2", "a")).token);
+  const alice = await device(ws(), (await broker().token("alice@f2", "a")).token);
   await alice.client.whenLive();
-  await broker.token("bob@f2", "b");
+  await broker().token("bob@f2", "b");
   for (let i = 1; i <= 7; i++) await alice.client.send("bob@f2", i);
   const pages: LoggedEvent[][] = [];
   for await (const page of alice.client.history({ limit: 3 })) pages.push(page);
@@ -67,8 +54,8 @@ test("history pages backwards as an async iterator", { timeout: TEST_TIMEOUT_MS 
 });
 
 test("upload with progress, send with the file, fileUrl downloads it", { timeout: TEST_TIMEOUT_MS }, async () => {
-  const alice = await device(ws(), (await broker.token("alice@f3", "a")).token);
-  const bob = await device(ws(), (await broker.token("bob@f3", "b")).token);
+  const alice = await device(ws(), (await broker().token("alice@f3", "a")).token);
+  const bob = await device(ws(), (await broker().token("bob@f3", "b")).token);
   await Promise.all([alice.client.whenLive(), bob.client.whenLive()]);
   const bytes = new TextEncoder().encode("x".repeat(200_000));
   const progress: number[] = [];
@@ -94,9 +81,9 @@ test("upload with progress, send with the file, fileUrl downloads it", { timeout
 });
 
 test("calls: ring on every callee device, answered on one, answered_elsewhere on the other", { timeout: TEST_TIMEOUT_MS }, async () => {
-  const alice = await device(ws(), (await broker.token("alice@f4", "a")).token);
-  const b1 = await device(ws(), (await broker.token("bob@f4", "b1")).token);
-  const b2 = await device(ws(), (await broker.token("bob@f4", "b2")).token);
+  const alice = await device(ws(), (await broker().token("alice@f4", "a")).token);
+  const b1 = await device(ws(), (await broker().token("bob@f4", "b1")).token);
+  const b2 = await device(ws(), (await broker().token("bob@f4", "b2")).token);
   await Promise.all([alice, b1, b2].map((d) => d.client.whenLive()));
   const calls = new Map<string, CallFrame[]>([["alice", []], ["b1", []], ["b2", []]]);
   alice.client.on("call", (c) => void calls.get("alice")?.push(c));
@@ -116,8 +103,8 @@ test("calls: ring on every callee device, answered on one, answered_elsewhere on
 });
 
 test("typing and presence reach the other person", { timeout: TEST_TIMEOUT_MS }, async () => {
-  const alice = await device(ws(), (await broker.token("alice@f5", "a")).token);
-  const bob = await device(ws(), (await broker.token("bob@f5", "b")).token);
+  const alice = await device(ws(), (await broker().token("alice@f5", "a")).token);
+  const bob = await device(ws(), (await broker().token("bob@f5", "b")).token);
   await Promise.all([alice.client.whenLive(), bob.client.whenLive()]);
   await alice.client.send("bob@f5", "hi"); // contacts may see each other's presence
   const typing: string[] = [];
@@ -153,15 +140,15 @@ test("rate_limited slows the sends down; every send is still stored once", { tim
 });
 
 test("a refused send rejects with its code and leaves the queue", { timeout: TEST_TIMEOUT_MS }, async () => {
-  const alice = await device(ws(), (await broker.token("alice@f7", "a")).token);
+  const alice = await device(ws(), (await broker().token("alice@f7", "a")).token);
   await alice.client.whenLive();
   await assert.rejects(alice.client.send("nobody@f7", "hi"), { code: "unknown_recipient" });
   assert.deepEqual(alice.client.pendingSends(), []);
 });
 
 test("a message with a newer profile version makes the client fetch the sender's profile once", { timeout: TEST_TIMEOUT_MS }, async () => {
-  const alice = await device(ws(), (await broker.token("alice@f8", "a")).token);
-  const bob = await device(ws(), (await broker.token("bob@f8", "b")).token);
+  const alice = await device(ws(), (await broker().token("alice@f8", "a")).token);
+  const bob = await device(ws(), (await broker().token("bob@f8", "b")).token);
   await Promise.all([alice.client.whenLive(), bob.client.whenLive()]);
   const fetched: string[] = [];
   bob.client.on("peer_profile", (p) => void fetched.push(`${p.address}:${p.version}:${p.profile.name ?? ""}`));

@@ -11,6 +11,7 @@ import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import readline from "node:readline";
+import { after, before } from "node:test";
 
 import { connect, type AppMessage, type Client, type ConnectOptions } from "../src/index.js";
 import type { LoggedEvent } from "../src/index.js";
@@ -211,6 +212,26 @@ const clients = new Set<Client>();
 export function closeAllClients(): void {
   for (const client of clients) client.close();
   clients.clear();
+}
+
+/**
+ * One real broker for the calling test file: started in `before`, stopped in `after` (every
+ * client closed first). `broker()` is it, `ws()` its WebSocket URL.
+ */
+export function useBroker(): { broker: () => Broker; ws: () => string } {
+  let started: Broker | undefined;
+  before(async () => {
+    started = await Broker.start();
+  });
+  after(async () => {
+    closeAllClients();
+    await started?.stop();
+  });
+  const broker = (): Broker => {
+    if (started === undefined) throw new Error("the broker starts in before()");
+    return started;
+  };
+  return { broker, ws: () => `ws://${broker().addr}/ws` };
 }
 
 /** Resolves with `promise`, or fails naming `what` after `WAIT_MS`. */

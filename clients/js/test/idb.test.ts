@@ -4,31 +4,21 @@
  */
 
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 
 import { IDBFactory } from "fake-indexeddb";
 
 import { IdbStore } from "../src/idb.js";
 import type { SentFrame } from "../src/index.js";
 import {
-  Broker,
   TEST_TIMEOUT_MS,
-  closeAllClients,
   device,
   sleep,
   until,
+  useBroker,
 } from "./harness.js";
 
-let broker: Broker;
-
-before(async () => {
-  broker = await Broker.start();
-});
-
-after(async () => {
-  closeAllClients();
-  await broker.stop();
-});
+const { broker } = useBroker();
 
 test("IdbStore keeps cursor, pending sends in order and the newest seen keys across a reopen", { timeout: TEST_TIMEOUT_MS }, async () => {
   const factory = new IDBFactory();
@@ -58,9 +48,9 @@ test("IdbStore keeps cursor, pending sends in order and the newest seen keys acr
 
 test("a reload on IdbStore resumes the log and sends what a crashed tab had queued", { timeout: TEST_TIMEOUT_MS }, async () => {
   const factory = new IDBFactory();
-  const ws = `ws://${broker.addr}/ws`;
-  const alice = await device(ws, (await broker.token("alice@i", "a-phone")).token);
-  const { token } = await broker.token("bob@i", "b-phone");
+  const ws = `ws://${broker().addr}/ws`;
+  const alice = await device(ws, (await broker().token("alice@i", "a-phone")).token);
+  const { token } = await broker().token("bob@i", "b-phone");
   const store = await IdbStore.open("bob", { factory });
   const tab = await device(ws, token, { store });
   await Promise.all([alice.client.whenLive(), tab.client.whenLive()]);

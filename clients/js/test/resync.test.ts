@@ -1,33 +1,19 @@
 /** Resuming a log that cannot be resumed as is: a replayed range, another epoch, a rewound log. */
 
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 
 import { MemoryStore, type Cursor, type ResyncInfo } from "../src/index.js";
 import {
-  Broker,
   assertInOrderOnce,
   device,
   sleep,
   until,
   TEST_TIMEOUT_MS,
-  closeAllClients,
+  useBroker,
 } from "./harness.js";
 
-let broker: Broker;
-
-before(async () => {
-  broker = await Broker.start();
-});
-
-after(async () => {
-  closeAllClients();
-  await broker.stop();
-});
-
-function ws(): string {
-  return `ws://${broker.addr}/ws`;
-}
+const { broker, ws } = useBroker();
 
 /** A store whose cursor stops being saved while `frozen`: a tab that crashed before it wrote. */
 class LaggingStore extends MemoryStore {
@@ -38,8 +24,8 @@ class LaggingStore extends MemoryStore {
 }
 
 test("a replayed range the app already has is dropped (dedupe by mid across a reload)", { timeout: TEST_TIMEOUT_MS }, async () => {
-  const sender = await device(ws(), (await broker.token("alice@r1", "a-phone")).token);
-  const { token } = await broker.token("bob@r1", "b-phone");
+  const sender = await device(ws(), (await broker().token("alice@r1", "a-phone")).token);
+  const { token } = await broker().token("bob@r1", "b-phone");
   const store = new LaggingStore();
   const first = await device(ws(), token, { store });
   await Promise.all([sender.client.whenLive(), first.client.whenLive()]);
@@ -71,8 +57,8 @@ test("a replayed range the app already has is dropped (dedupe by mid across a re
 });
 
 test("recovered:false from another epoch: resync, then the log refilled from history, in order", { timeout: TEST_TIMEOUT_MS }, async () => {
-  const sender = await device(ws(), (await broker.token("alice@r2", "a-phone")).token);
-  const { token } = await broker.token("bob@r2", "b-phone");
+  const sender = await device(ws(), (await broker().token("alice@r2", "a-phone")).token);
+  const { token } = await broker().token("bob@r2", "b-phone");
   await sender.client.whenLive();
   for (let i = 1; i <= 5; i++) await sender.client.send("bob@r2", `m${i}`);
 
@@ -103,9 +89,9 @@ test("recovered:false from another epoch: resync, then the log refilled from his
 });
 
 test("recovered:false because the broker's log is behind the cursor: resync `rewound`, no duplicates", { timeout: TEST_TIMEOUT_MS }, async () => {
-  const sender = await device(ws(), (await broker.token("alice@r3", "a-phone")).token);
+  const sender = await device(ws(), (await broker().token("alice@r3", "a-phone")).token);
   await sender.client.whenLive();
-  const { token } = await broker.token("bob@r3", "b-phone");
+  const { token } = await broker().token("bob@r3", "b-phone");
   const store = new MemoryStore();
   const bob = await device(ws(), token, { store });
   await bob.client.whenLive();

@@ -1,11 +1,10 @@
 /** Two persons × two devices against the real broker: each message once, in order, everywhere. */
 
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 
 import { ClosedError } from "../src/index.js";
 import {
-  Broker,
   Proxy,
   assertInOrderOnce,
   device,
@@ -13,30 +12,17 @@ import {
   until,
   type Device,
   TEST_TIMEOUT_MS,
-  closeAllClients,
   within,
+  useBroker,
 } from "./harness.js";
 
-let broker: Broker;
-
-before(async () => {
-  broker = await Broker.start();
-});
-
-after(async () => {
-  closeAllClients();
-  await broker.stop();
-});
-
-function ws(): string {
-  return `ws://${broker.addr}/ws`;
-}
+const { broker, ws } = useBroker();
 
 test("two persons x two devices: every message reaches every device once, in seq order", { timeout: TEST_TIMEOUT_MS }, async () => {
-  const a1 = await device(ws(), (await broker.token("alice@t1", "a-phone")).token);
-  const a2 = await device(ws(), (await broker.token("alice@t1", "a-laptop")).token);
-  const b1 = await device(ws(), (await broker.token("bob@t1", "b-phone")).token);
-  const b2 = await device(ws(), (await broker.token("bob@t1", "b-tablet")).token);
+  const a1 = await device(ws(), (await broker().token("alice@t1", "a-phone")).token);
+  const a2 = await device(ws(), (await broker().token("alice@t1", "a-laptop")).token);
+  const b1 = await device(ws(), (await broker().token("bob@t1", "b-phone")).token);
+  const b2 = await device(ws(), (await broker().token("bob@t1", "b-tablet")).token);
   const all = [a1, a2, b1, b2];
   await Promise.all(all.map((d) => d.client.whenLive()));
 
@@ -73,11 +59,11 @@ test("two persons x two devices: every message reaches every device once, in seq
 });
 
 test("a send whose `sent` was lost in a close is retried with the same id and stored once", { timeout: TEST_TIMEOUT_MS }, async () => {
-  const proxy = new Proxy(broker.addr);
+  const proxy = new Proxy(broker().addr);
   await proxy.listen();
-  const a1 = await device(proxy.url, (await broker.token("alice@t2", "a-phone")).token);
-  const a2 = await device(ws(), (await broker.token("alice@t2", "a-laptop")).token);
-  const b1 = await device(ws(), (await broker.token("bob@t2", "b-phone")).token);
+  const a1 = await device(proxy.url, (await broker().token("alice@t2", "a-phone")).token);
+  const a2 = await device(ws(), (await broker().token("alice@t2", "a-laptop")).token);
+  const b1 = await device(ws(), (await broker().token("bob@t2", "b-phone")).token);
   await Promise.all([a1, a2, b1].map((d) => d.client.whenLive()));
 
   proxy.holdDown = true; // the broker's answers to a1 are lost from here on
@@ -104,12 +90,12 @@ test("a send whose `sent` was lost in a close is retried with the same id and st
 });
 
 test("a connection gone silent is given up after answerTimeoutMs; the send is retried and stored once", { timeout: TEST_TIMEOUT_MS }, async () => {
-  const proxy = new Proxy(broker.addr);
+  const proxy = new Proxy(broker().addr);
   await proxy.listen();
-  const a1 = await device(proxy.url, (await broker.token("alice@t5", "a-phone")).token, {
+  const a1 = await device(proxy.url, (await broker().token("alice@t5", "a-phone")).token, {
     answerTimeoutMs: 1000,
   });
-  const b1 = await device(ws(), (await broker.token("bob@t5", "b-phone")).token);
+  const b1 = await device(ws(), (await broker().token("bob@t5", "b-phone")).token);
   await Promise.all([a1, b1].map((d) => d.client.whenLive()));
   proxy.silenceOpenConnections();
   const sent = await within("the sent, after giving the silent connection up", a1.client.send("bob@t5", "hello"));
@@ -124,7 +110,7 @@ test("a connection gone silent is given up after answerTimeoutMs; the send is re
 });
 
 test("a replaced login stops the older client for good, without a reconnect loop", { timeout: TEST_TIMEOUT_MS }, async () => {
-  const { token } = await broker.token("carol@t3", "c-phone");
+  const { token } = await broker().token("carol@t3", "c-phone");
   const first = await device(ws(), token);
   await first.client.whenLive();
   const closed = first.client.once("closed");
@@ -143,11 +129,11 @@ test("a replaced login stops the older client for good, without a reconnect loop
 });
 
 test("a revoked token stops the client, and its pending sends reject", { timeout: TEST_TIMEOUT_MS }, async () => {
-  const { token, uid } = await broker.token("dave@t4", "d-phone");
+  const { token, uid } = await broker().token("dave@t4", "d-phone");
   const d = await device(ws(), token);
   await d.client.whenLive();
   const closed = d.client.once("closed");
-  await broker.backend({ op: "tokendel", uid });
+  await broker().backend({ op: "tokendel", uid });
   const err = await within("the final close", closed);
   assert.equal(err.reason, "revoked");
   assert.equal(err.code, 4004);
