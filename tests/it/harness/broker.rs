@@ -47,6 +47,15 @@ impl Broker {
 
     /// Starts the real binary listening on `listen` (a restart on the address clients know).
     pub async fn start_on(data_dir: &std::path::Path, listen: SocketAddr) -> Broker {
+        Broker::start_with(data_dir, listen, &[]).await
+    }
+
+    /// [`Broker::start_on`] with more flags (e.g. `--webhook-url`).
+    pub async fn start_with(
+        data_dir: &std::path::Path,
+        listen: SocketAddr,
+        flags: &[&str],
+    ) -> Broker {
         let mut child = Command::new(env!("CARGO_BIN_EXE_octet"))
             .args([
                 "serve",
@@ -65,6 +74,7 @@ impl Broker {
                 "--max-anonymous-per-ip",
                 "100000",
             ])
+            .args(flags)
             .arg("--data-dir")
             .arg(data_dir)
             // The line announcing the address is logged at info.
