@@ -9,6 +9,7 @@ mod call_push;
 mod call_table;
 pub mod calls;
 pub mod mailbox;
+mod own_queue;
 pub mod typing;
 
 use std::sync::Arc;
@@ -23,7 +24,8 @@ use crate::store::PersonId;
 
 pub use call_push::{Acted, CallPush, Rang};
 pub use calls::{CallEnded, CallError, CallOutcome, Party};
-pub use mailbox::{Bounds, Mailbox, NotQueued, OwnQueue};
+pub use mailbox::{Bounds, Mailbox, NotQueued};
+pub use own_queue::OwnQueue;
 
 /// An encoded WebSocket frame, header included; cloning shares the same bytes.
 pub type Frame = crate::wire::Frame;
