@@ -29,6 +29,11 @@ use crate::state::ServerState;
 use crate::store::sqlite::MAX_BATCH;
 use crate::store::{SqliteStore, Store, StoreError, StoreOptions};
 use crate::webhooks::Webhooks;
+use housekeeping::{last_seen_forever, prune_forever};
+use probes::{metrics, readyz};
+
+mod housekeeping;
+mod probes;
 
 /// Pending connections the listen socket queues. tokio's default (128) makes a burst of logins
 /// wait for TCP's one-second retry.
@@ -358,157 +363,5 @@ async fn drain(state: &ServerState) {
         Ok(Ok(())) => tracing::info!("store flushed; shutdown complete"),
         Ok(Err(err)) => tracing::error!(error = %err, "store flush failed at shutdown"),
         Err(_) => tracing::error!("shutdown timeout: store writes still in flight"),
-    }
-}
-
-/// How often pending last-seen times are written.
-const LAST_SEEN_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// Writes the pending last-seen times once a second, in one transaction (a login storm's
-/// logins each recorded theirs in memory instead of waiting for a commit of their own).
-async fn last_seen_forever(state: Arc<ServerState>) {
-    let mut tick = tokio::time::interval(LAST_SEEN_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        if let Err(err) = state.last_seen.flush(&*state.store).await {
-            tracing::warn!(error = %err, "could not record last seen");
-        }
-    }
-}
-
-/// Events removed per pruning transaction: small enough that sends queued behind it wait
-/// only milliseconds.
-const PRUNE_CHUNK: usize = 1000;
-
-/// Every `prune_every`: removes expired events in small transactions, then the files no
-/// retained event references any more (and uploads never sent, after `upload_grace`).
-async fn prune_forever(state: Arc<ServerState>) {
-    let mut tick = tokio::time::interval(state.config.prune_every);
-    loop {
-        tick.tick().await;
-        if let Some(retention) = state.config.retention {
-            let now = crate::state::now_millis();
-            let cutoff = now - retention.as_millis() as i64;
-            // Client ids (idempotent retries) are remembered at least a day, however short
-            // the retention.
-            let ids_cutoff = cutoff.min(now - 86_400_000);
-            let events = in_chunks("events", || {
-                state.store.prune(cutoff, ids_cutoff, PRUNE_CHUNK)
-            })
-            .await;
-            if events > 0 {
-                tracing::info!(events, "pruned expired events");
-            }
-        }
-        let unsent_before =
-            crate::state::now_millis() - state.config.upload_grace.as_millis() as i64;
-        let files = in_chunks("files", || {
-            state.store.prune_files(unsent_before, PRUNE_CHUNK)
-        })
-        .await;
-        if files > 0 {
-            tracing::info!(files, "pruned files no event references");
-        }
-    }
-}
-
-/// Runs one pruning step (at most [`PRUNE_CHUNK`] rows, one transaction) until a step removes
-/// less, letting queued sends in between; returns the rows removed.
-async fn in_chunks<F, Fut>(what: &str, mut step: F) -> usize
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<usize, crate::store::StoreError>>,
-{
-    let mut total = 0;
-    loop {
-        match step().await {
-            Ok(n) => {
-                total += n;
-                if n < PRUNE_CHUNK {
-                    return total;
-                }
-                tokio::task::yield_now().await;
-            }
-            Err(err) => {
-                tracing::error!(error = %err, what, "pruning failed; retrying next round");
-                return total;
-            }
-        }
-    }
-}
-
-/// `GET /metrics`, behind the metrics token (or loopback only without one): the numbers tell
-/// an outsider how busy the broker is and which errors it gives.
-async fn metrics(
-    axum::extract::State(state): axum::extract::State<Arc<ServerState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: axum::http::HeaderMap,
-) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    if let Some(refusal) =
-        crate::edge::metrics_refusal(&state.config, &state.metrics, peer, &headers)
-    {
-        return refusal;
-    }
-    state
-        .metrics
-        .persons_online
-        .set(state.router.person_count() as i64);
-    state
-        .metrics
-        .routed_connections
-        .set(state.router.connection_count() as i64);
-    state
-        .metrics
-        .anonymous_connections
-        .set(state.admission.anonymous_count() as i64);
-    state
-        .metrics
-        .http_connections
-        .set(state.http_connections.open() as i64);
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        state.metrics.render(),
-    )
-        .into_response()
-}
-
-/// Ready means the store answers both ways within [`READY_WAIT`]: a real read through a reader
-/// connection, and an empty transaction through the writer's queue. A database that another
-/// process locks still reads (WAL) but can take no message, and a store that does not answer
-/// must not hang a load balancer's probe. The body names what failed.
-async fn readyz(
-    axum::extract::State(state): axum::extract::State<Arc<ServerState>>,
-) -> (StatusCode, &'static str) {
-    /// Longer than any healthy batch, shorter than SQLite's 5 s busy timeout and than a
-    /// typical probe timeout.
-    const READY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
-    async fn bounded<T>(
-        check: impl Future<Output = Result<T, StoreError>>,
-        what: &'static str,
-    ) -> Result<(), &'static str> {
-        match tokio::time::timeout(READY_WAIT, check).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(err)) => {
-                tracing::error!(error = %err, "readiness check: {what}");
-                Err(what)
-            }
-            Err(_) => {
-                tracing::error!("readiness check: {what} (no answer within {READY_WAIT:?})");
-                Err(what)
-            }
-        }
-    }
-    let (read, write) = tokio::join!(
-        bounded(state.store.app_credentials(), "store unreadable"),
-        bounded(state.store.flush(), "store not writable"),
-    );
-    match read.and(write) {
-        Ok(()) => (StatusCode::OK, "ready"),
-        Err(what) => (StatusCode::SERVICE_UNAVAILABLE, what),
     }
 }
