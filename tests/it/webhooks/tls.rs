@@ -1,5 +1,6 @@
 //! https:// receivers: trusted through `--webhook-ca-file` (the real binary), refused without
-//! it (a failed attempt that names the certificate, retried, sends unaffected), and a CA file
+//! it (a failed attempt that names the certificate in the `webhooks` op's `retrying`, retried,
+//! then dead; sends unaffected), and a CA file
 //! that cannot be used refused at startup. The CA and the receiver's certificate are made at
 //! test time (rcgen), so nothing in the repository expires.
 
@@ -18,6 +19,9 @@ use super::durable::{pending, send};
 use super::receiver::Receiver;
 use super::{SECRET, assert_signed, ids, server};
 use crate::harness::{APP_TOKEN, APPID, Broker, WAIT, client_login};
+
+/// The `last_error` of an event the receiver's certificate was refused for: the CA is unknown.
+const UNTRUSTED: &str = "certificate not trusted: 127.0.0.1's certificate is not issued by a public CA nor by one in --webhook-ca-file (add the CA with --webhook-ca-file)";
 
 /// A private CA (its PEM) and a TLS server config for 127.0.0.1 and localhost signed by it.
 fn private_pki() -> (String, Arc<rustls::ServerConfig>) {
@@ -115,8 +119,27 @@ async fn without_the_ca_file_the_event_waits_and_names_the_certificate() {
         assert!(tokio::time::Instant::now() < deadline, "never tried");
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    let status = server.backend(json!({"op": "webhooks"})).await;
+    // The op says why while the event waits, long before it could be dead (the attempt is
+    // recorded just after the handshake fails).
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let status = loop {
+        let status = server.backend(json!({"op": "webhooks"})).await;
+        if status.get("retrying").is_some() {
+            break status;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never retrying: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
     assert_eq!(status["pending"], json!(1), "{status}");
+    assert_eq!(status["dead"], json!([]), "{status}");
+    let retrying = &status["retrying"];
+    assert_eq!(retrying["event"], json!(format!("msg-{}", first["mid"])));
+    assert_eq!(retrying["last_error"], json!(UNTRUSTED), "{status}");
+    assert!(retrying["attempts"].as_u64().unwrap() >= 1, "{status}");
+    assert!(retrying["next_attempt"].is_u64(), "{status}");
     // Sends go on while the receiver is refused.
     let second = alice
         .send_msg("c2", "bob@example.com", json!({"text": "two"}))
@@ -135,13 +158,7 @@ async fn without_the_ca_file_the_event_waits_and_names_the_certificate() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     for dead in status["dead"].as_array().unwrap() {
-        assert_eq!(
-            dead["last_error"],
-            json!(
-                "certificate not trusted: 127.0.0.1's certificate is not issued by a public CA nor by one in --webhook-ca-file (add the CA with --webhook-ca-file)"
-            ),
-            "{status}"
-        );
+        assert_eq!(dead["last_error"], json!(UNTRUSTED), "{status}");
     }
     assert!(rx.hits().is_empty(), "nothing was delivered");
     // Bob's phone still gets both messages when it connects.
