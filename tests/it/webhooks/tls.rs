@@ -25,6 +25,11 @@ const UNTRUSTED: &str = "certificate not trusted: 127.0.0.1's certificate is not
 
 /// A private CA (its PEM) and a TLS server config for 127.0.0.1 and localhost signed by it.
 fn private_pki() -> (String, Arc<rustls::ServerConfig>) {
+    private_pki_for(&["127.0.0.1", "localhost"])
+}
+
+/// [`private_pki`] with a server certificate naming only `names`.
+fn private_pki_for(names: &[&str]) -> (String, Arc<rustls::ServerConfig>) {
     let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca.distinguished_name
@@ -32,7 +37,8 @@ fn private_pki() -> (String, Arc<rustls::ServerConfig>) {
     ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
     let key = KeyPair::generate().unwrap();
-    let mut leaf = CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let mut leaf = CertificateParams::new(names).unwrap();
     leaf.distinguished_name
         .push(DnType::CommonName, "octet test receiver");
     let cert = leaf.signed_by(&key, &ca).unwrap();
@@ -172,6 +178,43 @@ async fn without_the_ca_file_the_event_waits_and_names_the_certificate() {
         (&one["body"]["text"], &two["body"]["text"]),
         (&json!("one"), &json!("two"))
     );
+}
+
+#[tokio::test]
+async fn a_certificate_for_another_name_is_refused_and_says_so() {
+    // Trusted CA, but the receiver's certificate names only localhost; the URL says 127.0.0.1.
+    let (ca_pem, tls) = private_pki_for(&["localhost"]);
+    let rx = Receiver::start_tls(&[], 200, tls).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca_pem).unwrap();
+    let ca_certs = octet::webhooks::tls::load_ca_file(&ca_file).unwrap();
+    let server = server(&rx, |w| w.ca_certs = ca_certs).await;
+    let mut alice = server.device("alice@example.com", "alice-phone").await;
+    server.device_token("bob@example.com", "bob-phone").await;
+    alice
+        .send_msg("c1", "bob@example.com", json!({"text": "one"}))
+        .await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let retrying = loop {
+        let status = server.backend(json!({"op": "webhooks"})).await;
+        if let Some(retrying) = status.get("retrying") {
+            break retrying.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never retrying: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    let error = retrying["last_error"].as_str().unwrap();
+    assert!(
+        error.starts_with("certificate not valid for 127.0.0.1: ")
+            && error.contains("localhost")
+            && error.ends_with("use a URL with a name the certificate lists"),
+        "{error}"
+    );
+    assert!(rx.hits().is_empty());
 }
 
 /// `octet <args>` with nothing from the test runner's environment.
