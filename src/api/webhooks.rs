@@ -4,10 +4,11 @@ use serde_json::Value;
 
 use super::{ApiError, OpResult, Reply};
 use crate::protocol::{
-    DeadWebhook, DeadWebhookUser, ErrorCode, WebhookRetryBody, WebhookRetryRequest, WebhooksBody,
-    WebhooksRequest, decode_value,
+    DeadWebhook, DeadWebhookUser, ErrorCode, RetryingWebhook, WebhookRetryBody,
+    WebhookRetryRequest, WebhooksBody, WebhooksRequest, decode_value,
 };
 use crate::state::{ServerState, now_millis};
+use crate::store::DeadEvent;
 
 /// Dead events one `webhooks` answer lists at most.
 const LIST_MAX: u64 = 100;
@@ -26,8 +27,9 @@ fn configured(state: &ServerState) -> Result<(), ApiError> {
 }
 
 /// # webhooks
-/// How many events wait for the receiver (`pending`), and the newest dead-lettered ones
-/// (`limit`, 1 to 100, default 100) with their last error. Errors: not_configured, wrong_type,
+/// How many events wait for the receiver (`pending`), the oldest waiting one whose last attempt
+/// failed (`retrying`, with its error, while the receiver fails), and the newest dead-lettered
+/// ones (`limit`, 1 to 100, default 100) with their last error. Errors: not_configured, wrong_type,
 /// bad_value.
 pub(super) async fn webhooks(state: &ServerState, reply: Reply<'_>, value: &Value) -> OpResult {
     configured(state)?;
@@ -42,24 +44,29 @@ pub(super) async fn webhooks(state: &ServerState, reply: Reply<'_>, value: &Valu
     let status = state.store.outbox_status(limit as usize).await?;
     reply.ok(WebhooksBody {
         pending: status.pending,
-        dead: status
-            .dead
-            .into_iter()
-            .map(|d| DeadWebhook {
-                id: d.id,
-                event: d.event_id,
-                kind: d.kind,
-                user: DeadWebhookUser {
-                    uid: d.person,
-                    address: d.address,
-                },
-                seq: d.seq,
-                attempts: d.attempts,
-                last_error: d.last_error,
-                created: d.created_at,
-            })
-            .collect(),
+        dead: status.dead.into_iter().map(listed).collect(),
+        retrying: status.retrying.map(|(event, next_at)| RetryingWebhook {
+            event: listed(event),
+            next_attempt: next_at,
+        }),
     })
+}
+
+/// An outbox row as the `webhooks` op shows it.
+fn listed(d: DeadEvent) -> DeadWebhook {
+    DeadWebhook {
+        id: d.id,
+        event: d.event_id,
+        kind: d.kind,
+        user: DeadWebhookUser {
+            uid: d.person,
+            address: d.address,
+        },
+        seq: d.seq,
+        attempts: d.attempts,
+        last_error: d.last_error,
+        created: d.created_at,
+    }
 }
 
 /// # webhookretry

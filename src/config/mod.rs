@@ -128,6 +128,9 @@ pub struct WebhookConfig {
     pub retry_window: Duration,
     /// Most events waiting; past it the oldest are dead-lettered.
     pub max_pending: u64,
+    /// CA certificates trusted for an https:// receiver besides the public roots
+    /// (`--webhook-ca-file`, read by `webhooks::tls::load_ca_file`).
+    pub ca_certs: Vec<rustls::pki_types::CertificateDer<'static>>,
 }
 
 impl WebhookConfig {
@@ -141,6 +144,7 @@ impl WebhookConfig {
             presence: false,
             retry_window: Duration::from_secs(24 * 3600),
             max_pending: 1_000_000,
+            ca_certs: Vec::new(),
         }
     }
 }

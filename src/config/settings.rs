@@ -286,8 +286,8 @@ pub struct Settings {
     #[arg(long, env = "OCTET_PRESENCE_GRACE")]
     pub presence_grace: Option<u64>,
     /// POST events (a message to a person with no live device or not acked within push_grace,
-    /// a read) to the app's backend at this http:// URL, signed with webhook_secret
-    /// (proto/webhooks.md) [default: none].
+    /// a read) to the app's backend at this http:// or https:// URL, signed with
+    /// webhook_secret (proto/webhooks.md) [default: none].
     #[arg(long, env = "OCTET_WEBHOOK_URL")]
     pub webhook_url: Option<String>,
 
@@ -323,6 +323,11 @@ pub struct Settings {
     /// ("outbox full"), never a send refused [default: 1000000].
     #[arg(long, env = "OCTET_WEBHOOK_MAX_PENDING")]
     pub webhook_max_pending: Option<u64>,
+
+    /// PEM file of CA certificates (one or more) an https:// webhook receiver may be signed by,
+    /// besides the public web PKI: a private CA [default: none].
+    #[arg(long, env = "OCTET_WEBHOOK_CA_FILE")]
+    pub webhook_ca_file: Option<PathBuf>,
 
     /// Let a device revoke the tokens of another device of its own person (the `revoke` op:
     /// "log out my lost phone"); the revoked device's connections close with 4004. Off, the
@@ -409,6 +414,7 @@ impl Settings {
             webhook_presence,
             webhook_retry_hours,
             webhook_max_pending,
+            webhook_ca_file,
             device_self_revoke,
             demo
         )

@@ -286,6 +286,7 @@ fn webhook(s: &Settings) -> Result<Option<WebhookConfig>, ConfigError> {
             ("webhook_presence", s.webhook_presence.is_some()),
             ("webhook_retry_hours", s.webhook_retry_hours.is_some()),
             ("webhook_max_pending", s.webhook_max_pending.is_some()),
+            ("webhook_ca_file", s.webhook_ca_file.is_some()),
         ];
         return match stray.into_iter().find(|(_, set)| *set) {
             Some((key, _)) => Err(invalid(
@@ -295,31 +296,34 @@ fn webhook(s: &Settings) -> Result<Option<WebhookConfig>, ConfigError> {
             None => Ok(None),
         };
     };
-    // Plain http only: this build has no TLS client. An https receiver is reached through a
-    // local TLS-originating proxy (or a private network).
-    let host = url.strip_prefix("http://").map(|rest| {
-        rest.split(['/', '?', '#'])
-            .next()
-            .unwrap_or_default()
-            .to_string()
-    });
-    match host {
-        Some(host) if !host.is_empty() && !host.contains(char::is_whitespace) => {}
-        _ if url.starts_with("https://") => {
+    // http:// or https:// (verified: the public roots plus webhook_ca_file); nothing else.
+    let https = url.starts_with("https://");
+    let host = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .map(|rest| rest.split(['/', '?', '#']).next().unwrap_or_default());
+    if !host.is_some_and(|h| !h.is_empty() && !h.contains(char::is_whitespace)) {
+        return Err(invalid(
+            "webhook_url",
+            format!(
+                "{url} is not an http URL; write it as http://host[:port]/path or https://host[:port]/path"
+            ),
+        ));
+    }
+    let ca_certs = match &s.webhook_ca_file {
+        None => Vec::new(),
+        Some(_) if !https => {
             return Err(invalid(
-                "webhook_url",
+                "webhook_ca_file",
                 format!(
-                    "{url}: this build of octet has no TLS client; use an http:// URL (a receiver on a private network, or a local proxy that forwards to https)"
+                    "has no effect with the http:// webhook_url {url}; use an https:// URL, or remove it"
                 ),
             ));
         }
-        _ => {
-            return Err(invalid(
-                "webhook_url",
-                format!("{url} is not an http URL; write it as http://host[:port]/path"),
-            ));
+        Some(path) => {
+            crate::webhooks::tls::load_ca_file(path).map_err(|m| invalid("webhook_ca_file", m))?
         }
-    }
+    };
     let Some(secret) = secret(
         "webhook_secret",
         s.webhook_secret.clone(),
@@ -370,5 +374,6 @@ fn webhook(s: &Settings) -> Result<Option<WebhookConfig>, ConfigError> {
         presence: s.webhook_presence.unwrap_or(false),
         retry_window,
         max_pending,
+        ca_certs,
     }))
 }

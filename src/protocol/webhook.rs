@@ -131,6 +131,19 @@ pub struct WebhooksBody {
     pub pending: u64,
     /// Dead-lettered events, newest first.
     pub dead: Vec<DeadWebhook>,
+    /// The oldest waiting event whose last attempt failed, with why; absent when none has.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retrying: Option<RetryingWebhook>,
+}
+
+/// A waiting event whose last attempt failed: a dead entry's fields, and when it is tried next.
+#[derive(Debug, Serialize)]
+pub struct RetryingWebhook {
+    /// The event, its attempts and last error.
+    #[serde(flatten)]
+    pub event: DeadWebhook,
+    /// When the next attempt may run (ms since the epoch).
+    pub next_attempt: Millis,
 }
 
 /// One dead-lettered event.

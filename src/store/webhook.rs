@@ -137,4 +137,7 @@ pub struct OutboxStatus {
     pub dead_total: u64,
     /// Dead events, newest first.
     pub dead: Vec<DeadEvent>,
+    /// The oldest waiting event whose last attempt failed (it holds the others back), and when
+    /// it is tried next: why webhooks are not arriving, before anything is dead.
+    pub retrying: Option<(DeadEvent, Millis)>,
 }

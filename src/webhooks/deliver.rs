@@ -160,9 +160,14 @@ async fn step(hooks: &Webhooks, state: &ServerState) -> Result<usize, StoreError
                 false => format!("HTTP {}: {text}", status.as_u16()),
             })
         }
-        Err(err) if err.is_timeout() => Err("timeout".to_string()),
-        Err(err) if err.is_connect() => Err(format!("connect: {}", source_text(&err))),
-        Err(err) => Err(format!("request: {}", source_text(&err))),
+        // TLS first: a refused certificate fails the connect, and "connect: invalid peer
+        // certificate: UnknownIssuer" does not tell an operator what to do.
+        Err(err) => Err(match super::tls::describe(&err, &hooks.host) {
+            Some(said) => said,
+            None if err.is_timeout() => "timeout".to_string(),
+            None if err.is_connect() => format!("connect: {}", source_text(&err)),
+            None => format!("request: {}", source_text(&err)),
+        }),
     };
     state
         .metrics

@@ -9,11 +9,13 @@
 //! deletes them after a 2xx; anything else is retried with exponential backoff and full
 //! jitter until the retry window ends, then dead-lettered (`webhooks`/`webhookretry` ops).
 //! Delivery is at least once: a crash between a 2xx and the delete resends, with the same
-//! event ids.
+//! event ids. An https:// receiver is verified against the public roots plus
+//! `--webhook-ca-file` (`tls.rs`); a refused certificate is a failed attempt like a 500.
 
 mod deliver;
 mod presence;
 pub mod sign;
+pub mod tls;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -34,6 +36,8 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Webhooks {
     pub(crate) config: WebhookConfig,
     http: reqwest::Client,
+    /// The receiver's host, for TLS errors ("certificate not trusted: <host>'s ...").
+    host: String,
     wake: Notify,
     presence_tx: UnboundedSender<PresenceChange>,
     /// Taken by [`Webhooks::spawn`].
@@ -48,12 +52,18 @@ impl Webhooks {
             // A signed POST is not followed elsewhere: a 3xx is an answer that is not 2xx.
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("octet/", env!("CARGO_PKG_VERSION")))
+            .tls_backend_preconfigured(tls::client_config(&config.ca_certs))
             .build()
-            .expect("a plain HTTP client always builds");
+            .expect("a rustls::ClientConfig of reqwest's rustls version always builds");
+        let host = reqwest::Url::parse(&config.url)
+            .ok()
+            .and_then(|url| url.host_str().map(str::to_string))
+            .unwrap_or_else(|| config.url.clone());
         let (presence_tx, presence_rx) = unbounded_channel();
         Arc::new(Webhooks {
             config,
             http,
+            host,
             wake: Notify::new(),
             presence_tx,
             presence_rx: Mutex::new(Some(presence_rx)),

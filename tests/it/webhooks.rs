@@ -1,13 +1,15 @@
 //! Event webhooks (issue 16 item 1): a real receiver on loopback gets signed `message` and
 //! `read` events from the outbox, with retries, dead-lettering, the bound and `webhookretry`.
 //! Dead-lettering, the bound and the backend ops are in `webhooks/dead.rs`; the real binary
-//! killed with SIGKILL and the Python receiver of proto/webhooks.md in `webhooks/durable.rs`.
+//! killed with SIGKILL and the Python receiver of proto/webhooks.md in `webhooks/durable.rs`;
+//! https receivers and `--webhook-ca-file` in `webhooks/tls.rs`.
 
 mod calls;
 mod dead;
 mod durable;
 mod presence;
 mod receiver;
+mod tls;
 
 use std::time::{Duration, Instant};
 

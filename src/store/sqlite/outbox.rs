@@ -335,10 +335,36 @@ pub(super) fn status(conn: &Connection, limit: usize) -> Result<OutboxStatus, St
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;
+    // Among the oldest live rows only, as the delivery loop reads them: a row that failed is
+    // one of those, and the op stays one index range however long the outbox is.
+    let retrying = conn
+        .prepare_cached(
+            "SELECT o.id, o.event_id, o.kind, u.address, o.person, o.seq, o.attempts,
+                    o.last_error, o.created_at, o.next_at
+             FROM (SELECT * FROM webhook_outbox WHERE dead = 0 ORDER BY id LIMIT 100) o
+             LEFT JOIN users u ON u.uid = o.person
+             WHERE o.attempts > 0 ORDER BY o.id LIMIT 1",
+        )?
+        .query_row([], |r| {
+            let event = DeadEvent {
+                id: r.get(0)?,
+                event_id: r.get(1)?,
+                kind: r.get(2)?,
+                address: r.get(3)?,
+                person: r.get(4)?,
+                seq: r.get(5)?,
+                attempts: r.get(6)?,
+                last_error: r.get(7)?,
+                created_at: r.get(8)?,
+            };
+            Ok((event, r.get(9)?))
+        })
+        .optional()?;
     Ok(OutboxStatus {
         pending,
         dead_total,
         dead,
+        retrying,
     })
 }
 

@@ -38,7 +38,7 @@ async fn broker(data_dir: &std::path::Path, url: &str) -> Broker {
 }
 
 /// Sends a message and waits for its `sent`; returns the mid.
-async fn send(conn: &mut Connection, id: &str, to: &str) -> u64 {
+pub(super) async fn send(conn: &mut Connection, id: &str, to: &str) -> u64 {
     let frame = json!({"op": "send", "id": id, "to": to, "body": {"text": id}});
     conn.send_text(&frame.to_string()).await.unwrap();
     loop {
@@ -55,7 +55,7 @@ async fn send(conn: &mut Connection, id: &str, to: &str) -> u64 {
     }
 }
 
-async fn pending(backend: &Backend) -> Value {
+pub(super) async fn pending(backend: &Backend) -> Value {
     backend.call(json!({"op": "webhooks"})).await.unwrap()["pending"].clone()
 }
 
@@ -229,8 +229,8 @@ fn check_config_names_each_bad_webhook_setting() {
             "webhook_url: http:// is not an http URL",
         ),
         (
-            "webhook_url = \"https://example.com/hooks\"\nwebhook_secret = \"0123456789abcdef\"\n",
-            "webhook_url: https://example.com/hooks: this build of octet has no TLS client",
+            "webhook_ca_file = \"/etc/octet/ca.pem\"\n",
+            "webhook_ca_file: has no effect without webhook_url",
         ),
         (
             "webhook_url = \"http://127.0.0.1:9000/\"\nwebhook_secret = \"short\"\n",

@@ -1,5 +1,6 @@
 //! A webhook receiver for the tests: a small axum server on 127.0.0.1 that records every
-//! request and answers from a script (then with a default status the test can change).
+//! request and answers from a script (then with a default status the test can change), over
+//! plain http or, with [`Receiver::start_tls`], https.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -39,6 +40,8 @@ struct Log {
     hits: Vec<Hit>,
     script: VecDeque<u16>,
     otherwise: u16,
+    /// TLS handshakes that failed (a client refusing the certificate ends its handshake).
+    handshakes_failed: usize,
 }
 
 #[derive(Clone, Default)]
@@ -46,6 +49,7 @@ struct Shared(Arc<Mutex<Log>>);
 
 pub struct Receiver {
     pub addr: SocketAddr,
+    scheme: &'static str,
     shared: Shared,
     task: tokio::task::JoinHandle<()>,
 }
@@ -77,6 +81,59 @@ async fn hook(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) -> 
 impl Receiver {
     /// Answers `script` in order, then `otherwise`.
     pub async fn start(script: &[u16], otherwise: u16) -> Receiver {
+        let (shared, app, listener, addr) = Receiver::setup(script, otherwise).await;
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        let scheme = "http";
+        Receiver {
+            addr,
+            scheme,
+            shared,
+            task,
+        }
+    }
+
+    /// [`Receiver::start`] over TLS with `tls` (its certificate and key): an https receiver.
+    pub async fn start_tls(
+        script: &[u16],
+        otherwise: u16,
+        tls: Arc<rustls::ServerConfig>,
+    ) -> Receiver {
+        let (shared, app, listener, addr) = Receiver::setup(script, otherwise).await;
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+        let failures = shared.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (acceptor, app, failures) = (acceptor.clone(), app.clone(), failures.clone());
+                tokio::spawn(async move {
+                    let Ok(stream) = acceptor.accept(tcp).await else {
+                        failures.0.lock().unwrap().handshakes_failed += 1;
+                        return;
+                    };
+                    let service = hyper_util::service::TowerToHyperService::new(app);
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        let scheme = "https";
+        Receiver {
+            addr,
+            scheme,
+            shared,
+            task,
+        }
+    }
+
+    async fn setup(
+        script: &[u16],
+        otherwise: u16,
+    ) -> (Shared, axum::Router, tokio::net::TcpListener, SocketAddr) {
         let shared = Shared::default();
         {
             let mut log = shared.0.lock().unwrap();
@@ -88,14 +145,16 @@ impl Receiver {
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
-        });
-        Receiver { addr, shared, task }
+        (shared, app, listener, addr)
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}/hook", self.addr)
+        format!("{}://{}/hook", self.scheme, self.addr)
+    }
+
+    /// TLS handshakes that failed so far (a client that refused the certificate).
+    pub fn handshakes_failed(&self) -> usize {
+        self.shared.0.lock().unwrap().handshakes_failed
     }
 
     /// Answers `status` from now on.
