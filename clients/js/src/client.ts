@@ -126,8 +126,8 @@ export class Client extends Emitter<ClientEvents> {
   async *history(options: { before?: number; limit?: number } = {}): AsyncGenerator<LoggedEvent[]> {
     let before = options.before;
     for (;;) {
-      const page = (await this.request("history", () =>
-        this.write({ op: "history", before, limit: options.limit }),
+      const page = (await this.request("history", (id) =>
+        this.write({ op: "history", before, limit: options.limit, id }),
       )) as HistoryFrame;
       if (page.events.length > 0) yield page.events;
       const first = page.events[0];
@@ -138,9 +138,12 @@ export class Client extends Emitter<ClientEvents> {
 
   /** Gets a person's profile (any of its addresses), and caches it under its primary address. */
   async getProfile(address: string): Promise<ProfileAnswerFrame> {
-    const answer = (await this.request("profile", () =>
-      this.write({ op: "profile", get: address }),
-    )) as ProfileAnswerFrame;
+    const answer = {
+      ...((await this.request("profile", (id) =>
+        this.write({ op: "profile", get: address, id }),
+      )) as ProfileAnswerFrame),
+    };
+    delete answer.id; // the request's tag, not part of the profile
     this.profiles.set(answer.address, answer);
     return answer;
   }
@@ -436,7 +439,7 @@ export class Client extends Emitter<ClientEvents> {
     this.write(frame);
   }
 
-  private async request(kind: Answer["op"], send: () => void): Promise<Answer> {
+  private async request(kind: Answer["op"], send: (id: string | undefined) => void): Promise<Answer> {
     for (;;) {
       await this.whenLive();
       try {
@@ -540,7 +543,7 @@ export class Client extends Emitter<ClientEvents> {
   /** After `recovered: false`: page history back to the old cursor, then resume in order. */
   private async refill(start: ResyncStart): Promise<void> {
     const { events, info } = await refill(start, this.options.refillLimit ?? 1000, async (before, limit) =>
-      (await this.requests.ask("history", () => this.write({ op: "history", before, limit }))) as HistoryFrame,
+      (await this.requests.ask("history", (id) => this.write({ op: "history", before, limit, id }))) as HistoryFrame,
     );
     const lowest = events[0]?.seq ?? start.seq + 1;
     this.cursor = { epoch: this.welcome?.epoch ?? start.previous.epoch, held: lowest - 1 };

@@ -125,6 +125,8 @@ export interface ProfileEventFrame {
 /** `profile` without `seq`: the answer to a `profile` `get`. */
 export interface ProfileAnswerFrame {
   op: "profile";
+  /** The request's `id`, when it had one. */
+  id?: string;
   address: string;
   profile: Profile;
   version: number;
@@ -155,6 +157,8 @@ export interface CallFrame {
 /** `history`: a page of retained events, oldest first. */
 export interface HistoryFrame {
   op: "history";
+  /** The request's `id`, when it had one. */
+  id?: string;
   events: LoggedEvent[];
   more: boolean;
 }
@@ -283,9 +287,9 @@ export type ClientFrame =
   | { op: "send"; id: string; to: string; body?: Json; files?: string[] }
   | { op: "ack"; seq: number }
   | { op: "read"; peer: string; upto: number }
-  | { op: "history"; before?: number; limit?: number }
-  | { op: "profile"; set: { [key: string]: Json } }
-  | { op: "profile"; get: string }
+  | { op: "history"; before?: number; limit?: number; id?: string }
+  | { op: "profile"; set: { [key: string]: Json }; id?: string }
+  | { op: "profile"; get: string; id?: string }
   | { op: "file_url"; id: string }
   | { op: "call"; call: string; action: "ring"; to: string; data?: Json }
   | { op: "call"; call: string; action: "answer" | "reject" | "hangup" | "signal"; data?: Json }

@@ -88,8 +88,10 @@ test("a gap pruned by retention is reported as lost, never handed over as comple
   ws.frame({ op: "synced", seq: 10, replayed: 0 });
   ws.frame(message(11)); // a live event during the refill waits for it
   await until("a history request", () => ws.ops("history").length === 1);
-  assert.deepEqual(ws.ops("history")[0], { op: "history", before: 11, limit: 500 });
-  ws.frame({ op: "history", events: [7, 8, 9, 10].map(message), more: false });
+  const { id, ...asked } = ws.ops("history")[0]!;
+  assert.deepEqual(asked, { op: "history", before: 11, limit: 500 });
+  assert.equal(typeof id, "string", "the request is tagged with an id");
+  ws.frame({ op: "history", id, events: [7, 8, 9, 10].map(message), more: false });
   await until("all handed over", () => seen.length === 5);
   assert.deepEqual(seen.map((e) => e.seq), [7, 8, 9, 10, 11]);
   assert.equal(resyncs.length, 1);
@@ -164,7 +166,7 @@ test("sends are refused before they leave when the queue is full or the frame to
   await until("the history asked again", () => again.ops("history").length === 1);
   await until("the sends written again, same ids", () => again.ops("send").length === 2);
   assert.deepEqual(again.ops("send").map((f) => f.id), ws.ops("send").map((f) => f.id));
-  again.frame({ op: "history", events: [], more: false });
+  again.frame({ op: "history", id: again.ops("history")[0]?.id, events: [], more: false });
   assert.equal((await next).done, true);
   client.close();
   await Promise.allSettled(waiting);

@@ -396,23 +396,27 @@ async function refill(start, limit, page) {
 }
 
 // src/requests.ts
+var TAGGED = ["history", "profile"];
 var ANSWER_ERRORS = {
-  history: ["bad_value", "wrong_type", "internal"],
-  profile: ["unknown_recipient", "bad_value", "wrong_type", "internal"],
+  history: [],
+  profile: [],
   devices: ["internal"],
   revoke: ["forbidden", "no_such_user", "missing_field", "wrong_type", "internal"]
 };
 var Requests = class {
+  /** In the order asked. */
   answers = [];
   fileUrls = /* @__PURE__ */ new Map();
   /**
-   * Writes a request and waits for its answer. The broker handles a connection's frames one at
-   * a time, so answers without an id come in the order of the requests.
+   * Writes a request and waits for its answer. `history` and `profile` are written with a new
+   * `id` and matched by it; `devices` and `revoke` by order (the broker handles a connection's
+   * frames one at a time).
    */
   ask(kind, write) {
+    const id = TAGGED.includes(kind) ? newId() : void 0;
     return new Promise((resolve, reject) => {
-      this.answers.push({ kind, resolve, reject });
-      write();
+      this.answers.push({ kind, id, resolve, reject });
+      write(id);
     });
   }
   /** Writes a `file_url` and waits for the answer with that id. */
@@ -422,9 +426,10 @@ var Requests = class {
       write();
     });
   }
-  /** An answer (a `profile` without `seq`, …): the oldest request of that kind is answered. */
+  /** An answer (a `profile` without `seq`, …): the request with its id, or the oldest untagged one of its kind. */
   onAnswer(frame) {
-    const index = this.answers.findIndex((w) => w.kind === frame.op);
+    const id = "id" in frame ? frame.id : void 0;
+    const index = this.answers.findIndex((w) => w.id === id && w.kind === frame.op);
     if (index >= 0) this.answers.splice(index, 1)[0]?.resolve(frame);
   }
   onFileUrl(frame) {
@@ -436,6 +441,11 @@ var Requests = class {
   onError(frame) {
     const error = new OctetError(frame.code, frame.message);
     if (frame.id !== void 0) {
+      const index2 = this.answers.findIndex((w) => w.id === frame.id);
+      if (index2 >= 0) {
+        this.answers.splice(index2, 1)[0]?.reject(error);
+        return true;
+      }
       const waiter = this.fileUrls.get(frame.id);
       if (!waiter) return false;
       this.fileUrls.delete(frame.id);
@@ -443,7 +453,9 @@ var Requests = class {
       return true;
     }
     if (frame.call !== void 0) return false;
-    const index = this.answers.findIndex((w) => ANSWER_ERRORS[w.kind].includes(frame.code));
+    const index = this.answers.findIndex(
+      (w) => w.id === void 0 && ANSWER_ERRORS[w.kind].includes(frame.code)
+    );
     if (index < 0) return false;
     this.answers.splice(index, 1)[0]?.reject(error);
     return true;
@@ -610,7 +622,7 @@ var Client = class extends Emitter {
     for (; ; ) {
       const page = await this.request(
         "history",
-        () => this.write({ op: "history", before, limit: options.limit })
+        (id) => this.write({ op: "history", before, limit: options.limit, id })
       );
       if (page.events.length > 0) yield page.events;
       const first = page.events[0];
@@ -620,10 +632,13 @@ var Client = class extends Emitter {
   }
   /** Gets a person's profile (any of its addresses), and caches it under its primary address. */
   async getProfile(address) {
-    const answer = await this.request(
-      "profile",
-      () => this.write({ op: "profile", get: address })
-    );
+    const answer = {
+      ...await this.request(
+        "profile",
+        (id) => this.write({ op: "profile", get: address, id })
+      )
+    };
+    delete answer.id;
     this.profiles.set(answer.address, answer);
     return answer;
   }
@@ -978,7 +993,7 @@ var Client = class extends Emitter {
     const { events, info } = await refill(
       start,
       this.options.refillLimit ?? 1e3,
-      async (before, limit) => await this.requests.ask("history", () => this.write({ op: "history", before, limit }))
+      async (before, limit) => await this.requests.ask("history", (id) => this.write({ op: "history", before, limit, id }))
     );
     const lowest = events[0]?.seq ?? start.seq + 1;
     this.cursor = { epoch: this.welcome?.epoch ?? start.previous.epoch, held: lowest - 1 };
