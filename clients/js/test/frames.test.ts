@@ -30,7 +30,6 @@ const TYPED = [
   "devices_changed",
   "devices",
   "revoke",
-
 ] as const satisfies readonly ServerFrame["op"][];
 type Unlisted = Exclude<ServerFrame["op"], (typeof TYPED)[number]>;
 const everyOpListed: [Unlisted] extends [never] ? true : never = true;
