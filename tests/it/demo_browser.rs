@@ -13,6 +13,9 @@ use crate::harness::{TestServer, WAIT};
 const SHOWN: &str = r##"JSON.stringify({
   device: document.getElementById("device").textContent,
   state: document.getElementById("state").textContent,
+  seq: document.getElementById("seq").textContent,
+  held: window.demoClient ? window.demoClient.position.held : null,
+  newest: Math.max(0, ...[...document.querySelectorAll("#messages li")].map((e) => Number(e.dataset.seq))),
   error: document.getElementById("error").hidden ? "" : document.getElementById("error").textContent,
   call: document.getElementById("call").hidden ? "" : document.getElementById("call-text").textContent,
   answer: !document.getElementById("answer").hidden && !document.getElementById("call").hidden,
@@ -120,7 +123,12 @@ async fn demo_tabs_stay_in_sync_in_a_real_browser() {
         }
     }
     for tab in tabs {
-        let v = shown(&mut cdp, tab, "all six", |_| true).await;
+        // The tab's seq is where its client is: past its newest message, not one event behind.
+        let v = shown(&mut cdp, tab, "the tab's seq where its client is", |v| {
+            v["seq"].as_str() == Some(v["held"].to_string().as_str())
+                && v["held"].as_u64() >= v["newest"].as_u64()
+        })
+        .await;
         assert_eq!(
             v["texts"],
             json!(["a1", "b1", "a2", "b2", "a3", "b3"]),
