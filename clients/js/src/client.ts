@@ -33,7 +33,7 @@ import { MemoryStore } from "./store.js";
 import type { Cursor, Store } from "./store.js";
 import type { AppMessage, ClientEvents, ConnectOptions, ConnectionState } from "./types.js";
 import { refill, type ResyncStart } from "./refill.js";
-import { Requests, type Answer } from "./requests.js";
+import { Requests, lost, patiently, type Answer } from "./requests.js";
 import { upload, type UploadOptions, type UploadResult } from "./upload.js";
 
 /** Connects a device: resolves once the store is loaded and the first connect has started. */
@@ -329,8 +329,7 @@ export class Client extends Emitter<ClientEvents> {
     this.link.drop();
     this.log.disconnected();
     this.sender.disconnected();
-    const lost = new OctetError("connection_lost", "the connection closed before the answer");
-    this.requests.failAll(lost);
+    this.requests.failAll(lost());
   }
 
   private stop(err: ClosedError): void {
@@ -350,8 +349,9 @@ export class Client extends Emitter<ClientEvents> {
     this.emit("state", state);
   }
 
-  private write(frame: ClientFrame): void {
-    this.link.write(JSON.stringify(frame));
+  /** Writes a frame if the socket is open (else false: offline frames are dropped). */
+  private write(frame: ClientFrame): boolean {
+    return this.link.write(JSON.stringify(frame));
   }
 
   private liveOnly(frame: ClientFrame): void {
@@ -361,11 +361,11 @@ export class Client extends Emitter<ClientEvents> {
     this.write(frame);
   }
 
-  private async request(kind: Answer["op"], send: (id: string | undefined) => void): Promise<Answer> {
+  private async request(kind: Answer["op"], send: (id: string | undefined) => boolean): Promise<Answer> {
     for (;;) {
       await this.whenLive();
       try {
-        return await this.requests.ask(kind, send);
+        return await patiently(() => this.requests.ask(kind, send));
       } catch (err) {
         // A close lost the answer: ask again on the next connection.
         if (err instanceof OctetError && err.code === "connection_lost") continue;
@@ -448,7 +448,9 @@ export class Client extends Emitter<ClientEvents> {
   /** After `recovered: false`: page history back to the old cursor, then resume in order. */
   private async refill(start: ResyncStart): Promise<void> {
     const { events, info } = await refill(start, this.options.refillLimit ?? 1000, async (before, limit) =>
-      (await this.requests.ask("history", (id) => this.write({ op: "history", before, limit, id }))) as HistoryFrame,
+      (await patiently(() =>
+        this.requests.ask("history", (id) => this.write({ op: "history", before, limit, id })),
+      )) as HistoryFrame,
     );
     const epoch = this.welcome?.epoch ?? start.previous.epoch;
     await this.log.refilled(start, epoch, events, () => this.emitAwait("resync", info));

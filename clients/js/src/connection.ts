@@ -48,10 +48,12 @@ export interface LinkHooks {
 export class Link {
   private ws: WebSocketLike | null = null;
 
-  /** Writes a frame when a socket is open; offline, the frame is dropped (callers resend). */
-  write(text: string): void {
+  /** Writes a frame when a socket is open; offline, the frame is dropped (callers resend): false. */
+  write(text: string): boolean {
     const ws = this.ws;
-    if (ws && ws.readyState === OPEN) ws.send(text);
+    if (!ws || ws.readyState !== OPEN) return false;
+    ws.send(text);
+    return true;
   }
 
   /** Closes the current socket, if any. */

@@ -44,6 +44,27 @@ const ANSWER_ERRORS: Record<Answer["op"], string[]> = {
   revoke: ["forbidden", "no_such_user", "missing_field", "wrong_type", "internal"],
 };
 
+/** The error of a request whose connection closed (or was not open) before the answer. */
+export function lost(): OctetError {
+  return new OctetError("connection_lost", "the connection closed before the answer");
+}
+
+/**
+ * Runs `ask` again after a pause (doubling from `firstPauseMs` up to 5 s) while the broker
+ * refuses it for the rate: `rate_limited` means the frame was dropped, not answered
+ * (proto/clients.md, "Sends").
+ */
+export async function patiently<T>(ask: () => Promise<T>, firstPauseMs = 250): Promise<T> {
+  for (let pause = firstPauseMs; ; pause = Math.min(pause * 2, 5000)) {
+    try {
+      return await ask();
+    } catch (err) {
+      if (!(err instanceof OctetError && err.code === "rate_limited")) throw err;
+      await new Promise((resolve) => setTimeout(resolve, pause));
+    }
+  }
+}
+
 /** The requests of one client that wait for their answers. */
 export class Requests {
   /** In the order asked. */
@@ -55,19 +76,23 @@ export class Requests {
    * `id` and matched by it; `devices` and `revoke` by order (the broker handles a connection's
    * frames one at a time).
    */
-  ask(kind: Answer["op"], write: (id: string | undefined) => void): Promise<Answer> {
+  ask(kind: Answer["op"], write: (id: string | undefined) => boolean): Promise<Answer> {
     const id = TAGGED.includes(kind) ? newId() : undefined;
     return new Promise((resolve, reject) => {
-      this.answers.push({ kind, id, resolve, reject });
-      write(id);
+      const waiter: Waiting = { kind, id, resolve, reject };
+      this.answers.push(waiter);
+      if (write(id)) return;
+      // Offline: nothing will answer. The caller asks again on the next connection.
+      this.answers.splice(this.answers.indexOf(waiter), 1);
+      reject(lost());
     });
   }
 
   /** Writes a `file_url` and waits for the answer with that id. */
-  askFileUrl(id: string, write: () => void): Promise<FileUrlFrame> {
+  askFileUrl(id: string, write: () => boolean): Promise<FileUrlFrame> {
     return new Promise((resolve, reject) => {
+      if (!write()) return reject(lost());
       this.fileUrls.set(id, { resolve, reject });
-      write();
     });
   }
 

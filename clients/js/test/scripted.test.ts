@@ -171,3 +171,33 @@ test("sends are refused before they leave when the queue is full or the frame to
   client.close();
   await Promise.allSettled(waiting);
 });
+
+test("a request refused for the rate is asked again after a pause: the refill's history and the app's get", { timeout: TEST_TIMEOUT_MS }, async () => {
+  ScriptedSocket.all = [];
+  const store = new MemoryStore();
+  await store.saveCursor({ epoch: "ep1", held: 3 });
+  const client = await connect({ url: "ws://scripted/ws", token: "t", appid: "a", store, WebSocket: ScriptedSocket });
+  const seen: number[] = [];
+  client.on("event", (e) => void seen.push(e.seq));
+  await until("the login", () => ScriptedSocket.all[0]?.ops("login").length === 1);
+  const ws = ScriptedSocket.all[0]!;
+  ws.frame(welcome(5, false));
+  ws.frame({ op: "synced", seq: 5, replayed: 0 });
+  await until("the refill's history request", () => ws.ops("history").length === 1);
+  // `rate_limited` drops the frame (proto/clients.md): the refill must ask again, not stall.
+  ws.frame({ op: "error", code: "rate_limited", message: "slow down", id: ws.ops("history")[0]?.id });
+  await until("the history asked again", () => ws.ops("history").length === 2);
+  const again = ws.ops("history")[1]!;
+  assert.equal(again.before, 6);
+  ws.frame({ op: "history", id: again.id, events: [4, 5].map(message), more: true });
+  await until("the refill handed over", () => seen.length === 2);
+  assert.deepEqual(seen, [4, 5]);
+
+  const profile = client.getProfile("alice@s");
+  await until("the get", () => ws.ops("profile").length === 1);
+  ws.frame({ op: "error", code: "rate_limited", message: "slow down", id: ws.ops("profile")[0]?.id });
+  await until("the get asked again", () => ws.ops("profile").length === 2);
+  ws.frame({ op: "profile", id: ws.ops("profile")[1]?.id, address: "alice@s", profile: {}, version: 0 });
+  assert.deepEqual(await profile, { op: "profile", address: "alice@s", profile: {}, version: 0 });
+  client.close();
+});

@@ -162,10 +162,12 @@ function loginFrame(token, appid, cursor, replayAll) {
 }
 var Link = class {
   ws = null;
-  /** Writes a frame when a socket is open; offline, the frame is dropped (callers resend). */
+  /** Writes a frame when a socket is open; offline, the frame is dropped (callers resend): false. */
   write(text) {
     const ws = this.ws;
-    if (ws && ws.readyState === OPEN) ws.send(text);
+    if (!ws || ws.readyState !== OPEN) return false;
+    ws.send(text);
+    return true;
   }
   /** Closes the current socket, if any. */
   close(code, reason) {
@@ -634,6 +636,19 @@ var ANSWER_ERRORS = {
   devices: ["internal"],
   revoke: ["forbidden", "no_such_user", "missing_field", "wrong_type", "internal"]
 };
+function lost() {
+  return new OctetError("connection_lost", "the connection closed before the answer");
+}
+async function patiently(ask, firstPauseMs = 250) {
+  for (let pause = firstPauseMs; ; pause = Math.min(pause * 2, 5e3)) {
+    try {
+      return await ask();
+    } catch (err) {
+      if (!(err instanceof OctetError && err.code === "rate_limited")) throw err;
+      await new Promise((resolve) => setTimeout(resolve, pause));
+    }
+  }
+}
 var Requests = class {
   /** In the order asked. */
   answers = [];
@@ -646,15 +661,18 @@ var Requests = class {
   ask(kind, write) {
     const id = TAGGED.includes(kind) ? newId() : void 0;
     return new Promise((resolve, reject) => {
-      this.answers.push({ kind, id, resolve, reject });
-      write(id);
+      const waiter = { kind, id, resolve, reject };
+      this.answers.push(waiter);
+      if (write(id)) return;
+      this.answers.splice(this.answers.indexOf(waiter), 1);
+      reject(lost());
     });
   }
   /** Writes a `file_url` and waits for the answer with that id. */
   askFileUrl(id, write) {
     return new Promise((resolve, reject) => {
+      if (!write()) return reject(lost());
       this.fileUrls.set(id, { resolve, reject });
-      write();
     });
   }
   /** An answer (a `profile` without `seq`, …): the request with its id, or the oldest untagged one of its kind. */
@@ -1030,8 +1048,7 @@ var Client = class extends Emitter {
     this.link.drop();
     this.log.disconnected();
     this.sender.disconnected();
-    const lost = new OctetError("connection_lost", "the connection closed before the answer");
-    this.requests.failAll(lost);
+    this.requests.failAll(lost());
   }
   stop(err) {
     if (this.stopped) return;
@@ -1048,8 +1065,9 @@ var Client = class extends Emitter {
     this.state = state;
     this.emit("state", state);
   }
+  /** Writes a frame if the socket is open (else false: offline frames are dropped). */
   write(frame) {
-    this.link.write(JSON.stringify(frame));
+    return this.link.write(JSON.stringify(frame));
   }
   liveOnly(frame) {
     if (this.state !== "live") {
@@ -1061,7 +1079,7 @@ var Client = class extends Emitter {
     for (; ; ) {
       await this.whenLive();
       try {
-        return await this.requests.ask(kind, send);
+        return await patiently(() => this.requests.ask(kind, send));
       } catch (err) {
         if (err instanceof OctetError && err.code === "connection_lost") continue;
         throw err;
@@ -1138,7 +1156,9 @@ var Client = class extends Emitter {
     const { events, info } = await refill(
       start,
       this.options.refillLimit ?? 1e3,
-      async (before, limit) => await this.requests.ask("history", (id) => this.write({ op: "history", before, limit, id }))
+      async (before, limit) => await patiently(
+        () => this.requests.ask("history", (id) => this.write({ op: "history", before, limit, id }))
+      )
     );
     const epoch = this.welcome?.epoch ?? start.previous.epoch;
     await this.log.refilled(start, epoch, events, () => this.emitAwait("resync", info));
