@@ -70,6 +70,23 @@ async fn send(cdp: &mut Cdp, page: &PageSession, to: &str, text: &str) {
     cdp.evaluate(page, &script).await;
 }
 
+/// Waits until the tab's client handed over (and stored) everything it received so far.
+async fn idle(cdp: &mut Cdp, page: &PageSession) {
+    cdp.evaluate(
+        page,
+        "delete document.body.dataset.idle; \
+         window.demoClient.idle().then(() => { document.body.dataset.idle = 'yes'; }); true",
+    )
+    .await;
+    cdp.wait_for(
+        page,
+        "the tab's client is idle",
+        "document.body.dataset.idle ?? ''",
+        |v| v == "yes",
+    )
+    .await;
+}
+
 async fn click(cdp: &mut Cdp, page: &PageSession, id: &str) {
     cdp.evaluate(
         page,
@@ -260,7 +277,9 @@ async fn demo_tabs_stay_in_sync_in_a_real_browser() {
         std::fs::write(path, shot["data"].as_str().unwrap()).unwrap();
     }
 
-    // A reload keeps the tab's device and its conversation.
+    // A reload keeps the tab's device and its conversation: the cursor comes back from
+    // IndexedDB, so not one message is handed over again.
+    idle(&mut cdp, &a2).await;
     let before = shown(&mut cdp, &a2, "a2", |_| true).await;
     cdp.call(&a2, "Page.reload", json!({})).await;
     let after = shown(&mut cdp, &a2, "a2 back after the reload", |v| {
@@ -269,6 +288,14 @@ async fn demo_tabs_stay_in_sync_in_a_real_browser() {
     .await;
     assert_eq!(after["device"], before["device"], "{after}");
     assert_eq!(after["texts"], before["texts"], "{after}");
+    idle(&mut cdp, &a2).await;
+    let handed = cdp
+        .evaluate(&a2, "document.body.dataset.handed ?? 'none'")
+        .await;
+    assert_eq!(
+        handed, "none",
+        "a message was handed over again after the reload"
+    );
 
     browser.close(cdp).await;
 }
