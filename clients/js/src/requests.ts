@@ -35,13 +35,14 @@ const TAGGED: readonly Answer["op"][] = ["history", "profile"];
 
 /**
  * The id-less refusals that can answer each request (proto/frames.md lists them per op); none
- * for tagged requests, whose refusals carry their id.
+ * for tagged requests, whose refusals carry their id. A `rate_limited` taken by the wrong
+ * request only makes it ask again: the answer that does come goes to the oldest of its kind.
  */
 const ANSWER_ERRORS: Record<Answer["op"], string[]> = {
   history: [],
   profile: [],
-  devices: ["internal"],
-  revoke: ["forbidden", "no_such_user", "missing_field", "wrong_type", "internal"],
+  devices: ["internal", "rate_limited"],
+  revoke: ["forbidden", "no_such_user", "missing_field", "wrong_type", "internal", "rate_limited"],
 };
 
 /** The error of a request whose connection closed (or was not open) before the answer. */

@@ -201,3 +201,19 @@ test("a request refused for the rate is asked again after a pause: the refill's 
   assert.deepEqual(await profile, { op: "profile", address: "alice@s", profile: {}, version: 0 });
   client.close();
 });
+
+test("devices() refused for the rate (no id) is asked again, not left waiting", { timeout: TEST_TIMEOUT_MS }, async () => {
+  ScriptedSocket.all = [];
+  const client = await connect({ url: "ws://scripted/ws", token: "t", appid: "a", WebSocket: ScriptedSocket });
+  await until("the login", () => ScriptedSocket.all[0]?.ops("login").length === 1);
+  const ws = ScriptedSocket.all[0]!;
+  ws.frame(welcome(0, true));
+  ws.frame({ op: "synced", seq: 0, replayed: 0 });
+  const devices = client.devices();
+  await until("the request", () => ws.ops("devices").length === 1);
+  ws.frame({ op: "error", code: "rate_limited", message: "slow down" });
+  await until("asked again", () => ws.ops("devices").length === 2);
+  ws.frame({ op: "devices", devices: [] });
+  assert.deepEqual(await devices, []);
+  client.close();
+});

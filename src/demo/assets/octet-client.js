@@ -633,8 +633,8 @@ var TAGGED = ["history", "profile"];
 var ANSWER_ERRORS = {
   history: [],
   profile: [],
-  devices: ["internal"],
-  revoke: ["forbidden", "no_such_user", "missing_field", "wrong_type", "internal"]
+  devices: ["internal", "rate_limited"],
+  revoke: ["forbidden", "no_such_user", "missing_field", "wrong_type", "internal", "rate_limited"]
 };
 function lost() {
   return new OctetError("connection_lost", "the connection closed before the answer");
