@@ -293,6 +293,7 @@ pub fn event_frame(event: &LogEvent) -> String {
             profile,
             version,
         } => ServerFrame::Profile(ProfileFrame {
+            id: None,
             seq: Some(event.seq),
             address: address.clone(),
             profile: profile.clone(),

@@ -130,8 +130,11 @@ function onCall(f) {
   }
 }
 
-function refreshMe() {
-  $("seq").textContent = String(client.position.held);
+// `seq` is the event being handed over: the client moves its cursor past an event only after
+// the event's handlers (this one included) finished, so `position.held` is one behind here.
+function refreshMe(event) {
+  const seq = Math.max(client.position.held, typeof event?.seq === "number" ? event.seq : 0);
+  $("seq").textContent = String(seq);
   $("state").textContent = client.state;
   $("state").className = client.state === "live" ? "live" : "offline";
 }
@@ -153,7 +156,7 @@ async function join(name) {
     showMessage(m);
   });
   client.on("event", refreshMe);
-  client.on("state", refreshMe);
+  client.on("state", () => refreshMe());
   client.on("call", onCall);
   client.on("error", (f) => showError(`${f.code}: ${f.message}`));
   client.on("closed", (err) => showError(`stopped: ${err.message}`));
@@ -164,6 +167,8 @@ async function join(name) {
   $("join").hidden = true;
   document.title = `${name} · ${device.device} · octet demo`;
   refreshMe();
+  // For the curious (and the browser test): the tab's client, in the DevTools console.
+  window.demoClient = client;
 }
 
 $("join").addEventListener("submit", async (e) => {

@@ -14,8 +14,20 @@ use crate::protocol::{
 use crate::state::now_millis;
 use crate::store::{NewMessage, StoreError};
 
-/// Longest client id accepted in `send` (and call id in `call`).
+/// Longest client id accepted in `send` (and call id in `call`, request tag in `history` and
+/// `profile`).
 pub(super) const MAX_CLIENT_ID: usize = 128;
+
+/// Checks a client id: a `send`'s, or the tag of a `history` or `profile` request.
+pub(super) fn check_id(id: &str) -> Result<(), DecodeError> {
+    if id.is_empty() || id.chars().count() > MAX_CLIENT_ID {
+        return Err(DecodeError::new(
+            ErrorCode::BadValue,
+            format!("`id` must be 1 to {MAX_CLIENT_ID} characters"),
+        ));
+    }
+    Ok(())
+}
 
 impl Online<'_> {
     /// Decodes one frame and runs its op.
@@ -59,11 +71,7 @@ impl Online<'_> {
     }
 
     async fn send(&mut self, send: Send) {
-        if send.id.is_empty() || send.id.chars().count() > MAX_CLIENT_ID {
-            let err = DecodeError::new(
-                ErrorCode::BadValue,
-                format!("`id` must be 1 to {MAX_CLIENT_ID} characters"),
-            );
+        if let Err(err) = check_id(&send.id) {
             return self.error(err, Some(send.id), None).await;
         }
         let client_id = send.id.clone();
@@ -163,18 +171,28 @@ impl Online<'_> {
     }
 
     async fn marker_result(&self, result: Result<(), StoreError>, op: &str) {
+        self.request_result(result, op, None).await;
+    }
+
+    /// A refusal by the store, echoing the request's `id` (`history`, `profile`).
+    async fn request_result(&self, result: Result<(), StoreError>, op: &str, id: Option<String>) {
         let Err(err) = result else { return };
         let err = store_refusal(err, op, "internal error; send it again");
-        self.error(err, None, None).await;
+        self.error(err, id, None).await;
     }
 
     /// `profile`: `set` changes this person's profile (logged, to every device of the
-    /// person); `get` answers with a person's profile.
+    /// person); `get` answers with a person's profile. The request's `id`, if any, is echoed on
+    /// the answer and on a refusal.
     async fn profile(&mut self, req: ProfileRequest) {
+        let id = req.id;
+        if let Some(Err(err)) = id.as_deref().map(check_id) {
+            return self.error(err, id, None).await;
+        }
         match (req.set, req.get) {
             (Some(patch), None) => {
                 if let Err(err) = check_profile_patch(".set", &patch) {
-                    return self.error(err, None, None).await;
+                    return self.error(err, id, None).await;
                 }
                 let result = self
                     .state
@@ -182,11 +200,12 @@ impl Online<'_> {
                     .set_profile(self.identity.person, patch, now_millis())
                     .await
                     .map(|_| ());
-                self.marker_result(result, "profile").await;
+                self.request_result(result, "profile", id).await;
             }
             (None, Some(address)) => match self.state.store.profile(&address).await {
                 Ok((address, profile, version)) => {
                     let frame = ServerFrame::Profile(ProfileFrame {
+                        id,
                         seq: None,
                         address,
                         profile,
@@ -195,14 +214,14 @@ impl Online<'_> {
                     });
                     self.push(frame.to_text().into()).await;
                 }
-                Err(err) => self.marker_result(Err(err), "profile").await,
+                Err(err) => self.request_result(Err(err), "profile", id).await,
             },
             _ => {
                 let err = DecodeError::new(
                     ErrorCode::BadValue,
                     "profile takes exactly one of `set` (an object) or `get` (an address)",
                 );
-                self.error(err, None, None).await;
+                self.error(err, id, None).await;
             }
         }
     }

@@ -167,15 +167,20 @@ impl Online<'_> {
 
     /// `history`: a page of the person's retained events older than `before`, newest last, at
     /// most `limit` events and at most [`MAX_OUT_FRAME`] bytes (`more:true` when older remain).
+    /// The request's `id`, if any, is echoed on the page and on a refusal.
     pub(super) async fn history(&mut self, req: HistoryRequest) {
         let person = self.identity.person;
+        let id = req.id;
+        if let Some(Err(err)) = id.as_deref().map(super::ops::check_id) {
+            return self.error(err, id, None).await;
+        }
         let limit = req.limit.unwrap_or(HISTORY_DEFAULT);
         if limit == 0 || limit > HISTORY_MAX {
             let err = DecodeError::new(
                 ErrorCode::BadValue,
                 format!("`limit` is {limit}; use 1 to {HISTORY_MAX}"),
             );
-            return self.error(err, None, None).await;
+            return self.error(err, id, None).await;
         }
         let result = async {
             let head = self.state.store.head(person).await?;
@@ -187,7 +192,7 @@ impl Online<'_> {
                 )));
             }
             Ok::<_, StoreError>(Ok(self
-                .history_page(person, before, limit as usize)
+                .history_page(person, before, limit as usize, id.clone())
                 .await?))
         }
         .await;
@@ -195,23 +200,29 @@ impl Online<'_> {
             Ok(Ok(page)) => {
                 self.push(ServerFrame::History(page).to_text().into()).await;
             }
-            Ok(Err(err)) => self.error(err, None, None).await,
+            Ok(Err(err)) => self.error(err, id, None).await,
             Err(err) => {
                 let err = store_refusal(err, "history", "internal error; ask again");
-                self.error(err, None, None).await
+                self.error(err, id, None).await
             }
         }
     }
 
     /// Walks back from `before` in reads of about [`READ_BYTES`] until the page has `limit`
-    /// events or the next one would make the frame larger than [`MAX_OUT_FRAME`].
+    /// events or the next one would make the frame larger than [`MAX_OUT_FRAME`] (with `id`,
+    /// which the page echoes, in it).
     async fn history_page(
         &self,
         person: crate::store::PersonId,
         before: u64,
         limit: usize,
+        id: Option<String>,
     ) -> Result<History, StoreError> {
-        let budget = MAX_OUT_FRAME - HISTORY_ENVELOPE;
+        // `"id":…,` as it will be written: up to 6 bytes per character once escaped.
+        let id_bytes = id
+            .as_ref()
+            .map_or(0, |id| serde_json::to_string(id).map_or(0, |s| s.len()) + 6);
+        let budget = MAX_OUT_FRAME - HISTORY_ENVELOPE - id_bytes;
         // Newest first while walking back; reversed at the end.
         let mut frames: Vec<String> = Vec::new();
         let mut bytes = 0usize;
@@ -246,7 +257,7 @@ impl Online<'_> {
             .rev()
             .map(|frame| RawValue::from_string(frame).expect("frames are valid JSON"))
             .collect();
-        Ok(History { events, more })
+        Ok(History { id, events, more })
     }
 }
 

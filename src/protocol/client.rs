@@ -208,6 +208,10 @@ pub struct ProfileRequest {
     /// Any address of the person whose profile to get.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub get: Option<String>,
+    /// The client's tag for this request (1 to 128 characters), echoed on the `get` answer and
+    /// on any `error` that refuses the frame.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
 }
 
 /// The profile keys a patch may set, with their longest string value (`fields`: an object).
@@ -282,6 +286,10 @@ pub struct HistoryRequest {
     /// How many (default 50, at most 500).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u32>,
+    /// The client's tag for this request (1 to 128 characters), echoed on the `history` answer
+    /// and on any `error` that refuses it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
 }
 
 impl fmt::Debug for Login {

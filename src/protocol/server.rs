@@ -208,6 +208,9 @@ pub struct CallRecordFrame {
 /// `profile`: a person's profile.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ProfileFrame {
+    /// On a `get` answer: the `id` the request carried, if any. Never on a change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
     /// For a change of this person's profile: its place in the log. Absent on a `get` answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seq: Option<u64>,
@@ -234,6 +237,9 @@ pub struct Synced {
 /// `history`: a page of older events, oldest first.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct History {
+    /// The `id` the request carried, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
     /// The events, each exactly as it was delivered live (e.g. a `message` frame).
     pub events: Vec<Box<RawValue>>,
     /// True when older retained events exist: ask again with `before` = the first event's seq.

@@ -13,6 +13,9 @@ use crate::harness::{TestServer, WAIT};
 const SHOWN: &str = r##"JSON.stringify({
   device: document.getElementById("device").textContent,
   state: document.getElementById("state").textContent,
+  seq: document.getElementById("seq").textContent,
+  held: window.demoClient ? window.demoClient.position.held : null,
+  newest: Math.max(0, ...[...document.querySelectorAll("#messages li")].map((e) => Number(e.dataset.seq))),
   error: document.getElementById("error").hidden ? "" : document.getElementById("error").textContent,
   call: document.getElementById("call").hidden ? "" : document.getElementById("call-text").textContent,
   answer: !document.getElementById("answer").hidden && !document.getElementById("call").hidden,
@@ -65,6 +68,23 @@ async fn send(cdp: &mut Cdp, page: &PageSession, to: &str, text: &str) {
         json!(text)
     );
     cdp.evaluate(page, &script).await;
+}
+
+/// Waits until the tab's client handed over (and stored) everything it received so far.
+async fn idle(cdp: &mut Cdp, page: &PageSession) {
+    cdp.evaluate(
+        page,
+        "delete document.body.dataset.idle; \
+         window.demoClient.idle().then(() => { document.body.dataset.idle = 'yes'; }); true",
+    )
+    .await;
+    cdp.wait_for(
+        page,
+        "the tab's client is idle",
+        "document.body.dataset.idle ?? ''",
+        |v| v == "yes",
+    )
+    .await;
 }
 
 async fn click(cdp: &mut Cdp, page: &PageSession, id: &str) {
@@ -120,7 +140,12 @@ async fn demo_tabs_stay_in_sync_in_a_real_browser() {
         }
     }
     for tab in tabs {
-        let v = shown(&mut cdp, tab, "all six", |_| true).await;
+        // The tab's seq is where its client is: past its newest message, not one event behind.
+        let v = shown(&mut cdp, tab, "the tab's seq where its client is", |v| {
+            v["seq"].as_str() == Some(v["held"].to_string().as_str())
+                && v["held"].as_u64() >= v["newest"].as_u64()
+        })
+        .await;
         assert_eq!(
             v["texts"],
             json!(["a1", "b1", "a2", "b2", "a3", "b3"]),
@@ -252,7 +277,9 @@ async fn demo_tabs_stay_in_sync_in_a_real_browser() {
         std::fs::write(path, shot["data"].as_str().unwrap()).unwrap();
     }
 
-    // A reload keeps the tab's device and its conversation.
+    // A reload keeps the tab's device and its conversation: the cursor comes back from
+    // IndexedDB, so not one message is handed over again.
+    idle(&mut cdp, &a2).await;
     let before = shown(&mut cdp, &a2, "a2", |_| true).await;
     cdp.call(&a2, "Page.reload", json!({})).await;
     let after = shown(&mut cdp, &a2, "a2 back after the reload", |v| {
@@ -261,6 +288,14 @@ async fn demo_tabs_stay_in_sync_in_a_real_browser() {
     .await;
     assert_eq!(after["device"], before["device"], "{after}");
     assert_eq!(after["texts"], before["texts"], "{after}");
+    idle(&mut cdp, &a2).await;
+    let handed = cdp
+        .evaluate(&a2, "document.body.dataset.handed ?? 'none'")
+        .await;
+    assert_eq!(
+        handed, "none",
+        "a message was handed over again after the reload"
+    );
 
     browser.close(cdp).await;
 }

@@ -35,6 +35,7 @@ mod proto_examples;
 mod raw_frames;
 mod readyz;
 mod records;
+mod request_ids;
 mod sent_from;
 mod seq_restart;
 mod session;

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use octet::client::{
@@ -344,4 +345,99 @@ async fn a_user_linked_to_another_person_logs_in_again() {
             other => panic!("{other:?}"),
         }
     }
+}
+
+/// A TCP proxy in front of the broker that can lose everything the broker sends (as a network
+/// that died one way would) and cut every connection through it.
+struct Proxy {
+    addr: std::net::SocketAddr,
+    hold: Arc<std::sync::atomic::AtomicBool>,
+    cut: tokio::sync::watch::Sender<u64>,
+}
+
+impl Proxy {
+    async fn start(upstream: std::net::SocketAddr) -> Proxy {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hold = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (cut, _) = tokio::sync::watch::channel(0u64);
+        let (held, cuts) = (hold.clone(), cut.clone());
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+                    continue;
+                };
+                let (mut client_rx, mut client_tx) = client.into_split();
+                let (mut server_rx, mut server_tx) = server.into_split();
+                let (hold, mut cut) = (held.clone(), cuts.subscribe());
+                tokio::spawn(async move {
+                    let up = tokio::io::copy(&mut client_rx, &mut server_tx);
+                    let down = async {
+                        let mut buf = vec![0u8; 64 * 1024];
+                        loop {
+                            let n = match server_rx.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => n,
+                            };
+                            if hold.load(Ordering::SeqCst) {
+                                continue; // lost on the way
+                            }
+                            if client_tx.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    };
+                    // Dropping both halves closes both connections without a close frame.
+                    tokio::select! {
+                        _ = up => {}
+                        _ = down => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+        Proxy { addr, hold, cut }
+    }
+
+    fn url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+}
+
+/// The broker stores a send but its `sent` is lost, and then the connection dies: the session
+/// reconnects, resends the frame with the same client id, and gets the original `sent` (the
+/// same mid); the peer gets the message once.
+#[tokio::test]
+async fn a_send_whose_sent_was_lost_is_resent_with_its_id_and_stored_once() {
+    let server = TestServer::start().await;
+    let proxy = Proxy::start(server.addr).await;
+    let answer = server.device_token("alice@x", "a-phone").await;
+    let token = answer["user"]["token"].as_str().unwrap();
+    let mut bob = server.device("bob@x", "b-phone").await;
+    let mut alice = connected(options(&proxy.url(), token)).await;
+
+    proxy.hold.store(true, Ordering::SeqCst);
+    let sender = alice.sender();
+    let sending =
+        tokio::spawn(async move { sender.send_with_id("retry-1", "bob@x", &body(7)).await });
+    let message = bob.expect("message").await;
+    assert_eq!(message["body"], json!(7));
+    proxy.cut.send_modify(|n| *n += 1);
+    proxy.hold.store(false, Ordering::SeqCst);
+
+    let sent = tokio::time::timeout(Duration::from_secs(10), sending)
+        .await
+        .expect("the resend is answered")
+        .unwrap()
+        .expect("sent");
+    assert_eq!(sent.id, "retry-1");
+    assert_eq!(json!(sent.mid), message["mid"], "the original `sent`");
+    let mut reconnected = false;
+    while let Ok(Some(event)) = tokio::time::timeout(Duration::from_millis(300), alice.next()).await
+    {
+        reconnected |= matches!(event, SessionEvent::Connected(_));
+    }
+    assert!(reconnected, "the session logged in again");
+    bob.expect_silence().await;
 }

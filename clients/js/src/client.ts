@@ -6,6 +6,7 @@
 
 import { ClosedError, OctetError, backoffDelay, closeMeaning } from "./close.js";
 import { Emitter } from "./emitter.js";
+import { Link, loginFrame } from "./connection.js";
 import type {
   ClientFrame,
   DevicesFrame,
@@ -14,7 +15,6 @@ import type {
   HistoryFrame,
   Json,
   LoggedEvent,
-  MessageFrame,
   Profile,
   ProfileAnswerFrame,
   RevokeFrame,
@@ -24,14 +24,16 @@ import type {
   WelcomeFrame,
 } from "./frames.js";
 import { isLoggedEvent } from "./frames.js";
+import { EventLog } from "./log.js";
+import { ProfileCache } from "./profiles.js";
 import { Sender, type SendOptions } from "./sender.js";
-import { OPEN, defaultWebSocket, messageText, newId } from "./socket.js";
-import type { WebSocketConstructor, WebSocketLike } from "./socket.js";
+import { defaultWebSocket, newId } from "./socket.js";
+import type { WebSocketConstructor } from "./socket.js";
 import { MemoryStore } from "./store.js";
 import type { Cursor, Store } from "./store.js";
-import type { AppMessage, ClientEvents, ConnectOptions, ConnectionState, ResyncInfo } from "./types.js";
+import type { AppMessage, ClientEvents, ConnectOptions, ConnectionState } from "./types.js";
 import { refill, type ResyncStart } from "./refill.js";
-import { Requests, type Answer } from "./requests.js";
+import { Requests, lost, patiently, type Answer } from "./requests.js";
 import { upload, type UploadOptions, type UploadResult } from "./upload.js";
 
 /** Connects a device: resolves once the store is loaded and the first connect has started. */
@@ -50,20 +52,13 @@ export class Client extends Emitter<ClientEvents> {
 
   private readonly store: Store;
   private readonly sender: Sender;
-  private cursor: Cursor = { epoch: null, held: 0 };
-  private seen = new Set<string>();
-  private readonly buffer = new Map<number, LoggedEvent>();
-  private draining: Promise<void> = Promise.resolve();
-  private refilling = false;
-  private ws: WebSocketLike | null = null;
+  private readonly log: EventLog;
+  private readonly link = new Link();
   private stopped: ClosedError | null = null;
   private attempt = 0;
-  private lastAcked = 0;
-  private ackTimer: ReturnType<typeof setTimeout> | null = null;
   private readonly reads = new Map<string, number>();
   private readonly presence = new Set<string>();
-  private readonly profiles = new Map<string, ProfileAnswerFrame>();
-  private readonly profileAsked = new Map<string, number>();
+  private readonly profiles: ProfileCache;
   private readonly requests = new Requests();
   private liveWaiters: { resolve: () => void; reject: (err: Error) => void }[] = [];
   private pendingResync: ResyncStart | null = null;
@@ -77,26 +72,40 @@ export class Client extends Emitter<ClientEvents> {
       store: this.store,
       maxQueue: options.maxQueue ?? 1000,
       maxInFlight: options.maxInFlight ?? 32,
-      write: (text) => this.writeText(text),
+      write: (text) => this.link.write(text),
       isLive: () => this.state === "live",
       self: () => this.welcome?.primary.address ?? "",
       onSent: (frame, message) => this.onOwnSent(frame, message),
       onThrottle: (pauseMs) => this.emit("throttled", { pauseMs }),
+    });
+    this.profiles = new ProfileCache({
+      get: (address) => this.getProfile(address),
+      fetched: (answer) => this.emit("peer_profile", answer),
+      refresh: options.profileCache !== false,
+    });
+    this.log = new EventLog({
+      store: this.store,
+      sender: this.sender,
+      uid: () => this.welcome?.uid,
+      isLive: () => this.state === "live",
+      write: (frame) => this.write(frame),
+      ackDelayMs: options.ackDelayMs ?? 250,
+      replayAll: options.replayAll ?? true,
+      hand: (event) => this.hand(event),
     });
   }
 
   /** Loads the store and starts the connect loop. */
   async start(): Promise<void> {
     const snapshot = await this.store.load();
-    this.cursor = snapshot.cursor;
-    this.seen = new Set(snapshot.seen);
+    this.log.restore(snapshot);
     this.sender.restore(snapshot.pending);
     void this.loop();
   }
 
   /** The cursor: the log's epoch and the highest `seq` handed to the app without a gap. */
   get position(): Cursor {
-    return { ...this.cursor };
+    return { ...this.log.cursor };
   }
 
   /**
@@ -126,8 +135,8 @@ export class Client extends Emitter<ClientEvents> {
   async *history(options: { before?: number; limit?: number } = {}): AsyncGenerator<LoggedEvent[]> {
     let before = options.before;
     for (;;) {
-      const page = (await this.request("history", () =>
-        this.write({ op: "history", before, limit: options.limit }),
+      const page = (await this.request("history", (id) =>
+        this.write({ op: "history", before, limit: options.limit, id }),
       )) as HistoryFrame;
       if (page.events.length > 0) yield page.events;
       const first = page.events[0];
@@ -138,29 +147,19 @@ export class Client extends Emitter<ClientEvents> {
 
   /** Gets a person's profile (any of its addresses), and caches it under its primary address. */
   async getProfile(address: string): Promise<ProfileAnswerFrame> {
-    const answer = (await this.request("profile", () =>
-      this.write({ op: "profile", get: address }),
-    )) as ProfileAnswerFrame;
-    this.profiles.set(answer.address, answer);
+    const answer = {
+      ...((await this.request("profile", (id) =>
+        this.write({ op: "profile", get: address, id }),
+      )) as ProfileAnswerFrame),
+    };
+    delete answer.id; // the request's tag, not part of the profile
+    this.profiles.set(answer);
     return answer;
   }
 
   /** The cached profile of a person (by primary address), kept fresh from messages' `pv`. */
   profileOf(address: string): ProfileAnswerFrame | undefined {
-    return this.profiles.get(address);
-  }
-
-  /** A message's sender whose profile is newer than the cached one is asked for it, once. */
-  private refreshProfile(m: MessageFrame): void {
-    if (m.out || this.options.profileCache === false) return;
-    const cached = this.profiles.get(m.from);
-    if (cached && cached.version >= (m.pv ?? 0)) return;
-    if ((this.profileAsked.get(m.from) ?? -1) >= (m.pv ?? 0)) return;
-    this.profileAsked.set(m.from, m.pv ?? 0);
-    this.getProfile(m.from).then(
-      (answer) => this.emit("peer_profile", answer),
-      () => this.profileAsked.delete(m.from), // asked again on the sender's next message
-    );
+    return this.profiles.of(address);
   }
 
   /** This person's devices now, primary first (`online`: connected right now). */
@@ -264,13 +263,13 @@ export class Client extends Emitter<ClientEvents> {
 
   /** Resolves once every log event received so far was handed to the app. */
   idle(): Promise<void> {
-    return this.draining;
+    return this.log.idle();
   }
 
   /** Closes for good. Unanswered sends stay in the store for the next client. */
   close(): void {
     this.stop(new ClosedError("closed_by_app", undefined, "closed by the app"));
-    this.ws?.close(1000, "closed by the app");
+    this.link.close(1000, "closed by the app");
   }
 
   // ---- the connect loop ----
@@ -290,7 +289,16 @@ export class Client extends Emitter<ClientEvents> {
     }
     while (!this.stopped) {
       this.setState("connecting");
-      const { code, reason } = await this.runOnce(WS);
+      const { code, reason } = await this.link.run(WS, {
+        url: () => this.url(),
+        login: () => {
+          const { token, appid, replayAll } = this.options;
+          return loginFrame(token, appid, this.log.cursor, replayAll ?? true);
+        },
+        onFrame: (frame) => this.onFrame(frame),
+        waiting: () => this.state !== "live" || this.sender.inFlight() > 0 || this.requests.waiting() > 0,
+        timeoutMs: this.options.answerTimeoutMs ?? 20_000,
+      });
       this.onDisconnect();
       if (this.stopped) break;
       const meaning = closeMeaning(code, reason);
@@ -299,14 +307,10 @@ export class Client extends Emitter<ClientEvents> {
         this.stop(new ClosedError(why, code, `closed by the broker with ${code}: ${reason}`));
         break;
       }
-      const delay =
-        meaning.action === "now" && this.attempt === 0
-          ? 0
-          : backoffDelay(
-              this.attempt,
-              this.options.backoffBaseMs ?? 500,
-              this.options.backoffMaxMs ?? 30_000,
-            );
+      const { backoffBaseMs = 500, backoffMaxMs = 30_000 } = this.options;
+      // "now" once; a close that repeats backs off like any other.
+      const now = meaning.action === "now" && this.attempt === 0;
+      const delay = now ? 0 : backoffDelay(this.attempt, backoffBaseMs, backoffMaxMs);
       this.attempt += 1;
       this.setState("waiting");
       await new Promise<void>((resolve) => {
@@ -321,86 +325,11 @@ export class Client extends Emitter<ClientEvents> {
     this.setState("closed");
   }
 
-  /** One connection, from the upgrade to its close. */
-  private runOnce(WS: WebSocketConstructor): Promise<{ code: number; reason: string }> {
-    return new Promise((done) => {
-      let ws: WebSocketLike;
-      try {
-        ws = new WS(this.url());
-      } catch (err) {
-        done({ code: 1006, reason: String(err) });
-        return;
-      }
-      this.ws = ws;
-      // A connection that went dead without a close (a sleeping laptop, a dropped NAT entry)
-      // shows as silence: while the client waits for something (the login, a `sent`, an
-      // answer) and no frame at all comes for `answerTimeoutMs`, it gives the socket up.
-      const timeout = this.options.answerTimeoutMs ?? 20_000;
-      let lastFrameAt = Date.now();
-      const watch = setInterval(
-        () => {
-          const waiting =
-            this.state !== "live" || this.sender.inFlight() > 0 || this.requests.waiting() > 0;
-          if (!waiting || Date.now() - lastFrameAt <= timeout) return;
-          if (this.ws === ws) this.ws = null;
-          ws.onopen = ws.onmessage = ws.onclose = null;
-          try {
-            ws.close(4000, "no answer");
-          } catch {
-            // closing a socket that never opened may throw; it is abandoned either way
-          }
-          resolve({ code: 1006, reason: `no frame from the broker for ${timeout} ms` });
-        },
-        Math.max(50, Math.min(1000, timeout / 4)),
-      );
-      const resolve = (close: { code: number; reason: string }) => {
-        clearInterval(watch);
-        done(close);
-      };
-      ws.onopen = () => {
-        lastFrameAt = Date.now();
-        const login: ClientFrame = {
-          op: "login",
-          token: this.options.token,
-          appid: this.options.appid,
-        };
-        if (this.cursor.epoch !== null) {
-          login.since = this.cursor.held;
-          login.epoch = this.cursor.epoch;
-        } else if (this.options.replayAll ?? true) {
-          login.since = 0;
-        }
-        ws.send(JSON.stringify(login));
-      };
-      ws.onmessage = (event) => {
-        if (this.ws !== ws) return;
-        lastFrameAt = Date.now();
-        const text = messageText(event.data);
-        if (text === null) return;
-        let frame: ServerFrame;
-        try {
-          frame = JSON.parse(text) as ServerFrame;
-        } catch {
-          return; // the broker sends JSON only; a broken frame is not ours to act on
-        }
-        this.onFrame(frame);
-      };
-      ws.onerror = () => {};
-      ws.onclose = (event) => {
-        if (this.ws === ws) this.ws = null;
-        resolve({ code: event.code, reason: event.reason ?? "" });
-      };
-    });
-  }
-
   private onDisconnect(): void {
-    this.ws = null;
-    this.buffer.clear(); // the catch-up after the next login resends everything past `held`
+    this.link.drop();
+    this.log.disconnected();
     this.sender.disconnected();
-    if (this.ackTimer) clearTimeout(this.ackTimer);
-    this.ackTimer = null;
-    const lost = new OctetError("connection_lost", "the connection closed before the answer");
-    this.requests.failAll(lost);
+    this.requests.failAll(lost());
   }
 
   private stop(err: ClosedError): void {
@@ -420,13 +349,9 @@ export class Client extends Emitter<ClientEvents> {
     this.emit("state", state);
   }
 
-  private write(frame: ClientFrame): void {
-    this.writeText(JSON.stringify(frame));
-  }
-
-  private writeText(text: string): void {
-    const ws = this.ws;
-    if (ws && ws.readyState === OPEN) ws.send(text);
+  /** Writes a frame if the socket is open (else false: offline frames are dropped). */
+  private write(frame: ClientFrame): boolean {
+    return this.link.write(JSON.stringify(frame));
   }
 
   private liveOnly(frame: ClientFrame): void {
@@ -436,11 +361,11 @@ export class Client extends Emitter<ClientEvents> {
     this.write(frame);
   }
 
-  private async request(kind: Answer["op"], send: () => void): Promise<Answer> {
+  private async request(kind: Answer["op"], send: (id: string | undefined) => boolean): Promise<Answer> {
     for (;;) {
       await this.whenLive();
       try {
-        return await this.requests.ask(kind, send);
+        return await patiently(() => this.requests.ask(kind, send));
       } catch (err) {
         // A close lost the answer: ask again on the next connection.
         if (err instanceof OctetError && err.code === "connection_lost") continue;
@@ -493,25 +418,8 @@ export class Client extends Emitter<ClientEvents> {
   private onWelcome(frame: WelcomeFrame): void {
     this.welcome = frame;
     this.setState("catching_up");
-    const previous = { ...this.cursor };
-    const sameEpoch = previous.epoch === frame.epoch;
-    if (frame.recovered && (sameEpoch || previous.epoch === null)) {
-      this.refilling = false; // a refill cut short by a close is not needed any more
-      if (previous.epoch === null) {
-        const replayed = this.options.replayAll ?? true;
-        this.cursor = { epoch: frame.epoch, held: replayed ? 0 : frame.seq };
-        void this.store.saveCursor(this.cursor);
-      }
-    } else {
-      // With no epoch yet (`since: 0`) the only reason is retention: part of the log is gone.
-      const reason: ResyncInfo["reason"] =
-        previous.epoch === null ? "pruned" : !sameEpoch ? "epoch_changed" : previous.held > frame.seq ? "rewound" : "pruned";
-      // Nothing is replayed: the refill after `synced` pages history; live events wait in
-      // the buffer until it is done, so the app still sees the log in `seq` order.
-      this.pendingResync = { previous, reason, seq: frame.seq };
-      this.refilling = true;
-    }
-    this.lastAcked = 0;
+    // Not resumed: the refill after `synced` pages history (proto/clients.md, step 2).
+    this.pendingResync = this.log.welcome(frame);
     this.emit("welcome", frame);
   }
 
@@ -533,22 +441,19 @@ export class Client extends Emitter<ClientEvents> {
         return;
       }
     }
-    await this.draining;
-    this.sendAck();
+    await this.log.idle();
+    this.log.sendAck();
   }
 
   /** After `recovered: false`: page history back to the old cursor, then resume in order. */
   private async refill(start: ResyncStart): Promise<void> {
     const { events, info } = await refill(start, this.options.refillLimit ?? 1000, async (before, limit) =>
-      (await this.requests.ask("history", () => this.write({ op: "history", before, limit }))) as HistoryFrame,
+      (await patiently(() =>
+        this.requests.ask("history", (id) => this.write({ op: "history", before, limit, id })),
+      )) as HistoryFrame,
     );
-    const lowest = events[0]?.seq ?? start.seq + 1;
-    this.cursor = { epoch: this.welcome?.epoch ?? start.previous.epoch, held: lowest - 1 };
-    await this.store.saveCursor(this.cursor);
-    await this.emitAwait("resync", info);
-    for (const event of events) if (!this.buffer.has(event.seq)) this.buffer.set(event.seq, event);
-    this.refilling = false;
-    this.drain();
+    const epoch = this.welcome?.epoch ?? start.previous.epoch;
+    await this.log.refilled(start, epoch, events, () => this.emitAwait("resync", info));
   }
 
   private onError(frame: ErrorFrame): void {
@@ -572,59 +477,15 @@ export class Client extends Emitter<ClientEvents> {
     if (event.op === "read" && (this.reads.get(event.peer) ?? Infinity) <= event.upto) {
       this.reads.delete(event.peer); // the marker is recorded: no need to send it again
     }
-    if (event.seq <= this.cursor.held || this.buffer.has(event.seq)) return; // held: a replay
-    this.buffer.set(event.seq, event);
-    this.drain();
+    this.log.accept(event);
   }
 
-  private drain(): void {
-    this.draining = this.draining.then(() => this.drainNow());
-  }
-
-  private async drainNow(): Promise<void> {
-    while (!this.refilling) {
-      const next = this.buffer.get(this.cursor.held + 1);
-      if (next === undefined) return;
-      this.buffer.delete(next.seq);
-      const keys: string[] = [];
-      let fresh = true;
-      if (next.op === "message") {
-        const key = `m:${next.mid}`;
-        fresh = !this.seen.has(key);
-        keys.push(key);
-        let id = this.sender.idOfMid(next.mid);
-        if (id === undefined && next.out && next.origin?.uid === this.welcome?.uid) {
-          id = this.sender.claimReplay(next);
-        }
-        if (id !== undefined) (next as AppMessage).id = id;
-      }
-      if (fresh) {
-        if (next.op === "message") this.refreshProfile(next);
-        if (next.op === "profile") this.profiles.set(next.address, next);
-        await this.emitAwait(next.op, next as never);
-        await this.emitAwait("event", next);
-      }
-      for (const key of keys) this.seen.add(key);
-      this.cursor = { epoch: this.cursor.epoch, held: next.seq };
-      if (keys.length > 0) await this.store.addSeen(keys);
-      await this.store.saveCursor(this.cursor);
-      this.scheduleAck();
-    }
-  }
-
-  private scheduleAck(): void {
-    if (this.ackTimer || this.state !== "live") return;
-    this.ackTimer = setTimeout(() => {
-      this.ackTimer = null;
-      this.sendAck();
-    }, this.options.ackDelayMs ?? 250);
-  }
-
-  private sendAck(): void {
-    if (this.state !== "live" || this.cursor.held <= this.lastAcked) return;
-    // An ack may not pass the broker's newest seq: `held` never does, it counts events seen.
-    this.lastAcked = this.cursor.held;
-    this.write({ op: "ack", seq: this.cursor.held });
+  /** Hands a new log event to the app, in order (the log calls it), after the caches saw it. */
+  private async hand(event: LoggedEvent): Promise<void> {
+    if (event.op === "message") this.profiles.seen(event);
+    if (event.op === "profile") this.profiles.set(event);
+    await this.emitAwait(event.op, event as never);
+    await this.emitAwait("event", event);
   }
 }
 

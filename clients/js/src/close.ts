@@ -23,6 +23,7 @@ export type FinalReason =
 
 /** The client's reading of one close code and reason. */
 export interface CloseMeaning {
+  /** Stop, reconnect at once, or reconnect after a backoff. */
   action: CloseAction;
   /** Set when `action` is `"final"`. */
   reason?: FinalReason;

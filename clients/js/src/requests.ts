@@ -1,6 +1,7 @@
 /**
- * Requests that the broker answers with a frame of their own: `history`, `profile` `get`,
- * `devices` and `revoke` (answered in order, with no id) and `file_url` (answered by file id).
+ * Requests that the broker answers with a frame of their own: `history` and `profile` `get`
+ * (tagged with an `id` that the answer and any refusal carry back), `devices` and `revoke`
+ * (answered in order, with no id) and `file_url` (answered by file id).
  * @module
  */
 
@@ -13,6 +14,7 @@ import type {
   ProfileAnswerFrame,
   RevokeFrame,
 } from "./frames.js";
+import { newId } from "./socket.js";
 
 /** What a `history`, `profile` `get`, `devices` or `revoke` is answered with. */
 export type Answer = HistoryFrame | ProfileAnswerFrame | DevicesFrame | RevokeFrame;
@@ -22,41 +24,83 @@ interface Waiter<T> {
   reject: (err: Error) => void;
 }
 
-/** The id-less refusals that can answer each request (proto/frames.md lists them per op). */
+/** A request waiting for its answer; `id` for the kinds the broker echoes it on. */
+interface Waiting extends Waiter<Answer> {
+  kind: Answer["op"];
+  id: string | undefined;
+}
+
+/** The requests that take an `id` (proto/clients.md, "Tag requests with an id"). */
+const TAGGED: readonly Answer["op"][] = ["history", "profile"];
+
+/**
+ * The id-less refusals that can answer each request (proto/frames.md lists them per op); none
+ * for tagged requests, whose refusals carry their id. A `rate_limited` taken by the wrong
+ * request only makes it ask again: the answer that does come goes to the oldest of its kind.
+ */
 const ANSWER_ERRORS: Record<Answer["op"], string[]> = {
-  history: ["bad_value", "wrong_type", "internal"],
-  profile: ["unknown_recipient", "bad_value", "wrong_type", "internal"],
-  devices: ["internal"],
-  revoke: ["forbidden", "no_such_user", "missing_field", "wrong_type", "internal"],
+  history: [],
+  profile: [],
+  devices: ["internal", "rate_limited"],
+  revoke: ["forbidden", "no_such_user", "missing_field", "wrong_type", "internal", "rate_limited"],
 };
+
+/** The error of a request whose connection closed (or was not open) before the answer. */
+export function lost(): OctetError {
+  return new OctetError("connection_lost", "the connection closed before the answer");
+}
+
+/**
+ * Runs `ask` again after a pause (doubling from `firstPauseMs` up to 5 s) while the broker
+ * refuses it for the rate: `rate_limited` means the frame was dropped, not answered
+ * (proto/clients.md, "Sends").
+ */
+export async function patiently<T>(ask: () => Promise<T>, firstPauseMs = 250): Promise<T> {
+  for (let pause = firstPauseMs; ; pause = Math.min(pause * 2, 5000)) {
+    try {
+      return await ask();
+    } catch (err) {
+      if (!(err instanceof OctetError && err.code === "rate_limited")) throw err;
+      await new Promise((resolve) => setTimeout(resolve, pause));
+    }
+  }
+}
 
 /** The requests of one client that wait for their answers. */
 export class Requests {
-  private readonly answers: (Waiter<Answer> & { kind: Answer["op"] })[] = [];
+  /** In the order asked. */
+  private readonly answers: Waiting[] = [];
   private readonly fileUrls = new Map<string, Waiter<FileUrlFrame>>();
 
   /**
-   * Writes a request and waits for its answer. The broker handles a connection's frames one at
-   * a time, so answers without an id come in the order of the requests.
+   * Writes a request and waits for its answer. `history` and `profile` are written with a new
+   * `id` and matched by it; `devices` and `revoke` by order (the broker handles a connection's
+   * frames one at a time).
    */
-  ask(kind: Answer["op"], write: () => void): Promise<Answer> {
+  ask(kind: Answer["op"], write: (id: string | undefined) => boolean): Promise<Answer> {
+    const id = TAGGED.includes(kind) ? newId() : undefined;
     return new Promise((resolve, reject) => {
-      this.answers.push({ kind, resolve, reject });
-      write();
+      const waiter: Waiting = { kind, id, resolve, reject };
+      this.answers.push(waiter);
+      if (write(id)) return;
+      // Offline: nothing will answer. The caller asks again on the next connection.
+      this.answers.splice(this.answers.indexOf(waiter), 1);
+      reject(lost());
     });
   }
 
   /** Writes a `file_url` and waits for the answer with that id. */
-  askFileUrl(id: string, write: () => void): Promise<FileUrlFrame> {
+  askFileUrl(id: string, write: () => boolean): Promise<FileUrlFrame> {
     return new Promise((resolve, reject) => {
+      if (!write()) return reject(lost());
       this.fileUrls.set(id, { resolve, reject });
-      write();
     });
   }
 
-  /** An answer (a `profile` without `seq`, …): the oldest request of that kind is answered. */
+  /** An answer (a `profile` without `seq`, …): the request with its id, or the oldest untagged one of its kind. */
   onAnswer(frame: Answer): void {
-    const index = this.answers.findIndex((w) => w.kind === frame.op);
+    const id = "id" in frame ? frame.id : undefined;
+    const index = this.answers.findIndex((w) => w.id === id && w.kind === frame.op);
     if (index >= 0) this.answers.splice(index, 1)[0]?.resolve(frame);
   }
 
@@ -70,6 +114,11 @@ export class Requests {
   onError(frame: ErrorFrame): boolean {
     const error = new OctetError(frame.code, frame.message);
     if (frame.id !== undefined) {
+      const index = this.answers.findIndex((w) => w.id === frame.id);
+      if (index >= 0) {
+        this.answers.splice(index, 1)[0]?.reject(error);
+        return true;
+      }
       const waiter = this.fileUrls.get(frame.id);
       if (!waiter) return false;
       this.fileUrls.delete(frame.id);
@@ -78,8 +127,11 @@ export class Requests {
     }
     if (frame.call !== undefined) return false;
     // Some frames without an answer (`read`, `ack`) are refused with the same codes; the oldest
-    // request that can have caused it takes it, which is right unless both are in flight.
-    const index = this.answers.findIndex((w) => ANSWER_ERRORS[w.kind].includes(frame.code));
+    // untagged request that can have caused it takes it, which is right unless both are in
+    // flight. Tagged requests get their refusals by id, so a refused `read` never fails them.
+    const index = this.answers.findIndex(
+      (w) => w.id === undefined && ANSWER_ERRORS[w.kind].includes(frame.code),
+    );
     if (index < 0) return false;
     this.answers.splice(index, 1)[0]?.reject(error);
     return true;

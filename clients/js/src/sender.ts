@@ -19,7 +19,12 @@ export interface SendOptions {
 }
 
 /** A message of this device's own sends, as the app gets it after `sent`. */
-export type OwnMessage = MessageFrame & { id: string; fileIds?: string[] };
+export type OwnMessage = MessageFrame & {
+  /** The client id of the send. */
+  id: string;
+  /** The attached file ids (`files` is absent: the broker has not described them yet). */
+  fileIds?: string[];
+};
 
 interface SenderDeps {
   store: Store;

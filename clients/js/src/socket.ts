@@ -6,18 +6,27 @@
 
 /** The event a socket's `onclose` receives. */
 export interface CloseEventLike {
+  /** The close code (1006: no close frame). */
   code: number;
+  /** The close reason. */
   reason: string;
 }
 
 /** The subset of the WHATWG WebSocket the client needs; both browsers and `ws` provide it. */
 export interface WebSocketLike {
+  /** 0 connecting, 1 open, 2 closing, 3 closed. */
   readonly readyState: number;
+  /** Called once the connection is open. */
   onopen: ((event: unknown) => void) | null;
+  /** Called with each message. */
   onmessage: ((event: { data: unknown }) => void) | null;
+  /** Called once the connection closed. */
   onclose: ((event: CloseEventLike) => void) | null;
+  /** Called on an error (a close follows). */
   onerror: ((event: unknown) => void) | null;
+  /** Sends a text frame. */
   send(data: string): void;
+  /** Closes the connection. */
   close(code?: number, reason?: string): void;
 }
 

@@ -17,9 +17,11 @@ export interface Cursor {
 export interface PendingSend {
   /** The client id; the broker answers a retry with the same id with the same `sent`. */
   id: string;
+  /** The recipient's address. */
   to: string;
   /** The body as the exact JSON text sent: a retry must be byte-identical. */
   bodyText: string | null;
+  /** Ids of attached files. */
   files: string[];
   /** When it was queued (ms), for the app's display. */
   createdAt: number;
@@ -27,6 +29,7 @@ export interface PendingSend {
 
 /** Everything a store holds, as loaded at connect. */
 export interface StoreSnapshot {
+  /** The log's epoch and `held`. */
   cursor: Cursor;
   /** Unanswered sends, oldest first. */
   pending: PendingSend[];

@@ -83,7 +83,12 @@ export interface ResyncInfo {
   /** The new log position (`welcome.seq`). */
   seq: number;
   /** The `seq` range that is missing for good and was not refilled, when there is one. */
-  lost?: { from: number; to: number };
+  lost?: {
+    /** The first missing `seq`. */
+    from: number;
+    /** The last missing `seq`. */
+    to: number;
+  };
   /**
    * `true` when the refill reached the previous cursor (after another epoch: the first event of
    * the new log). When `false` without `lost`, the refill stopped at `refillLimit`: page
@@ -99,8 +104,11 @@ export type ConnectionState = "connecting" | "catching_up" | "live" | "waiting" 
 export interface ClientEvents {
   /** A message in order, once: incoming, from this person's other devices (`out`), or own. */
   message: AppMessage;
+  /** A message of this person was delivered to or read by the other person. */
   receipt: ReceiptFrame;
+  /** This person read a conversation (on any of its devices). */
   read: ReadFrame;
+  /** A call of this person ended. */
   call_record: CallRecordFrame;
   /** This person's profile changed. */
   profile: ProfileEventFrame;
@@ -108,22 +116,31 @@ export interface ClientEvents {
   devices_changed: DevicesChangedFrame;
   /** Every log event in `seq` order, after its own handler. */
   event: LoggedEvent;
+  /** A live call event: ring, answer, …, `answered_elsewhere`, `missed`. */
   call: CallFrame;
+  /** A person started or stopped typing. */
   typing: TypingFrame;
+  /** A subscribed person came online or went offline. */
   presence: PresenceFrame;
   /** A refused frame that no promise of this client carries. */
   error: ErrorFrame;
+  /** Logged in (after every connect). */
   welcome: WelcomeFrame;
+  /** The catch-up after `welcome` is complete: the client is live. */
   synced: SyncedFrame;
   /** The log could not be resumed: the app should expect a jump or a new start. */
   resync: ResyncInfo;
   /** A `send` was stored by the broker (also one restored from the store). */
   sent: SentFrame;
+  /** The connection state changed. */
   state: ConnectionState;
   /** A person's profile, fetched because a message showed a newer version (`profileOf`). */
   peer_profile: ProfileAnswerFrame;
   /** The broker refused sends for the rate (`rate_limited`): they are retried, this far apart. */
-  throttled: { pauseMs: number };
+  throttled: {
+    /** The pause between send frames now, in ms. */
+    pauseMs: number;
+  };
   /** The client stopped for good; it will not reconnect. */
   closed: ClosedError;
 }

@@ -10,6 +10,7 @@ import {
   device,
   sleep,
   until,
+  within,
   useBroker,
 } from "./harness.js";
 
@@ -51,6 +52,29 @@ test("history pages backwards as an async iterator", { timeout: TEST_TIMEOUT_MS 
     pages.map((p) => p.map((e) => e.seq)),
     [[5, 6, 7], [2, 3, 4], [1]],
   );
+});
+
+test("history and profile answers are matched by id: a refused read in flight is not taken for them", { timeout: TEST_TIMEOUT_MS }, async () => {
+  const alice = await device(ws(), (await broker().token("alice@f9", "a")).token, { profileCache: false });
+  await alice.client.whenLive();
+  await broker().token("bob@f9", "b");
+  await alice.client.send("bob@f9", "one");
+  const errors: string[] = [];
+  alice.client.on("error", (e) => void errors.push(e.code));
+  // Each read is refused without an id (an unknown peer; a mid that is no message from bob),
+  // with the same codes a refused profile get or history would have, and before their answers.
+  alice.client.read("nobody@f9", 1);
+  const profile = alice.client.getProfile("bob@f9");
+  alice.client.read("bob@f9", 999);
+  const pages = alice.client.history({ limit: 5 })[Symbol.asyncIterator]();
+  const page = await within("the history page", pages.next());
+  assert.deepEqual((page.value as LoggedEvent[]).map((e) => e.seq), [1]);
+  const answer = await within("the profile", profile);
+  assert.deepEqual(answer, { op: "profile", address: "bob@f9", profile: {}, version: 0 });
+  await until("both refusals reach the app", () => errors.length === 2);
+  assert.deepEqual(errors.sort(), ["bad_value", "unknown_recipient"]);
+  // A refused request still gets its own refusal, by id.
+  await assert.rejects(alice.client.getProfile("nobody@f9"), { name: "OctetError", code: "unknown_recipient" });
 });
 
 test("upload with progress, send with the file, fileUrl downloads it", { timeout: TEST_TIMEOUT_MS }, async () => {

@@ -88,8 +88,10 @@ test("a gap pruned by retention is reported as lost, never handed over as comple
   ws.frame({ op: "synced", seq: 10, replayed: 0 });
   ws.frame(message(11)); // a live event during the refill waits for it
   await until("a history request", () => ws.ops("history").length === 1);
-  assert.deepEqual(ws.ops("history")[0], { op: "history", before: 11, limit: 500 });
-  ws.frame({ op: "history", events: [7, 8, 9, 10].map(message), more: false });
+  const { id, ...asked } = ws.ops("history")[0]!;
+  assert.deepEqual(asked, { op: "history", before: 11, limit: 500 });
+  assert.equal(typeof id, "string", "the request is tagged with an id");
+  ws.frame({ op: "history", id, events: [7, 8, 9, 10].map(message), more: false });
   await until("all handed over", () => seen.length === 5);
   assert.deepEqual(seen.map((e) => e.seq), [7, 8, 9, 10, 11]);
   assert.equal(resyncs.length, 1);
@@ -164,8 +166,54 @@ test("sends are refused before they leave when the queue is full or the frame to
   await until("the history asked again", () => again.ops("history").length === 1);
   await until("the sends written again, same ids", () => again.ops("send").length === 2);
   assert.deepEqual(again.ops("send").map((f) => f.id), ws.ops("send").map((f) => f.id));
-  again.frame({ op: "history", events: [], more: false });
+  again.frame({ op: "history", id: again.ops("history")[0]?.id, events: [], more: false });
   assert.equal((await next).done, true);
   client.close();
   await Promise.allSettled(waiting);
+});
+
+test("a request refused for the rate is asked again after a pause: the refill's history and the app's get", { timeout: TEST_TIMEOUT_MS }, async () => {
+  ScriptedSocket.all = [];
+  const store = new MemoryStore();
+  await store.saveCursor({ epoch: "ep1", held: 3 });
+  const client = await connect({ url: "ws://scripted/ws", token: "t", appid: "a", store, WebSocket: ScriptedSocket });
+  const seen: number[] = [];
+  client.on("event", (e) => void seen.push(e.seq));
+  await until("the login", () => ScriptedSocket.all[0]?.ops("login").length === 1);
+  const ws = ScriptedSocket.all[0]!;
+  ws.frame(welcome(5, false));
+  ws.frame({ op: "synced", seq: 5, replayed: 0 });
+  await until("the refill's history request", () => ws.ops("history").length === 1);
+  // `rate_limited` drops the frame (proto/clients.md): the refill must ask again, not stall.
+  ws.frame({ op: "error", code: "rate_limited", message: "slow down", id: ws.ops("history")[0]?.id });
+  await until("the history asked again", () => ws.ops("history").length === 2);
+  const again = ws.ops("history")[1]!;
+  assert.equal(again.before, 6);
+  ws.frame({ op: "history", id: again.id, events: [4, 5].map(message), more: true });
+  await until("the refill handed over", () => seen.length === 2);
+  assert.deepEqual(seen, [4, 5]);
+
+  const profile = client.getProfile("alice@s");
+  await until("the get", () => ws.ops("profile").length === 1);
+  ws.frame({ op: "error", code: "rate_limited", message: "slow down", id: ws.ops("profile")[0]?.id });
+  await until("the get asked again", () => ws.ops("profile").length === 2);
+  ws.frame({ op: "profile", id: ws.ops("profile")[1]?.id, address: "alice@s", profile: {}, version: 0 });
+  assert.deepEqual(await profile, { op: "profile", address: "alice@s", profile: {}, version: 0 });
+  client.close();
+});
+
+test("devices() refused for the rate (no id) is asked again, not left waiting", { timeout: TEST_TIMEOUT_MS }, async () => {
+  ScriptedSocket.all = [];
+  const client = await connect({ url: "ws://scripted/ws", token: "t", appid: "a", WebSocket: ScriptedSocket });
+  await until("the login", () => ScriptedSocket.all[0]?.ops("login").length === 1);
+  const ws = ScriptedSocket.all[0]!;
+  ws.frame(welcome(0, true));
+  ws.frame({ op: "synced", seq: 0, replayed: 0 });
+  const devices = client.devices();
+  await until("the request", () => ws.ops("devices").length === 1);
+  ws.frame({ op: "error", code: "rate_limited", message: "slow down" });
+  await until("asked again", () => ws.ops("devices").length === 2);
+  ws.frame({ op: "devices", devices: [] });
+  assert.deepEqual(await devices, []);
+  client.close();
 });

@@ -108,18 +108,6 @@ var Emitter = class {
   }
 };
 
-// src/frames.ts
-function isLoggedEvent(frame) {
-  switch (frame.op) {
-    case "welcome":
-    case "synced":
-    case "sent":
-      return false;
-    default:
-      return typeof frame.seq === "number";
-  }
-}
-
 // src/socket.ts
 var cached;
 async function defaultWebSocket() {
@@ -160,6 +148,251 @@ function newId() {
   const hex = [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
   return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
 }
+
+// src/connection.ts
+function loginFrame(token, appid, cursor, replayAll) {
+  const login = { op: "login", token, appid };
+  if (cursor.epoch !== null) {
+    login.since = cursor.held;
+    login.epoch = cursor.epoch;
+  } else if (replayAll) {
+    login.since = 0;
+  }
+  return login;
+}
+var Link = class {
+  ws = null;
+  /** Writes a frame when a socket is open; offline, the frame is dropped (callers resend): false. */
+  write(text) {
+    const ws = this.ws;
+    if (!ws || ws.readyState !== OPEN) return false;
+    ws.send(text);
+    return true;
+  }
+  /** Closes the current socket, if any. */
+  close(code, reason) {
+    this.ws?.close(code, reason);
+  }
+  /** Forgets the socket after its close. */
+  drop() {
+    this.ws = null;
+  }
+  /** One connection, from the upgrade to its close. */
+  run(WS, hooks) {
+    return new Promise((done2) => {
+      let ws;
+      try {
+        ws = new WS(hooks.url());
+      } catch (err) {
+        done2({ code: 1006, reason: String(err) });
+        return;
+      }
+      this.ws = ws;
+      const timeout = hooks.timeoutMs;
+      let lastFrameAt = Date.now();
+      const watch = setInterval(
+        () => {
+          const waiting = hooks.waiting();
+          if (!waiting || Date.now() - lastFrameAt <= timeout) return;
+          if (this.ws === ws) this.ws = null;
+          ws.onopen = ws.onmessage = ws.onclose = null;
+          try {
+            ws.close(4e3, "no answer");
+          } catch {
+          }
+          resolve({ code: 1006, reason: `no frame from the broker for ${timeout} ms` });
+        },
+        Math.max(50, Math.min(1e3, timeout / 4))
+      );
+      const resolve = (close) => {
+        clearInterval(watch);
+        done2(close);
+      };
+      ws.onopen = () => {
+        lastFrameAt = Date.now();
+        ws.send(JSON.stringify(hooks.login()));
+      };
+      ws.onmessage = (event) => {
+        if (this.ws !== ws) return;
+        lastFrameAt = Date.now();
+        const text = messageText(event.data);
+        if (text === null) return;
+        let frame;
+        try {
+          frame = JSON.parse(text);
+        } catch {
+          return;
+        }
+        hooks.onFrame(frame);
+      };
+      ws.onerror = () => {
+      };
+      ws.onclose = (event) => {
+        if (this.ws === ws) this.ws = null;
+        resolve({ code: event.code, reason: event.reason ?? "" });
+      };
+    });
+  }
+};
+
+// src/frames.ts
+function isLoggedEvent(frame) {
+  switch (frame.op) {
+    case "welcome":
+    case "synced":
+    case "sent":
+      return false;
+    default:
+      return typeof frame.seq === "number";
+  }
+}
+
+// src/log.ts
+var EventLog = class {
+  constructor(hooks) {
+    this.hooks = hooks;
+  }
+  hooks;
+  /** The log's epoch and the highest `seq` handed to the app without a gap. */
+  cursor = { epoch: null, held: 0 };
+  seen = /* @__PURE__ */ new Set();
+  buffer = /* @__PURE__ */ new Map();
+  draining = Promise.resolve();
+  refilling = false;
+  lastAcked = 0;
+  ackTimer = null;
+  /** Takes the cursor and the seen keys from the store's snapshot. */
+  restore(snapshot) {
+    this.cursor = snapshot.cursor;
+    this.seen = new Set(snapshot.seen);
+  }
+  /** Resolves once every event received so far was handed to the app. */
+  idle() {
+    return this.draining;
+  }
+  /**
+   * A `welcome`. When it resumes the log, `null`: the catch-up follows. Otherwise where the
+   * refill must start: nothing is replayed, and live events wait in the buffer until the
+   * refill is in, so the app still sees the log in `seq` order.
+   */
+  welcome(frame) {
+    const previous = { ...this.cursor };
+    const sameEpoch = previous.epoch === frame.epoch;
+    this.lastAcked = 0;
+    if (frame.recovered && (sameEpoch || previous.epoch === null)) {
+      this.refilling = false;
+      if (previous.epoch === null) {
+        this.cursor = { epoch: frame.epoch, held: this.hooks.replayAll ? 0 : frame.seq };
+        void this.hooks.store.saveCursor(this.cursor);
+      }
+      return null;
+    }
+    const reason = previous.epoch === null ? "pruned" : !sameEpoch ? "epoch_changed" : previous.held > frame.seq ? "rewound" : "pruned";
+    this.refilling = true;
+    return { previous, reason, seq: frame.seq };
+  }
+  /**
+   * The refill's events (oldest first) are in: the cursor moves to just below them in `epoch`,
+   * `announce` tells the app (the `resync` event), then they are handed over with the live
+   * events that waited.
+   */
+  async refilled(start, epoch, events, announce) {
+    const lowest = events[0]?.seq ?? start.seq + 1;
+    this.cursor = { epoch, held: lowest - 1 };
+    await this.hooks.store.saveCursor(this.cursor);
+    await announce();
+    for (const event of events) if (!this.buffer.has(event.seq)) this.buffer.set(event.seq, event);
+    this.refilling = false;
+    this.drain();
+  }
+  /** A log event from the broker (live, catch-up, or made from a `sent`). */
+  accept(event) {
+    if (event.seq <= this.cursor.held || this.buffer.has(event.seq)) return;
+    this.buffer.set(event.seq, event);
+    this.drain();
+  }
+  /** The connection closed: the catch-up after the next login resends everything past `held`. */
+  disconnected() {
+    this.buffer.clear();
+    if (this.ackTimer) clearTimeout(this.ackTimer);
+    this.ackTimer = null;
+  }
+  /** Acks `held` now, unless it was acked already on this connection. */
+  sendAck() {
+    if (!this.hooks.isLive() || this.cursor.held <= this.lastAcked) return;
+    this.lastAcked = this.cursor.held;
+    this.hooks.write({ op: "ack", seq: this.cursor.held });
+  }
+  drain() {
+    this.draining = this.draining.then(() => this.drainNow());
+  }
+  async drainNow() {
+    while (!this.refilling) {
+      const next = this.buffer.get(this.cursor.held + 1);
+      if (next === void 0) return;
+      this.buffer.delete(next.seq);
+      const keys = [];
+      let fresh = true;
+      if (next.op === "message") {
+        const key = `m:${next.mid}`;
+        fresh = !this.seen.has(key);
+        keys.push(key);
+        const sender = this.hooks.sender;
+        let id = sender.idOfMid(next.mid);
+        if (id === void 0 && next.out && next.origin?.uid === this.hooks.uid()) {
+          id = sender.claimReplay(next);
+        }
+        if (id !== void 0) next.id = id;
+      }
+      if (fresh) await this.hooks.hand(next);
+      for (const key of keys) this.seen.add(key);
+      this.cursor = { epoch: this.cursor.epoch, held: next.seq };
+      if (keys.length > 0) await this.hooks.store.addSeen(keys);
+      await this.hooks.store.saveCursor(this.cursor);
+      this.scheduleAck();
+    }
+  }
+  scheduleAck() {
+    if (this.ackTimer || !this.hooks.isLive()) return;
+    this.ackTimer = setTimeout(() => {
+      this.ackTimer = null;
+      this.sendAck();
+    }, this.hooks.ackDelayMs);
+  }
+};
+
+// src/profiles.ts
+var ProfileCache = class {
+  constructor(hooks) {
+    this.hooks = hooks;
+  }
+  hooks;
+  profiles = /* @__PURE__ */ new Map();
+  /** The version last asked for per address, so one `pv` makes one request. */
+  asked = /* @__PURE__ */ new Map();
+  /** The cached profile of a person, by primary address. */
+  of(address) {
+    return this.profiles.get(address);
+  }
+  /** Caches a `get` answer or a `profile` event. */
+  set(profile) {
+    this.profiles.set(profile.address, profile);
+  }
+  /** A message handed to the app: its sender's profile is fetched, once, if newer than cached. */
+  seen(m) {
+    if (m.out || !this.hooks.refresh) return;
+    const version = m.pv ?? 0;
+    const cached2 = this.profiles.get(m.from);
+    if (cached2 && cached2.version >= version) return;
+    if ((this.asked.get(m.from) ?? -1) >= version) return;
+    this.asked.set(m.from, version);
+    this.hooks.get(m.from).then(
+      (answer) => this.hooks.fetched(answer),
+      () => this.asked.delete(m.from)
+      // asked again on the sender's next message
+    );
+  }
+};
 
 // src/sender.ts
 var MAX_FRAME_BYTES = 65536;
@@ -396,35 +629,56 @@ async function refill(start, limit, page) {
 }
 
 // src/requests.ts
+var TAGGED = ["history", "profile"];
 var ANSWER_ERRORS = {
-  history: ["bad_value", "wrong_type", "internal"],
-  profile: ["unknown_recipient", "bad_value", "wrong_type", "internal"],
-  devices: ["internal"],
-  revoke: ["forbidden", "no_such_user", "missing_field", "wrong_type", "internal"]
+  history: [],
+  profile: [],
+  devices: ["internal", "rate_limited"],
+  revoke: ["forbidden", "no_such_user", "missing_field", "wrong_type", "internal", "rate_limited"]
 };
+function lost() {
+  return new OctetError("connection_lost", "the connection closed before the answer");
+}
+async function patiently(ask, firstPauseMs = 250) {
+  for (let pause = firstPauseMs; ; pause = Math.min(pause * 2, 5e3)) {
+    try {
+      return await ask();
+    } catch (err) {
+      if (!(err instanceof OctetError && err.code === "rate_limited")) throw err;
+      await new Promise((resolve) => setTimeout(resolve, pause));
+    }
+  }
+}
 var Requests = class {
+  /** In the order asked. */
   answers = [];
   fileUrls = /* @__PURE__ */ new Map();
   /**
-   * Writes a request and waits for its answer. The broker handles a connection's frames one at
-   * a time, so answers without an id come in the order of the requests.
+   * Writes a request and waits for its answer. `history` and `profile` are written with a new
+   * `id` and matched by it; `devices` and `revoke` by order (the broker handles a connection's
+   * frames one at a time).
    */
   ask(kind, write) {
+    const id = TAGGED.includes(kind) ? newId() : void 0;
     return new Promise((resolve, reject) => {
-      this.answers.push({ kind, resolve, reject });
-      write();
+      const waiter = { kind, id, resolve, reject };
+      this.answers.push(waiter);
+      if (write(id)) return;
+      this.answers.splice(this.answers.indexOf(waiter), 1);
+      reject(lost());
     });
   }
   /** Writes a `file_url` and waits for the answer with that id. */
   askFileUrl(id, write) {
     return new Promise((resolve, reject) => {
+      if (!write()) return reject(lost());
       this.fileUrls.set(id, { resolve, reject });
-      write();
     });
   }
-  /** An answer (a `profile` without `seq`, …): the oldest request of that kind is answered. */
+  /** An answer (a `profile` without `seq`, …): the request with its id, or the oldest untagged one of its kind. */
   onAnswer(frame) {
-    const index = this.answers.findIndex((w) => w.kind === frame.op);
+    const id = "id" in frame ? frame.id : void 0;
+    const index = this.answers.findIndex((w) => w.id === id && w.kind === frame.op);
     if (index >= 0) this.answers.splice(index, 1)[0]?.resolve(frame);
   }
   onFileUrl(frame) {
@@ -436,6 +690,11 @@ var Requests = class {
   onError(frame) {
     const error = new OctetError(frame.code, frame.message);
     if (frame.id !== void 0) {
+      const index2 = this.answers.findIndex((w) => w.id === frame.id);
+      if (index2 >= 0) {
+        this.answers.splice(index2, 1)[0]?.reject(error);
+        return true;
+      }
       const waiter = this.fileUrls.get(frame.id);
       if (!waiter) return false;
       this.fileUrls.delete(frame.id);
@@ -443,7 +702,9 @@ var Requests = class {
       return true;
     }
     if (frame.call !== void 0) return false;
-    const index = this.answers.findIndex((w) => ANSWER_ERRORS[w.kind].includes(frame.code));
+    const index = this.answers.findIndex(
+      (w) => w.id === void 0 && ANSWER_ERRORS[w.kind].includes(frame.code)
+    );
     if (index < 0) return false;
     this.answers.splice(index, 1)[0]?.reject(error);
     return true;
@@ -540,11 +801,26 @@ var Client = class extends Emitter {
       store: this.store,
       maxQueue: options.maxQueue ?? 1e3,
       maxInFlight: options.maxInFlight ?? 32,
-      write: (text) => this.writeText(text),
+      write: (text) => this.link.write(text),
       isLive: () => this.state === "live",
       self: () => this.welcome?.primary.address ?? "",
       onSent: (frame, message) => this.onOwnSent(frame, message),
       onThrottle: (pauseMs) => this.emit("throttled", { pauseMs })
+    });
+    this.profiles = new ProfileCache({
+      get: (address) => this.getProfile(address),
+      fetched: (answer) => this.emit("peer_profile", answer),
+      refresh: options.profileCache !== false
+    });
+    this.log = new EventLog({
+      store: this.store,
+      sender: this.sender,
+      uid: () => this.welcome?.uid,
+      isLive: () => this.state === "live",
+      write: (frame) => this.write(frame),
+      ackDelayMs: options.ackDelayMs ?? 250,
+      replayAll: options.replayAll ?? true,
+      hand: (event) => this.hand(event)
     });
   }
   options;
@@ -554,20 +830,13 @@ var Client = class extends Emitter {
   welcome = null;
   store;
   sender;
-  cursor = { epoch: null, held: 0 };
-  seen = /* @__PURE__ */ new Set();
-  buffer = /* @__PURE__ */ new Map();
-  draining = Promise.resolve();
-  refilling = false;
-  ws = null;
+  log;
+  link = new Link();
   stopped = null;
   attempt = 0;
-  lastAcked = 0;
-  ackTimer = null;
   reads = /* @__PURE__ */ new Map();
   presence = /* @__PURE__ */ new Set();
-  profiles = /* @__PURE__ */ new Map();
-  profileAsked = /* @__PURE__ */ new Map();
+  profiles;
   requests = new Requests();
   liveWaiters = [];
   pendingResync = null;
@@ -575,14 +844,13 @@ var Client = class extends Emitter {
   /** Loads the store and starts the connect loop. */
   async start() {
     const snapshot = await this.store.load();
-    this.cursor = snapshot.cursor;
-    this.seen = new Set(snapshot.seen);
+    this.log.restore(snapshot);
     this.sender.restore(snapshot.pending);
     void this.loop();
   }
   /** The cursor: the log's epoch and the highest `seq` handed to the app without a gap. */
   get position() {
-    return { ...this.cursor };
+    return { ...this.log.cursor };
   }
   /**
    * Sends a message; resolves with its `sent` once the broker stored it. The client id is made
@@ -610,7 +878,7 @@ var Client = class extends Emitter {
     for (; ; ) {
       const page = await this.request(
         "history",
-        () => this.write({ op: "history", before, limit: options.limit })
+        (id) => this.write({ op: "history", before, limit: options.limit, id })
       );
       if (page.events.length > 0) yield page.events;
       const first = page.events[0];
@@ -620,29 +888,19 @@ var Client = class extends Emitter {
   }
   /** Gets a person's profile (any of its addresses), and caches it under its primary address. */
   async getProfile(address) {
-    const answer = await this.request(
-      "profile",
-      () => this.write({ op: "profile", get: address })
-    );
-    this.profiles.set(answer.address, answer);
+    const answer = {
+      ...await this.request(
+        "profile",
+        (id) => this.write({ op: "profile", get: address, id })
+      )
+    };
+    delete answer.id;
+    this.profiles.set(answer);
     return answer;
   }
   /** The cached profile of a person (by primary address), kept fresh from messages' `pv`. */
   profileOf(address) {
-    return this.profiles.get(address);
-  }
-  /** A message's sender whose profile is newer than the cached one is asked for it, once. */
-  refreshProfile(m) {
-    if (m.out || this.options.profileCache === false) return;
-    const cached2 = this.profiles.get(m.from);
-    if (cached2 && cached2.version >= (m.pv ?? 0)) return;
-    if ((this.profileAsked.get(m.from) ?? -1) >= (m.pv ?? 0)) return;
-    this.profileAsked.set(m.from, m.pv ?? 0);
-    this.getProfile(m.from).then(
-      (answer) => this.emit("peer_profile", answer),
-      () => this.profileAsked.delete(m.from)
-      // asked again on the sender's next message
-    );
+    return this.profiles.of(address);
   }
   /** This person's devices now, primary first (`online`: connected right now). */
   async devices() {
@@ -730,12 +988,12 @@ var Client = class extends Emitter {
   }
   /** Resolves once every log event received so far was handed to the app. */
   idle() {
-    return this.draining;
+    return this.log.idle();
   }
   /** Closes for good. Unanswered sends stay in the store for the next client. */
   close() {
     this.stop(new ClosedError("closed_by_app", void 0, "closed by the app"));
-    this.ws?.close(1e3, "closed by the app");
+    this.link.close(1e3, "closed by the app");
   }
   // ---- the connect loop ----
   url() {
@@ -752,7 +1010,16 @@ var Client = class extends Emitter {
     }
     while (!this.stopped) {
       this.setState("connecting");
-      const { code, reason } = await this.runOnce(WS);
+      const { code, reason } = await this.link.run(WS, {
+        url: () => this.url(),
+        login: () => {
+          const { token, appid, replayAll } = this.options;
+          return loginFrame(token, appid, this.log.cursor, replayAll ?? true);
+        },
+        onFrame: (frame) => this.onFrame(frame),
+        waiting: () => this.state !== "live" || this.sender.inFlight() > 0 || this.requests.waiting() > 0,
+        timeoutMs: this.options.answerTimeoutMs ?? 2e4
+      });
       this.onDisconnect();
       if (this.stopped) break;
       const meaning = closeMeaning(code, reason);
@@ -761,11 +1028,9 @@ var Client = class extends Emitter {
         this.stop(new ClosedError(why, code, `closed by the broker with ${code}: ${reason}`));
         break;
       }
-      const delay = meaning.action === "now" && this.attempt === 0 ? 0 : backoffDelay(
-        this.attempt,
-        this.options.backoffBaseMs ?? 500,
-        this.options.backoffMaxMs ?? 3e4
-      );
+      const { backoffBaseMs = 500, backoffMaxMs = 3e4 } = this.options;
+      const now = meaning.action === "now" && this.attempt === 0;
+      const delay = now ? 0 : backoffDelay(this.attempt, backoffBaseMs, backoffMaxMs);
       this.attempt += 1;
       this.setState("waiting");
       await new Promise((resolve) => {
@@ -779,81 +1044,11 @@ var Client = class extends Emitter {
     }
     this.setState("closed");
   }
-  /** One connection, from the upgrade to its close. */
-  runOnce(WS) {
-    return new Promise((done2) => {
-      let ws;
-      try {
-        ws = new WS(this.url());
-      } catch (err) {
-        done2({ code: 1006, reason: String(err) });
-        return;
-      }
-      this.ws = ws;
-      const timeout = this.options.answerTimeoutMs ?? 2e4;
-      let lastFrameAt = Date.now();
-      const watch = setInterval(
-        () => {
-          const waiting = this.state !== "live" || this.sender.inFlight() > 0 || this.requests.waiting() > 0;
-          if (!waiting || Date.now() - lastFrameAt <= timeout) return;
-          if (this.ws === ws) this.ws = null;
-          ws.onopen = ws.onmessage = ws.onclose = null;
-          try {
-            ws.close(4e3, "no answer");
-          } catch {
-          }
-          resolve({ code: 1006, reason: `no frame from the broker for ${timeout} ms` });
-        },
-        Math.max(50, Math.min(1e3, timeout / 4))
-      );
-      const resolve = (close) => {
-        clearInterval(watch);
-        done2(close);
-      };
-      ws.onopen = () => {
-        lastFrameAt = Date.now();
-        const login = {
-          op: "login",
-          token: this.options.token,
-          appid: this.options.appid
-        };
-        if (this.cursor.epoch !== null) {
-          login.since = this.cursor.held;
-          login.epoch = this.cursor.epoch;
-        } else if (this.options.replayAll ?? true) {
-          login.since = 0;
-        }
-        ws.send(JSON.stringify(login));
-      };
-      ws.onmessage = (event) => {
-        if (this.ws !== ws) return;
-        lastFrameAt = Date.now();
-        const text = messageText(event.data);
-        if (text === null) return;
-        let frame;
-        try {
-          frame = JSON.parse(text);
-        } catch {
-          return;
-        }
-        this.onFrame(frame);
-      };
-      ws.onerror = () => {
-      };
-      ws.onclose = (event) => {
-        if (this.ws === ws) this.ws = null;
-        resolve({ code: event.code, reason: event.reason ?? "" });
-      };
-    });
-  }
   onDisconnect() {
-    this.ws = null;
-    this.buffer.clear();
+    this.link.drop();
+    this.log.disconnected();
     this.sender.disconnected();
-    if (this.ackTimer) clearTimeout(this.ackTimer);
-    this.ackTimer = null;
-    const lost = new OctetError("connection_lost", "the connection closed before the answer");
-    this.requests.failAll(lost);
+    this.requests.failAll(lost());
   }
   stop(err) {
     if (this.stopped) return;
@@ -870,12 +1065,9 @@ var Client = class extends Emitter {
     this.state = state;
     this.emit("state", state);
   }
+  /** Writes a frame if the socket is open (else false: offline frames are dropped). */
   write(frame) {
-    this.writeText(JSON.stringify(frame));
-  }
-  writeText(text) {
-    const ws = this.ws;
-    if (ws && ws.readyState === OPEN) ws.send(text);
+    return this.link.write(JSON.stringify(frame));
   }
   liveOnly(frame) {
     if (this.state !== "live") {
@@ -887,7 +1079,7 @@ var Client = class extends Emitter {
     for (; ; ) {
       await this.whenLive();
       try {
-        return await this.requests.ask(kind, send);
+        return await patiently(() => this.requests.ask(kind, send));
       } catch (err) {
         if (err instanceof OctetError && err.code === "connection_lost") continue;
         throw err;
@@ -936,21 +1128,7 @@ var Client = class extends Emitter {
   onWelcome(frame) {
     this.welcome = frame;
     this.setState("catching_up");
-    const previous = { ...this.cursor };
-    const sameEpoch = previous.epoch === frame.epoch;
-    if (frame.recovered && (sameEpoch || previous.epoch === null)) {
-      this.refilling = false;
-      if (previous.epoch === null) {
-        const replayed = this.options.replayAll ?? true;
-        this.cursor = { epoch: frame.epoch, held: replayed ? 0 : frame.seq };
-        void this.store.saveCursor(this.cursor);
-      }
-    } else {
-      const reason = previous.epoch === null ? "pruned" : !sameEpoch ? "epoch_changed" : previous.held > frame.seq ? "rewound" : "pruned";
-      this.pendingResync = { previous, reason, seq: frame.seq };
-      this.refilling = true;
-    }
-    this.lastAcked = 0;
+    this.pendingResync = this.log.welcome(frame);
     this.emit("welcome", frame);
   }
   async onSynced(frame) {
@@ -970,23 +1148,20 @@ var Client = class extends Emitter {
         return;
       }
     }
-    await this.draining;
-    this.sendAck();
+    await this.log.idle();
+    this.log.sendAck();
   }
   /** After `recovered: false`: page history back to the old cursor, then resume in order. */
   async refill(start) {
     const { events, info } = await refill(
       start,
       this.options.refillLimit ?? 1e3,
-      async (before, limit) => await this.requests.ask("history", () => this.write({ op: "history", before, limit }))
+      async (before, limit) => await patiently(
+        () => this.requests.ask("history", (id) => this.write({ op: "history", before, limit, id }))
+      )
     );
-    const lowest = events[0]?.seq ?? start.seq + 1;
-    this.cursor = { epoch: this.welcome?.epoch ?? start.previous.epoch, held: lowest - 1 };
-    await this.store.saveCursor(this.cursor);
-    await this.emitAwait("resync", info);
-    for (const event of events) if (!this.buffer.has(event.seq)) this.buffer.set(event.seq, event);
-    this.refilling = false;
-    this.drain();
+    const epoch = this.welcome?.epoch ?? start.previous.epoch;
+    await this.log.refilled(start, epoch, events, () => this.emitAwait("resync", info));
   }
   onError(frame) {
     if (this.state === "catching_up" && this.pendingResync?.reason === "rewound") {
@@ -1005,54 +1180,14 @@ var Client = class extends Emitter {
     if (event.op === "read" && (this.reads.get(event.peer) ?? Infinity) <= event.upto) {
       this.reads.delete(event.peer);
     }
-    if (event.seq <= this.cursor.held || this.buffer.has(event.seq)) return;
-    this.buffer.set(event.seq, event);
-    this.drain();
+    this.log.accept(event);
   }
-  drain() {
-    this.draining = this.draining.then(() => this.drainNow());
-  }
-  async drainNow() {
-    while (!this.refilling) {
-      const next = this.buffer.get(this.cursor.held + 1);
-      if (next === void 0) return;
-      this.buffer.delete(next.seq);
-      const keys = [];
-      let fresh = true;
-      if (next.op === "message") {
-        const key = `m:${next.mid}`;
-        fresh = !this.seen.has(key);
-        keys.push(key);
-        let id = this.sender.idOfMid(next.mid);
-        if (id === void 0 && next.out && next.origin?.uid === this.welcome?.uid) {
-          id = this.sender.claimReplay(next);
-        }
-        if (id !== void 0) next.id = id;
-      }
-      if (fresh) {
-        if (next.op === "message") this.refreshProfile(next);
-        if (next.op === "profile") this.profiles.set(next.address, next);
-        await this.emitAwait(next.op, next);
-        await this.emitAwait("event", next);
-      }
-      for (const key of keys) this.seen.add(key);
-      this.cursor = { epoch: this.cursor.epoch, held: next.seq };
-      if (keys.length > 0) await this.store.addSeen(keys);
-      await this.store.saveCursor(this.cursor);
-      this.scheduleAck();
-    }
-  }
-  scheduleAck() {
-    if (this.ackTimer || this.state !== "live") return;
-    this.ackTimer = setTimeout(() => {
-      this.ackTimer = null;
-      this.sendAck();
-    }, this.options.ackDelayMs ?? 250);
-  }
-  sendAck() {
-    if (this.state !== "live" || this.cursor.held <= this.lastAcked) return;
-    this.lastAcked = this.cursor.held;
-    this.write({ op: "ack", seq: this.cursor.held });
+  /** Hands a new log event to the app, in order (the log calls it), after the caches saw it. */
+  async hand(event) {
+    if (event.op === "message") this.profiles.seen(event);
+    if (event.op === "profile") this.profiles.set(event);
+    await this.emitAwait(event.op, event);
+    await this.emitAwait("event", event);
   }
 };
 function withData(data) {
