@@ -11,6 +11,7 @@
 mod backend;
 mod client;
 mod decode;
+mod devices;
 mod errors;
 mod ijson;
 mod server;
@@ -19,6 +20,7 @@ mod webhook;
 pub use backend::*;
 pub use client::*;
 pub use decode::*;
+pub use devices::*;
 pub use errors::*;
 pub use server::*;
 pub use webhook::*;
