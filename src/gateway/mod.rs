@@ -6,6 +6,7 @@
 pub mod admission;
 mod calls;
 mod devices;
+mod login;
 mod ops;
 mod presence;
 mod replies;

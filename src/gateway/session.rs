@@ -1,6 +1,6 @@
-//! One device connection from upgrade to cleanup: login deadline, authentication, registration
-//! with the router, the reader loop, and cleanup. A successful login builds an [`Online`]
-//! session, the only one the op handlers run on: `ops.rs` (dispatch, `send`, `ack`, `read`,
+//! One device connection from upgrade to cleanup: login deadline, authentication (in
+//! `login.rs`), registration with the router, the reader loop, and cleanup. A successful login
+//! builds an [`Online`] session, the only one the op handlers run on: `ops.rs` (dispatch, `send`, `ack`, `read`,
 //! `profile`, `file_url`), `calls.rs` (`call`, call records) and `sync.rs` (the catch-up and
 //! `history`). Its replies (`push`, `error`, the refusals that close) are in `replies.rs`.
 //!
@@ -10,23 +10,19 @@
 use std::sync::Arc;
 
 use futures::StreamExt;
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::tungstenite::Message;
 use tracing::{Instrument, field};
 
 use super::admission::AnonymousSlot;
 use super::calls::record_call;
+use super::login::first_data_frame;
 use super::socket::{DeviceStream, Upgraded};
 use super::writer;
 use crate::auth::TokenHash;
-use crate::protocol::{ClientFrame, CloseCode, DecodeError, ErrorCode, Login, check_depth};
+use crate::protocol::{ClientFrame, CloseCode, DecodeError, ErrorCode};
 use crate::router::{Bounds, ConnHandle, Mailbox, Outbound, OwnQueue};
 use crate::state::{ServerState, now_millis};
 use crate::store::{AuthFailure, Identity, StoreError};
-
-/// How long the answer to a failed login is held once its address is over `login_attempts`:
-/// with at most `max_anonymous_per_ip` sockets per address, this bounds the guesses one
-/// address can make per second, and valid logins are never slowed.
-const FAILED_LOGIN_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Runs one connection to its end. `client` is the device's address (behind a trusted proxy
 /// the forwarded one), `slot` its place among the sockets not logged in yet.
@@ -256,122 +252,9 @@ pub(super) struct Session {
     pub(super) queue: OwnQueue,
     pub(super) conn_id: u64,
     /// The appid the device logged in with.
-    appid: String,
+    pub(super) appid: String,
     /// The device's IP address (failed logins are counted per address).
-    peer: std::net::IpAddr,
-}
-
-impl Session {
-    /// Handles the first frame. On failure the connection is already told why and closing.
-    async fn login(
-        &mut self,
-        first: Option<Result<Message, WsError>>,
-    ) -> Result<(Identity, TokenHash, Login), &'static str> {
-        let text = match first {
-            Some(Ok(Message::Text(text))) => text,
-            Some(Ok(Message::Binary(_))) => {
-                self.refuse_binary().await;
-                return Err("binary frame");
-            }
-            Some(Ok(_)) | None => return Err("closed before login"),
-            Some(Err(err)) => {
-                self.refuse_read_error(err).await;
-                return Err("read error before login");
-            }
-        };
-        let decoded = check_depth(text.as_bytes(), self.state.config.max_json_depth)
-            .and_then(|()| ClientFrame::decode(&text));
-        let login: Login = match decoded {
-            Ok(ClientFrame::Login(login)) => login,
-            Ok(_) => {
-                let message =
-                    "the first frame must be {\"op\":\"login\",\"token\":..,\"appid\":..}";
-                self.refuse(
-                    ErrorCode::LoginRequired,
-                    message.into(),
-                    CloseCode::AuthFailed,
-                )
-                .await;
-                return Err("first frame not login");
-            }
-            Err(err) => {
-                self.refuse(err.code, err.message, CloseCode::AuthFailed)
-                    .await;
-                return Err("bad login frame");
-            }
-        };
-        let hash = TokenHash::of(&login.token);
-        self.appid = login.appid.clone();
-        match self
-            .state
-            .store
-            .authenticate(hash, &login.appid, now_millis())
-            .await
-        {
-            Ok(identity) => {
-                let span = tracing::Span::current();
-                span.record("user.uid", identity.uid);
-                span.record("person.id", identity.person);
-                tracing::info!(
-                    "logged in uid {} (person {})",
-                    identity.uid,
-                    identity.person
-                );
-                Ok((identity, hash, login))
-            }
-            // Not a failed guess (the token is valid), so it does not count toward the limiter.
-            Err(StoreError::AuthFailed(AuthFailure::Disabled)) => {
-                tracing::info!("login refused: user disabled");
-                self.refuse_disabled().await;
-                Err("user disabled")
-            }
-            Err(StoreError::AuthFailed(why)) => {
-                tracing::info!(reason = %why, "login refused");
-                let attempts = self.state.config.login_attempts;
-                if self
-                    .state
-                    .login_failures
-                    .failed(crate::limits::ip_key(self.peer), attempts)
-                {
-                    // Over the limit: this failure is answered late and says why; a valid
-                    // token from the same address is still let in at once.
-                    tokio::time::sleep(FAILED_LOGIN_DELAY).await;
-                    let message = format!(
-                        "the token is not valid, and more than {attempts} logins from your address failed in the last minute, so failures are answered late; check the tokens your app uses"
-                    );
-                    self.refuse(ErrorCode::TooManyLogins, message, CloseCode::AuthFailed)
-                        .await;
-                    return Err("auth failed");
-                }
-                let message = match why {
-                    crate::store::AuthFailure::WrongAppid => format!(
-                        "the token was not issued for appid `{}`; log in with the appid the token was issued for",
-                        login.appid
-                    ),
-                    _ => "the token is unknown, expired or revoked; ask your backend for a new one"
-                        .into(),
-                };
-                self.refuse(ErrorCode::AuthFailed, message, CloseCode::AuthFailed)
-                    .await;
-                Err("auth failed")
-            }
-            Err(err) => {
-                self.close_internal(&err, "login failed in the store").await;
-                Err("store error at login")
-            }
-        }
-    }
-
-    /// The login of a disabled user: `user_disabled`, then close 4010.
-    async fn refuse_disabled(&self) {
-        self.refuse(
-            ErrorCode::UserDisabled,
-            "this user is disabled by the app's backend; do not reconnect until it is enabled again"
-                .into(),
-            CloseCode::UserDisabled,
-        )
-        .await;
-    }
+    pub(super) peer: std::net::IpAddr,
 }
 
 /// A session after a successful login, registered with the router: it holds the `Identity`
@@ -521,20 +404,6 @@ impl Online<'_> {
                     return "read error";
                 }
             }
-        }
-    }
-}
-
-/// The first text, binary or close frame; pings and pongs before login are skipped.
-async fn first_data_frame(stream: &mut DeviceStream) -> Option<Result<Message, WsError>> {
-    loop {
-        match stream.next().await {
-            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
-            Some(Ok(Message::Close(frame))) => {
-                let _ = futures::SinkExt::flush(stream).await;
-                return Some(Ok(Message::Close(frame)));
-            }
-            other => return other,
         }
     }
 }
