@@ -94,10 +94,9 @@ fn log_change(
         devices,
     };
     let data = serde_json::to_string(&stored).expect("a device list always serializes");
-    tx.prepare_cached(
-        "INSERT INTO events (person, seq, kind, ts, data) VALUES (?1, ?2, 'devices', ?3, ?4)",
-    )?
-    .execute(params![person, head.seq, ts, data])?;
+    tx.prepare_cached("INSERT INTO events (person, seq, kind, ts) VALUES (?1, ?2, 'devices', ?3)")?
+        .execute(params![person, head.seq, ts])?;
+    super::log::store_payload(tx, person, head.seq, &data)?;
     Ok(Some(Marker {
         person,
         event: LogEvent {

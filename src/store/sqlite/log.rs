@@ -39,7 +39,11 @@ pub(super) fn log_head(conn: &Connection, person: PersonId) -> Result<LogHead, S
 fn log_select(range: &str, sent_range: &str, order: &str) -> String {
     format!(
         "SELECT e.seq, e.ts, e.kind, e.out, e.mid, m.from_address, m.to_address,
-                m.body, e.peer, e.status, e.call, e.duration, e.data, e.version,
+                m.body, e.peer, e.status, e.call, e.duration,
+                CASE WHEN e.kind IN ('profile', 'devices') THEN
+                    (SELECT d.data FROM event_data d WHERE d.person = e.person AND d.seq = e.seq)
+                END,
+                e.version,
                 coalesce(m.pv, 0), m.files, NULL, NULL
          FROM events e LEFT JOIN messages m ON m.mid = e.mid
          WHERE e.person = ?1 AND {range}
@@ -62,6 +66,20 @@ pub(super) const HELD: &str = "(EXISTS (SELECT 1 FROM events e
           AND m.recipient_person != m.sender_person)
      OR EXISTS (SELECT 1 FROM persons p
         WHERE p.person = m.sender_person AND p.pruned_upto < m.sender_seq))";
+
+/// Stores the payload of the log entry `(person, seq)` (a profile, a device list) beside the
+/// log, in `event_data` (migration 0016): kept off the log's B-tree, whose rows must stay small
+/// for its seeks and page cache; [`log_select`] reads it back only for the kinds that have one.
+pub(super) fn store_payload(
+    conn: &Connection,
+    person: PersonId,
+    seq: u64,
+    data: &str,
+) -> Result<(), StoreError> {
+    conn.prepare_cached("INSERT INTO event_data (person, seq, data) VALUES (?1, ?2, ?3)")?
+        .execute(params![person, seq, data])?;
+    Ok(())
+}
 
 /// Maps one row of [`log_select`]; the inner result carries data that cannot be read back.
 fn log_event(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<LogEvent, StoreError>> {
@@ -225,10 +243,11 @@ pub(super) fn set_profile(
     let address = user_address(conn, person)?;
     let seq = next_seq(conn, person)?;
     conn.prepare_cached(
-        "INSERT INTO events (person, seq, kind, ts, peer, data, version)
-         VALUES (?1, ?2, 'profile', ?3, ?4, ?5, ?6)",
+        "INSERT INTO events (person, seq, kind, ts, peer, version)
+         VALUES (?1, ?2, 'profile', ?3, ?4, ?5)",
     )?
-    .execute(params![person, seq, ts, address, text, version])?;
+    .execute(params![person, seq, ts, address, version])?;
+    store_payload(conn, person, seq, &text)?;
     let profile = RawValue::from_string(text).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     Ok(vec![Marker {
         person,

@@ -301,3 +301,67 @@ async fn migration_0015_makes_contacts_of_the_persons_that_exchanged_messages() 
         .unwrap();
     assert_eq!(pairs, [(1, 2), (1, 4)]);
 }
+
+/// Migration 0016 moves the payloads of `profile` and `devices` events off the log into
+/// `event_data`: both read back as before, `events` has no `data` column left, and pruning the
+/// log removes the payloads with their events.
+#[tokio::test]
+async fn migration_0016_keeps_payloads_beside_the_log_and_prunes_them_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let before_0016 = MIGRATIONS
+        .iter()
+        .position(|m| m.contains("CREATE TABLE event_data"))
+        .unwrap();
+    database_at(
+        dir.path(),
+        before_0016,
+        r#"INSERT INTO users (uid, address, created_at) VALUES (1, 'a@x', 0), (2, 'b@x', 0);
+         INSERT INTO persons (person) VALUES (1), (2);
+         INSERT INTO messages (mid, sender_person, client_id, from_address, to_address,
+             recipient_person, sender_seq, recipient_seq, ts, body)
+         VALUES (1, 2, 'c1', 'b@x', 'a@x', 1, 1, 1, 1, '1');
+         INSERT INTO events (person, seq, kind, mid, out, ts) VALUES (1, 1, 'message', 1, 0, 1);
+         INSERT INTO events (person, seq, kind, ts, peer, data, version)
+             VALUES (1, 2, 'profile', 2, 'a@x', '{"name":"Ann"}', 1);
+         INSERT INTO events (person, seq, kind, ts, data) VALUES (1, 3, 'devices', 3,
+             '{"change":"linked","uid":2,"devices":[{"uid":1,"address":"a@x","device":null,"appid":null,"name":null,"online":false,"primary":true,"active":true}]}');"#,
+    );
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let events = store.events_after(1, 0, 100, 100).await.unwrap();
+    assert_eq!(events.len(), 3);
+    assert!(matches!(events[0].kind, EventKind::Message { mid: 1, .. }));
+    match &events[1].kind {
+        EventKind::Profile {
+            profile, version, ..
+        } => assert_eq!((profile.get(), *version), (r#"{"name":"Ann"}"#, 1)),
+        other => panic!("not the profile: {other:?}"),
+    }
+    match &events[2].kind {
+        EventKind::Devices { uid, devices, .. } => {
+            assert_eq!(
+                (*uid, devices.len(), devices[0].address.as_str()),
+                (2, 1, "a@x")
+            )
+        }
+        other => panic!("not the device list: {other:?}"),
+    }
+    let count = |sql: &'static str| {
+        let store = &store;
+        async move {
+            store
+                .read(move |c| Ok(c.query_row(sql, [], |r| r.get::<_, u64>(0))?))
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(count("SELECT count(*) FROM event_data").await, 2);
+    assert_eq!(
+        count("SELECT count(*) FROM pragma_table_info('events') WHERE name = 'data'").await,
+        0
+    );
+    // Everything is older than now: both logs go (a's three entries and b's sent message), and
+    // the payloads with them.
+    let now = crate::state::now_millis();
+    assert_eq!(store.prune(now, now, 100).await.unwrap(), 4);
+    assert_eq!(count("SELECT count(*) FROM event_data").await, 0);
+}

@@ -82,6 +82,8 @@ pub(super) fn prune_step(
         // log holds them).
         conn.prepare_cached("DELETE FROM events WHERE person = ?1 AND seq <= ?2")?
             .execute(params![person, upto])?;
+        conn.prepare_cached("DELETE FROM event_data WHERE person = ?1 AND seq <= ?2")?
+            .execute(params![person, upto])?;
         conn.prepare_cached(
             "UPDATE persons SET pruned_upto = max(pruned_upto, ?2) WHERE person = ?1",
         )?
