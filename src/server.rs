@@ -157,6 +157,16 @@ pub async fn prepare(config: Config) -> Result<Prepared, StartError> {
     let presence = crate::presence::Presence::new(router.clone(), config.presence_grace);
     if let Some(hooks) = webhooks.as_ref().filter(|w| w.config.presence) {
         presence.set_webhook(hooks.presence_sink());
+        // Before any device can connect, so this comes before their new `online` events.
+        let offline = store
+            .outbox_presence_restart(crate::state::now_millis())
+            .await?;
+        if offline > 0 {
+            tracing::info!(
+                persons = offline,
+                "webhooks: persons last reported online are reported offline after the restart"
+            );
+        }
     }
     let state = Arc::new(ServerState {
         config,

@@ -340,4 +340,7 @@ pub trait Store: Send + Sync + 'static {
     /// at its person's current head. Returns its row; `None` without webhooks or once the
     /// person is gone.
     async fn outbox_write(&self, event: NewOutboxEvent) -> Result<Option<i64>, StoreError>;
+    /// At startup, with `presence` webhooks on: writes an `offline` event (reason `restart`)
+    /// for every person the receiver was last told is online. Returns how many.
+    async fn outbox_presence_restart(&self, now: Millis) -> Result<usize, StoreError>;
 }

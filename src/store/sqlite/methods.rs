@@ -452,6 +452,14 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn outbox_presence_restart(&self, now: Millis) -> Result<usize, StoreError> {
+        if self.outbox.is_none() {
+            return Ok(0);
+        }
+        self.write(move |conn| outbox::presence_restart(conn, now))
+            .await
+    }
+
     async fn outbox_retry(&self, ids: Option<Vec<i64>>, now: Millis) -> Result<usize, StoreError> {
         self.write(move |conn| outbox::retry(conn, ids.as_deref(), now))
             .await

@@ -151,6 +151,7 @@ pub(super) fn write(conn: &Tx<'_>, event: &NewOutboxEvent) -> Result<Option<i64>
             let status = if *online { "online" } else { "offline" };
             let last_seen = (!online).then_some(*ts);
             let data = serde_json::json!({ "ts": ts, "status": status, "last_seen": last_seen });
+            reported(conn, *person, *online, *ts)?;
             (format!("presence-{person}-{ts}-{status}"), "presence", data)
         }
     };
@@ -166,6 +167,63 @@ pub(super) fn write(conn: &Tx<'_>, event: &NewOutboxEvent) -> Result<Option<i64>
         ts,
     )?;
     Ok(Some(conn.last_insert_rowid()))
+}
+
+/// Remembers the status a `presence` event reports for `person`, for [`presence_restart`].
+fn reported(
+    conn: &Connection,
+    person: PersonId,
+    online: bool,
+    ts: Millis,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO webhook_presence (person, online, ts) VALUES (?1, ?2, ?3)
+         ON CONFLICT (person) DO UPDATE SET online = excluded.online, ts = excluded.ts",
+    )?
+    .execute(params![person, online, ts])?;
+    Ok(())
+}
+
+/// At startup: every person last reported online is reported offline, since its connections
+/// ended with the previous process. `ts` is now; `last_seen` the latest time the person's
+/// devices were seen (exact after a graceful shutdown, which records every disconnect; after a
+/// kill -9, the last login or disconnect recorded); `reason` is `restart`. A presence event of
+/// the person still waiting is replaced, as a newer status always does. Returns how many.
+pub(super) fn presence_restart(conn: &Tx<'_>, now: Millis) -> Result<usize, StoreError> {
+    let persons: Vec<(PersonId, Option<Millis>)> = conn
+        .prepare_cached(
+            "SELECT w.person, (SELECT max(u.last_seen) FROM users u
+                               WHERE u.uid = w.person OR u.primary_uid = w.person)
+             FROM webhook_presence w WHERE w.online = 1",
+        )?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    for &(person, seen) in &persons {
+        let Some(head) = conn.head(person)? else {
+            continue;
+        };
+        conn.prepare_cached(
+            "DELETE FROM webhook_outbox WHERE person = ?1 AND kind = 'presence' AND dead = 0",
+        )?
+        .execute([person])?;
+        let last_seen = seen.unwrap_or(now).min(now);
+        let data = serde_json::json!({
+            "ts": now, "status": "offline", "last_seen": last_seen, "reason": "restart",
+        });
+        insert(
+            conn,
+            &format!("presence-{person}-{now}-offline"),
+            "presence",
+            person,
+            head.seq,
+            None,
+            &data.to_string(),
+            now,
+            now,
+        )?;
+        reported(conn, person, false, now)?;
+    }
+    Ok(persons.len())
 }
 
 #[allow(clippy::too_many_arguments)]

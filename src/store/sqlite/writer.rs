@@ -44,6 +44,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0013_webhook_outbox.sql"),
     include_str!("../migrations/0015_contacts.sql"),
     include_str!("../migrations/0016_event_data.sql"),
+    include_str!("../migrations/0017_webhook_presence.sql"),
 ];
 
 /// A job that ran, waiting for its transaction's commit to learn its outcome.

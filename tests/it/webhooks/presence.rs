@@ -123,3 +123,65 @@ async fn a_flapping_person_has_at_most_one_presence_event_waiting() {
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0]["status"], "offline");
 }
+
+/// Connections end with the process, and so do its grace timers: after a restart (a kill -9
+/// here, a graceful stop too) every person the receiver last heard was online is reported
+/// offline, with `reason: "restart"`, before any device of the new process is online; a person
+/// already reported offline is not reported again.
+#[tokio::test]
+async fn after_a_restart_persons_last_reported_online_are_reported_offline() {
+    let rx = Receiver::start(&[], 200).await;
+    let dir = tempfile::tempdir().unwrap();
+    let flags = [
+        "--webhook-url",
+        &rx.url(),
+        "--webhook-secret",
+        SECRET,
+        "--webhook-presence",
+        "--presence-grace",
+        "1",
+    ];
+    let listen = "127.0.0.1:0".parse().unwrap();
+    let mut first = crate::harness::Broker::start_with(dir.path(), listen, &flags).await;
+    let backend =
+        octet::client::Backend::new(&format!("http://{}", first.addr), crate::harness::APP_TOKEN);
+    let bob = backend
+        .device_token("bob@example.com", "bob-phone", crate::harness::APPID)
+        .await
+        .unwrap();
+    let carol = backend
+        .device_token("carol@example.com", "carol-phone", crate::harness::APPID)
+        .await
+        .unwrap();
+    // Carol comes and goes (reported offline); bob stays online until the kill.
+    let (carol_conn, _) = crate::harness::client_login(&first.ws(), &carol.token, None).await;
+    presence_at_least(&rx, 1, WAIT).await;
+    drop(carol_conn);
+    presence_at_least(&rx, 2, WAIT).await;
+    let before_bob = now_millis();
+    let (_bob_conn, _) = crate::harness::client_login(&first.ws(), &bob.token, None).await;
+    let events = presence_at_least(&rx, 3, WAIT).await;
+    assert_eq!(events[2]["status"], "online", "{events:?}");
+    assert_eq!(events[2]["user"]["address"], "bob@example.com");
+    first.kill();
+
+    let before_restart = now_millis();
+    let _second = crate::harness::Broker::start_with(dir.path(), listen, &flags).await;
+    let events = presence_at_least(&rx, 4, WAIT).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let events_now = presence(&rx.delivered());
+    assert_eq!(events_now.len(), 4, "only bob is reported: {events_now:?}");
+    let offline = &events[3];
+    assert_eq!(offline["user"]["address"], "bob@example.com", "{offline}");
+    assert_eq!(offline["status"], "offline");
+    assert_eq!(offline["reason"], "restart");
+    let ts = offline["ts"].as_i64().unwrap();
+    assert!(ts >= before_restart, "{offline}");
+    // When bob was last seen: his login (a kill -9 records no disconnect).
+    let last_seen = offline["last_seen"].as_i64().unwrap();
+    assert!(
+        (before_bob..=ts).contains(&last_seen),
+        "{before_bob} <= {last_seen} <= {ts}: {offline}"
+    );
+    assert_eq!(offline["devices"][0]["online"], false, "{offline}");
+}
