@@ -379,19 +379,7 @@ pub(super) fn status(conn: &Connection, limit: usize) -> Result<OutboxStatus, St
              FROM webhook_outbox o LEFT JOIN users u ON u.uid = o.person
              WHERE o.dead = 1 ORDER BY o.id DESC LIMIT ?1",
         )?
-        .query_map([limit as i64], |r| {
-            Ok(DeadEvent {
-                id: r.get(0)?,
-                event_id: r.get(1)?,
-                kind: r.get(2)?,
-                address: r.get(3)?,
-                person: r.get(4)?,
-                seq: r.get(5)?,
-                attempts: r.get(6)?,
-                last_error: r.get(7)?,
-                created_at: r.get(8)?,
-            })
-        })?
+        .query_map([limit as i64], event_row)?
         .collect::<Result<Vec<_>, _>>()?;
     // Among the oldest live rows only, as the delivery loop reads them: a row that failed is
     // one of those, and the op stays one index range however long the outbox is.
@@ -403,20 +391,7 @@ pub(super) fn status(conn: &Connection, limit: usize) -> Result<OutboxStatus, St
              LEFT JOIN users u ON u.uid = o.person
              WHERE o.attempts > 0 ORDER BY o.id LIMIT 1",
         )?
-        .query_row([], |r| {
-            let event = DeadEvent {
-                id: r.get(0)?,
-                event_id: r.get(1)?,
-                kind: r.get(2)?,
-                address: r.get(3)?,
-                person: r.get(4)?,
-                seq: r.get(5)?,
-                attempts: r.get(6)?,
-                last_error: r.get(7)?,
-                created_at: r.get(8)?,
-            };
-            Ok((event, r.get(9)?))
-        })
+        .query_row([], |r| Ok((event_row(r)?, r.get(9)?)))
         .optional()?;
     Ok(OutboxStatus {
         pending,
@@ -448,4 +423,19 @@ pub(super) fn retry(
             Ok(n)
         }
     }
+}
+
+/// A dead or retrying row, from the first nine columns of the `status` queries.
+fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeadEvent> {
+    Ok(DeadEvent {
+        id: r.get(0)?,
+        event_id: r.get(1)?,
+        kind: r.get(2)?,
+        address: r.get(3)?,
+        person: r.get(4)?,
+        seq: r.get(5)?,
+        attempts: r.get(6)?,
+        last_error: r.get(7)?,
+        created_at: r.get(8)?,
+    })
 }
