@@ -114,7 +114,9 @@ async fn a_cursor_older_than_retention_resyncs_and_refills_what_is_left_once_in_
     );
 
     // Live after the head, and nothing of the refill again.
-    bob.send_msg("m7", "alice@x", json!(7)).await;
+    // Not `send_msg`: Alice's acks bring Bob receipts, which may come before this `sent`.
+    bob.send_json(json!({"op":"send","id":"m7","to":"alice@x","body":7}))
+        .await;
     loop {
         match tokio::time::timeout(Duration::from_secs(10), session.next()).await {
             Ok(Some(SessionEvent::Event(frame))) => {
