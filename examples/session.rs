@@ -29,7 +29,13 @@ async fn main() -> anyhow::Result<()> {
             SessionEvent::Connected(welcome) => println!("connected at seq {}", welcome.seq),
             SessionEvent::Event(frame) => println!("event: {frame:?}"),
             SessionEvent::Live(frame) => println!("live: {frame:?}"),
-            SessionEvent::Resync { head } => println!("resync: page history before {head}"),
+            SessionEvent::Resync { head } => {
+                println!("resync: refilling from history up to {head}")
+            }
+            SessionEvent::Refilled { head, complete } => {
+                // Incomplete: older events were pruned; page `history` for more if needed.
+                println!("refilled up to {head}, complete: {complete}")
+            }
             SessionEvent::Disconnected { code } => {
                 println!("disconnected ({code:?}), reconnecting")
             }

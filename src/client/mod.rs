@@ -4,6 +4,7 @@
 //! [`crate::protocol`].
 
 mod reconnect;
+mod refill;
 mod session;
 mod store;
 

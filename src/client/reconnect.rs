@@ -1,14 +1,16 @@
 //! The task behind a [`Session`]: one connection at a time, from login to its close, then a
 //! backoff with full jitter and the next; the unanswered sends again after every login; the
-//! logged events deduplicated by `seq` on their way to the app; the acknowledgements.
+//! logged events deduplicated by `seq` and `mid` on their way to the app; the refill from
+//! `history` after `recovered: false`; the acknowledgements.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::refill::{self, Cut, SeenMids};
 use super::session::{SendError, SessionEvent, SessionOptions, is_final};
 use super::store::{Cursor, PendingSend};
 use super::{ClientError, Connection, Incoming};
@@ -51,6 +53,14 @@ struct Loop {
     order: u64,
     waiting: HashMap<String, oneshot::Sender<Result<Sent, SendError>>>,
     acked: u64,
+    /// The mids of the messages handed to the app.
+    seen: SeenMids,
+    /// Client ids of sends answered by their replayed `out` copy: their `sent` is not news.
+    claimed: HashSet<String>,
+    /// This device's uid (its own `out` copies carry it as `origin.uid`).
+    uid: u64,
+    /// A `Resync` was told and its refill has not been handed over yet.
+    refilling: bool,
 }
 
 enum Ended {
@@ -77,6 +87,10 @@ pub(super) async fn run(
         order: 0,
         waiting: HashMap::new(),
         acked: 0,
+        seen: SeenMids::default(),
+        claimed: HashSet::new(),
+        uid: 0,
+        refilling: false,
         taken,
         events,
         options,
@@ -202,7 +216,12 @@ impl Loop {
                 };
             }
         };
+        let dropped = || Ended::Stop {
+            code: None,
+            reason: "the app dropped the session".into(),
+        };
         let same_log = self.epoch.as_deref() == Some(welcome.epoch.as_str());
+        self.uid = welcome.uid;
         let head = welcome.seq;
         let recovered = welcome.recovered;
         let epoch = welcome.epoch.clone();
@@ -212,26 +231,11 @@ impl Loop {
             .await
             .is_err()
         {
-            return Ended::Stop {
-                code: None,
-                reason: "the app dropped the session".into(),
-            };
+            return dropped();
         }
-        if !same_log || !recovered {
-            // Another log (a first login, or the person's log was replaced) or a gap: what
-            // came before `head` must be paged from history. Never shown as complete.
-            if self.epoch.is_some()
-                && self
-                    .events
-                    .send(SessionEvent::Resync { head })
-                    .await
-                    .is_err()
-            {
-                return Ended::Stop {
-                    code: None,
-                    reason: "the app dropped the session".into(),
-                };
-            }
+        let mut held = Vec::new();
+        if (!same_log || !recovered) && self.epoch.is_none() {
+            // A first login: nothing to refill, the device starts at the head.
             self.delivered = head;
             self.taken.store(head, Ordering::Release);
             self.acked = head;
@@ -239,8 +243,63 @@ impl Loop {
                 seq: head,
                 epoch: epoch.clone(),
             });
+        } else if !same_log || !recovered {
+            // A gap, or another log: refill it from history. Until that is handed over, the
+            // epoch and the cursor stay as they were, so a cut refill is done again.
+            if !self.refilling {
+                self.refilling = true;
+                if self
+                    .events
+                    .send(SessionEvent::Resync { head })
+                    .await
+                    .is_err()
+                {
+                    return dropped();
+                }
+            }
+            let since = self.taken.load(Ordering::Acquire);
+            let floor = if same_log { since } else { 0 };
+            let limit = self.options.refill_limit;
+            let found = match refill::page_back(&mut conn, head, floor, limit, &mut held).await {
+                Ok(found) => found,
+                Err(Cut::Closed(close)) => return self.ended_by(close),
+                Err(Cut::Broken) => {
+                    return Ended::Reconnect {
+                        code: None,
+                        reached_welcome: true,
+                    };
+                }
+            };
+            if !same_log {
+                self.delivered = 0;
+            }
+            self.taken.store(floor, Ordering::Release);
+            self.acked = floor;
+            for frame in found.events {
+                if self.hand(frame).await.is_err() {
+                    return dropped();
+                }
+            }
+            self.delivered = self.delivered.max(head);
+            self.refilling = false;
+            let complete = found.complete;
+            if self
+                .events
+                .send(SessionEvent::Refilled { head, complete })
+                .await
+                .is_err()
+            {
+                return dropped();
+            }
         }
         self.epoch = Some(epoch);
+        let mut retry_at: Option<tokio::time::Instant> = None;
+        // What came while the refill paged, in the order it came.
+        for frame in held {
+            if let Err(ended) = self.on_frame(frame, &mut retry_at).await {
+                return ended;
+            }
+        }
         // Every unanswered send again, in order, with its id: the broker answers a repeat
         // with the stored message.
         for pending in self.pending.values() {
@@ -249,7 +308,6 @@ impl Loop {
             }
         }
         let mut ack_tick = tokio::time::interval(ACK_EVERY);
-        let mut retry_at: Option<tokio::time::Instant> = None;
         loop {
             let retry = async {
                 match retry_at {
@@ -325,6 +383,10 @@ impl Loop {
             reason: "the app dropped the session".into(),
         };
         match frame {
+            ServerFrame::Sent(sent) if self.claimed.remove(&sent.id) => {
+                // Answered already by its replayed `out` copy.
+                self.answered(&sent.id);
+            }
             ServerFrame::Sent(sent) => {
                 self.answered(&sent.id);
                 match self.waiting.remove(&sent.id) {
@@ -351,14 +413,7 @@ impl Loop {
                 }
             }
             frame => match frame.log_seq() {
-                Some(seq) if seq <= self.delivered => {} // a replay of what the app has
-                Some(seq) => {
-                    self.delivered = seq;
-                    self.events
-                        .send(SessionEvent::Event(frame))
-                        .await
-                        .map_err(|_| dropped())?;
-                }
+                Some(_) => self.hand(frame).await.map_err(|_| dropped())?,
                 None => self
                     .events
                     .send(SessionEvent::Live(frame))
@@ -367,6 +422,54 @@ impl Loop {
             },
         }
         Ok(())
+    }
+
+    /// Hands a logged event to the app unless it has it: by `seq` (a replay), or by `mid` (the
+    /// same message under another seq). This device's own `out` copy of a pending send answers
+    /// that send. Err: the app dropped the session.
+    async fn hand(&mut self, frame: ServerFrame) -> Result<(), ()> {
+        let Some(seq) = frame.log_seq() else {
+            return Ok(());
+        };
+        if seq <= self.delivered {
+            return Ok(()); // a replay of what the app has
+        }
+        self.delivered = seq;
+        if let ServerFrame::Message(message) = &frame {
+            if !self.seen.insert(message.mid) {
+                return Ok(());
+            }
+            if message.out && message.origin.as_ref().is_some_and(|o| o.uid == self.uid) {
+                self.claim(message.mid, message.seq, message.ts, message.body.get());
+            }
+        }
+        self.events
+            .send(SessionEvent::Event(frame))
+            .await
+            .map_err(|_| ())
+    }
+
+    /// A catch-up can replay this device's own message before the resend's `sent` comes: the
+    /// oldest pending send with the same body is that message, answered now.
+    fn claim(&mut self, mid: u64, seq: u64, ts: crate::protocol::Millis, body: &str) {
+        let Some(id) = self
+            .pending
+            .values()
+            .find(|p| p.body.get() == body)
+            .map(|p| p.id.clone())
+        else {
+            return;
+        };
+        self.answered(&id);
+        if let Some(answer) = self.waiting.remove(&id) {
+            let _ = answer.send(Ok(Sent {
+                id: id.clone(),
+                mid,
+                seq,
+                ts,
+            }));
+        }
+        self.claimed.insert(id);
     }
 
     fn is_pending(&self, error: &ErrorFrame) -> bool {

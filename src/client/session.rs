@@ -36,6 +36,9 @@ pub struct SessionOptions {
     pub backoff_min: Duration,
     /// Reconnect waits grow by doubling up to this.
     pub backoff_max: Duration,
+    /// At most this many events are refilled from `history` after a `Resync`; a longer gap is
+    /// reported incomplete in [`SessionEvent::Refilled`].
+    pub refill_limit: usize,
 }
 
 impl SessionOptions {
@@ -48,6 +51,7 @@ impl SessionOptions {
             store: Arc::new(MemoryStore::default()),
             backoff_min: Duration::from_millis(250),
             backoff_max: Duration::from_secs(30),
+            refill_limit: 10_000,
         }
     }
 }
@@ -63,11 +67,31 @@ pub enum SessionEvent {
     /// A frame that is not in the log (a call being rung, typing, presence, an answer to a
     /// request, or the `sent` of a send made before this process started).
     Live(ServerFrame),
-    /// The broker could not replay what was missed (`recovered: false`): events before `head`
-    /// may be missing. Page them with `history`; the session goes on from `head`.
+    /// The broker could not replay what was missed (`recovered: false`, or a stored cursor from
+    /// another log, another `epoch`). The session refills the gap from `history` by itself:
+    /// next come the retained events the app lacks, up to `head`, as [`SessionEvent::Event`]s
+    /// in `seq` order, each once (a message the app already had under another seq is dropped
+    /// by its `mid`), then [`SessionEvent::Refilled`], then the live events after `head`.
+    ///
+    /// The refilled events are handed over only once the whole refill has arrived. If the
+    /// connection closes during it, the app sees nothing of it: no event, no `Refilled`, and
+    /// the stored cursor stays where it was, so the next connection refills again (without a
+    /// second `Resync`) and hands the events over then. A gap is never presented as complete:
+    /// only `Refilled { complete: true }` says it is.
     Resync {
         /// The log's head when the session went live again.
         head: u64,
+    },
+    /// The refill after [`SessionEvent::Resync`] is over: its events were handed over, and live
+    /// events follow.
+    Refilled {
+        /// The head the refill went up to.
+        head: u64,
+        /// True when nothing between the app's last event and `head` is missing. False when
+        /// the log no longer holds all of it (retention, a replaced log), or the gap was
+        /// longer than [`SessionOptions::refill_limit`]: events older than the first one
+        /// handed over may be lost (page further with `history` if the app needs them).
+        complete: bool,
     },
     /// The connection closed; the session reconnects by itself.
     Disconnected {

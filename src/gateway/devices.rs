@@ -4,34 +4,45 @@
 use super::replies::store_refusal;
 use super::session::Online;
 use crate::protocol::{
-    CloseCode, DecodeError, DevicesList, ErrorCode, RevokeAnswer, RevokeRequest, ServerFrame,
+    CloseCode, DecodeError, DevicesList, DevicesRequest, ErrorCode, RevokeAnswer, RevokeRequest,
+    ServerFrame,
 };
 use crate::state::now_millis;
 
 impl Online<'_> {
-    /// `devices`: this person's devices now, with who is online.
-    pub(super) async fn devices(&mut self) {
+    /// `devices`: this person's devices now, with who is online. The request's `id`, if any,
+    /// is echoed on the answer and on a refusal.
+    pub(super) async fn devices(&mut self, req: DevicesRequest) {
+        let id = req.id;
+        if let Some(Err(err)) = id.as_deref().map(super::ops::check_id) {
+            return self.error(err, id, None).await;
+        }
         match self.state.store.device_list(self.identity.person).await {
             Ok(devices) => {
-                let frame = ServerFrame::Devices(DevicesList { devices });
+                let frame = ServerFrame::Devices(DevicesList { id, devices });
                 self.push(frame.to_text().into()).await;
             }
             Err(err) => {
                 let err = store_refusal(err, "devices", "internal error; send it again");
-                self.error(err, None, None).await;
+                self.error(err, id, None).await;
             }
         }
     }
 
     /// `revoke`: revokes every token of a device of this person (this one included: a logout)
-    /// and closes its connections with 4004, as `tokendel` does.
+    /// and closes its connections with 4004, as `tokendel` does. The request's `id`, if any, is
+    /// echoed on the answer and on a refusal.
     pub(super) async fn revoke(&mut self, req: RevokeRequest) {
+        let id = req.id;
+        if let Some(Err(err)) = id.as_deref().map(super::ops::check_id) {
+            return self.error(err, id, None).await;
+        }
         if !self.state.config.device_self_revoke {
             let err = DecodeError::new(
                 ErrorCode::Forbidden,
                 "devices may not revoke devices on this broker: the operator turns it on with --device-self-revoke (else the app's backend revokes with tokendel)",
             );
-            return self.error(err, None, None).await;
+            return self.error(err, id, None).await;
         }
         let who = self.identity.clone();
         let revoked = match self
@@ -43,12 +54,13 @@ impl Online<'_> {
             Ok(revoked) => revoked,
             Err(err) => {
                 let err = store_refusal(err, "revoke", "internal error; send it again");
-                return self.error(err, None, None).await;
+                return self.error(err, id, None).await;
             }
         };
         // Answered before the kick: revoking itself, this device still reads its answer
         // before the close.
         let frame = ServerFrame::Revoke(RevokeAnswer {
+            id,
             uid: revoked.uid,
             revoked: revoked.count,
         });

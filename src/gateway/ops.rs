@@ -54,7 +54,7 @@ impl Online<'_> {
             Ok(ClientFrame::Profile(req)) => self.profile(req).await,
             Ok(ClientFrame::Typing(req)) => self.typing(req).await,
             Ok(ClientFrame::Presence(req)) => self.presence(req).await,
-            Ok(ClientFrame::Devices(_)) => self.devices().await,
+            Ok(ClientFrame::Devices(req)) => self.devices(req).await,
             Ok(ClientFrame::Revoke(req)) => self.revoke(req).await,
             Ok(ClientFrame::Login(_)) => {
                 let err = DecodeError::new(

@@ -457,7 +457,12 @@ mod tests {
 
 /// `devices`: asks for the list of this person's devices (answered with `devices`).
 #[derive(Debug, Default, Serialize, Deserialize)]
-pub struct DevicesRequest {}
+pub struct DevicesRequest {
+    /// The client's tag for this request (1 to 128 characters), echoed on the `devices` answer
+    /// and on any `error` that refuses it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+}
 
 /// `revoke`: revokes every token of the device (user) `uid` of this person, which may be this
 /// device itself (a logout); its connections close with 4004. Only with `--device-self-revoke`.
@@ -466,4 +471,8 @@ pub struct RevokeRequest {
     /// The uid of the device to revoke, as `devices` lists it.
     #[serde(deserialize_with = "bounded")]
     pub uid: u64,
+    /// The client's tag for this request (1 to 128 characters), echoed on the `revoke` answer
+    /// and on any `error` that refuses it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
 }

@@ -61,6 +61,9 @@ pub struct DevicesChanged {
 /// `devices`: this person's devices now, primary first (the answer to `devices`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DevicesList {
+    /// The `id` the request carried, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
     /// Every device of the person.
     pub devices: Vec<DeviceEntry>,
 }
@@ -68,6 +71,9 @@ pub struct DevicesList {
 /// `revoke`: the tokens of device `uid` were revoked (the answer to `revoke`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RevokeAnswer {
+    /// The `id` the request carried, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
     /// The device revoked.
     pub uid: Uid,
     /// How many tokens were revoked (0: it had none left).

@@ -39,6 +39,7 @@ mod request_ids;
 mod sent_from;
 mod seq_restart;
 mod session;
+mod session_refill;
 mod slowloris;
 mod storm;
 mod sync;

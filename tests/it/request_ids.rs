@@ -1,6 +1,6 @@
-//! Request ids on `history` and `profile`: a device tags a request with `id` and gets the tag
-//! back on the answer and on any `error` that refuses it, so answers are matched by id instead
-//! of by order. Without `id` everything is as before (old clients keep working), and a bad id
+//! Request ids on `history`, `profile`, `devices` and `revoke`: a device tags a request with
+//! `id` and gets the tag back on the answer and on any `error` that refuses it, so answers are
+//! matched by id instead of by order. Without `id` everything is as before (old clients keep working), and a bad id
 //! is refused with `bad_value` naming the field, changing nothing.
 
 use serde::Deserialize;
@@ -283,4 +283,102 @@ async fn a_long_id_still_fits_the_page_in_a_mebibyte() {
     let (len, events, more) = raw_page(&mut alice).await;
     assert!(len <= MAX_OUT_FRAME, "a page of {len} bytes");
     assert_eq!((events.len(), more), (17, true));
+}
+
+/// `devices` and `revoke` take the same `id`: echoed on the answer, absent when not asked.
+/// Broken locally by building both answers with `id: None` in `gateway/devices.rs`: the
+/// first assertion fails.
+#[tokio::test]
+async fn devices_and_revoke_answers_echo_the_id() {
+    let server = TestServer::start_with(|c| c.device_self_revoke = true).await;
+    let mut phone = server.device("alice@example.com", "a-phone").await;
+    let mut laptop = server.device("alice@example.com", "a-laptop").await;
+    let _linked = phone.expect("devices_changed").await;
+
+    phone.send_json(json!({"op":"devices","id":"d-1"})).await;
+    let list = phone.expect("devices").await;
+    assert_eq!(list["id"], json!("d-1"), "{list}");
+    assert_eq!(list["devices"].as_array().unwrap().len(), 2, "{list}");
+    phone.send_json(json!({"op":"devices"})).await;
+    let list = phone.expect("devices").await;
+    assert!(list.get("id").is_none(), "{list}");
+
+    // A logout: the answer with its id comes before the close.
+    laptop
+        .send_json(json!({"op":"revoke","uid":laptop.uid,"id":"bye"}))
+        .await;
+    let answer = laptop.expect("revoke").await;
+    assert_eq!(
+        answer,
+        json!({"op":"revoke","id":"bye","uid":laptop.uid,"revoked":1})
+    );
+    let (code, _) = laptop.expect_closed().await;
+    assert_eq!(code, 4004);
+}
+
+/// Every refusal of `devices` or `revoke` carries the request's id, and a bad id is refused
+/// with `bad_value` before anything is done: the device named stays connected and logged in.
+/// Broken locally by answering the `forbidden` refusal with `id: None` -> the first loop fails;
+/// by skipping `check_id` in `revoke` -> the laptop is revoked and the bad-id loop fails.
+#[tokio::test]
+async fn devices_and_revoke_refusals_echo_the_id_and_a_bad_id_changes_nothing() {
+    let off = TestServer::start().await;
+    let mut phone = off.device("alice@example.com", "a-phone").await;
+    phone
+        .send_json(json!({"op":"revoke","uid":phone.uid,"id":"r-off"}))
+        .await;
+    let err = phone.expect("error").await;
+    assert_eq!(err["code"], json!("forbidden"), "{err}");
+    assert_eq!(err["id"], json!("r-off"), "{err}");
+
+    let server = TestServer::start_with(|c| c.device_self_revoke = true).await;
+    let mut phone = server.device("alice@example.com", "a-phone").await;
+    let mut laptop = server.device("alice@example.com", "a-laptop").await;
+    let _linked = phone.expect("devices_changed").await;
+    for (frame, code) in [
+        (
+            json!({"op":"revoke","uid":999_999,"id":"r-nobody"}),
+            "no_such_user",
+        ),
+        (json!({"op":"revoke","id":"r-no-uid"}), "missing_field"),
+        (json!({"op":"revoke","uid":"x","id":"r-type"}), "wrong_type"),
+    ] {
+        let id = frame["id"].clone();
+        phone.send_json(frame).await;
+        let err = phone.expect("error").await;
+        assert_eq!(err["code"], json!(code), "{err}");
+        assert_eq!(err["id"], id, "{err}");
+    }
+
+    let long = "x".repeat(129);
+    for frame in [
+        json!({"op":"devices","id":""}),
+        json!({"op":"devices","id":long}),
+        json!({"op":"revoke","uid":laptop.uid,"id":""}),
+        json!({"op":"revoke","uid":laptop.uid,"id":long}),
+    ] {
+        let id = frame["id"].clone();
+        phone.send_json(frame).await;
+        let err = phone.expect("error").await;
+        assert_eq!(
+            err,
+            json!({"op":"error","code":"bad_value","message":"`id` must be 1 to 128 characters","id":id})
+        );
+    }
+    // Nothing answered, nothing revoked: the laptop is still there and still logs in.
+    phone.expect_silence().await;
+    laptop.expect_silence().await;
+    phone.send_json(json!({"op":"devices","id":"check"})).await;
+    let list = phone.expect("devices").await;
+    let laptop_entry = list["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["uid"] == json!(laptop.uid))
+        .cloned()
+        .expect("the laptop is still a device");
+    assert_eq!(laptop_entry["online"], json!(true), "{list}");
+    let mut again = server.login(&laptop.token).await;
+    let welcome = again.expect("welcome").await;
+    assert_eq!(welcome["uid"], json!(laptop.uid), "{welcome}");
 }

@@ -236,7 +236,8 @@ async fn a_revoked_token_stops_the_session() {
 }
 
 /// A store resuming from a cursor replays only what came after it, once; a cursor from
-/// another log (another epoch) gets `Resync` with the head instead of a partial replay.
+/// another log (another epoch) gets `Resync` with the head, then that log refilled from
+/// history instead of a partial replay.
 #[tokio::test]
 async fn a_stored_cursor_resumes_and_a_foreign_one_resyncs() {
     let server = TestServer::start().await;
@@ -283,7 +284,8 @@ async fn a_stored_cursor_resumes_and_a_foreign_one_resyncs() {
     }
     session.close();
 
-    // A cursor from another log: Resync at the head, nothing replayed.
+    // A cursor from another log: Resync at the head, then the session refills this log from
+    // history by itself: 1..=5 once each, in order, then Refilled (complete), then live.
     let foreign_store = Arc::new(MemoryStore::default());
     foreign_store.set_cursor(Cursor {
         seq: 3,
@@ -300,13 +302,34 @@ async fn a_stored_cursor_resumes_and_a_foreign_one_resyncs() {
         Some(SessionEvent::Resync { head }) => assert_eq!(head, 5),
         other => panic!("expected Resync, got {other:?}"),
     }
-    // The foreign cursor is replaced by the head of this log.
-    assert_eq!(foreign_store.cursor().map(|c| c.seq), Some(5));
-    let quiet = tokio::time::timeout(Duration::from_millis(500), session.next()).await;
-    assert!(
-        !matches!(quiet, Ok(Some(SessionEvent::Event(_)))),
-        "replayed after a resync: {quiet:?}"
-    );
+    let mut refilled = Vec::new();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), session.next()).await {
+            Ok(Some(SessionEvent::Event(frame))) => refilled.push(frame.log_seq().unwrap()),
+            Ok(Some(SessionEvent::Refilled { head, complete })) => {
+                assert_eq!((head, complete), (5, true));
+                break;
+            }
+            other => panic!("expected the refill, got {other:?}"),
+        }
+    }
+    assert_eq!(refilled, [1, 2, 3, 4, 5]);
+    // Once the app took them, the foreign cursor is replaced by this log's.
+    let _ = tokio::time::timeout(Duration::from_millis(100), session.next()).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while foreign_store.cursor()
+        != Some(Cursor {
+            seq: 5,
+            epoch: epoch.clone(),
+        })
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "cursor {:?}",
+            foreign_store.cursor()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// A user linked to another person (`token.linkto`) is closed with 4004 "linked to another
