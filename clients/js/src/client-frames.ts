@@ -118,10 +118,14 @@ export type ClientFrame =
   | {
       /** Asks for this person's devices. */
       op: "devices";
+      /** The request's tag, echoed on the answer and on any refusal. */
+      id?: string;
     }
   | {
       /** Revokes a device's tokens. */
       op: "revoke";
       /** The device's user id. */
       uid: number;
+      /** The request's tag, echoed on the answer and on any refusal. */
+      id?: string;
     };

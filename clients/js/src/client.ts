@@ -164,7 +164,7 @@ export class Client extends Emitter<ClientEvents> {
 
   /** This person's devices now, primary first (`online`: connected right now). */
   async devices(): Promise<DevicesFrame["devices"]> {
-    const answer = (await this.request("devices", () => this.write({ op: "devices" }))) as DevicesFrame;
+    const answer = (await this.request("devices", (id) => this.write({ op: "devices", id }))) as DevicesFrame;
     return answer.devices;
   }
 
@@ -174,7 +174,11 @@ export class Client extends Emitter<ClientEvents> {
    * the broker runs with `--device-self-revoke`, `no_such_user` for a uid not of this person.
    */
   async revoke(uid: number): Promise<RevokeFrame> {
-    return (await this.request("revoke", () => this.write({ op: "revoke", uid }))) as RevokeFrame;
+    const answer = {
+      ...((await this.request("revoke", (id) => this.write({ op: "revoke", uid, id }))) as RevokeFrame),
+    };
+    delete answer.id; // the request's tag, not part of the answer
+    return answer;
   }
 
   /** Changes this person's profile; the change comes back as a `profile` event. */
@@ -361,7 +365,7 @@ export class Client extends Emitter<ClientEvents> {
     this.write(frame);
   }
 
-  private async request(kind: Answer["op"], send: (id: string | undefined) => boolean): Promise<Answer> {
+  private async request(kind: Answer["op"], send: (id: string) => boolean): Promise<Answer> {
     for (;;) {
       await this.whenLive();
       try {

@@ -353,6 +353,8 @@ export interface DevicesChangedFrame {
 export interface DevicesFrame {
   /** The frame's kind. */
   op: "devices";
+  /** The request's `id`, when it had one. */
+  id?: string;
   /** Every device of the person, primary first. */
   devices: DeviceInfo[];
 }
@@ -361,6 +363,8 @@ export interface DevicesFrame {
 export interface RevokeFrame {
   /** The frame's kind. */
   op: "revoke";
+  /** The request's `id`, when it had one. */
+  id?: string;
   /** The device's user id. */
   uid: number;
   /** How many of its tokens were revoked. */

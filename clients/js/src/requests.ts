@@ -1,7 +1,7 @@
 /**
- * Requests that the broker answers with a frame of their own: `history` and `profile` `get`
- * (tagged with an `id` that the answer and any refusal carry back), `devices` and `revoke`
- * (answered in order, with no id) and `file_url` (answered by file id).
+ * Requests that the broker answers with a frame of their own: `history`, `profile` `get`,
+ * `devices` and `revoke` (tagged with an `id` that the answer and any refusal carry back) and
+ * `file_url` (answered by file id).
  * @module
  */
 
@@ -24,26 +24,11 @@ interface Waiter<T> {
   reject: (err: Error) => void;
 }
 
-/** A request waiting for its answer; `id` for the kinds the broker echoes it on. */
+/** A request waiting for its answer, tagged with the `id` the broker echoes. */
 interface Waiting extends Waiter<Answer> {
   kind: Answer["op"];
-  id: string | undefined;
+  id: string;
 }
-
-/** The requests that take an `id` (proto/clients.md, "Tag requests with an id"). */
-const TAGGED: readonly Answer["op"][] = ["history", "profile"];
-
-/**
- * The id-less refusals that can answer each request (proto/frames.md lists them per op); none
- * for tagged requests, whose refusals carry their id. A `rate_limited` taken by the wrong
- * request only makes it ask again: the answer that does come goes to the oldest of its kind.
- */
-const ANSWER_ERRORS: Record<Answer["op"], string[]> = {
-  history: [],
-  profile: [],
-  devices: ["internal", "rate_limited"],
-  revoke: ["forbidden", "no_such_user", "missing_field", "wrong_type", "internal", "rate_limited"],
-};
 
 /** The error of a request whose connection closed (or was not open) before the answer. */
 export function lost(): OctetError {
@@ -73,12 +58,11 @@ export class Requests {
   private readonly fileUrls = new Map<string, Waiter<FileUrlFrame>>();
 
   /**
-   * Writes a request and waits for its answer. `history` and `profile` are written with a new
-   * `id` and matched by it; `devices` and `revoke` by order (the broker handles a connection's
-   * frames one at a time).
+   * Writes a request and waits for its answer, written with a new `id` and matched by it (so a
+   * refusal of another frame, or another request's answer, is never taken for it).
    */
-  ask(kind: Answer["op"], write: (id: string | undefined) => boolean): Promise<Answer> {
-    const id = TAGGED.includes(kind) ? newId() : undefined;
+  ask(kind: Answer["op"], write: (id: string) => boolean): Promise<Answer> {
+    const id = newId();
     return new Promise((resolve, reject) => {
       const waiter: Waiting = { kind, id, resolve, reject };
       this.answers.push(waiter);
@@ -97,10 +81,9 @@ export class Requests {
     });
   }
 
-  /** An answer (a `profile` without `seq`, …): the request with its id, or the oldest untagged one of its kind. */
+  /** An answer (a `profile` without `seq`, …): the request with its id. */
   onAnswer(frame: Answer): void {
-    const id = "id" in frame ? frame.id : undefined;
-    const index = this.answers.findIndex((w) => w.id === id && w.kind === frame.op);
+    const index = this.answers.findIndex((w) => w.id === frame.id && w.kind === frame.op);
     if (index >= 0) this.answers.splice(index, 1)[0]?.resolve(frame);
   }
 
@@ -125,16 +108,9 @@ export class Requests {
       waiter.reject(error);
       return true;
     }
-    if (frame.call !== undefined) return false;
-    // Some frames without an answer (`read`, `ack`) are refused with the same codes; the oldest
-    // untagged request that can have caused it takes it, which is right unless both are in
-    // flight. Tagged requests get their refusals by id, so a refused `read` never fails them.
-    const index = this.answers.findIndex(
-      (w) => w.id === undefined && ANSWER_ERRORS[w.kind].includes(frame.code),
-    );
-    if (index < 0) return false;
-    this.answers.splice(index, 1)[0]?.reject(error);
-    return true;
+    // An error without an id refuses a frame that has no answer (`read`, `ack`): every request
+    // is tagged, so it is never one of them. Matching it by order would blame the wrong one.
+    return false;
   }
 
   /** How many requests wait for their answers. */

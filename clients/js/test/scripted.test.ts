@@ -202,7 +202,7 @@ test("a request refused for the rate is asked again after a pause: the refill's 
   client.close();
 });
 
-test("devices() refused for the rate (no id) is asked again, not left waiting", { timeout: TEST_TIMEOUT_MS }, async () => {
+test("devices() refused for the rate (by its id) is asked again, not left waiting", { timeout: TEST_TIMEOUT_MS }, async () => {
   ScriptedSocket.all = [];
   const client = await connect({ url: "ws://scripted/ws", token: "t", appid: "a", WebSocket: ScriptedSocket });
   await until("the login", () => ScriptedSocket.all[0]?.ops("login").length === 1);
@@ -211,9 +211,33 @@ test("devices() refused for the rate (no id) is asked again, not left waiting", 
   ws.frame({ op: "synced", seq: 0, replayed: 0 });
   const devices = client.devices();
   await until("the request", () => ws.ops("devices").length === 1);
-  ws.frame({ op: "error", code: "rate_limited", message: "slow down" });
+  const first = ws.ops("devices")[0]!.id;
+  assert.equal(typeof first, "string", "devices is tagged with an id");
+  ws.frame({ op: "error", code: "rate_limited", message: "slow down", id: first });
   await until("asked again", () => ws.ops("devices").length === 2);
-  ws.frame({ op: "devices", devices: [] });
+  ws.frame({ op: "devices", id: ws.ops("devices")[1]!.id, devices: [] });
   assert.deepEqual(await devices, []);
+  client.close();
+});
+
+// By order, the oldest revoke would take an id-less `no_such_user` refusing some other frame.
+test("revoke() is matched by id: an id-less refusal in flight is not taken for it", { timeout: TEST_TIMEOUT_MS }, async () => {
+  ScriptedSocket.all = [];
+  const client = await connect({ url: "ws://scripted/ws", token: "t", appid: "a", WebSocket: ScriptedSocket });
+  await until("the login", () => ScriptedSocket.all[0]?.ops("login").length === 1);
+  const ws = ScriptedSocket.all[0]!;
+  ws.frame(welcome(0, true));
+  ws.frame({ op: "synced", seq: 0, replayed: 0 });
+  const errors: string[] = [];
+  client.on("error", (e) => void errors.push(e.code));
+  const revoked = client.revoke(7);
+  await until("the request", () => ws.ops("revoke").length === 1);
+  const id = ws.ops("revoke")[0]!.id;
+  assert.equal(typeof id, "string", "revoke is tagged with an id");
+  ws.frame({ op: "error", code: "no_such_user", message: "not this request's" });
+  ws.frame({ op: "revoke", id: "someone-else", uid: 8, revoked: 1 });
+  ws.frame({ op: "revoke", id, uid: 7, revoked: 1 });
+  assert.deepEqual(await revoked, { op: "revoke", uid: 7, revoked: 1 });
+  assert.deepEqual(errors, ["no_such_user"]);
   client.close();
 });

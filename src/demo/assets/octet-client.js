@@ -629,13 +629,6 @@ async function refill(start, limit, page) {
 }
 
 // src/requests.ts
-var TAGGED = ["history", "profile"];
-var ANSWER_ERRORS = {
-  history: [],
-  profile: [],
-  devices: ["internal", "rate_limited"],
-  revoke: ["forbidden", "no_such_user", "missing_field", "wrong_type", "internal", "rate_limited"]
-};
 function lost() {
   return new OctetError("connection_lost", "the connection closed before the answer");
 }
@@ -654,12 +647,11 @@ var Requests = class {
   answers = [];
   fileUrls = /* @__PURE__ */ new Map();
   /**
-   * Writes a request and waits for its answer. `history` and `profile` are written with a new
-   * `id` and matched by it; `devices` and `revoke` by order (the broker handles a connection's
-   * frames one at a time).
+   * Writes a request and waits for its answer, written with a new `id` and matched by it (so a
+   * refusal of another frame, or another request's answer, is never taken for it).
    */
   ask(kind, write) {
-    const id = TAGGED.includes(kind) ? newId() : void 0;
+    const id = newId();
     return new Promise((resolve, reject) => {
       const waiter = { kind, id, resolve, reject };
       this.answers.push(waiter);
@@ -675,10 +667,9 @@ var Requests = class {
       this.fileUrls.set(id, { resolve, reject });
     });
   }
-  /** An answer (a `profile` without `seq`, …): the request with its id, or the oldest untagged one of its kind. */
+  /** An answer (a `profile` without `seq`, …): the request with its id. */
   onAnswer(frame) {
-    const id = "id" in frame ? frame.id : void 0;
-    const index = this.answers.findIndex((w) => w.id === id && w.kind === frame.op);
+    const index = this.answers.findIndex((w) => w.id === frame.id && w.kind === frame.op);
     if (index >= 0) this.answers.splice(index, 1)[0]?.resolve(frame);
   }
   onFileUrl(frame) {
@@ -690,9 +681,9 @@ var Requests = class {
   onError(frame) {
     const error = new OctetError(frame.code, frame.message);
     if (frame.id !== void 0) {
-      const index2 = this.answers.findIndex((w) => w.id === frame.id);
-      if (index2 >= 0) {
-        this.answers.splice(index2, 1)[0]?.reject(error);
+      const index = this.answers.findIndex((w) => w.id === frame.id);
+      if (index >= 0) {
+        this.answers.splice(index, 1)[0]?.reject(error);
         return true;
       }
       const waiter = this.fileUrls.get(frame.id);
@@ -701,13 +692,7 @@ var Requests = class {
       waiter.reject(error);
       return true;
     }
-    if (frame.call !== void 0) return false;
-    const index = this.answers.findIndex(
-      (w) => w.id === void 0 && ANSWER_ERRORS[w.kind].includes(frame.code)
-    );
-    if (index < 0) return false;
-    this.answers.splice(index, 1)[0]?.reject(error);
-    return true;
+    return false;
   }
   /** How many requests wait for their answers. */
   waiting() {
@@ -904,7 +889,7 @@ var Client = class extends Emitter {
   }
   /** This person's devices now, primary first (`online`: connected right now). */
   async devices() {
-    const answer = await this.request("devices", () => this.write({ op: "devices" }));
+    const answer = await this.request("devices", (id) => this.write({ op: "devices", id }));
     return answer.devices;
   }
   /**
@@ -913,7 +898,11 @@ var Client = class extends Emitter {
    * the broker runs with `--device-self-revoke`, `no_such_user` for a uid not of this person.
    */
   async revoke(uid) {
-    return await this.request("revoke", () => this.write({ op: "revoke", uid }));
+    const answer = {
+      ...await this.request("revoke", (id) => this.write({ op: "revoke", uid, id }))
+    };
+    delete answer.id;
+    return answer;
   }
   /** Changes this person's profile; the change comes back as a `profile` event. */
   async setProfile(patch) {
