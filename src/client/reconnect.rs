@@ -19,6 +19,8 @@ use crate::protocol::{Ack, ClientFrame, ErrorCode, ErrorFrame, Login, Send, Sent
 #[cfg(doc)]
 use super::Session;
 
+mod incoming;
+
 /// How often the taken position is acknowledged at most.
 const ACK_EVERY: Duration = Duration::from_millis(200);
 /// A send refused with `rate_limited` is tried again after this.
@@ -371,115 +373,6 @@ impl Loop {
             });
         }
         Ok(())
-    }
-
-    async fn on_frame(
-        &mut self,
-        frame: ServerFrame,
-        retry_at: &mut Option<tokio::time::Instant>,
-    ) -> Result<(), Ended> {
-        let dropped = || Ended::Stop {
-            code: None,
-            reason: "the app dropped the session".into(),
-        };
-        match frame {
-            ServerFrame::Sent(sent) if self.claimed.remove(&sent.id) => {
-                // Answered already by its replayed `out` copy.
-                self.answered(&sent.id);
-            }
-            ServerFrame::Sent(sent) => {
-                self.answered(&sent.id);
-                match self.waiting.remove(&sent.id) {
-                    Some(answer) => {
-                        let _ = answer.send(Ok(sent));
-                    }
-                    None => self
-                        .events
-                        .send(SessionEvent::Live(ServerFrame::Sent(sent)))
-                        .await
-                        .map_err(|_| dropped())?,
-                }
-            }
-            ServerFrame::Error(error) if error.id.is_some() && self.is_pending(&error) => {
-                let id = error.id.clone().unwrap_or_default();
-                if is_final_refusal(error.code) {
-                    self.answered(&id);
-                    if let Some(answer) = self.waiting.remove(&id) {
-                        let _ = answer.send(Err(SendError::Refused(error)));
-                    }
-                } else if error.code == ErrorCode::RateLimited {
-                    // Slow down: everything unanswered goes again after a pause.
-                    retry_at.get_or_insert(tokio::time::Instant::now() + RATE_LIMITED_RETRY);
-                }
-            }
-            frame => match frame.log_seq() {
-                Some(_) => self.hand(frame).await.map_err(|_| dropped())?,
-                None => self
-                    .events
-                    .send(SessionEvent::Live(frame))
-                    .await
-                    .map_err(|_| dropped())?,
-            },
-        }
-        Ok(())
-    }
-
-    /// Hands a logged event to the app unless it has it: by `seq` (a replay), or by `mid` (the
-    /// same message under another seq). This device's own `out` copy of a pending send answers
-    /// that send. Err: the app dropped the session.
-    async fn hand(&mut self, frame: ServerFrame) -> Result<(), ()> {
-        let Some(seq) = frame.log_seq() else {
-            return Ok(());
-        };
-        if seq <= self.delivered {
-            return Ok(()); // a replay of what the app has
-        }
-        self.delivered = seq;
-        if let ServerFrame::Message(message) = &frame {
-            if !self.seen.insert(message.mid) {
-                return Ok(());
-            }
-            if message.out && message.origin.as_ref().is_some_and(|o| o.uid == self.uid) {
-                self.claim(message.mid, message.seq, message.ts, message.body.get());
-            }
-        }
-        self.events
-            .send(SessionEvent::Event(frame))
-            .await
-            .map_err(|_| ())
-    }
-
-    /// A catch-up can replay this device's own message before the resend's `sent` comes: the
-    /// oldest pending send with the same body is that message, answered now.
-    fn claim(&mut self, mid: u64, seq: u64, ts: crate::protocol::Millis, body: &str) {
-        let Some(id) = self
-            .pending
-            .values()
-            .find(|p| p.body.get() == body)
-            .map(|p| p.id.clone())
-        else {
-            return;
-        };
-        self.answered(&id);
-        if let Some(answer) = self.waiting.remove(&id) {
-            let _ = answer.send(Ok(Sent {
-                id: id.clone(),
-                mid,
-                seq,
-                ts,
-            }));
-        }
-        self.claimed.insert(id);
-    }
-
-    fn is_pending(&self, error: &ErrorFrame) -> bool {
-        let id = error.id.as_deref().unwrap_or_default();
-        self.pending.values().any(|p| p.id == id)
-    }
-
-    fn answered(&mut self, id: &str) {
-        self.pending.retain(|_, p| p.id != id);
-        self.options.store.remove_pending(id);
     }
 
     /// A write failed: the close may already be waiting to be read.
