@@ -2,29 +2,18 @@
 //! `check-config` saying exactly what is wrong.
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output, Stdio};
 use std::time::Duration;
 
 use serde_json::json;
 
-use crate::harness::announced_addr;
-
-fn octet() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_octet"));
-    // Nothing from the test runner's environment leaks in.
-    for (key, _) in std::env::vars() {
-        if key.starts_with("OCTET_") {
-            cmd.env_remove(key);
-        }
-    }
-    cmd
-}
+use crate::harness::{announced_addr, check_config, octet_command};
 
 fn check(text: &str) -> Output {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("octet.toml");
     std::fs::write(&file, text).unwrap();
-    octet().arg("check-config").arg(&file).output().unwrap()
+    check_config(&file)
 }
 
 #[test]
@@ -116,7 +105,7 @@ async fn flags_override_environment_which_overrides_the_file() {
     )
     .unwrap();
     let start = |env_listen: Option<SocketAddr>, flag_listen: Option<SocketAddr>| {
-        let mut cmd = octet();
+        let mut cmd = octet_command();
         cmd.arg("serve").arg("--config").arg(&config);
         if let Some(addr) = env_listen {
             cmd.env("OCTET_LISTEN", addr.to_string());

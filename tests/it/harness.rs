@@ -19,7 +19,7 @@ mod broker;
 mod raw;
 mod snapshot;
 
-pub use broker::{Broker, announced_addr, client_login};
+pub use broker::{Broker, announced_addr, check_config, client_login, octet_command};
 pub use raw::read_close_raw;
 
 /// The appid tests log in with.

@@ -156,3 +156,23 @@ pub async fn client_login(
             .expect("login works");
     (conn, welcome.seq)
 }
+
+/// The real binary with nothing from the test runner's environment (`OCTET_*`) leaking in.
+pub fn octet_command() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_octet"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("OCTET_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
+/// `octet check-config <file>`, run to its end.
+pub fn check_config(file: &std::path::Path) -> std::process::Output {
+    octet_command()
+        .arg("check-config")
+        .arg(file)
+        .output()
+        .unwrap()
+}

@@ -272,13 +272,7 @@ fn check_config_names_each_bad_webhook_setting() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("octet.toml");
         std::fs::write(&file, text).unwrap();
-        let out = Command::new(env!("CARGO_BIN_EXE_octet"))
-            .env_remove("OCTET_WEBHOOK_URL")
-            .env_remove("OCTET_WEBHOOK_SECRET")
-            .arg("check-config")
-            .arg(&file)
-            .output()
-            .unwrap();
+        let out = crate::harness::check_config(&file);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{text:?} was accepted");
         assert!(
@@ -296,11 +290,7 @@ fn check_config_names_each_bad_webhook_setting() {
         "webhook_url = \"http://127.0.0.1:9000/hooks\"\nwebhook_secret = \"0123456789abcdef\"\npush_grace = 0\nwebhook_include_body = true\nwebhook_presence = true\nwebhook_retry_hours = 48\nwebhook_max_pending = 5000\n",
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_octet"))
-        .arg("check-config")
-        .arg(&file)
-        .output()
-        .unwrap();
+    let out = crate::harness::check_config(&file);
     assert!(
         out.status.success(),
         "{}",
@@ -314,11 +304,7 @@ fn check_config_names_each_bad_webhook_setting() {
         ),
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_octet"))
-        .arg("check-config")
-        .arg(&file)
-        .output()
-        .unwrap();
+    let out = crate::harness::check_config(&file);
     assert!(
         out.status.success(),
         "{}",

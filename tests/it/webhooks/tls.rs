@@ -4,7 +4,6 @@
 //! that cannot be used refused at startup. The CA and the receiver's certificate are made at
 //! test time (rcgen), so nothing in the repository expires.
 
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -219,25 +218,13 @@ async fn a_certificate_for_another_name_is_refused_and_says_so() {
 
 /// `octet <args>` with nothing from the test runner's environment.
 fn octet(args: &[&str]) -> std::process::Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_octet"));
-    for (key, _) in std::env::vars() {
-        if key.starts_with("OCTET_") {
-            cmd.env_remove(key);
-        }
-    }
-    cmd.args(args).output().unwrap()
+    crate::harness::octet_command().args(args).output().unwrap()
 }
 
 /// Runs `octet <args>` for at most 10 s: whether it exited with a failure, and its stderr.
 /// A broker that starts is killed (and counts as not refused) rather than hanging the test.
 fn serve(args: &[&str]) -> (bool, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_octet"));
-    for (key, _) in std::env::vars() {
-        if key.starts_with("OCTET_") {
-            cmd.env_remove(key);
-        }
-    }
-    let mut child = cmd
+    let mut child = crate::harness::octet_command()
         .args(args)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
