@@ -22,6 +22,16 @@ async fn changed(dev: &mut Device, change: &str, uid: u64) -> Value {
     event
 }
 
+/// A server (`--device-self-revoke` as given) and alice's phone and laptop, logged in, the
+/// phone past the laptop's `linked` event.
+async fn alice_phone_and_laptop(self_revoke: bool) -> (TestServer, Device, Device) {
+    let server = TestServer::start_with(|c| c.device_self_revoke = self_revoke).await;
+    let mut phone = server.device(ALICE, "phone").await;
+    let laptop = server.device(ALICE, "laptop").await;
+    changed(&mut phone, "linked", laptop.uid).await;
+    (server, phone, laptop)
+}
+
 /// The entry of `uid` in a device list.
 fn entry(list: &Value, uid: u64) -> Option<Value> {
     list["devices"]
@@ -122,10 +132,7 @@ async fn a_rename_is_announced_once_and_the_same_name_again_is_not() {
 /// laptop went.
 #[tokio::test]
 async fn removing_a_linked_device_is_announced_and_removing_the_person_is_not() {
-    let server = TestServer::start().await;
-    let mut phone = server.device(ALICE, "phone").await;
-    let mut laptop = server.device(ALICE, "laptop").await;
-    changed(&mut phone, "linked", laptop.uid).await;
+    let (server, mut phone, mut laptop) = alice_phone_and_laptop(false).await;
     let answer = server
         .backend(json!({"op": "userdel", "uid": laptop.uid}))
         .await;
@@ -148,10 +155,7 @@ async fn removing_a_linked_device_is_announced_and_removing_the_person_is_not() 
 /// reaches the phone.
 #[tokio::test]
 async fn tokendel_is_announced_with_the_revoked_device_offline() {
-    let server = TestServer::start().await;
-    let mut phone = server.device(ALICE, "phone").await;
-    let mut laptop = server.device(ALICE, "laptop").await;
-    changed(&mut phone, "linked", laptop.uid).await;
+    let (server, mut phone, mut laptop) = alice_phone_and_laptop(false).await;
     let answer = server
         .backend(json!({"op": "tokendel", "uid": laptop.uid}))
         .await;
@@ -202,10 +206,7 @@ async fn devices_lists_the_person_with_who_is_online() {
 #[tokio::test]
 async fn self_revoke_closes_the_other_device_within_a_second_and_refuses_its_token() {
     let _timed = timed().await;
-    let server = TestServer::start_with(|c| c.device_self_revoke = true).await;
-    let mut phone = server.device(ALICE, "phone").await;
-    let mut laptop = server.device(ALICE, "laptop").await;
-    changed(&mut phone, "linked", laptop.uid).await;
+    let (server, mut phone, mut laptop) = alice_phone_and_laptop(true).await;
 
     let started = Instant::now();
     phone
@@ -241,10 +242,7 @@ async fn self_revoke_closes_the_other_device_within_a_second_and_refuses_its_tok
 /// A device may revoke itself: a logout.
 #[tokio::test]
 async fn a_device_revoking_itself_is_logged_out() {
-    let server = TestServer::start_with(|c| c.device_self_revoke = true).await;
-    let mut phone = server.device(ALICE, "phone").await;
-    let mut laptop = server.device(ALICE, "laptop").await;
-    changed(&mut phone, "linked", laptop.uid).await;
+    let (_server, mut phone, mut laptop) = alice_phone_and_laptop(true).await;
     laptop
         .send_json(json!({"op": "revoke", "uid": laptop.uid}))
         .await;
@@ -264,10 +262,7 @@ async fn a_device_revoking_itself_is_logged_out() {
 /// and `forbidden` never comes.
 #[tokio::test]
 async fn revoke_is_refused_without_the_flag_and_changes_nothing() {
-    let server = TestServer::start().await;
-    let mut phone = server.device(ALICE, "phone").await;
-    let mut laptop = server.device(ALICE, "laptop").await;
-    changed(&mut phone, "linked", laptop.uid).await;
+    let (server, mut phone, mut laptop) = alice_phone_and_laptop(false).await;
     server.sessions_down_to(2).await;
     let before = server.snapshot();
     phone
@@ -295,10 +290,7 @@ async fn revoke_is_refused_without_the_flag_and_changes_nothing() {
 /// revoked and answered instead of refused.
 #[tokio::test]
 async fn revoke_of_another_persons_device_is_refused_and_changes_nothing() {
-    let server = TestServer::start_with(|c| c.device_self_revoke = true).await;
-    let mut phone = server.device(ALICE, "phone").await;
-    let mut laptop = server.device(ALICE, "laptop").await;
-    changed(&mut phone, "linked", laptop.uid).await;
+    let (server, mut phone, mut laptop) = alice_phone_and_laptop(true).await;
     let mut bob = server.device(BOB, "phone").await;
     server.sessions_down_to(3).await;
     let before = server.snapshot();
