@@ -59,8 +59,8 @@ async fn resolve_all(
     let Some(list) = list else { return Ok(None) };
     let mut persons = Vec::with_capacity(list.len());
     for (idx, address) in list.iter().enumerate() {
-        match state.store.resolve(address).await {
-            Ok((person, _)) => persons.push(person),
+        match state.store.person_of(address).await {
+            Ok(person) => persons.push(person),
             Err(StoreError::UnknownRecipient(_)) => {
                 return Err(ApiError::new(
                     ErrorCode::NoSuchUser,

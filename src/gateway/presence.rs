@@ -34,8 +34,8 @@ impl Online<'_> {
                 self.error(err, None, None).await;
                 continue;
             }
-            match self.state.store.resolve(&address).await {
-                Ok((target, _)) => {
+            match self.state.store.person_of(&address).await {
+                Ok(target) => {
                     self.state.presence.unsubscribe(self.conn_id, target);
                 }
                 Err(err) => self.presence_refused(err, &address).await,

@@ -183,9 +183,13 @@ pub trait Store: Send + Sync + 'static {
     /// Who holds this token, if it is live, whatever its appid (HTTP file requests carry only
     /// the token).
     async fn identify(&self, hash: TokenHash, now: Millis) -> Result<Identity, StoreError>;
-    /// The person an address belongs to, and that person's primary address (for `ring`):
-    /// [`StoreError::UserDisabled`] when the address, or its person, is disabled.
+    /// The person an address belongs to, and that person's primary address, to reach it
+    /// (`ring`, `typing`): [`StoreError::UserDisabled`] when the address, or its person, is
+    /// disabled.
     async fn resolve(&self, address: &str) -> Result<(PersonId, String), StoreError>;
+    /// The person an address belongs to, disabled or not (presence subscriptions and lists
+    /// name persons without reaching them); [`StoreError::UnknownRecipient`] when no user has it.
+    async fn person_of(&self, address: &str) -> Result<PersonId, StoreError>;
     /// Records when devices were last seen (login, disconnect), all in one transaction.
     async fn touch(&self, seen: Vec<(Uid, Millis)>) -> Result<(), StoreError>;
     /// Stores a message in the logs of both persons, or finds the stored one for a retry.

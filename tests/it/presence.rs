@@ -363,3 +363,36 @@ async fn addresses_in_presence_frames_are_rate_limited_per_person() {
     // Typing and messages have budgets of their own.
     a1.send_msg("m1", ALICE, json!("note")).await;
 }
+
+/// A disabled person can still be named where nobody is reached: a device unsubscribes from it
+/// (before, the lookup refused with `user_disabled` and the subscription stayed), and a
+/// backend's allow list may name it.
+#[tokio::test]
+async fn a_disabled_person_can_be_unsubscribed_from_and_listed() {
+    let server = TestServer::start_with(|c| {
+        c.presence = PresencePolicy::Open;
+        c.presence_grace = GRACE;
+    })
+    .await;
+    let mut a1 = server.device(ALICE, "a1").await;
+    server.device_token(BOB, "b1").await;
+    server.device_token(CAROL, "c1").await;
+    subscribe(&mut a1, &[CAROL]).await;
+    assert_eq!(a1.expect("presence").await["status"], "offline");
+    assert_eq!(server.state.presence.subscription_count(), 1);
+    let disabled = server
+        .backend(json!({"op": "useradd", "user": {"address": CAROL, "active": false}}))
+        .await;
+    assert_eq!(disabled["result"], json!(true), "{disabled}");
+
+    a1.send_json(json!({"op":"presence","unsubscribe":[CAROL]}))
+        .await;
+    a1.expect_nothing().await;
+    assert_eq!(server.state.presence.subscription_count(), 0);
+
+    let answer = server
+        .backend(json!({"op":"presence","user":{"address":BOB},"allow":[CAROL]}))
+        .await;
+    assert_eq!(answer["result"], json!(true), "{answer}");
+    assert_eq!(answer["allow"], json!([CAROL]), "{answer}");
+}

@@ -81,6 +81,11 @@ impl Store for SqliteStore {
         self.read(move |conn| users::resolve(conn, address)).await
     }
 
+    async fn person_of(&self, address: &str) -> Result<PersonId, StoreError> {
+        let address = address.to_string();
+        self.read(move |conn| users::person_of(conn, address)).await
+    }
+
     async fn touch(&self, seen: Vec<(Uid, Millis)>) -> Result<(), StoreError> {
         self.write(move |conn| users::touch(conn, seen)).await
     }

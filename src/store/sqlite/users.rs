@@ -433,6 +433,14 @@ pub(super) fn devices(conn: &Connection, who: &UserKey) -> Result<PersonDevices,
     person_devices(conn, user.person())
 }
 
+/// The person at `address`, disabled or not.
+pub(super) fn person_of(conn: &Connection, address: String) -> Result<PersonId, StoreError> {
+    match find_user(conn, &UserKey::Address(address.clone()))? {
+        Some(user) => Ok(user.person()),
+        None => Err(StoreError::UnknownRecipient(address)),
+    }
+}
+
 /// The person at `address` and its primary's address, to ring; a disabled user (or person)
 /// is not rung.
 pub(super) fn resolve(
