@@ -136,18 +136,8 @@ pub(super) fn write(conn: &Tx<'_>, event: &NewOutboxEvent) -> Result<Option<i64>
             }
         }
         NewOutboxEvent::Presence {
-            person,
-            online,
-            ts,
-            replaces,
+            person, online, ts, ..
         } => {
-            if let Some(row) = replaces {
-                // Not yet delivered (nor dead): a newer state makes it moot.
-                conn.prepare_cached(
-                    "DELETE FROM webhook_outbox WHERE id = ?1 AND kind = 'presence' AND dead = 0",
-                )?
-                .execute([row])?;
-            }
             let status = if *online { "online" } else { "offline" };
             let last_seen = (!online).then_some(*ts);
             let data = serde_json::json!({ "ts": ts, "status": status, "last_seen": last_seen });
@@ -166,7 +156,23 @@ pub(super) fn write(conn: &Tx<'_>, event: &NewOutboxEvent) -> Result<Option<i64>
         ts,
         ts,
     )?;
-    Ok(Some(conn.last_insert_rowid()))
+    let row = conn.last_insert_rowid();
+    if let NewOutboxEvent::Presence {
+        replaces: Some(old),
+        ..
+    } = event
+    {
+        // Not yet delivered (nor dead): a newer state makes it moot. Deleted after the insert,
+        // so the new row cannot take the old one's id (SQLite reuses the largest id once it is
+        // deleted), which a request still in flight would then delete as delivered; and only
+        // if it is still this person's row, since ids come back once the outbox drains.
+        conn.prepare_cached(
+            "DELETE FROM webhook_outbox
+             WHERE id = ?1 AND person = ?2 AND kind = 'presence' AND dead = 0",
+        )?
+        .execute(params![old, person])?;
+    }
+    Ok(Some(row))
 }
 
 /// Remembers the status a `presence` event reports for `person`, for [`presence_restart`].
@@ -438,4 +444,84 @@ fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeadEvent> {
         last_error: r.get(7)?,
         created_at: r.get(8)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::store::sqlite::test_support::user;
+    use crate::store::sqlite::{SqliteStore, StoreOptions};
+    use crate::store::{NewOutboxEvent, OutboxOptions, Store};
+
+    fn presence(person: u64, online: bool, ts: i64, replaces: Option<i64>) -> NewOutboxEvent {
+        NewOutboxEvent::Presence {
+            person,
+            online,
+            ts,
+            replaces,
+        }
+    }
+
+    async fn ids(store: &SqliteStore) -> Vec<String> {
+        let events = store.outbox_peek(10, false).await.unwrap();
+        events.into_iter().map(|e| e.event_id).collect()
+    }
+
+    /// Row ids come back once the outbox drains: a person's remembered row may by then be
+    /// another person's waiting event, which a replacement must not delete; and the new row
+    /// must not take the id of the one it replaces (a request in flight holds that id).
+    #[tokio::test]
+    async fn a_presence_replacement_deletes_only_its_own_persons_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = StoreOptions {
+            outbox: Some(OutboxOptions {
+                grace_ms: 0,
+                wake: None,
+            }),
+            ..StoreOptions::default()
+        };
+        let store = SqliteStore::open_with(dir.path(), options).unwrap();
+        let a = user(&store, "a@x").await.person;
+        let b = user(&store, "b@x").await.person;
+
+        let a_online = store
+            .outbox_write(presence(a, true, 1, None))
+            .await
+            .unwrap();
+        let a_online = a_online.unwrap();
+        store.outbox_delete(vec![a_online]).await.unwrap(); // delivered
+        let b_online = store
+            .outbox_write(presence(b, true, 2, None))
+            .await
+            .unwrap();
+        assert_eq!(
+            b_online,
+            Some(a_online),
+            "the drained outbox gives the id again"
+        );
+        store
+            .outbox_write(presence(a, false, 3, Some(a_online)))
+            .await
+            .unwrap();
+        assert_eq!(
+            ids(&store).await,
+            [
+                format!("presence-{b}-2-online"),
+                format!("presence-{a}-3-offline")
+            ]
+        );
+
+        // b's own replacement: its old row goes, the new one has a new id.
+        let b_offline = store
+            .outbox_write(presence(b, false, 4, b_online))
+            .await
+            .unwrap();
+        assert_ne!(b_offline, b_online);
+        assert_eq!(
+            ids(&store).await,
+            [
+                format!("presence-{a}-3-offline"),
+                format!("presence-{b}-4-offline")
+            ]
+        );
+    }
 }
