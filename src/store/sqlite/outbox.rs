@@ -165,12 +165,13 @@ pub(super) fn write(conn: &Tx<'_>, event: &NewOutboxEvent) -> Result<Option<i64>
         // Not yet delivered (nor dead): a newer state makes it moot. Deleted after the insert,
         // so the new row cannot take the old one's id (SQLite reuses the largest id once it is
         // deleted), which a request still in flight would then delete as delivered; and only
-        // if it is still this person's row, since ids come back once the outbox drains.
+        // if it is still this person's row and not the new one, since ids come back once the
+        // outbox drains (the old row long delivered, the new one may have its id).
         conn.prepare_cached(
             "DELETE FROM webhook_outbox
-             WHERE id = ?1 AND person = ?2 AND kind = 'presence' AND dead = 0",
+             WHERE id = ?1 AND id <> ?3 AND person = ?2 AND kind = 'presence' AND dead = 0",
         )?
-        .execute(params![old, person])?;
+        .execute(params![old, person, row])?;
     }
     Ok(Some(row))
 }
@@ -523,5 +524,23 @@ mod tests {
                 format!("presence-{b}-4-offline")
             ]
         );
+
+        // Drained: a's row is delivered, and its replacement takes the same id, and stays.
+        let rows = store.outbox_peek(10, false).await.unwrap();
+        store
+            .outbox_delete(rows.iter().map(|e| e.id).collect())
+            .await
+            .unwrap();
+        let first = store
+            .outbox_write(presence(a, true, 5, None))
+            .await
+            .unwrap();
+        store.outbox_delete(vec![first.unwrap()]).await.unwrap();
+        let next = store
+            .outbox_write(presence(a, false, 6, first))
+            .await
+            .unwrap();
+        assert_eq!(next, first);
+        assert_eq!(ids(&store).await, [format!("presence-{a}-6-offline")]);
     }
 }
