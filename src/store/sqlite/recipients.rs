@@ -3,8 +3,9 @@
 //! `users` through its address index, and again for a linked user's primary.
 //!
 //! Why it is never stale: SQLite calls the writer connection's update hook for every row
-//! written to `users` (a rowid table; cascaded deletes included), and that marks the whole
-//! memory stale, to be dropped at the next lookup. Only the writer writes `users`. A rolled-back
+//! inserted into or deleted from `users` (a rowid table; cascaded deletes included), and that
+//! marks the whole memory stale, to be dropped at the next lookup; the one update that moves an
+//! address (a link, `primary_uid`) clears it directly. Only the writer writes `users`. A rolled-back
 //! job or transaction drops the memory too, since what it read may have been its own writes.
 
 use std::collections::HashMap;
@@ -32,8 +33,12 @@ impl Recipients {
     pub(super) fn watching(conn: &Connection) -> Recipients {
         let stale = Arc::new(AtomicBool::new(false));
         let flag = stale.clone();
-        conn.update_hook(Some(move |_, _: &str, table: &str, _| {
-            if table == "users" {
+        // Inserts and deletes only: an `UPDATE users` is an `ack` (`acked_seq`), a login's
+        // `last_seen` or a rename on the hot path, and none of those moves an address. The one
+        // update that does (linking a user to another person, `primary_uid`) calls
+        // [`Recipients::clear`] itself.
+        conn.update_hook(Some(move |action, _: &str, table: &str, _| {
+            if table == "users" && action != rusqlite::hooks::Action::SQLITE_UPDATE {
                 flag.store(true, Ordering::Relaxed);
             }
         }));
@@ -43,7 +48,7 @@ impl Recipients {
         }
     }
 
-    /// Forgets everything (after a rollback).
+    /// Forgets everything (after a rollback, or a user linked to another person).
     pub(super) fn clear(&mut self) {
         self.known.clear();
     }

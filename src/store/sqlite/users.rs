@@ -356,6 +356,8 @@ fn token_linkto(
             .execute(params![person, left])?;
             conn.prepare_cached("UPDATE users SET primary_uid = ?2 WHERE uid = ?1")?
                 .execute(params![user.uid, person])?;
+            // The address sends to its new person now (the update hook ignores updates).
+            conn.heads().recipients.clear();
             moved = true;
         }
     }
