@@ -205,14 +205,16 @@ pub(super) fn presence_restart(conn: &Tx<'_>, now: Millis) -> Result<usize, Stor
         )?
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<_, _>>()?;
+    // One pass over the outbox, not one per person: it has no index on `person`.
+    conn.prepare_cached(
+        "DELETE FROM webhook_outbox WHERE kind = 'presence' AND dead = 0
+           AND person IN (SELECT person FROM webhook_presence WHERE online = 1)",
+    )?
+    .execute([])?;
     for &(person, seen) in &persons {
         let Some(head) = conn.head(person)? else {
             continue;
         };
-        conn.prepare_cached(
-            "DELETE FROM webhook_outbox WHERE person = ?1 AND kind = 'presence' AND dead = 0",
-        )?
-        .execute([person])?;
         let last_seen = seen.unwrap_or(now).min(now);
         let data = serde_json::json!({
             "ts": now, "status": "offline", "last_seen": last_seen, "reason": "restart",
