@@ -116,11 +116,7 @@ async fn token(State(state): State<Arc<ServerState>>, body: Bytes) -> Response {
             device.clone(),
         ),
     };
-    match state
-        .store
-        .useradd_active(request, None, now_millis())
-        .await
-    {
+    match state.store.useradd(request, now_millis()).await {
         Ok(issued) => axum::Json(json!({
             "result": true,
             "token": issued.token.map(|t| t.reveal()),
@@ -190,5 +186,5 @@ fn demo_name(body: &[u8]) -> Result<String, ApiError> {
 fn random_hex() -> String {
     let mut bytes = [0u8; 8];
     getrandom::fill(&mut bytes).expect("the OS random source works");
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(bytes)
 }

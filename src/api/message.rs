@@ -8,7 +8,8 @@ use serde_json::value::RawValue;
 
 use super::{ApiError, OpResult, Reply, check_address_length, require_objects};
 use crate::protocol::{
-    ErrorCode, MessageBody, MessageRequest, check_stored_json, decode_fields, json_kind,
+    ErrorCode, MAX_CLIENT_ID, MessageBody, MessageRequest, check_stored_json, decode_fields,
+    json_kind,
 };
 use crate::state::{ServerState, now_millis};
 use crate::store::{Identity, NO_DEVICE, NewMessage, PersonDevices, PersonId, StoreError, UserKey};
@@ -17,8 +18,6 @@ use crate::store::{Identity, NO_DEVICE, NewMessage, PersonDevices, PersonId, Sto
 pub const MAX_RECIPIENTS: usize = 100;
 /// The longest `expiry` accepted, in seconds (ten years).
 pub const MAX_EXPIRY_SECONDS: u64 = 315_360_000;
-/// The longest backend message id, as a device's client id.
-const MAX_ID: usize = 128;
 
 /// # message
 /// Stores and delivers `message.message` from the user at `message.from` to each address in
@@ -224,7 +223,7 @@ fn message_id(id: Option<&Value>) -> Result<String, ApiError> {
             return Err(ApiError::new(
                 ErrorCode::BadValue,
                 format!(
-                    "`message.id` is {n}; use a non-negative integer or a string of 1 to {MAX_ID} characters"
+                    "`message.id` is {n}; use a non-negative integer or a string of 1 to {MAX_CLIENT_ID} characters"
                 ),
             ));
         }
@@ -238,10 +237,10 @@ fn message_id(id: Option<&Value>) -> Result<String, ApiError> {
             ));
         }
     };
-    if text.is_empty() || text.chars().count() > MAX_ID {
+    if text.is_empty() || text.chars().count() > MAX_CLIENT_ID {
         return Err(ApiError::new(
             ErrorCode::BadValue,
-            format!("`message.id` must be 1 to {MAX_ID} characters"),
+            format!("`message.id` must be 1 to {MAX_CLIENT_ID} characters"),
         ));
     }
     Ok(text)

@@ -4,9 +4,9 @@ use std::sync::Arc;
 
 use tracing::Instrument;
 
-use super::ops::MAX_CLIENT_ID;
 use super::replies::store_refusal;
 use super::session::Online;
+use crate::protocol::MAX_CLIENT_ID;
 use crate::protocol::{CallAction, CallRequest, DecodeError, ErrorCode};
 use crate::router::{CallEnded, CallError, CallPush, Party};
 use crate::state::{ServerState, now_millis};

@@ -6,6 +6,7 @@ use serde_json::value::RawValue;
 use super::replies::store_refusal;
 use super::session::Online;
 use crate::files::{self, Variant};
+use crate::protocol::MAX_CLIENT_ID;
 use crate::protocol::{
     Ack, ClientFrame, DecodeError, ErrorCode, FileUrl, FileUrlRequest, MAX_ATTACHMENTS,
     ProfileFrame, ProfileRequest, ReadRequest, Send, Sent, ServerFrame, check_depth,
@@ -14,11 +15,8 @@ use crate::protocol::{
 use crate::state::now_millis;
 use crate::store::{NewMessage, StoreError};
 
-/// Longest client id accepted in `send` (and call id in `call`, request tag in `history` and
-/// `profile`).
-pub(super) const MAX_CLIENT_ID: usize = 128;
-
-/// Checks a client id: a `send`'s, or the tag of a `history` or `profile` request.
+/// Checks a client id: a `send`'s, or the tag of a `history`, `profile`, `devices` or `revoke`
+/// request.
 pub(super) fn check_id(id: &str) -> Result<(), DecodeError> {
     if id.is_empty() || id.chars().count() > MAX_CLIENT_ID {
         return Err(DecodeError::new(

@@ -218,7 +218,7 @@ impl Online<'_> {
         limit: usize,
         id: Option<String>,
     ) -> Result<History, StoreError> {
-        // `"id":…,` as it will be written: up to 6 bytes per character once escaped.
+        // `"id":…,` as it will be written: the id's escaped JSON text plus 6 for `"id":` and `,`.
         let id_bytes = id
             .as_ref()
             .map_or(0, |id| serde_json::to_string(id).map_or(0, |s| s.len()) + 6);

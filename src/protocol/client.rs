@@ -119,6 +119,11 @@ impl ClientFrame {
 pub const MAX_NUMBER_ID: u64 = i64::MAX as u64;
 
 /// Words in the error of [`bounded`], which [`field_error`] reports as `bad_value`.
+/// The longest client id a `send`, a request (`history`, `profile`, `devices`, `revoke`), a
+/// call, or a backend `message` may carry, in characters: the same for a device and the backend,
+/// so a retry is idempotent the same way from both.
+pub const MAX_CLIENT_ID: usize = 128;
+
 pub(super) const BEYOND_MAX_ID: &str = "is beyond the largest seq, mid or uid";
 
 /// A seq, mid or uid: a non-negative integer up to [`MAX_NUMBER_ID`].
@@ -385,16 +390,6 @@ impl<'de> Deserialize<'de> for TypingState {
             "start" => Ok(TypingState::Start),
             "stop" => Ok(TypingState::Stop),
             other => Err(serde::de::Error::unknown_variant(other, &["start", "stop"])),
-        }
-    }
-}
-
-impl TypingState {
-    /// The wire name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TypingState::Start => "start",
-            TypingState::Stop => "stop",
         }
     }
 }
