@@ -1,8 +1,8 @@
 //! One device connection from upgrade to cleanup: login deadline, authentication (in `login.rs`),
 //! registration with the router, the reader loop, and cleanup. A successful login builds an
 //! [`Online`] session, the only one the op handlers run on: `ops.rs` (dispatch, `send`, `ack`,
-//! `read`, `profile`, `file_url`), `calls.rs` (`call`, call records) and `sync.rs` (the catch-up
-//! and `history`). Its replies (`push`, `error`, the refusals that close) are in `replies.rs`.
+//! `read`, `profile`, `file_url`), `calls.rs` (`call`, call records), `sync.rs` (the catch-up
+//! and `history`), `typing.rs`, `presence.rs` and `devices.rs` (`devices`, `revoke`). Its replies (`push`, `error`, the refusals that close) are in `replies.rs`.
 //!
 //! The session never writes to the socket itself: everything goes through its own bounded queue
 //! to the writer task, so its replies and the router's deliveries keep one order.

@@ -32,7 +32,7 @@ pub fn nobody_online() -> OnlineView {
     Arc::new(|_| Vec::new())
 }
 
-/// What the `data` column of a `devices` event holds.
+/// What a `devices` event's payload (`event_data.data`) holds.
 #[derive(Serialize, Deserialize)]
 struct Stored {
     change: DeviceChange,

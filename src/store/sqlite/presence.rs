@@ -8,7 +8,8 @@ use super::contacts::are_contacts;
 use crate::store::{PersonId, PresenceAcl, PresenceCheck, StoreError};
 
 /// What the store knows about `watcher` seeing `target`: the target's list entry for the
-/// watcher, and (only when asked, since it reads the messages) whether they are contacts.
+/// watcher, and (only when asked) whether they are contacts: one primary-key lookup in
+/// `contacts`.
 pub(super) fn check(
     conn: &Connection,
     watcher: PersonId,
