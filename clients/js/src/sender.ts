@@ -88,9 +88,11 @@ export class Sender {
   claimReplay(message: MessageFrame): string | undefined {
     const text = JSON.stringify(message.body);
     const files = (message.files ?? []).map((f) => f.id).join(",");
-    const pending = this.queue.find(
-      (p) => (p.bodyText ?? "null") === text && p.files.join(",") === files,
-    );
+    // Only an unambiguous match: two pending sends with the same body (to different people,
+    // say) are left to their own `sent` answers rather than one taking the other's message.
+    let same = this.queue.filter((p) => (p.bodyText ?? "null") === text && p.files.join(",") === files);
+    if (same.length > 1) same = same.filter((p) => p.to === message.to);
+    const pending = same.length === 1 ? same[0] : undefined;
     if (pending) this.mids.set(message.mid, pending.id);
     return pending?.id;
   }

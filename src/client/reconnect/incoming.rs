@@ -73,7 +73,13 @@ impl Loop {
                 return Ok(());
             }
             if message.out && message.origin.as_ref().is_some_and(|o| o.uid == self.uid) {
-                self.claim(message.mid, message.seq, message.ts, message.body.get());
+                self.claim(
+                    message.mid,
+                    message.seq,
+                    message.ts,
+                    message.body.get(),
+                    &message.to,
+                );
             }
         }
         self.events
@@ -83,14 +89,19 @@ impl Loop {
     }
 
     /// A catch-up can replay this device's own message before the resend's `sent` comes: the
-    /// oldest pending send with the same body is that message, answered now.
-    pub(super) fn claim(&mut self, mid: u64, seq: u64, ts: crate::protocol::Millis, body: &str) {
-        let Some(id) = self
-            .pending
-            .values()
-            .find(|p| p.body.get() == body)
-            .map(|p| p.id.clone())
-        else {
+    /// pending send with the same body is that message, answered now. Only when it is the one
+    /// such send (or the one of them sent to `to`, the copy's recipient): answering another
+    /// with this message's mid would drop that send unsent. Otherwise the resend's `sent`
+    /// answers each.
+    pub(super) fn claim(
+        &mut self,
+        mid: u64,
+        seq: u64,
+        ts: crate::protocol::Millis,
+        body: &str,
+        to: &str,
+    ) {
+        let Some(id) = claimable(self.pending.values(), body, to) else {
             return;
         };
         self.answered(&id);
@@ -115,5 +126,54 @@ impl Loop {
     pub(super) fn answered(&mut self, id: &str) {
         self.pending.retain(|_, p| p.id != id);
         self.options.store.remove_pending(id);
+    }
+}
+
+/// The id of the one pending send a replayed own message with `body`, sent to `to`, can be:
+/// the only one with that body, or else the only one of those sent to `to`.
+fn claimable<'a>(
+    pending: impl Iterator<Item = &'a PendingSend>,
+    body: &str,
+    to: &str,
+) -> Option<String> {
+    let same: Vec<&PendingSend> = pending.filter(|p| p.body.get() == body).collect();
+    let only = match same.as_slice() {
+        [one] => Some(*one),
+        _ => match same
+            .iter()
+            .filter(|p| p.to == to)
+            .collect::<Vec<_>>()
+            .as_slice()
+        {
+            [one] => Some(**one),
+            _ => None,
+        },
+    };
+    only.map(|p| p.id.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending(id: &str, to: &str) -> PendingSend {
+        PendingSend {
+            id: id.into(),
+            to: to.into(),
+            body: serde_json::value::RawValue::from_string("\"hi\"".into()).unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_replay_claims_only_an_unambiguous_pending_send() {
+        let one = [pending("a", "bob@x")];
+        assert_eq!(claimable(one.iter(), "\"hi\"", "bob@x"), Some("a".into()));
+        // Not the oldest of two: the one to the copy's recipient.
+        let two = [pending("a", "bob@x"), pending("b", "carol@x")];
+        assert_eq!(claimable(two.iter(), "\"hi\"", "carol@x"), Some("b".into()));
+        // Still ambiguous: nothing is claimed, each waits for its own `sent`.
+        let same = [pending("a", "bob@x"), pending("b", "bob@x")];
+        assert_eq!(claimable(same.iter(), "\"hi\"", "bob@x"), None);
+        assert_eq!(claimable(one.iter(), "\"bye\"", "bob@x"), None);
     }
 }

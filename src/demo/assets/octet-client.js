@@ -433,9 +433,9 @@ var Sender = class {
   claimReplay(message) {
     const text = JSON.stringify(message.body);
     const files = (message.files ?? []).map((f) => f.id).join(",");
-    const pending = this.queue.find(
-      (p) => (p.bodyText ?? "null") === text && p.files.join(",") === files
-    );
+    let same = this.queue.filter((p) => (p.bodyText ?? "null") === text && p.files.join(",") === files);
+    if (same.length > 1) same = same.filter((p) => p.to === message.to);
+    const pending = same.length === 1 ? same[0] : void 0;
     if (pending) this.mids.set(message.mid, pending.id);
     return pending?.id;
   }
