@@ -251,6 +251,11 @@ async fn each_bad_field_is_named_and_changes_nothing() {
     for address in [ALICE, BOB, CAROL] {
         server.device_token(address, "phone").await;
     }
+    // Bob's second device: a linked user, another address of his person.
+    let linked = server.device_token(BOB, "laptop").await["user"]["address"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let ok = |f: &dyn Fn(&mut Value)| {
         let mut request = message(ALICE, BOB, json!("hi"), Some(json!(1)));
         f(&mut request["message"]);
@@ -302,6 +307,11 @@ async fn each_bad_field_is_named_and_changes_nothing() {
             "twice",
         ),
         (
+            ok(&|m| m["to"] = json!(format!("{BOB},{linked}"))),
+            "bad_value",
+            "names the person",
+        ),
+        (
             ok(&|m| m["to"] = json!("has space@x")),
             "bad_value",
             "`message.to`",
@@ -334,6 +344,11 @@ async fn each_bad_field_is_named_and_changes_nothing() {
         ),
         (
             ok(&|m| m["expiry"] = json!(0)),
+            "bad_value",
+            "`message.expiry`",
+        ),
+        (
+            ok(&|m| m["expiry"] = json!(315_360_001)),
             "bad_value",
             "`message.expiry`",
         ),
